@@ -1,0 +1,37 @@
+# talkinghead — `make help` lists the targets.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+EXP ?= $(if $(DATA),$(DATA)_paper,embedded)
+ARGS ?=
+.DEFAULT_GOAL := help
+
+.PHONY: help install meta-learn test test-fast weights weights-list preprocess bench-data clean
+
+help:  ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "Variables: EXP=embedded|vox2_paper|vox1_paper  DATA=vox1|vox2  DATA_ROOT=path  ARGS='key=value ...'"
+
+install:  ## install talkinghead (editable, with test extras); keeps an installed torch, else torch==2.13.*
+	@$(PYTHON) -c "import torch" 2>/dev/null && echo "keeping installed torch $$($(PYTHON) -c 'import torch; print(torch.__version__)')" \
+		|| $(PIP) install "torch==2.13.*"
+	$(PIP) install -e ".[dev]"
+
+meta-learn:  ## meta-learn E, G, D (default: embedded synthetic data on CPU; EXP=, DATA=, DATA_ROOT=, ARGS=)
+	$(PYTHON) -m talkinghead.cli meta-learn experiment=$(EXP) $(if $(DATA),data=$(DATA)) \
+		$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
+
+test:  ## run the test suite (CPU; voxmini tests skip where ../shared/data/voxmini is absent)
+	$(PYTHON) -m pytest
+
+test-fast:  ## the test suite without the slow training tests
+	$(PYTHON) -m pytest -m "not slow"
+
+weights:  ## download the pretrained weight files (VGG19, VGGFace, FID InceptionV3) into weights/ (needs internet)
+	$(PYTHON) -m talkinghead.backbones.weights download
+
+weights-list:  ## show which weight files are present
+	$(PYTHON) -m talkinghead.backbones.weights list
+
+clean:  ## remove caches (keeps runs/ and weights/)
+	rm -rf .pytest_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

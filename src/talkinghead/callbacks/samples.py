@@ -1,0 +1,71 @@
+"""Sample grids on a fixed validation batch: PNG files in the run folder and images on the W&B dashboard."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from talkinghead.modules.meta_learning import split_episode
+from talkinghead.visualize import make_grid, sample_rows, save_png
+
+
+def first_batch(loader: Any, n: int) -> dict[str, Any]:
+    """The first ``n`` samples of a dataloader's first batch (kept on the CPU)."""
+    batch = next(iter(loader))
+    return {k: (v[:n] if isinstance(v, (torch.Tensor, list)) else v) for k, v in batch.items()}
+
+
+class SampleGridCallback(pl.Callback):
+    """Every ``every_n_iterations`` generator updates (and at the end), render a fixed held-out batch.
+
+    Grid rows: K source frames (up to 4) | target landmark image | generated | real.  Written to
+    ``<out_dir>/iter_XXXXXX.png`` and ``latest.png``, and logged as ``samples`` to every W&B logger.
+    """
+
+    def __init__(self, out_dir: str | Path, every_n_iterations: int = 100, num_samples: int = 4) -> None:
+        self.out_dir = Path(out_dir)
+        self.every = max(int(every_n_iterations), 1)
+        self.num_samples = num_samples
+        self.batch: Mapping[str, Any] | None = None
+        self.last_logged = -1
+        self.last_path: Path | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and trainer.datamodule is not None:
+            self.batch = first_batch(trainer.datamodule.val_dataloader(), self.num_samples)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        it = pl_module.iteration
+        if it % self.every == 0 and it != self.last_logged:
+            self.log_grid(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.iteration != self.last_logged:
+            self.log_grid(trainer, pl_module)
+
+    @torch.no_grad()
+    def log_grid(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Path | None:
+        if not trainer.is_global_zero or self.batch is None:
+            return None
+        it = pl_module.iteration
+        self.last_logged = it
+        batch = {k: v.to(pl_module.device) if isinstance(v, torch.Tensor) else v for k, v in self.batch.items()}
+        was_training = pl_module.training
+        pl_module.eval()
+        x_hat = pl_module.reconstruct(batch)
+        pl_module.train(was_training)
+        x_src, _, x, y = split_episode(batch)
+        grid = make_grid(sample_rows(x_src, y, x_hat, x))
+        path = save_png(grid, self.out_dir / f"iter_{it:06d}.png")
+        save_png(grid, self.out_dir / "latest.png")
+        self.last_path = path
+        for logger in trainer.loggers:
+            if isinstance(logger, pl.loggers.WandbLogger):
+                logger.log_image(
+                    key="samples", images=[grid], step=trainer.global_step,
+                    caption=[f"iteration {it}: K sources | target landmarks | generated | real"],
+                )
+        return path

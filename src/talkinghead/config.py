@@ -1,0 +1,98 @@
+"""Hydra config composition with errors that say what to fix.
+
+The configs live in ``experiments/`` at the repository root (one group per concern, ``experiment/*.yaml`` for
+whole experiments).  ``TALKINGHEAD_CONFIG_DIR`` points elsewhere.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from talkinghead.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def config_dir() -> Path:
+    path = Path(os.environ.get("TALKINGHEAD_CONFIG_DIR", REPO_ROOT / "experiments")).resolve()
+    if not (path / "meta_learn.yaml").is_file():
+        raise ConfigError(f"no experiment configs in {path}: set TALKINGHEAD_CONFIG_DIR to the repo's experiments/")
+    return path
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the options of a config group (``experiment`` -> ``['embedded', 'vox1_paper', ...]``)."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def groups() -> list[str]:
+    return sorted(p.name for p in config_dir().iterdir() if p.is_dir())
+
+
+def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in cfg.items_ex(resolve=False) if hasattr(cfg, "items_ex") else cfg.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, DictConfig):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _explain(exc: Exception, config_name: str, overrides: Sequence[str]) -> str:
+    text = str(exc)
+    missing = re.search(r"Could not find '([\w/]+)/(\w[\w.-]*)'", text) or re.search(
+        r"In '[\w/]+': Could not find '([\w/]+)/(\w[\w.-]*)'", text
+    )
+    if missing:
+        group, name = missing.groups()
+        group = group.strip("/")
+        opts = group_options(group)
+        close = difflib.get_close_matches(name, opts, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        return f"unknown {group} '{name}'{hint}; choose from: {', '.join(opts)}"
+    key = re.search(r"Key '([\w.-]+)' is not in struct", text) or re.search(
+        r"Could not override '([\w.-]+)'", text
+    )
+    if key:
+        bad = next((o.split("=")[0].lstrip("+~") for o in overrides if key.group(1) in o.split("=")[0]), key.group(1))
+        try:
+            base = compose(config_name, [o for o in overrides if not o.split("=")[0].lstrip("+~") == bad])
+            close = difflib.get_close_matches(bad, _all_keys(base), n=3)
+        except Exception:  # noqa: BLE001 - suggestions are best effort
+            close = []
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"no config key '{bad}'{hint} (see `talkinghead meta-learn --cfg` for all keys)"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"config error: {first}"
+
+
+def compose(config_name: str = "meta_learn", overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``experiments/<config_name>.yaml`` with command-line style overrides; raises ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra/OmegaConf raise many types; all become one line
+        raise ConfigError(_explain(exc, config_name, overrides)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    try:
+        OmegaConf.resolve(cfg)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"config error: {str(exc).splitlines()[0]}") from exc
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"config value(s) not set: {', '.join(missing)} (give them as key=value)")
+    return cfg

@@ -1,0 +1,10 @@
+"""Errors that the CLI prints as one line (``error: ...``) instead of a traceback."""
+from __future__ import annotations
+
+
+class TalkingHeadError(Exception):
+    """Base of the errors a user can fix: the message says what to fix."""
+
+
+class ConfigError(TalkingHeadError, ValueError):
+    """A config key, value or experiment name is wrong."""

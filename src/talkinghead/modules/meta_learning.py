@@ -1,0 +1,188 @@
+"""Meta-learning stage (paper Sec. 3.2): E, G and D trained together on K-shot episodes.
+
+One episode per sample: K frames of video i give e_hat_i = mean_k E(x_k, y_k); G renders the (K+1)-th frame
+from its landmarks; D judges it against the real frame.  Manual optimisation: ``d_steps_per_g`` hinge updates of
+D (plus the match term on W), then one update of G and E on the weighted sum of the named loss terms.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics.image import StructuralSimilarityIndexMeasure
+
+from talkinghead.losses.adversarial import adversarial_loss, hinge_d_loss
+from talkinghead.losses.feature_matching import feature_matching_loss
+from talkinghead.losses.match import match_loss
+from talkinghead.losses.pixel import pixel_loss
+from talkinghead.nets import Embedder, Generator, ProjectionDiscriminator
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+#: Loss terms of G and E; each weight comes from config (``loss.weights.<name>``), 0 turns a term off.
+GENERATOR_TERMS = ("content_vgg19", "content_vggface", "pixel", "adversarial", "feature_matching", "match")
+
+
+def split_episode(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """(frames, landmark images) (B, K+1, 3, S, S) -> sources x (B,K,..), y (B,K,..), target x, target y."""
+    frames, lms = batch["frames"], batch["landmark_images"]
+    if frames.dim() != 5 or frames.shape[1] < 2:
+        raise ValueError(f"a batch needs frames of shape (B, K+1, 3, H, W) with K >= 1, got {tuple(frames.shape)}")
+    k = frames.shape[1] - 1
+    return frames[:, :k], lms[:, :k], frames[:, k], lms[:, k]
+
+
+class MetaLearningModule(pl.LightningModule):
+    """Trains the embedder, generator and projection discriminator of the paper.
+
+    Args:
+        embedder, generator, discriminator: built networks (``talkinghead.nets``).
+        loss_weights: weight per term of ``GENERATOR_TERMS``; ``match`` also weighs the W side of the match
+            term in D's update.
+        optimizer_g / optimizer_d: partial optimisers (``params`` still missing), from config.
+        d_steps_per_g: discriminator updates per generator/embedder update (the paper uses 2).
+        content_loss: module returning ``{"content_vgg19": t, "content_vggface": t}`` (unweighted), or None
+            when both content weights are 0.
+        config: the resolved experiment config, saved in checkpoints so that later stages rebuild the networks.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        generator: Generator,
+        discriminator: ProjectionDiscriminator,
+        loss_weights: Mapping[str, float],
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        d_steps_per_g: int = 1,
+        content_loss: nn.Module | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        unknown = set(loss_weights) - set(GENERATOR_TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; known: {list(GENERATOR_TERMS)}")
+        if d_steps_per_g < 1:
+            raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
+        needs_content = any(loss_weights.get(k, 0) for k in ("content_vgg19", "content_vggface"))
+        if needs_content and content_loss is None:
+            raise ValueError("content loss weights are non-zero but no content_loss module was given")
+        self.automatic_optimization = False
+        self.embedder, self.generator, self.discriminator = embedder, generator, discriminator
+        self.content_loss = content_loss
+        self.loss_weights = {k: float(loss_weights.get(k, 0.0)) for k in GENERATOR_TERMS}
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.d_steps_per_g = d_steps_per_g
+        self.save_hyperparameters({"config": dict(config or {}), "d_steps_per_g": d_steps_per_g})
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        opt_g = self.optimizer_g(params=list(self.embedder.parameters()) + list(self.generator.parameters()))
+        opt_d = self.optimizer_d(params=list(self.discriminator.parameters()))
+        return [opt_g, opt_d]
+
+    @property
+    def iteration(self) -> int:
+        """Generator updates done so far (``global_step`` counts every optimiser's steps)."""
+        return self.global_step // (1 + self.d_steps_per_g)
+
+    def generator_terms(
+        self, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, e_hat: torch.Tensor, w_i: torch.Tensor,
+        video_index: torch.Tensor | None, w: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted loss terms of G (and E) for real x, fake x_hat under landmarks y.
+
+        Real and fake go through D in one batch (one forward: DDP- and spectral-norm-friendly).
+        """
+        b = x.shape[0]
+        idx = None if video_index is None else torch.cat([video_index, video_index])
+        scores, feats = self.discriminator(torch.cat([x, x_hat]), torch.cat([y, y]), idx, w)
+        terms: dict[str, torch.Tensor] = {}
+        wts = self.loss_weights
+        if wts["pixel"]:
+            terms["pixel"] = pixel_loss(x_hat, x)
+        if self.content_loss is not None:
+            terms.update(self.content_loss(x_hat, x))
+        terms["adversarial"] = adversarial_loss(scores[b:])
+        terms["feature_matching"] = feature_matching_loss([f[b:] for f in feats], [f[:b] for f in feats])
+        if wts["match"] and e_hat is not None:
+            terms["match"] = match_loss(w_i.detach(), e_hat)
+        return terms
+
+    def weighted_total(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.loss_weights[k] * v for k, v in terms.items() if self.loss_weights[k])
+
+    def discriminator_step(
+        self, opt_d: Any, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, video_index: torch.Tensor | None,
+        e_hat: torch.Tensor | None, w: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One hinge update of D (real and fake in one batch), with the match term pulling W_i to e_hat_i."""
+        idx = None if video_index is None else torch.cat([video_index, video_index])
+        scores, _ = self.discriminator(torch.cat([x, x_hat.detach()]), torch.cat([y, y]), idx, w)
+        real, fake = scores.chunk(2)
+        logs = {"d_hinge": hinge_d_loss(real, fake), "d_real": real.detach().mean(), "d_fake": fake.detach().mean()}
+        loss = logs["d_hinge"]
+        if self.loss_weights["match"] and e_hat is not None and video_index is not None:
+            logs["d_match"] = match_loss(self.discriminator.W(video_index), e_hat.detach())
+            loss = loss + self.loss_weights["match"] * logs["d_match"]
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt_d.step()
+        return logs
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        x_src, y_src, x, y = split_episode(batch)
+        idx = batch["video_index"]
+        e_hat = self.embedder.embed(x_src, y_src)
+        x_hat = self.generator(y, e_hat)
+
+        for _ in range(self.d_steps_per_g):
+            d_logs = self.discriminator_step(opt_d, x, y, x_hat, idx, e_hat)
+
+        terms = self.generator_terms(x, y, x_hat, e_hat, self.discriminator.W(idx), idx)
+        g_total = self.weighted_total(terms)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_total)
+        opt_g.step()
+
+        logs = {f"train/g_{k}": v.detach() for k, v in terms.items()}
+        logs.update({f"train/{k}": v for k, v in d_logs.items()})
+        logs["train/g_total"] = g_total.detach()
+        logs["train/l1"] = (x_hat.detach() - x).abs().mean()
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self.log("train/iteration", float(self.iteration), on_step=True, batch_size=x.shape[0])
+        self.log_dict(
+            {"lr/g": opt_g.param_groups[0]["lr"], "lr/d": opt_d.param_groups[0]["lr"]},
+            on_step=True, batch_size=x.shape[0],
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def reconstruct(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """G's rendering of each episode's target frame from its K sources, (B, 3, S, S)."""
+        x_src, y_src, _, y = split_episode(batch)
+        return self.generator(y, self.embedder.embed(x_src, y_src))
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        x_hat = self.reconstruct(batch)
+        x = split_episode(batch)[2]
+        self.val_ssim.update((x_hat + 1) / 2, (x + 1) / 2)
+        self.log("val/l1", (x_hat - x).abs().mean(), on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("val/ssim", self.val_ssim, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The frozen perceptual backbones come from their own weight files: keep them out of checkpoints.
+        sd = checkpoint["state_dict"]
+        for key in [k for k in sd if k.startswith("content_loss.")]:
+            del sd[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.content_loss is not None:
+            for k, v in self.content_loss.state_dict().items():
+                checkpoint["state_dict"].setdefault(f"content_loss.{k}", v)

@@ -1,0 +1,38 @@
+"""Embedder E(x, y): a frame and its landmark image -> one d-dimensional vector (paper, Sec. 3.2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from talkinghead.nets.trunk import DownTrunk
+
+
+class Embedder(nn.Module):
+    """E(x, y) -> e: down-sampling residual trunk, global sum pooling, ReLU.
+
+    ``forward(x (B,3,S,S), y (B,3,S,S)) -> (B, emb_dim)``;
+    ``embed(x (B,K,3,S,S), y (B,K,3,S,S)) -> (B, emb_dim)`` is the person's embedding, the mean over K frames.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        emb_dim: int = 512,
+        base_channels: int = 64,
+        max_channels: int = 512,
+        attn_res: int | None = 32,
+    ) -> None:
+        super().__init__()
+        self.image_size, self.emb_dim = image_size, emb_dim
+        self.trunk = DownTrunk(6, image_size, base_channels, max_channels, emb_dim, attn_res)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        assert x.shape == y.shape and x.shape[1:] == (3, self.image_size, self.image_size), (x.shape, y.shape)
+        h = self.trunk(torch.cat([x, y], dim=1))[-1]
+        return F.relu(h.sum(dim=(2, 3)))
+
+    def embed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        b, k = x.shape[:2]
+        e = self(x.flatten(0, 1), y.flatten(0, 1))
+        return e.view(b, k, -1).mean(dim=1)

@@ -1,0 +1,170 @@
+"""Building blocks shared by the embedder, generator and discriminator (written once, reused).
+
+All weight layers are spectrally normalised (Miyato et al. 2018), as the paper does "for all convolutional
+and fully connected layers in all the networks".  The blocks follow BigGAN's residual blocks (Brock et al.
+2019) that the paper cites, with SAGAN's self-attention (Zhang et al. 2019).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def sn_conv(cin: int, cout: int, kernel: int = 3, bias: bool = True) -> nn.Module:
+    """Spectrally normalised ``Conv2d`` with 'same' padding."""
+    return spectral_norm(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias))
+
+
+def sn_linear(fin: int, fout: int, bias: bool = True) -> nn.Module:
+    """Spectrally normalised ``Linear``."""
+    return spectral_norm(nn.Linear(fin, fout, bias=bias))
+
+
+def is_spectral_normed(module: nn.Module) -> bool:
+    """True when ``module.weight`` is produced by a spectral-norm parametrisation."""
+    params = getattr(module, "parametrizations", None)
+    return params is not None and "weight" in params and any(
+        type(p).__name__ == "_SpectralNorm" for p in params["weight"]
+    )
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance norm: ``gamma * IN(x) + beta`` with (gamma, beta) given per sample.
+
+    ``forward(x (B,C,H,W), params (B, 2C))``: ``params[:, :C]`` is the scale offset (gamma = 1 + it, so that
+    zero parameters are the identity), ``params[:, C:]`` the bias.  The parameters come from the generator's
+    projection ``P @ e_hat`` (meta-learning) or from the fine-tuned vector psi'.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.norm = nn.InstanceNorm2d(num_features, affine=False)
+
+    @property
+    def num_params(self) -> int:
+        return 2 * self.num_features
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        c = self.num_features
+        assert params.shape[-1] == 2 * c, f"AdaIN({c}) needs {2 * c} params, got {params.shape[-1]}"
+        gamma = 1.0 + params[:, :c, None, None]
+        beta = params[:, c:, None, None]
+        return gamma * self.norm(x) + beta
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: ``x + gamma * softmax(q^T k) v`` with gamma initialised to 0.
+
+    (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        inner = max(channels // 8, 1)
+        self.query = sn_conv(channels, inner, 1, bias=False)
+        self.key = sn_conv(channels, inner, 1, bias=False)
+        self.value = sn_conv(channels, channels, 1, bias=False)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, C')
+        k = self.key(x).flatten(2).transpose(1, 2)  # (B, HW, C')
+        v = self.value(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # SAGAN uses unscaled dot products
+        return x + self.gamma * out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class ResBlockDown(nn.Module):
+    """Residual down-sampling block, (B, Cin, H, W) -> (B, Cout, H/2, W/2).
+
+    main: [IN] -> ReLU -> conv3x3 -> [IN] -> ReLU -> conv3x3 -> avgpool2;  skip: conv1x1 -> avgpool2.
+    ``norm=True`` adds instance norm (generator's encoder); the embedder and discriminator use none.
+    ``preactivate=False`` skips the first norm/ReLU (first block, whose input is the raw image).
+    """
+
+    def __init__(self, cin: int, cout: int, norm: bool = False, preactivate: bool = True) -> None:
+        super().__init__()
+        self.preactivate = preactivate
+        self.norm1 = nn.InstanceNorm2d(cin, affine=True) if norm and preactivate else nn.Identity()
+        self.conv1 = sn_conv(cin, cout)
+        self.norm2 = nn.InstanceNorm2d(cout, affine=True) if norm else nn.Identity()
+        self.conv2 = sn_conv(cout, cout)
+        self.skip = sn_conv(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.norm1(x)) if self.preactivate else x
+        h = self.conv1(h)
+        h = self.conv2(F.relu(self.norm2(h)))
+        return F.avg_pool2d(h, 2) + F.avg_pool2d(self.skip(x), 2)
+
+
+class ResBlock(nn.Module):
+    """Residual block without resampling, (B, C, H, W) -> (B, C, H, W).
+
+    With ``adain=True`` both norms are AdaIN and ``forward(x, params)`` takes (B, 2C + 2C) parameters;
+    otherwise it has no norm (discriminator's last block) and ``forward(x)``.
+    """
+
+    def __init__(self, channels: int, adain: bool = False) -> None:
+        super().__init__()
+        self.adain = adain
+        self.norm1 = AdaIN(channels) if adain else None
+        self.conv1 = sn_conv(channels, channels)
+        self.norm2 = AdaIN(channels) if adain else None
+        self.conv2 = sn_conv(channels, channels)
+
+    @property
+    def num_adain_params(self) -> int:
+        return self.norm1.num_params + self.norm2.num_params if self.adain else 0
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        if self.adain:
+            assert params is not None, "AdaIN block needs its parameters"
+            p1, p2 = params.split([self.norm1.num_params, self.norm2.num_params], dim=1)
+            h = self.conv1(F.relu(self.norm1(x, p1)))
+            h = self.conv2(F.relu(self.norm2(h, p2)))
+        else:
+            h = self.conv2(F.relu(self.conv1(F.relu(x))))
+        return x + h
+
+
+class ResBlockUp(nn.Module):
+    """Residual up-sampling block with AdaIN, (B, Cin, H, W) -> (B, Cout, 2H, 2W).
+
+    main: AdaIN -> ReLU -> up2 -> conv3x3 -> AdaIN -> ReLU -> conv3x3;  skip: up2 -> conv1x1.
+    ``forward(x, params)`` takes (B, 2Cin + 2Cout) AdaIN parameters.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1 = AdaIN(cin)
+        self.conv1 = sn_conv(cin, cout)
+        self.norm2 = AdaIN(cout)
+        self.conv2 = sn_conv(cout, cout)
+        self.skip = sn_conv(cin, cout, 1)
+
+    @property
+    def num_adain_params(self) -> int:
+        return self.norm1.num_params + self.norm2.num_params
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        p1, p2 = params.split([self.norm1.num_params, self.norm2.num_params], dim=1)
+        h = F.interpolate(F.relu(self.norm1(x, p1)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.norm2(self.conv1(h), p2)))
+        return h + self.skip(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def channel_plan(num_blocks: int, base: int, maximum: int) -> list[int]:
+    """Output channels of ``num_blocks`` down-sampling blocks: base, 2 base, 4 base, ... capped at ``maximum``."""
+    return [min(base * 2**i, maximum) for i in range(num_blocks)]
+
+
+def check_image_size(image_size: int, min_size: int = 16) -> int:
+    """Image sizes must be powers of two (every block halves or doubles the resolution)."""
+    if image_size < min_size or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a power of two >= {min_size}, got {image_size}")
+    return image_size.bit_length() - 1

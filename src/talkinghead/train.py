@@ -1,0 +1,190 @@
+"""``talkinghead meta-learn``: build everything from the composed config, check it, then train.
+
+Everything that can be wrong with the input (config, data, weights, K) fails here, before training starts.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from talkinghead.callbacks.samples import SampleGridCallback
+from talkinghead.errors import ConfigError, TalkingHeadError
+from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
+
+
+@dataclass
+class MetaLearningRun:
+    """What ``build_meta_learning`` makes; ``fit()`` trains it."""
+
+    cfg: DictConfig
+    datamodule: pl.LightningDataModule
+    module: MetaLearningModule
+    trainer: pl.Trainer
+    run_dir: Path
+    ckpt_path: Path | None
+    samples: SampleGridCallback
+
+    def fit(self) -> None:
+        self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
+        self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
+
+
+def build_content_loss(loss_cfg: DictConfig) -> Any:
+    """The VGG19 + VGGFace content loss, or None when both of its weights are 0."""
+    w = loss_cfg.weights
+    if not (w.get("content_vgg19", 0) or w.get("content_vggface", 0)):
+        return None
+    from talkinghead.losses.content import ContentLoss
+
+    return ContentLoss(
+        weight_vgg19=float(w.content_vgg19),
+        weight_vggface=float(w.content_vggface),
+        vgg19_path=loss_cfg.get("vgg19_path"),
+        vggface_path=loss_cfg.get("vggface_path"),
+        weighted=False,
+    )
+
+
+def build_networks(model_cfg: DictConfig, num_videos: int) -> tuple[Any, Any, Any]:
+    """(Embedder, Generator, ProjectionDiscriminator) from ``model`` config and the W table size."""
+    embedder = instantiate(model_cfg.embedder)
+    generator = instantiate(model_cfg.generator)
+    discriminator = instantiate(model_cfg.discriminator, num_videos=num_videos)
+    return embedder, generator, discriminator
+
+
+def wandb_mode(mode: str) -> bool:
+    """True for offline: ``auto`` is online only with an API key (env or ~/.netrc)."""
+    if mode not in ("auto", "online", "offline"):
+        raise ConfigError(f"logger.mode must be auto, online or offline, got '{mode}'")
+    if mode != "auto":
+        return mode == "offline"
+    netrc = Path.home() / ".netrc"
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
+    return not has_key
+
+
+def build_logger(logger_cfg: DictConfig | None, run_dir: Path) -> Any:
+    if logger_cfg is None:
+        return False
+    cfg = OmegaConf.to_container(logger_cfg, resolve=True)
+    if cfg["_target_"].endswith("WandbLogger"):
+        offline = wandb_mode(cfg.pop("mode", "auto"))
+        id_file = run_dir / "wandb_id.txt"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if id_file.exists():  # a resumed run continues the same W&B run
+            cfg.setdefault("id", id_file.read_text().strip())
+            cfg.setdefault("resume", "allow")
+        else:
+            import wandb.util
+
+            cfg.setdefault("id", wandb.util.generate_id())
+            id_file.write_text(cfg["id"])
+        cfg["offline"] = offline
+    return instantiate(cfg)
+
+
+def check_config(cfg: DictConfig) -> None:
+    if int(cfg.K) < 1:
+        raise ConfigError(f"K must be >= 1 (source frames per episode), got {cfg.K}")
+    if int(cfg.iterations) < 1:
+        raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
+    unknown = set(cfg.loss.weights) - set(GENERATOR_TERMS)
+    if unknown:
+        raise ConfigError(f"unknown loss term(s) {sorted(unknown)} in loss.weights; known: {list(GENERATOR_TERMS)}")
+
+
+def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> MetaLearningRun:
+    """Instantiate data, networks, losses, loggers, callbacks and the Trainer; no training yet."""
+    check_config(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    run_dir = Path(cfg.run_dir)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    embedder, generator, discriminator = build_networks(cfg.model, datamodule.num_videos)
+    content_loss = build_content_loss(cfg.loss)
+    d_steps = int(cfg.optim.d_steps_per_g)
+    module = MetaLearningModule(
+        embedder, generator, discriminator,
+        loss_weights=OmegaConf.to_container(cfg.loss.weights),
+        optimizer_g=instantiate(cfg.optim.g), optimizer_d=instantiate(cfg.optim.d),
+        d_steps_per_g=d_steps, content_loss=content_loss,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    ckpt_path = None
+    if last.exists():
+        if cfg.resume:
+            ckpt_path = last
+        else:  # start afresh without losing the old run
+            shutil.move(str(ckpt_dir), str(run_dir / f"checkpoints.{time.strftime('%Y%m%d-%H%M%S')}"))
+
+    steps_per_iter = 1 + d_steps
+    cb = cfg.callbacks
+    samples = SampleGridCallback(run_dir / "samples", cb.sample_every_n_iterations, cb.num_samples)
+    callbacks: list[pl.Callback] = [
+        pl.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir, filename="iter_{train/iteration:.0f}", auto_insert_metric_name=False,
+            save_last=True, save_top_k=0, every_n_train_steps=int(cb.ckpt_every_n_iterations) * steps_per_iter,
+        ),
+        samples,
+        *(extra_callbacks or []),
+    ]
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    strategy = trainer_cfg.pop("strategy", "auto")
+    if isinstance(strategy, dict):
+        strategy = instantiate(strategy)
+    trainer_cfg.pop("val_check_interval", None)
+    trainer = pl.Trainer(
+        **trainer_cfg,
+        strategy=strategy,
+        max_steps=int(cfg.iterations) * steps_per_iter,
+        max_epochs=-1,
+        val_check_interval=int(cb.val_every_n_iterations),
+        check_val_every_n_epoch=None,
+        logger=build_logger(cfg.get("logger"), run_dir),
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
+    return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples)
+
+
+def meta_learn(cfg: DictConfig) -> MetaLearningRun:
+    """Build, train, and print where the results went."""
+    try:
+        run = build_meta_learning(cfg)
+    except TalkingHeadError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+    if run.ckpt_path:
+        print(f"resuming from {run.ckpt_path} (resume=false starts afresh)")
+    start = time.time()
+    run.fit()
+    if run.trainer.is_global_zero:
+        print(f"\nmeta-learning done in {time.time() - start:.0f} s, {run.module.iteration} iterations")
+        print(f"  checkpoint: {run.run_dir / 'checkpoints' / 'last.ckpt'}")
+        print(f"  samples:    {run.samples.out_dir} (latest.png)")
+        for logger in run.trainer.loggers:
+            if isinstance(logger, pl.loggers.WandbLogger):
+                exp = logger.experiment
+                where = getattr(exp, "url", None) or getattr(getattr(exp, "settings", None), "sync_dir", None)
+                mode = "offline" if logger._offline else "online"
+                print(f"  W&B run:    {where} ({mode}; `wandb sync {where}` uploads it)" if mode == "offline"
+                      else f"  W&B run:    {where}")
+            elif isinstance(logger, pl.loggers.CSVLogger):
+                print(f"  CSV log:    {logger.log_dir}/metrics.csv")
+    return run

@@ -1,0 +1,53 @@
+"""Image helpers for sample grids and videos: tensors in [-1, 1] <-> uint8 pictures."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(…, 3, H, W) in [-1, 1] -> (…, H, W, 3) uint8."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def make_grid(rows: Sequence[Sequence[torch.Tensor]], pad: int = 2) -> np.ndarray:
+    """Lay out images (3, H, W) in [-1, 1] as a grid: ``rows[r][c]``; returns (H', W', 3) uint8 on white."""
+    h, w = rows[0][0].shape[-2:]
+    ncols = max(len(r) for r in rows)
+    grid = np.full((len(rows) * (h + pad) + pad, ncols * (w + pad) + pad, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row):
+            y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
+            grid[y0 : y0 + h, x0 : x0 + w] = to_uint8(img)
+    return grid
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write an (H, W, 3) uint8 array as PNG (atomically: a reader never sees half a file)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(image).save(tmp)
+    tmp.replace(path)
+    return path
+
+
+def sample_rows(
+    sources: torch.Tensor, target_landmarks: torch.Tensor, generated: torch.Tensor, real: torch.Tensor,
+    max_sources: int = 4,
+) -> list[list[torch.Tensor]]:
+    """Rows of (K source frames | target landmarks | generated | real) for a batch.
+
+    sources (B, K, 3, H, W); the others (B, 3, H, W).
+    """
+    rows = []
+    for b in range(generated.shape[0]):
+        srcs = list(sources[b, :max_sources])
+        rows.append(srcs + [target_landmarks[b], generated[b], real[b]])
+    return rows
