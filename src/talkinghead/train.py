@@ -84,9 +84,9 @@ def build_logger(logger_cfg: DictConfig | None, run_dir: Path) -> Any:
             cfg.setdefault("id", id_file.read_text().strip())
             cfg.setdefault("resume", "allow")
         else:
-            import wandb.util
+            import secrets
 
-            cfg.setdefault("id", wandb.util.generate_id())
+            cfg.setdefault("id", secrets.token_hex(4))
             id_file.write_text(cfg["id"])
         cfg["offline"] = offline
     return instantiate(cfg)

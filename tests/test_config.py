@@ -1,0 +1,59 @@
+"""The real configs compose, and config mistakes are one-line errors before any training starts."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from talkinghead.config import compose, group_options
+from talkinghead.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_every_experiment_composes(experiment: str) -> None:
+    cfg = compose("meta_learn", [f"experiment={experiment}", "data.root=/nonexistent"]
+                  if experiment != "embedded" else [f"experiment={experiment}"])
+    assert cfg.name == experiment
+    assert cfg.model.generator.image_size == cfg.model.image_size
+    assert cfg.data.K == cfg.K
+
+
+def test_paper_experiment_uses_the_papers_numbers() -> None:
+    cfg = compose("meta_learn", ["experiment=vox2_paper", "data.root=/x"])
+    assert cfg.model.image_size == 256 and cfg.model.emb_dim == 512 and cfg.K == 8
+    w = cfg.loss.weights
+    assert (w.content_vgg19, w.content_vggface, w.feature_matching, w.match) == (0.15, 0.025, 10.0, 10.0)
+    assert (cfg.optim.g.lr, cfg.optim.d.lr) == (5e-5, 2e-4)
+
+
+def test_command_line_group_override_wins_over_experiment() -> None:
+    cfg = compose("meta_learn", ["experiment=embedded", "model=paper"])
+    assert cfg.model.image_size == 256
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["experiment=embeded"], "unknown experiment 'embeded' (did you mean embedded?)"),
+        (["model.generator.num_rse=3"], "no config key 'model.generator.num_rse'; did you mean model.generator.num_res"),
+        (["trainer=gpuu"], "unknown trainer 'gpuu'"),
+    ],
+)
+def test_config_mistakes_are_explained(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        compose("meta_learn", overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_prints_one_line_and_exits_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "talkinghead.cli", "meta-learn", "experiment=nope"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: unknown experiment 'nope'")
