@@ -1,0 +1,150 @@
+"""The content (perceptual) loss L_CNT of Zakharov et al. 2019 (Section 3.2).
+
+    L_CNT(x, x̂) = w_19 · Σ_l ‖VGG19_l(x̂) − VGG19_l(x)‖_1  +  w_F · Σ_l ‖VGGFace_l(x̂) − VGGFace_l(x)‖_1
+
+with the paper's layers relu1_1..relu5_1 (VGG19 ``features`` indices 1, 6, 11, 20, 29; VGGFace indices 1, 6,
+11, 18, 25), ``‖·‖_1`` the mean absolute difference over a layer's elements, and the paper's weights
+w_19 = 1.5e-1, w_F = 2.5e-2. Images enter in [-1, 1]; each backbone converts them to what its weights were
+trained on (see ``talkinghead.backbones.vgg19`` / ``.vggface``).
+
+The backbones are frozen (eval, no parameter gradients; gradients do flow to x̂). A weight of 0 means
+that backbone is neither built nor loaded, so a user without its file can turn the term off.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backbones.base import check_images
+from ..backbones.vgg19 import DEFAULT_LAYERS as VGG19_LAYERS
+from ..backbones.vgg19 import VGG19
+from ..backbones.vggface import DEFAULT_LAYERS as VGGFACE_LAYERS
+from ..backbones.vggface import VGGFace
+from ..backbones.weights import resolve
+
+#: The paper's weights of the two terms.
+PAPER_WEIGHT_VGG19 = 1.5e-1
+PAPER_WEIGHT_VGGFACE = 2.5e-2
+#: Smallest image side accepted: relu5_1 sits after 4 2x2 pools, 32 px -> 2x2 there.
+MIN_SIZE = 32
+
+
+def feature_l1(fake_feats: Sequence[Tensor], real_feats: Sequence[Tensor]) -> Tensor:
+    """Σ_l mean |f_l(x̂) − f_l(x)| over matching lists of activations; a scalar."""
+    if len(fake_feats) != len(real_feats):
+        raise ValueError(f"got {len(fake_feats)} fake and {len(real_feats)} real activation maps")
+    return torch.stack([F.l1_loss(a, b) for a, b in zip(fake_feats, real_feats)]).sum()
+
+
+class ContentLoss(nn.Module):
+    """L_CNT with frozen VGG19 and VGGFace.
+
+    Args:
+        weight_vgg19: w_19 (0 = the VGG19 term is off, its weights are not needed).
+        weight_vggface: w_F (0 = the VGGFace term is off).
+        vgg19_weights: path of ``vgg19-dcbb9e9d.pth``; None = look in the weights directory.
+        vggface_weights: path of ``vgg_face_dag.pth``; None = look in the weights directory.
+        weights_dir: the weights directory (None: ``$TALKINGHEAD_WEIGHTS`` or ``weights/``).
+        vgg19_layers / vggface_layers: feature indices (default: the paper's relu1_1..relu5_1).
+        vgg19_input_norm: see ``VGG19`` ("imagenet" for torchvision's file).
+        config_key_vgg19 / config_key_vggface: the config keys named in a missing-weights error.
+
+    The frozen weights are kept out of ``state_dict()`` (see ``FrozenBackbone.freeze``): checkpoints stay
+    small and the public weights are always reloaded from their files.
+    """
+
+    def __init__(
+        self,
+        weight_vgg19: float = PAPER_WEIGHT_VGG19,
+        weight_vggface: float = PAPER_WEIGHT_VGGFACE,
+        vgg19_weights: str | os.PathLike[str] | None = None,
+        vggface_weights: str | os.PathLike[str] | None = None,
+        weights_dir: str | os.PathLike[str] | None = None,
+        vgg19_layers: Sequence[int] = VGG19_LAYERS,
+        vggface_layers: Sequence[int] = VGGFACE_LAYERS,
+        vgg19_input_norm: str = "imagenet",
+        config_key_vgg19: str = "loss.weights.content_vgg19",
+        config_key_vggface: str = "loss.weights.content_vggface",
+    ) -> None:
+        super().__init__()
+        if weight_vgg19 < 0 or weight_vggface < 0:
+            raise ValueError(f"content loss weights must be >= 0, got vgg19={weight_vgg19}, "
+                             f"vggface={weight_vggface}")
+        self.weight_vgg19 = float(weight_vgg19)
+        self.weight_vggface = float(weight_vggface)
+        self.vgg19_layers = tuple(int(i) for i in vgg19_layers)
+        self.vggface_layers = tuple(int(i) for i in vggface_layers)
+        self.vgg19: VGG19 | None = None
+        self.vggface: VGGFace | None = None
+        if self.weight_vgg19 > 0:
+            path = resolve("vgg19", vgg19_weights, config_key=config_key_vgg19, directory=weights_dir)
+            self.vgg19 = VGG19.from_file(path, input_norm=vgg19_input_norm).freeze(  # type: ignore[arg-type]
+                in_state_dict=False)
+        if self.weight_vggface > 0:
+            path = resolve("vggface", vggface_weights, config_key=config_key_vggface, directory=weights_dir)
+            self.vggface = VGGFace.from_file(path).freeze(in_state_dict=False)
+
+    def terms(self, fake: Tensor, real: Tensor) -> dict[str, Tensor]:
+        """The weighted terms ``{"content_vgg19": ..., "content_vggface": ...}`` (see ``content_loss``)."""
+        return content_loss_terms(fake, real, self.vgg19, self.vggface, self.weight_vgg19,
+                                  self.weight_vggface, self.vgg19_layers, self.vggface_layers)
+
+    def forward(self, fake: Tensor, real: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(L_CNT, terms)``: the scalar total and the weighted terms (for logging term by term)."""
+        parts = self.terms(fake, real)
+        return parts["content_vgg19"] + parts["content_vggface"], parts
+
+
+def content_loss_terms(
+    fake: Tensor,
+    real: Tensor,
+    vgg19: VGG19 | None,
+    vggface: VGGFace | None,
+    weight_vgg19: float = PAPER_WEIGHT_VGG19,
+    weight_vggface: float = PAPER_WEIGHT_VGGFACE,
+    vgg19_layers: Sequence[int] = VGG19_LAYERS,
+    vggface_layers: Sequence[int] = VGGFACE_LAYERS,
+) -> dict[str, Tensor]:
+    """The weighted terms ``{"content_vgg19": ..., "content_vggface": ...}``; a term that is off is 0.
+
+    Args:
+        fake: x̂, generated images ``(B, 3, H, W)`` in [-1, 1], H, W >= 32; gradients flow to it.
+        real: x, ground truth ``(B, 3, H, W)`` in [-1, 1]; a constant target (no gradient).
+        vgg19 / vggface: loaded, frozen backbones; None only where the term's weight is 0.
+    """
+    if (vgg19 is None and weight_vgg19 > 0) or (vggface is None and weight_vggface > 0):
+        raise ValueError("content loss: a term with weight > 0 needs its backbone (pass it, or set weight 0)")
+    check_images(fake, "content loss", min_size=MIN_SIZE)
+    if fake.shape != real.shape:
+        raise ValueError(f"content loss needs fake and real of one shape, got {tuple(fake.shape)} "
+                         f"and {tuple(real.shape)}")
+    real = real.detach()
+    out = {"content_vgg19": fake.new_zeros(()), "content_vggface": fake.new_zeros(())}
+    for key, net, weight, layers in (("content_vgg19", vgg19, weight_vgg19, vgg19_layers),
+                                     ("content_vggface", vggface, weight_vggface, vggface_layers)):
+        if net is None or weight == 0:
+            continue
+        with torch.no_grad():
+            target = net.activations(real, layers)
+        out[key] = weight * feature_l1(net.activations(fake, layers), target)
+    return out
+
+
+def content_loss(
+    fake: Tensor,
+    real: Tensor,
+    vgg19: VGG19 | None,
+    vggface: VGGFace | None,
+    weight_vgg19: float = PAPER_WEIGHT_VGG19,
+    weight_vggface: float = PAPER_WEIGHT_VGGFACE,
+    vgg19_layers: Sequence[int] = VGG19_LAYERS,
+    vggface_layers: Sequence[int] = VGGFACE_LAYERS,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Function form of ``ContentLoss`` with caller-owned backbones: ``(L_CNT, terms)``."""
+    parts = content_loss_terms(fake, real, vgg19, vggface, weight_vgg19, weight_vggface,
+                               vgg19_layers, vggface_layers)
+    return parts["content_vgg19"] + parts["content_vggface"], parts
