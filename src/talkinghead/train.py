@@ -37,6 +37,26 @@ class MetaLearningRun:
         self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
 
 
+USER_ERRORS = (TalkingHeadError, ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def build(cfg: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that re-raises the user's error (bad value, missing file) instead of
+    Hydra's wrapper around it, so the CLI can print it as one line."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, USER_ERRORS):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from exc
+        target = cfg.get("_target_", "?") if hasattr(cfg, "get") else "?"
+        raise ConfigError(f"cannot build {target}: {str(exc).splitlines()[0]}") from exc
+
+
 def build_content_loss(loss_cfg: DictConfig) -> Any:
     """The VGG19 + VGGFace content loss, or None when both of its weights are 0."""
     w = loss_cfg.weights
@@ -44,20 +64,20 @@ def build_content_loss(loss_cfg: DictConfig) -> Any:
         return None
     from talkinghead.losses.content import ContentLoss
 
+    # Built with unit weights for the terms that are on: the module weighs every term from config itself.
     return ContentLoss(
-        weight_vgg19=float(w.content_vgg19),
-        weight_vggface=float(w.content_vggface),
-        vgg19_path=loss_cfg.get("vgg19_path"),
-        vggface_path=loss_cfg.get("vggface_path"),
-        weighted=False,
+        weight_vgg19=1.0 if w.get("content_vgg19", 0) else 0.0,
+        weight_vggface=1.0 if w.get("content_vggface", 0) else 0.0,
+        vgg19_weights=loss_cfg.get("vgg19_path"),
+        vggface_weights=loss_cfg.get("vggface_path"),
     )
 
 
 def build_networks(model_cfg: DictConfig, num_videos: int) -> tuple[Any, Any, Any]:
     """(Embedder, Generator, ProjectionDiscriminator) from ``model`` config and the W table size."""
-    embedder = instantiate(model_cfg.embedder)
-    generator = instantiate(model_cfg.generator)
-    discriminator = instantiate(model_cfg.discriminator, num_videos=num_videos)
+    embedder = build(model_cfg.embedder)
+    generator = build(model_cfg.generator)
+    discriminator = build(model_cfg.discriminator, num_videos=num_videos)
     return embedder, generator, discriminator
 
 
@@ -108,7 +128,7 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     embedder, generator, discriminator = build_networks(cfg.model, datamodule.num_videos)
@@ -168,8 +188,8 @@ def meta_learn(cfg: DictConfig) -> MetaLearningRun:
         run = build_meta_learning(cfg)
     except TalkingHeadError:
         raise
-    except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError(str(exc).splitlines()[0]) from exc
+    except USER_ERRORS as exc:
+        raise ConfigError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     if run.ckpt_path:
         print(f"resuming from {run.ckpt_path} (resume=false starts afresh)")
     start = time.time()

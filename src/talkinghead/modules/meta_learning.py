@@ -44,8 +44,8 @@ class MetaLearningModule(pl.LightningModule):
             term in D's update.
         optimizer_g / optimizer_d: partial optimisers (``params`` still missing), from config.
         d_steps_per_g: discriminator updates per generator/embedder update (the paper uses 2).
-        content_loss: module returning ``{"content_vgg19": t, "content_vggface": t}`` (unweighted), or None
-            when both content weights are 0.
+        content_loss: ``talkinghead.losses.content.ContentLoss`` built with unit weights, whose ``terms(x_hat, x)``
+            gives ``{"content_vgg19": t, "content_vggface": t}``, or None when both content weights are 0.
         config: the resolved experiment config, saved in checkpoints so that later stages rebuild the networks.
     """
 
@@ -106,7 +106,7 @@ class MetaLearningModule(pl.LightningModule):
         if wts["pixel"]:
             terms["pixel"] = pixel_loss(x_hat, x)
         if self.content_loss is not None:
-            terms.update(self.content_loss(x_hat, x))
+            terms.update(self.content_loss.terms(x_hat, x))
         terms["adversarial"] = adversarial_loss(scores[b:])
         terms["feature_matching"] = feature_matching_loss([f[b:] for f in feats], [f[:b] for f in feats])
         if wts["match"] and e_hat is not None:
