@@ -1,0 +1,583 @@
+"""Preprocess talking-head videos into WebDataset shards: decode, find the face, crop, landmarks, write.
+
+Usage (``make preprocess SRC=... OUT=...`` runs this)::
+
+    python -m data_modules.preprocess --src /data/voxceleb2/dev/mp4 --out /data/vox2-shards
+
+For every clip (VoxCeleb utterance, video-preprocessing clip, image folder or single video) it
+
+1. decodes ``--frames-per-video`` frames spread evenly over the clip (PyAV),
+2. finds the largest face and its 68 landmarks in each (``--backend``: face-alignment or dlib),
+3. builds ONE crop box for the clip (a face track): the union of the per-frame landmark boxes after
+   dropping frames whose face jumps away from the track, made square, enlarged by ``--margin`` and padded
+   with black where it leaves the frame, and resizes the crop to ``--size``; landmarks are mapped into
+   crop pixels,
+4. writes the kept frames (JPEG) + landmarks + metadata as one sample of a tar shard
+   (see ``data_modules.shards``).
+
+Clips are sorted by id and cut into groups of ``--videos-per-shard``; group ``i`` becomes ``shard-i.tar``.
+Each shard is written atomically and then recorded in ``ledger.jsonl``, so a run stopped at any moment
+(Ctrl-C, kill, full disk) resumes where it stopped when re-run with the same arguments and produces the
+same shards as one uninterrupted run. ``manifest.json`` is rebuilt from the ledger at the end of every run.
+
+A clip is skipped, with its reason in the report, when it does not decode, is truncated, has no face in
+enough frames, or its face is narrower than ``--min-face`` pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from data_modules.shards import (
+    JPEG_QUALITY,
+    MANIFEST,
+    SHARD_NAME,
+    Manifest,
+    VideoRecord,
+    VideoSample,
+    encode_jpeg,
+    remove_partial,
+    sample_key,
+    write_shard,
+)
+from data_modules.sources import LAYOUTS, Clip, DecodeError, LayoutError, discover, read_clip
+
+LEDGER = "ledger.jsonl"
+CONFIG = "config.json"
+REPORT = "report.json"
+
+
+class PreprocessError(RuntimeError):
+    """Preprocessing cannot start or go on (settings differ from an earlier run in OUT, ...)."""
+
+
+class DiskFullError(PreprocessError):
+    """The output disk filled up; what was committed before is intact."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Settings that decide the content of the shards (a resumed run must use the same)."""
+
+    size: int = 256  # side S of the square crops written
+    frames_per_video: int = 32  # frames sampled evenly from each clip (0 = all)
+    min_face: int = 80  # skip a clip whose face (jaw width, median over frames) is narrower (px)
+    margin: float = 0.8  # crop side = (1 + margin) * side of the union of landmark boxes
+    min_detected: float = 0.5  # skip a clip where a face is found in fewer of its sampled frames
+    min_frames: int = 2  # ... or in fewer frames than this
+    videos_per_shard: int = 64  # clips per shard (group i of the sorted clip list -> shard i)
+    jpeg_quality: int = JPEG_QUALITY
+
+
+@dataclass
+class ClipResult:
+    """Outcome of one clip: a ``sample`` to write, or the ``reason`` it was skipped."""
+
+    video_id: str
+    person_id: str
+    split: str | None
+    sample: VideoSample | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Report:
+    """What a preprocessing run did; ``kept``/``skipped``/``frames_written`` cover the whole OUT folder."""
+
+    src: str
+    out: str
+    backend: str
+    videos_total: int = 0
+    videos_read: int = 0  # clips processed by this run
+    videos_resumed: int = 0  # clips already done by an earlier run
+    kept: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    frames_written: int = 0
+    shards: int = 0
+    seconds: float = 0.0
+    stopped: str | None = None  # why the run stopped early (None: finished)
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None and self.kept + len(self.skipped) == self.videos_total
+
+    def summary(self) -> str:
+        rate = 60.0 * self.videos_read / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"preprocess {self.src} -> {self.out} (backend {self.backend})",
+            f"  videos read this run: {self.videos_read} ({rate:.1f} videos/min), "
+            f"already done: {self.videos_resumed}, total in source: {self.videos_total}",
+            f"  kept: {self.kept}   skipped: {len(self.skipped)}   frames written: {self.frames_written}"
+            f"   shards: {self.shards}   time: {self.seconds:.1f} s",
+        ]
+        for s in self.skipped:
+            lines.append(f"  skipped {s['video_id']}: {s['reason']}")
+        if self.stopped:
+            lines.append(f"  STOPPED: {self.stopped}")
+        else:
+            lines.append("  finished: manifest.json is complete")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ face track + crop
+def _box(points: np.ndarray) -> np.ndarray:
+    """(68, 2) -> (x0, y0, x1, y1)."""
+    return np.array([points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()])
+
+
+def face_track(
+    landmarks: list[np.ndarray | None], cfg: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray, float] | str:
+    """One square crop box for a clip from its per-frame landmarks, or the reason to skip the clip.
+
+    ``landmarks``: per sampled frame a (68, 2) array or None. Returns ``(box (x0, y0, side) float, kept frame
+    positions int (M,), face width px)``. Frames whose face centre is more than half a face width from the
+    median centre are dropped (another person, a false detection).
+    """
+    n = len(landmarks)
+    found = [i for i, p in enumerate(landmarks) if p is not None]
+    if not found:
+        return f"no face found in any of {n} sampled frames"
+    boxes = np.stack([_box(landmarks[i]) for i in found])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    widths = boxes[:, 2] - boxes[:, 0]
+    med_c, med_w = np.median(centres, axis=0), float(np.median(widths))
+    on_track = np.linalg.norm(centres - med_c, axis=1) <= 0.5 * max(med_w, 1.0)
+    kept = np.asarray(found)[on_track]
+    if len(kept) < max(cfg.min_frames, int(np.ceil(cfg.min_detected * n))):
+        return f"face found in only {len(kept)} of {n} sampled frames (need {cfg.min_detected:.0%})"
+    face_w = float(np.median(widths[on_track]))
+    if face_w < cfg.min_face:
+        return f"face too small ({face_w:.0f} px < {cfg.min_face} px)"
+    b = boxes[on_track]
+    x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+    side = max(x1 - x0, y1 - y0) * (1.0 + cfg.margin)
+    cx, cy = (
+        (x0 + x1) / 2,
+        (y0 + y1) / 2 - 0.08 * side,
+    )  # landmarks stop at the brows: leave room for the head
+    return np.array([cx - side / 2, cy - side / 2, side]), kept, face_w
+
+
+def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Square crop ``box`` (x0, y0, side) of uint8 (H, W, 3), padded black outside, resized to
+    (size, size, 3)."""
+    import cv2
+
+    x0, y0, side = (int(round(v)) for v in box)
+    h, w = frame.shape[:2]
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    if pad:
+        frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        x0, y0 = x0 + pad, y0 + pad
+    crop = frame[y0 : y0 + side, x0 : x0 + side]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def landmarks_to_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Map (68, 2) frame pixels into the (size x size) crop of ``box`` (x0, y0, side) as ``crop_frame``."""
+    x0, y0, side = (int(round(v)) for v in box)
+    return ((points - np.array([x0, y0], dtype=np.float32)) * (size / side)).astype(np.float32)
+
+
+def process_clip(clip: Clip, detector, cfg: PreprocessConfig, src_root: Path) -> ClipResult:  # noqa: ANN001
+    """Decode, detect, crop one clip; never raises for bad input (the reason goes into the result)."""
+    res = ClipResult(clip.video_id, clip.person_id, clip.split)
+    try:
+        frames, indices, fps, asked = read_clip(clip, cfg.frames_per_video)
+    except DecodeError as e:
+        res.reason = f"corrupt video: {e}"
+        return res
+    if len(frames) < asked:
+        res.reason = f"truncated video: only {len(frames)} of {asked} sampled frames decode"
+        return res
+    landmarks = detector.detect(frames)
+    track = face_track(landmarks, cfg)
+    if isinstance(track, str):
+        res.reason = track
+        return res
+    box, kept, face_w = track
+    jpgs = [encode_jpeg(crop_frame(frames[i], box, cfg.size), cfg.jpeg_quality) for i in kept]
+    pts = np.stack([landmarks_to_crop(landmarks[i], box, cfg.size) for i in kept])
+    try:
+        source = str(Path(clip.path).resolve().relative_to(src_root.resolve()))
+    except ValueError:
+        source = Path(clip.path).name
+    meta = {
+        "person_id": clip.person_id,
+        "video_id": clip.video_id,
+        "frame_indices": indices[kept].tolist(),
+        "fps": fps,
+        "source": source,
+        "crop_box": [float(v) for v in box],
+        "source_size": [int(frames.shape[1]), int(frames.shape[2])],
+        "face_width": face_w,
+        "split": clip.split,
+        "detector": getattr(detector, "name", type(detector).__name__),
+    }
+    res.sample = VideoSample(sample_key(clip.video_id), jpgs, pts, meta)
+    return res
+
+
+# ---------------------------------------------------------------------------------------- worker processes
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(detector_factory: Callable[[], Any] | None, cfg: PreprocessConfig, src_root: Path) -> None:
+    if detector_factory is not None:
+        _WORKER["detector"] = detector_factory()
+    _WORKER["cfg"], _WORKER["src"] = cfg, src_root
+
+
+def _work(item: tuple[int, Clip]) -> tuple[int, ClipResult]:
+    group, clip = item
+    return group, process_clip(clip, _WORKER["detector"], _WORKER["cfg"], _WORKER["src"])
+
+
+# ------------------------------------------------------------------------------------------------ ledger etc.
+def read_ledger(out: Path) -> dict[int, dict[str, Any]]:
+    """Committed shard groups from ``ledger.jsonl`` (a torn last line from a kill is ignored)."""
+    done: dict[int, dict[str, Any]] = {}
+    path = out / LEDGER
+    if not path.is_file():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        shard = entry.get("shard")
+        if shard is None or (out / shard).is_file():
+            done[int(entry["group"])] = entry
+    return done
+
+
+def _append_ledger(out: Path, entry: dict[str, Any]) -> None:
+    with open(out / LEDGER, "a") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fingerprint(cfg: PreprocessConfig, backend: str, clips: list[Clip]) -> dict[str, Any]:
+    h = hashlib.sha256("\n".join(c.video_id for c in clips).encode()).hexdigest()
+    return {"settings": asdict(cfg), "backend": backend, "num_clips": len(clips), "clips_sha256": h}
+
+
+def _check_resume(out: Path, fp: dict[str, Any]) -> None:
+    path = out / CONFIG
+    if not path.is_file():
+        path.write_text(json.dumps(fp, indent=1, sort_keys=True))
+        return
+    old = json.loads(path.read_text())
+    diffs = [f"{k}: {old.get(k)!r} then, {v!r} now" for k, v in fp.items() if old.get(k) != v]
+    if diffs:
+        raise PreprocessError(
+            f"{out} holds shards made with other settings or another source ({'; '.join(diffs)}): "
+            "use a new --out, re-run with the same arguments to continue, or add --overwrite to start again"
+        )
+
+
+def _clear_out(out: Path) -> None:
+    for name in (LEDGER, CONFIG, REPORT, MANIFEST):
+        (out / name).unlink(missing_ok=True)
+    for p in out.glob("shard-*.tar*"):
+        p.unlink()
+
+
+def write_manifest(
+    out: Path, groups: list[list[Clip]], done: dict[int, dict[str, Any]], size: int, backend: str
+) -> Manifest:
+    """Rebuild ``manifest.json`` from the ledger (videos sorted by id: same for any completion order)."""
+    videos, skipped, shards = [], [], []
+    for g in sorted(done):
+        entry = done[g]
+        if entry["shard"]:
+            shards.append(entry["shard"])
+        videos += [(v, entry["shard"]) for v in entry["videos"]]
+        skipped += entry["skipped"]
+    videos.sort(key=lambda t: t[0]["video_id"])
+    records = [
+        VideoRecord(i, v["video_id"], v["person_id"], shard, v["key"], v["num_frames"], v.get("split"))
+        for i, (v, shard) in enumerate(videos)
+    ]
+    skipped.sort(key=lambda s: s["video_id"])
+    m = Manifest(out, size, records, shards, skipped, backend, complete=len(done) == len(groups))
+    m.save()
+    return m
+
+
+# --------------------------------------------------------------------------------------------------- the run
+def preprocess(
+    src: str | Path,
+    out: str | Path,
+    cfg: PreprocessConfig = PreprocessConfig(),
+    backend: str = "auto",
+    workers: int | None = 0,
+    layout: str = "auto",
+    detector: Any | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Report:
+    """Preprocess every clip of ``src`` into shards in ``out``; resume an interrupted run. Returns the report.
+
+    ``detector``: an already built ``LandmarkDetector`` (overrides ``backend``; tests pass fakes).
+    ``workers``: 0 runs in this process, N > 0 uses N processes, None picks (dlib: one per core;
+    face-alignment: 0, the GPU batches). Raises ``LayoutError`` for a source that is no supported layout,
+    ``PreprocessError`` when ``out`` holds shards made with other settings. A full disk stops the run with
+    ``report.stopped`` set; committed shards stay intact.
+    """
+    t0 = time.time()
+    src, out = Path(src), Path(out)
+    clips = discover(src, layout)
+    src_root = src if src.is_dir() else src.parent
+    if detector is None:
+        from talkinghead.landmarks.detectors import make_detector
+
+        detector = make_detector(backend, device=device)
+    backend_name = getattr(detector, "name", type(detector).__name__)
+    if workers is None:  # dlib: one process per core; face-alignment batches on one GPU in this process
+        workers = 0 if backend_name == "face-alignment" else (os.cpu_count() or 1)
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _clear_out(out)
+    remove_partial(out)
+    fp = _fingerprint(cfg, backend_name, clips)
+    _check_resume(out, fp)
+
+    vps = max(1, cfg.videos_per_shard)
+    groups = [clips[i : i + vps] for i in range(0, len(clips), vps)]
+    done = read_ledger(out)
+    report = Report(str(src), str(out), backend_name, videos_total=len(clips))
+    report.videos_resumed = sum(len(groups[g]) for g in done if g < len(groups))
+    todo = [(g, clip) for g, group in enumerate(groups) if g not in done for clip in group]
+    pending: dict[int, list[ClipResult]] = {}
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(clips),
+            initial=report.videos_resumed,
+            unit="video",
+            desc="preprocess",
+            dynamic_ncols=True,
+        )
+
+    def commit(g: int) -> None:
+        results = sorted(pending.pop(g), key=lambda r: r.video_id)
+        kept = [r for r in results if r.sample is not None]
+        name = SHARD_NAME.format(g) if kept else None
+        if kept:
+            write_shard(out / name, [r.sample for r in kept])
+        entry = {
+            "group": g,
+            "shard": name,
+            "videos": [
+                {
+                    "video_id": r.video_id,
+                    "person_id": r.person_id,
+                    "key": r.sample.key,
+                    "num_frames": len(r.sample.frames),
+                    "split": r.split,
+                }
+                for r in kept
+            ],
+            "skipped": [{"video_id": r.video_id, "reason": r.reason} for r in results if r.sample is None],
+        }
+        _append_ledger(out, entry)
+        done[g] = entry
+
+    def counts() -> tuple[int, int]:
+        return (
+            sum(len(e["videos"]) for e in done.values())
+            + sum(1 for rs in pending.values() for r in rs if r.sample is not None),
+            sum(len(e["skipped"]) for e in done.values())
+            + sum(1 for rs in pending.values() for r in rs if r.sample is None),
+        )
+
+    def results_iter():
+        if workers <= 0:
+            _init_worker(None, cfg, src_root)
+            _WORKER["detector"] = detector
+            for item in todo:
+                yield _work(item)
+            return
+        # fork shares the already built detector; face-alignment on CUDA must not fork an initialised context
+        method = (
+            "fork" if "fork" in mp.get_all_start_methods() and backend_name != "face-alignment" else "spawn"
+        )
+        ctx = mp.get_context(method)
+        if method == "fork":
+            _WORKER["detector"] = detector
+            factory = None
+        else:
+            factory = _Factory(backend_name, device)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, cfg, src_root)) as pool:
+            yield from pool.imap(_work, todo, chunksize=1)
+
+    results = results_iter()
+    try:
+        for g, res in results:
+            pending.setdefault(g, []).append(res)
+            report.videos_read += 1
+            if len(pending[g]) == len(groups[g]):
+                commit(g)
+            if bar is not None:
+                kept_n, skip_n = counts()
+                bar.set_postfix(faces_kept=kept_n, skipped=skip_n, refresh=False)
+                bar.update(1)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        remove_partial(out)
+        report.stopped = (
+            f"output disk is full ({e.strerror or e}) while writing to {out}: the {len(done)} shard "
+            "groups committed before are intact; free space and re-run the same command to continue"
+        )
+    finally:
+        results.close()  # stops worker processes at once on an error or Ctrl-C
+        if bar is not None:
+            bar.close()
+
+    report.kept = sum(len(e["videos"]) for e in done.values())
+    report.skipped = sorted((s for e in done.values() for s in e["skipped"]), key=lambda s: s["video_id"])
+    report.frames_written = sum(v["num_frames"] for e in done.values() for v in e["videos"])
+    report.shards = sum(1 for e in done.values() if e["shard"])
+    report.seconds = time.time() - t0
+    try:
+        write_manifest(out, groups, done, cfg.size, backend_name)
+        (out / REPORT).write_text(json.dumps({**asdict(report), "complete": report.complete}, indent=1))
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        remove_partial(out)
+        report.stopped = report.stopped or (
+            f"output disk is full ({e.strerror}): manifest.json could not be "
+            "written; free space and re-run the same command"
+        )
+    return report
+
+
+@dataclass(frozen=True)
+class _Factory:
+    """Picklable detector factory for spawned workers."""
+
+    backend: str
+    device: str | None
+
+    def __call__(self):
+        from talkinghead.landmarks.detectors import make_detector
+
+        return make_detector(self.backend, device=self.device)
+
+
+# -------------------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m data_modules.preprocess",
+        description="Crop faces of talking-head videos (VoxCeleb1/2 mp4, video-preprocessing clips, a "
+        "folder of images, one video), find 68 landmarks, and write WebDataset shards + manifest.json "
+        "for the VoxCeleb DataModules. Stop it at any time and re-run the same command to continue.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = PreprocessConfig()
+    p.add_argument(
+        "--src", required=True, help="source: e.g. /data/voxceleb2/dev/mp4 (<person>/<video>/<utt>.mp4)"
+    )
+    p.add_argument("--out", required=True, help="output folder for shards, manifest.json, report.json")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS, help="source layout (auto detects it)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "dlib", "face-alignment"),
+        help="landmarks: face-alignment (paper's FAN, GPU, downloads weights once), dlib (offline), "
+        "auto = face-alignment if its weights are cached, else dlib",
+    )
+    p.add_argument(
+        "--device", default=None, help="device for face-alignment (cuda, cpu; default cuda if present)"
+    )
+    p.add_argument("--size", type=int, default=d.size, help="side of the square face crops, px")
+    p.add_argument(
+        "--frames-per-video",
+        type=int,
+        default=d.frames_per_video,
+        help="frames sampled evenly from each clip (0 = all; VoxCeleb is huge)",
+    )
+    p.add_argument("--min-face", type=int, default=d.min_face, help="skip clips whose face is narrower, px")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=d.margin,
+        help="crop side = (1 + margin) x the box around all landmarks of the clip",
+    )
+    p.add_argument(
+        "--min-detected",
+        type=float,
+        default=d.min_detected,
+        help="skip clips with a face in fewer of their sampled frames",
+    )
+    p.add_argument("--videos-per-shard", type=int, default=d.videos_per_shard, help="clips per tar shard")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel processes; default: one per CPU core for dlib, 0 (this process, batched on the "
+        "GPU) for face-alignment",
+    )
+    p.add_argument("--overwrite", action="store_true", help="delete earlier shards in --out and start again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = PreprocessConfig(
+        size=args.size,
+        frames_per_video=args.frames_per_video,
+        min_face=args.min_face,
+        margin=args.margin,
+        min_detected=args.min_detected,
+        videos_per_shard=args.videos_per_shard,
+    )
+    try:
+        report = preprocess(
+            args.src,
+            args.out,
+            cfg,
+            backend=args.backend,
+            workers=args.workers,
+            layout=args.layout,
+            device=args.device,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (LayoutError, FileNotFoundError, PreprocessError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: committed shards are kept; re-run the same command to continue", file=sys.stderr
+        )
+        return 130
+    print(report.summary())
+    return 0 if report.stopped is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

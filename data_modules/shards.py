@@ -1,0 +1,308 @@
+"""The on-disk shard format written by ``data_modules.preprocess`` and read by the VoxCeleb DataModules.
+
+A preprocessed set is a folder::
+
+    OUT/
+      manifest.json        persons, videos (frame counts, split, shard of each), shards, skipped clips
+      shard-000000.tar     WebDataset tar shards, ONE sample per video (clip)
+      shard-000001.tar
+      report.json          what the last preprocessing run did
+      ledger.jsonl         preprocessing progress (one line per committed shard; used to resume)
+      config.json          the settings and source list the shards were made with
+
+Inside a shard every video is one WebDataset sample whose key is the sanitised ``video_id``
+(``id00012/abc/00001`` -> ``id00012__abc__00001``) and whose members are::
+
+    <key>.0000.jpg ... <key>.<T-1>.jpg   the T cropped frames, S x S RGB JPEG (fixed quality)
+    <key>.landmarks.npy                  float32 (T, 68, 2): iBUG-68 (x, y) pixels in the S x S crop
+    <key>.json                           person_id, video_id, frame_indices (source frame numbers), fps,
+                                         source (path relative to --src), crop box, face width, split
+
+One sample per video (not per frame) because a training sample needs K+1 frames of the same video; the loader
+decodes only the K+1 JPEGs it picks. Tars are written deterministically (sorted members, zero mtime/uid) and
+atomically (temporary name, fsync, ``os.replace``): a reader never sees half a shard, and the same input gives
+byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+SHARD_NAME = "shard-{:06d}.tar"
+TMP_SUFFIX = ".tmp"
+JPEG_QUALITY = 95
+
+
+class ManifestError(FileNotFoundError):
+    """A data root has no (readable) manifest: it was not made by ``make preprocess``."""
+
+
+def sample_key(video_id: str) -> str:
+    """WebDataset key of a video: no ``/`` or ``.`` (WebDataset splits keys at the first dot)."""
+    return video_id.replace("/", "__").replace(".", "_")
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """uint8 ``(H, W, 3)`` RGB -> JPEG bytes (deterministic for a given frame and quality)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality, subsampling=0, optimize=False)
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes -> uint8 ``(H, W, 3)`` RGB."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("corrupt JPEG in shard")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class VideoSample:
+    """One preprocessed video: ``frames`` are JPEG bytes (T of them), ``landmarks`` float32 ``(T, 68, 2)``."""
+
+    key: str
+    frames: list[bytes]
+    landmarks: np.ndarray
+    meta: dict[str, Any]
+
+    def members(self) -> list[tuple[str, bytes]]:
+        out = [(f"{self.key}.{i:04d}.jpg", jpg) for i, jpg in enumerate(self.frames)]
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(self.landmarks, dtype=np.float32), allow_pickle=False)
+        out.append((f"{self.key}.landmarks.npy", buf.getvalue()))
+        out.append((f"{self.key}.json", json.dumps(self.meta, sort_keys=True).encode()))
+        return out
+
+    def frame(self, i: int) -> np.ndarray:
+        """Decoded frame ``i``: uint8 ``(S, S, 3)``."""
+        return decode_jpeg(self.frames[i])
+
+
+def write_shard(path: str | Path, samples: list[VideoSample]) -> int:
+    """Write ``samples`` (in the given order) as one tar at ``path``, atomically. Returns bytes written.
+
+    The tar is first written to ``path + ".tmp"``, flushed to disk, then renamed; on any error (e.g. ENOSPC)
+    the temporary file is removed and the error re-raised, so ``path`` is either absent or complete.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as fh:
+            with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for sample in samples:
+                    for name, data in sample.members():
+                        info = tarfile.TarInfo(name)
+                        info.size = len(data)
+                        info.mtime = 0
+                        info.mode = 0o444
+                        info.uid = info.gid = 0
+                        info.uname = info.gname = ""
+                        tar.addfile(info, io.BytesIO(data))
+            fh.flush()
+            os.fsync(fh.fileno())
+        size = tmp.stat().st_size
+        os.replace(tmp, path)
+        return size
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_partial(root: str | Path) -> list[Path]:
+    """Delete temporary files a killed run left in ``root`` (never a committed shard); return them."""
+    removed = []
+    for p in Path(root).glob(f"*{TMP_SUFFIX}"):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _group(fnames_data: Iterator[tuple[str, bytes]]) -> Iterator[VideoSample]:
+    from webdataset.tariterators import base_plus_ext
+
+    current: dict[str, Any] | None = None
+    for fname, data in fnames_data:
+        key, ext = base_plus_ext(fname)
+        if key is None:
+            continue
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield _to_sample(current)
+            current = {"__key__": key}
+        current[ext] = data
+    if current is not None:
+        yield _to_sample(current)
+
+
+def _to_sample(raw: dict[str, Any]) -> VideoSample:
+    frames = [
+        raw[k] for k in sorted((k for k in raw if k.endswith(".jpg")), key=lambda k: int(k.split(".")[0]))
+    ]
+    landmarks = np.load(io.BytesIO(raw["landmarks.npy"]), allow_pickle=False)
+    meta = json.loads(raw["json"])
+    return VideoSample(raw["__key__"], frames, landmarks, meta)
+
+
+def iter_shard(path: str | Path) -> Iterator[VideoSample]:
+    """Stream the videos of one shard in stored order (WebDataset's tar iterator; no random access)."""
+    from webdataset.tariterators import tar_file_iterator
+
+    with open(path, "rb") as fh:
+        yield from _group((s["fname"], s["data"]) for s in tar_file_iterator(fh))
+
+
+# --------------------------------------------------------------------------------------------------- manifest
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video of a manifest; ``index`` is its row in D's W table (position in the sorted video list)."""
+
+    index: int
+    video_id: str
+    person_id: str
+    shard: str
+    key: str
+    num_frames: int
+    split: str | None = None
+
+
+@dataclass
+class Manifest:
+    """The contents of ``manifest.json`` (see module doc)."""
+
+    root: Path
+    image_size: int
+    videos: list[VideoRecord]
+    shards: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    backend: str = ""
+    complete: bool = True  # False while preprocessing has not finished (or was stopped)
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.videos)
+
+    @property
+    def persons(self) -> list[str]:
+        return sorted({v.person_id for v in self.videos})
+
+    def by_id(self) -> dict[str, VideoRecord]:
+        return {v.video_id: v for v in self.videos}
+
+    def to_json(self) -> dict[str, Any]:
+        persons: dict[str, list[str]] = {}
+        for v in self.videos:
+            persons.setdefault(v.person_id, []).append(v.video_id)
+        return {
+            "format": "talkinghead-shards/1",
+            "image_size": self.image_size,
+            "backend": self.backend,
+            "num_videos": self.num_videos,
+            "num_frames": sum(v.num_frames for v in self.videos),
+            "persons": persons,
+            "shards": self.shards,
+            "videos": [
+                {
+                    "video_id": v.video_id,
+                    "person_id": v.person_id,
+                    "shard": v.shard,
+                    "key": v.key,
+                    "num_frames": v.num_frames,
+                    "split": v.split,
+                }
+                for v in self.videos
+            ],
+            "skipped": self.skipped,
+            "complete": self.complete,
+        }
+
+    def save(self) -> None:
+        path = self.root / MANIFEST
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        try:
+            tmp.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def load_manifest(root: str | Path) -> Manifest:
+    """Read ``root/manifest.json``; raise ``ManifestError`` saying how to make one when it is absent."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise ManifestError(
+            f"data root {root} does not exist: run `make preprocess SRC=<VoxCeleb mp4 folder> "
+            f"OUT={root}` first"
+        )
+    if not path.is_file():
+        raise ManifestError(
+            f"{root} has no {MANIFEST}: it is not a preprocessed shard folder. Run `make preprocess "
+            f"SRC=<VoxCeleb mp4 folder> OUT={root}` (re-running it finishes an interrupted run)"
+        )
+    try:
+        data = json.loads(path.read_text())
+        videos = [
+            VideoRecord(
+                i, v["video_id"], v["person_id"], v["shard"], v["key"], int(v["num_frames"]), v.get("split")
+            )
+            for i, v in enumerate(data["videos"])
+        ]
+        return Manifest(
+            root,
+            int(data["image_size"]),
+            videos,
+            list(data["shards"]),
+            list(data.get("skipped", [])),
+            data.get("backend", ""),
+            bool(data.get("complete", True)),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ManifestError(f"{path} is unreadable ({e}): re-run `make preprocess` on {root}") from e
+
+
+class ShardReader:
+    """Random access to single videos of a shard folder via the manifest (map-style, for
+    val/test/fine-tuning).
+
+    Keeps one open ``tarfile`` index per shard it touched.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self._records = manifest.by_id()
+        self._index: dict[str, dict[str, tarfile.TarInfo]] = {}
+
+    def _members(self, shard: str) -> dict[str, tarfile.TarInfo]:
+        if shard not in self._index:
+            with tarfile.open(self.manifest.root / shard, "r") as tar:
+                self._index[shard] = {m.name: m for m in tar.getmembers()}
+        return self._index[shard]
+
+    def read(self, video_id: str) -> VideoSample:
+        """All frames (JPEG bytes), landmarks and metadata of ``video_id``."""
+        if video_id not in self._records:
+            raise KeyError(f"video {video_id!r} is not in {self.manifest.root / MANIFEST}")
+        rec = self._records[video_id]
+        members = self._members(rec.shard)
+        raw: dict[str, Any] = {"__key__": rec.key}
+        with open(self.manifest.root / rec.shard, "rb") as fh:
+            for name, info in members.items():
+                if name.startswith(rec.key + "."):
+                    fh.seek(info.offset_data)
+                    raw[name[len(rec.key) + 1 :]] = fh.read(info.size)
+        return _to_sample(raw)

@@ -1,0 +1,267 @@
+"""Sources of talking-head video on disk: find the clips of a layout, and decode their frames.
+
+Four layouts are recognised (``discover`` picks one, or is told which):
+
+``voxceleb``
+    VoxCeleb1/2 mp4 release: ``<person id>/<video id>/<utterance>.mp4``
+    (e.g. ``dev/mp4/id00012/abc/00001.mp4``). The person directory must look like a VoxCeleb id
+    (``id`` + digits). A ``test`` directory above the person marks the clip as belonging to the official
+    test split, ``dev`` as train.
+``video-preprocessing``
+    256x256 clips of the AliaksandrSiarohin ``video-preprocessing`` scripts:
+    ``train|test/<person>#<video>#<start>#<end>.mp4`` or a folder of PNG frames of that name per clip.
+``images``
+    a plain folder of images of one person (a user's own person); one "video" of all images in name order.
+``video``
+    one video file of one person.
+
+The unit we call a *video* everywhere downstream (one crop box, one row of D's W table) is one clip: a
+VoxCeleb utterance, one video-preprocessing clip, the image folder, or the single file. Its ``video_id`` is
+unique over a set: ``<person>/<youtube id>/<utterance>`` for VoxCeleb, ``<person>/<video>#<start>#<end>``
+for video-preprocessing.
+
+Decoding uses PyAV (FFmpeg bindings); nothing shells out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+LAYOUTS = ("auto", "voxceleb", "video-preprocessing", "images", "video")
+
+_VOX_PERSON = re.compile(r"^id\d+$")
+_VP_NAME = re.compile(r"^([^#/]+)#([^#/]+)#([^#/]+)#([^#/]+?)(?:\.mp4)?$")
+
+
+class LayoutError(ValueError):
+    """The source folder is not one of the supported layouts (or empty)."""
+
+
+class DecodeError(RuntimeError):
+    """A video could not be decoded (corrupt, truncated, not a video)."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip of a source tree.
+
+    ``path`` is a video file, or a folder of frames (``is_frame_folder``), or a tuple of image files
+    (``images``). ``split`` is ``"train"``, ``"test"`` or ``None`` (the layout does not say).
+    """
+
+    video_id: str
+    person_id: str
+    path: Path
+    split: str | None = None
+    images: tuple[Path, ...] = ()
+
+    @property
+    def is_frame_folder(self) -> bool:
+        return bool(self.images)
+
+
+def _sorted_files(folder: Path, exts: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+
+
+def _split_of(parts: tuple[str, ...]) -> str | None:
+    for part in reversed(parts):
+        low = part.lower()
+        if low in ("test", "vox1_test", "vox2_test"):
+            return "test"
+        if low in ("dev", "train", "vox1_dev", "vox2_dev"):
+            return "train"
+    return None
+
+
+def _voxceleb_clips(root: Path) -> list[Clip]:
+    clips = []
+    for mp4 in root.rglob("*.mp4"):
+        rel = mp4.relative_to(root).parts
+        if len(rel) < 3 or not _VOX_PERSON.match(rel[-3]):
+            continue
+        person, video, utt = rel[-3], rel[-2], Path(rel[-1]).stem
+        clips.append(Clip(f"{person}/{video}/{utt}", person, mp4, _split_of(rel[:-3])))
+    return clips
+
+
+def _video_preprocessing_clips(root: Path) -> list[Clip]:
+    clips = []
+    for split_dir in ("train", "test"):
+        base = root / split_dir
+        if not base.is_dir():
+            continue
+        for entry in sorted(base.iterdir()):
+            m = _VP_NAME.match(entry.name)
+            if not m:
+                continue
+            person, video, start, end = m.groups()
+            vid = f"{person}/{video}#{start}#{end}"
+            if entry.is_dir():
+                frames = tuple(_sorted_files(entry, IMAGE_EXTENSIONS))
+                if frames:
+                    clips.append(Clip(vid, person, entry, split_dir, frames))
+            elif entry.suffix.lower() == ".mp4":
+                clips.append(Clip(vid, person, entry, split_dir))
+    return clips
+
+
+def detect_layout(src: Path) -> str:
+    """Name the layout of ``src`` (see module doc) or raise ``LayoutError`` saying what was expected."""
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"source {src} does not exist")
+    if src.is_file():
+        if src.suffix.lower() in VIDEO_EXTENSIONS:
+            return "video"
+        raise LayoutError(f"source {src} is a file but not a video ({', '.join(VIDEO_EXTENSIONS)})")
+    if _video_preprocessing_clips(src):
+        return "video-preprocessing"
+    if _voxceleb_clips(src):
+        return "voxceleb"
+    if _sorted_files(src, IMAGE_EXTENSIONS):
+        return "images"
+    raise LayoutError(
+        f"{src} is not a VoxCeleb layout: expected <person id>/<video id>/<utterance>.mp4 with person ids "
+        "like id00012 (VoxCeleb1/2 mp4), train|test/<person>#<video>#<start>#<end>.mp4 or frame folders "
+        "(video-preprocessing), a folder of images, or one video file"
+    )
+
+
+def discover(src: str | Path, layout: str = "auto") -> list[Clip]:
+    """All clips under ``src`` in ``layout``, sorted by ``video_id`` (so shard assignment is reproducible)."""
+    src = Path(src)
+    if layout not in LAYOUTS:
+        raise LayoutError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = detect_layout(src)
+    if layout == "video":
+        if not src.is_file():
+            raise LayoutError(f"--layout video needs one video file, got {src}")
+        clips = [Clip(f"{src.stem}/{src.stem}/0", src.stem, src)]
+    elif layout == "images":
+        images = tuple(_sorted_files(src, IMAGE_EXTENSIONS)) if src.is_dir() else ()
+        if not images:
+            raise LayoutError(f"{src} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        clips = [Clip(f"{src.name}/{src.name}/0", src.name, src, None, images)]
+    elif layout == "voxceleb":
+        clips = _voxceleb_clips(src)
+    else:
+        clips = _video_preprocessing_clips(src)
+    if not clips:
+        raise LayoutError(f"{src} holds no clips in the {layout} layout")
+    clips.sort(key=lambda c: c.video_id)
+    counts = Counter(c.video_id for c in clips)
+    dup = {v for v, n in counts.items() if n > 1}
+    if dup:
+        raise LayoutError(
+            f"{src} has clips with the same id in two places (e.g. {sorted(dup)[0]}): "
+            "point --src at one split (e.g. dev/mp4) or at a folder above both without duplicates"
+        )
+    return clips
+
+
+def even_indices(num_frames: int, count: int) -> np.ndarray:
+    """``count`` frame indices spread evenly over ``[0, num_frames)`` (all when ``count`` >= num_frames).
+
+    Returns int64 ``(min(count, num_frames),)``, strictly increasing.
+    """
+    if num_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if count <= 0 or count >= num_frames:
+        return np.arange(num_frames, dtype=np.int64)
+    return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
+
+
+def _count_frames(container) -> int:  # noqa: ANN001 (av container)
+    stream = container.streams.video[0]
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    n = sum(1 for pkt in container.demux(stream) if pkt.size)
+    container.seek(0)
+    return n
+
+
+def read_video(path: str | Path, count: int = 0) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Decode ``count`` evenly spaced frames of a video file (all when 0).
+
+    Returns ``(frames uint8 (N,H,W,3) RGB, indices int64 (N,) source frame numbers, fps, frames asked for)``.
+    Raises ``DecodeError`` with FFmpeg's reason when the file is not a decodable video. A truncated file whose
+    first frames decode returns those frames only (the caller decides whether they are enough); the shortfall
+    is visible as fewer frames than asked.
+    """
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DecodeError(f"{path.name}: no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
+            total = _count_frames(container)
+            wanted = even_indices(total, count)
+            wanted_set = set(wanted.tolist())
+            last = int(wanted[-1]) if len(wanted) else -1
+            frames, got = [], []
+            i = 0
+            try:
+                for frame in container.decode(stream):
+                    if i in wanted_set:
+                        frames.append(frame.to_ndarray(format="rgb24"))
+                        got.append(i)
+                    i += 1
+                    if i > last:
+                        break
+            except (av.error.FFmpegError, EOFError):
+                pass  # truncated stream: keep what decoded
+    except DecodeError:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, IndexError, EOFError) as e:
+        raise DecodeError(f"cannot decode {path.name}: {e}") from e
+    if not frames:
+        raise DecodeError(f"cannot decode {path.name}: no frame decodes (corrupt or truncated)")
+    return np.stack(frames), np.asarray(got, dtype=np.int64), fps, len(wanted)
+
+
+def read_images(files: tuple[Path, ...] | list[Path], count: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Load ``count`` evenly spaced images of a frame folder as uint8 (N,H,W,3) RGB + their indices (N,).
+
+    Images of another size than the first are resized to it (a user's photos rarely agree).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    idx = even_indices(len(files), count)
+    frames, kept = [], []
+    size = None
+    for i in idx:
+        try:
+            with Image.open(files[int(i)]) as im:
+                im = im.convert("RGB")
+                if size is None:
+                    size = im.size
+                elif im.size != size:
+                    im = im.resize(size, Image.BILINEAR)
+                frames.append(np.asarray(im))
+                kept.append(int(i))
+        except (UnidentifiedImageError, OSError):
+            continue
+    if not frames:
+        raise DecodeError(f"no readable image in {Path(files[0]).parent if files else '?'}")
+    return np.stack(frames), np.asarray(kept, dtype=np.int64)
+
+
+def read_clip(clip: Clip, count: int = 0) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Frames of one clip: ``(frames (N,H,W,3) uint8, indices (N,), fps, frames asked for)``."""
+    if clip.is_frame_folder:
+        frames, idx = read_images(clip.images, count)
+        asked = len(even_indices(len(clip.images), count))
+        return frames, idx, 25.0, asked
+    return read_video(clip.path, count)

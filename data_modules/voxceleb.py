@@ -1,0 +1,517 @@
+"""VoxCeleb1/2 DataModules that stream the shards written by ``data_modules.preprocess``.
+
+A training sample is K+1 frames of ONE video with their landmark images and the video's row in D's W table
+(``SampleDict``, see ``data_modules/__init__.py``). ``num_videos`` (the size of the W table) is the number of
+videos in ``manifest.json``; ``video_index`` is a video's position in the manifest's sorted video list
+(test videos keep their rows, unused, so indices never depend on the split).
+
+Split: by person. Test persons are the union of VoxCeleb's official test persons (VoxCeleb1:
+id10270..id10309; VoxCeleb2: the persons whose clips came from its ``test`` folder, as recorded per video
+by preprocessing), or ``test_persons`` when given (it replaces them), or else a deterministic
+``test_fraction`` of the persons (for small sets such as voxmini).
+
+Streaming (``VoxCelebStream``): the training videos are partitioned across the ``world_size * num_workers``
+loader slots of all DDP ranks: whole shards when there are at least as many shards as slots, else single
+videos. The partition is a seeded permutation that changes every epoch and is the same on every rank, so no
+two ranks (or workers) read the same video in an epoch. Every rank yields the same number of samples
+(``len(train videos) * samples_per_video // world_size``), so DDP never waits on a rank that ran out.
+
+Augmentation: ``augment`` is a mapping of albumentations transform names to their arguments, applied with
+the same random parameters to all K+1 frames of a sample and to their landmarks (keypoints); landmark
+images are drawn after it. A horizontal flip also re-indexes the 68 points (left eye <-> right eye, ...),
+so that point i keeps its meaning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+try:
+    import pytorch_lightning as pl
+except ImportError:  # pragma: no cover
+    import lightning.pytorch as pl  # type: ignore[no-redef]
+
+from data_modules.shards import (
+    Manifest,
+    ShardReader,
+    VideoRecord,
+    VideoSample,
+    decode_jpeg,
+    iter_shard,
+    load_manifest,
+)
+
+# iBUG-68 index of each point's mirror image (x -> -x): jaw, brows, nose, eyes, outer and inner lips.
+IBUG68_FLIP = np.array(
+    list(range(16, -1, -1))
+    + list(range(26, 16, -1))
+    + [27, 28, 29, 30]
+    + [35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46]
+    + [39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48]
+    + [59, 58, 57, 56, 55]
+    + [64, 63, 62, 61, 60]
+    + [67, 66, 65],
+    dtype=np.int64,
+)
+
+VOX1_TEST_PERSONS = tuple(f"id{n}" for n in range(10270, 10310))  # VoxCeleb1 identification test: 40 persons
+
+
+class DataRootError(ValueError):
+    """``data.root`` is unset."""
+
+
+class AugmentConfigError(ValueError):
+    """``augment`` names a transform albumentations does not have, or bad arguments."""
+
+
+# ----------------------------------------------------------------------------------------------- augmentation
+def build_augment(spec: Mapping[str, Mapping[str, Any] | None] | None):  # -> A.ReplayCompose | None
+    """``{"HorizontalFlip": {"p": 0.5}, "Affine": {...}, ...}`` -> albumentations ``ReplayCompose`` or None.
+
+    Transforms run in the mapping's order; keypoints are ``xy`` pixels and are never dropped.
+    """
+    if not spec:
+        return None
+    import albumentations as A
+
+    transforms = []
+    for name, kwargs in spec.items():
+        cls = getattr(A, str(name), None)
+        if cls is None or not isinstance(cls, type):
+            raise AugmentConfigError(
+                f"augment: albumentations has no transform {name!r} (e.g. HorizontalFlip, "
+                "Affine, ColorJitter)"
+            )
+        try:
+            transforms.append(cls(**dict(kwargs or {})))
+        except (TypeError, ValueError) as e:
+            raise AugmentConfigError(f"augment: bad arguments for {name}: {e}") from e
+    return A.ReplayCompose(transforms, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+
+
+def _flipped(replay: Mapping[str, Any]) -> bool:
+    """Whether an odd number of horizontal flips was applied in an albumentations replay record."""
+    n = 0
+    for t in replay.get("transforms", []):
+        if t.get("applied") and t.get("__class_fullname__", "").endswith("HorizontalFlip"):
+            n += 1
+        if "transforms" in t and t.get("applied", True):
+            n += int(_flipped(t))
+    return n % 2 == 1
+
+
+def apply_augment(augment, frames: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Same random augmentation on all frames uint8 (N,H,W,3) and landmarks (N,68,2); returns new arrays."""
+    import albumentations as A
+
+    out_f, out_l = [], []
+    first = augment(image=frames[0], keypoints=landmarks[0])
+    replay = first["replay"]
+    out_f.append(first["image"])
+    out_l.append(np.asarray(first["keypoints"], dtype=np.float32)[:, :2])
+    for f, p in zip(frames[1:], landmarks[1:]):
+        r = A.ReplayCompose.replay(replay, image=f, keypoints=p)
+        out_f.append(r["image"])
+        out_l.append(np.asarray(r["keypoints"], dtype=np.float32)[:, :2])
+    pts = np.stack(out_l)
+    if _flipped(replay):
+        pts = pts[:, IBUG68_FLIP]
+    return np.stack(out_f), pts
+
+
+# ---------------------------------------------------------------------------------------------- sample making
+_UNIT_LUT = (np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
+
+
+def _to_unit(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1] (a 256-entry lookup on the uint8 channels-first
+    copy: cheaper than float arithmetic and free of torch's intra-op threads in loader workers)."""
+    return torch.from_numpy(np.take(_UNIT_LUT, np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+
+
+def make_sample(
+    frames: np.ndarray, landmarks: np.ndarray, record: VideoRecord, image_size: int, augment=None
+) -> dict[str, Any]:  # noqa: ANN001
+    """uint8 (K+1, S, S, 3) frames + (K+1, 68, 2) landmarks (S px) -> ``SampleDict`` at ``image_size``."""
+    import cv2
+
+    from talkinghead.landmarks.draw import draw_landmarks
+
+    s = frames.shape[1]
+    if s != image_size:
+        interp = cv2.INTER_AREA if s > image_size else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(f, (image_size, image_size), interpolation=interp) for f in frames])
+        landmarks = landmarks * (image_size / s)
+    if augment is not None:
+        frames, landmarks = apply_augment(augment, frames, landmarks)
+    landmarks = np.ascontiguousarray(landmarks, dtype=np.float32)
+    drawn = np.stack([draw_landmarks(p, image_size) for p in landmarks])
+    return {
+        "frames": _to_unit(frames),
+        "landmark_images": _to_unit(drawn),
+        "landmarks": torch.from_numpy(landmarks),
+        "video_index": torch.tensor(record.index, dtype=torch.int64),
+        "person_id": record.person_id,
+        "video_id": record.video_id,
+    }
+
+
+def pick_frames(num_frames: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """K+1 frame positions of a video: distinct when it has enough frames, else drawn with replacement."""
+    return rng.choice(num_frames, size=k + 1, replace=num_frames < k + 1)
+
+
+def _decode(sample: VideoSample, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    frames = np.stack([decode_jpeg(sample.frames[int(i)]) for i in positions])
+    return frames, sample.landmarks[np.asarray(positions)]
+
+
+# ----------------------------------------------------------------------------------------------- partitioning
+def partition(units: int, slot: int, slots: int, seed: int, epoch: int) -> list[int]:
+    """Units (shards or videos) of loader ``slot`` of ``slots`` in ``epoch``: disjoint, covering, balanced."""
+    perm = np.random.default_rng([seed, epoch]).permutation(units)
+    return sorted(perm[slot::slots].tolist())
+
+
+def quotas(counts: Sequence[int], total: int) -> list[int]:
+    """Split ``total`` samples over workers in proportion to their video ``counts`` (largest remainder)."""
+    n = sum(counts)
+    if n == 0:
+        return [0] * len(counts)
+    exact = [total * c / n for c in counts]
+    q = [int(math.floor(e)) for e in exact]
+    for i in sorted(range(len(counts)), key=lambda i: (q[i] - exact[i], i))[: total - sum(q)]:
+        q[i] += 1
+    return q
+
+
+class VoxCelebStream(IterableDataset):
+    """Streams training samples (``SampleDict``) from shards; see the module doc for the rank/worker split.
+
+    ``rank``/``world_size``: this process's DDP rank (taken from ``torch.distributed`` when None).
+    The epoch advances each time the dataset is iterated (use persistent loader workers) or via ``set_epoch``.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        videos: Sequence[VideoRecord],
+        k: int,
+        image_size: int,
+        seed: int = 0,
+        augment: Mapping[str, Any] | None = None,
+        samples_per_video: int = 1,
+        shuffle_buffer: int = 16,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not videos:
+            raise ValueError("no training videos: every person of the manifest is a test person")
+        self.manifest, self.videos, self.k, self.image_size = manifest, list(videos), int(k), int(image_size)
+        self.seed, self.samples_per_video, self.shuffle_buffer = (
+            int(seed),
+            int(samples_per_video),
+            int(shuffle_buffer),
+        )
+        self.augment_spec = dict(augment or {})
+        self._augment = None
+        if rank is None or world_size is None:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            else:
+                rank, world_size = 0, 1
+        self.rank, self.world_size = int(rank), int(world_size)
+        if len(self.videos) < self.world_size:
+            raise ValueError(f"{len(self.videos)} training videos cannot feed {self.world_size} DDP ranks")
+        self.epoch = 0
+        self._shards = sorted({v.shard for v in self.videos})
+        self._by_shard = {s: [v for v in self.videos if v.shard == s] for s in self._shards}
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (over all its workers)."""
+        return len(self.videos) * self.samples_per_video // self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def assignment(self, worker: int, num_workers: int, epoch: int) -> tuple[list[VideoRecord], int]:
+        """Videos of (this rank, ``worker``) in ``epoch`` and how many samples that worker yields."""
+        slots = self.world_size * num_workers
+
+        def videos_of(slot: int) -> list[VideoRecord]:
+            if len(self._shards) >= slots:
+                return [
+                    v
+                    for i in partition(len(self._shards), slot, slots, self.seed, epoch)
+                    for v in self._by_shard[self._shards[i]]
+                ]
+            return [self.videos[i] for i in partition(len(self.videos), slot, slots, self.seed, epoch)]
+
+        mine = [videos_of(self.rank * num_workers + w) for w in range(num_workers)]
+        q = quotas([len(m) for m in mine], len(self))
+        return mine[worker], q[worker]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch = self.epoch
+        self.epoch += 1
+        videos, quota = self.assignment(worker, num_workers, epoch)
+        if quota == 0 or not videos:
+            return
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
+        if self._augment is None and self.augment_spec:
+            self._augment = build_augment(self.augment_spec)
+        if self._augment is not None:
+            self._augment.set_random_seed(int(rng.integers(2**31)))
+        wanted = {v.video_id: v for v in videos}
+        shards = sorted({v.shard for v in videos})
+        yielded = 0
+        while yielded < quota:
+            buffer: list[tuple[VideoSample, VideoRecord]] = []
+            for si in rng.permutation(len(shards)):
+                for sample in iter_shard(self.manifest.root / shards[si]):
+                    rec = wanted.get(sample.meta["video_id"])
+                    if rec is None:
+                        continue
+                    buffer.append((sample, rec))
+                    if len(buffer) >= max(1, self.shuffle_buffer):
+                        yield self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng)
+                        yielded += 1
+                        if yielded >= quota:
+                            return
+            while buffer:
+                yield self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng)
+                yielded += 1
+                if yielded >= quota:
+                    return
+
+    def _sample(self, item: tuple[VideoSample, VideoRecord], rng: np.random.Generator) -> dict[str, Any]:
+        sample, rec = item
+        frames, lmk = _decode(sample, pick_frames(len(sample.frames), self.k, rng))
+        return make_sample(frames, lmk, rec, self.image_size, self._augment)
+
+
+class VoxCelebVideos(Dataset):
+    """Map-style: item i is one fixed sample (K+1 frames, a seeded draw) of ``videos[i]``, no augmentation.
+
+    Used for validation/test; ``frames_of`` reads all frames of a video (fine-tuning on a test person).
+    """
+
+    def __init__(
+        self, manifest: Manifest, videos: Sequence[VideoRecord], k: int, image_size: int, seed: int = 0
+    ) -> None:
+        self.manifest, self.videos, self.k, self.image_size, self.seed = (
+            manifest,
+            list(videos),
+            k,
+            image_size,
+            seed,
+        )
+        self._reader: ShardReader | None = None
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def reader(self) -> ShardReader:
+        if self._reader is None:
+            self._reader = ShardReader(self.manifest)
+        return self._reader
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec = self.videos[i]
+        sample = self.reader.read(rec.video_id)
+        positions = pick_frames(len(sample.frames), self.k, np.random.default_rng([self.seed, rec.index]))
+        frames, lmk = _decode(sample, positions)
+        return make_sample(frames, lmk, rec, self.image_size)
+
+
+# ------------------------------------------------------------------------------------------------ DataModules
+class VoxCelebDataModule(pl.LightningDataModule):
+    """Shared base of the VoxCeleb1/2 DataModules (arguments: see ``experiments/data/vox2.yaml``).
+
+    Reads ``manifest.json`` on construction, so ``num_videos`` is known before the model is built.
+    """
+
+    OFFICIAL_TEST_PERSONS: tuple[str, ...] = ()
+    NAME = "VoxCeleb"
+
+    def __init__(
+        self,
+        root: str | Path | None,
+        K: int = 8,
+        image_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        seed: int = 0,
+        augment: Mapping[str, Any] | None = None,
+        test_persons: Sequence[str] | None = None,
+        test_fraction: float = 0.0,
+        samples_per_video: int = 1,
+        shuffle_buffer: int = 16,
+        max_val_videos: int | None = 64,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if root is None or str(root).strip() in ("", "???", "None", "null"):
+            data = "vox1" if "1" in type(self).__name__ else "vox2"
+            raise DataRootError(
+                f"data.root is not set: run `make preprocess SRC=<{self.NAME} mp4 folder> "
+                f"OUT=<shards folder>` then `make meta-learn DATA={data} DATA_ROOT=<shards folder>`"
+            )
+        self.root = Path(root).expanduser()
+        self.manifest = load_manifest(self.root)
+        if not self.manifest.videos:
+            raise ValueError(
+                f"{self.root}/manifest.json lists no videos: preprocessing kept none (see report.json)"
+            )
+        if not self.manifest.complete:
+            warnings.warn(
+                f"{self.root} is only partly preprocessed (manifest.complete is false): training on the "
+                "videos written so far; re-run `make preprocess` to finish",
+                stacklevel=2,
+            )
+        self.K, self.image_size, self.batch_size = int(K), int(image_size), int(batch_size)
+        self.num_workers, self.seed, self.augment = int(num_workers), int(seed), dict(augment or {})
+        self.samples_per_video, self.shuffle_buffer = int(samples_per_video), int(shuffle_buffer)
+        self.max_val_videos, self.pin_memory = max_val_videos, bool(pin_memory)
+        build_augment(self.augment)  # fail early on a bad config
+        self.test_person_ids = self._test_persons(test_persons, float(test_fraction))
+        self.train_videos = [v for v in self.manifest.videos if v.person_id not in self.test_person_ids]
+        self.test_videos = [v for v in self.manifest.videos if v.person_id in self.test_person_ids]
+        self._reader: ShardReader | None = None
+
+    # ---- facts
+    @property
+    def num_videos(self) -> int:
+        """Rows of D's W table: all videos of the manifest."""
+        return self.manifest.num_videos
+
+    @property
+    def train_persons(self) -> list[str]:
+        return sorted({v.person_id for v in self.train_videos})
+
+    @property
+    def test_persons(self) -> list[str]:
+        return sorted(self.test_person_ids)
+
+    def _test_persons(self, override: Sequence[str] | None, fraction: float) -> set[str]:
+        persons = self.manifest.persons
+        if override is not None:
+            return set(map(str, override))
+        test = {v.person_id for v in self.manifest.videos if v.split == "test"} | (
+            set(self.OFFICIAL_TEST_PERSONS) & set(persons)
+        )
+        if not test and fraction > 0:
+            n = max(1, int(round(fraction * len(persons))))
+            if n >= len(persons):
+                raise ValueError(f"test_fraction={fraction} leaves no training person of {len(persons)}")
+            order = np.random.default_rng(self.seed).permutation(len(persons))
+            test = {persons[i] for i in order[:n]}
+        return test
+
+    # ---- rank
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.global_rank), int(trainer.world_size)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    # ---- datasets and loaders
+    def train_dataset(self) -> VoxCelebStream:
+        rank, world = self._rank_world()
+        return VoxCelebStream(
+            self.manifest,
+            self.train_videos,
+            self.K,
+            self.image_size,
+            self.seed,
+            self.augment,
+            self.samples_per_video,
+            self.shuffle_buffer,
+            rank,
+            world,
+        )
+
+    def val_dataset(self) -> VoxCelebVideos:
+        videos = self.test_videos[: self.max_val_videos] if self.max_val_videos else self.test_videos
+        return VoxCelebVideos(self.manifest, videos, self.K, self.image_size, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_dataset(),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            drop_last=True,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        ds = self.val_dataset()
+        if len(ds) == 0:
+            return []
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            num_workers=min(self.num_workers, 2),
+            shuffle=False,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+        )
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()
+
+    # ---- single videos (fine-tuning on a test person)
+    @property
+    def reader(self) -> ShardReader:
+        if self._reader is None:
+            self._reader = ShardReader(self.manifest)
+        return self._reader
+
+    def videos_of(self, person_id: str) -> list[VideoRecord]:
+        return [v for v in self.manifest.videos if v.person_id == person_id]
+
+    def frames_of(self, video_id: str, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored frames of one video: uint8 ``(T, S, S, 3)`` and landmarks float32 ``(T, 68, 2)`` (S px).
+
+        ``indices``: positions among the stored frames (default all).
+        """
+        sample = self.reader.read(video_id)
+        positions = range(len(sample.frames)) if indices is None else indices
+        return _decode(sample, list(positions))
+
+    def sample_of(self, video_id: str, indices: Sequence[int]) -> dict[str, Any]:
+        """A ``SampleDict`` of the given stored frame positions of one video (no augmentation)."""
+        frames, lmk = self.frames_of(video_id, indices)
+        return make_sample(frames, lmk, self.manifest.by_id()[video_id], self.image_size)
+
+
+class VoxCeleb1DataModule(VoxCelebDataModule):
+    """VoxCeleb1 (Nagrani et al. 2017): test persons are the official identification test ids
+    id10270..id10309."""
+
+    OFFICIAL_TEST_PERSONS = VOX1_TEST_PERSONS
+    NAME = "VoxCeleb1"
+
+
+class VoxCeleb2DataModule(VoxCelebDataModule):
+    """VoxCeleb2 (Chung et al. 2018): test persons are those of its ``test`` folder (recorded per video
+    when the shards were made from a tree holding ``dev`` and ``test``; shards made from ``dev`` only have
+    no test person: set ``test_persons`` or ``test_fraction``)."""
+
+    NAME = "VoxCeleb2"

@@ -1,0 +1,226 @@
+"""Face detection + iBUG-68 landmark backends behind one interface.
+
+A ``LandmarkDetector`` maps a batch of RGB frames to one ``(68, 2)`` array of pixel ``(x, y)`` points per
+frame (the largest face), or ``None`` where no face is found.
+
+Backends:
+
+* ``face-alignment`` (``FaceAlignmentDetector``): the FAN network the paper used (Bulat & Tzimiropoulos
+  2017) with the S3FD detector; batched, runs on GPU. It fetches its weights into torch hub's cache
+  (``torch.hub.get_dir()/checkpoints``) on first use, so it needs network access once.
+* ``dlib`` (``DlibDetector``): HOG frontal-face detector + the 68-point shape predictor whose weights ship
+  in the ``face-recognition-models`` package; CPU only, works offline.
+
+``make_detector("auto")`` picks face-alignment when its weights are already cached and falls back to dlib,
+saying so in one line on stderr.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+NUM_LANDMARKS = 68
+BACKENDS = ("auto", "dlib", "face-alignment")
+
+
+class DetectorUnavailableError(RuntimeError):
+    """A landmark backend cannot run here (package missing, weights not fetchable)."""
+
+
+@runtime_checkable
+class LandmarkDetector(Protocol):
+    """Detect the largest face of each frame and return its 68 landmarks."""
+
+    name: str
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
+        """``frames`` uint8 ``(N, H, W, 3)`` RGB -> N entries: float32 ``(68, 2)`` pixel xy, or None."""
+        ...
+
+
+def _largest(faces: list[np.ndarray]) -> np.ndarray | None:
+    """Of several ``(68, 2)`` point sets pick the one with the largest bounding box area."""
+    if not faces:
+        return None
+    areas = [np.ptp(f[:, 0]) * np.ptp(f[:, 1]) for f in faces]
+    return np.asarray(faces[int(np.argmax(areas))], dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------- dlib
+def dlib_predictor_path() -> Path:
+    """Path of ``shape_predictor_68_face_landmarks.dat`` inside the ``face-recognition-models`` package."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise DetectorUnavailableError(
+            "the dlib backend needs the face-recognition-models package: pip install face-recognition-models"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    if not path.is_file():
+        raise DetectorUnavailableError(f"{path} is missing: reinstall face-recognition-models")
+    return path
+
+
+class DlibDetector:
+    """dlib HOG face detector + 68-point shape predictor (CPU, offline).
+
+    ``upsample``: how many times the detector doubles the image before searching (HOG finds faces of about
+    80 px and up; one upsampling finds ~40 px faces at 4x the cost; it is only tried on frames where the plain
+    search finds nothing). ``max_side``: frames are shrunk so that their
+    long side is at most this before detection (speed); landmarks are predicted on the full-resolution frame.
+    """
+
+    name = "dlib"
+
+    def __init__(self, upsample: int = 1, max_side: int = 640) -> None:
+        try:
+            import dlib
+        except ImportError as e:  # pragma: no cover - dlib-bin is a dependency
+            raise DetectorUnavailableError("the dlib backend needs dlib: pip install dlib-bin") from e
+        self._dlib = dlib
+        self.upsample = int(upsample)
+        self.max_side = int(max_side)
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(dlib_predictor_path()))
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
+        import cv2
+
+        out: list[np.ndarray | None] = []
+        for frame in frames:
+            frame = np.ascontiguousarray(frame)
+            h, w = frame.shape[:2]
+            scale = min(1.0, self.max_side / max(h, w))
+            small = (
+                cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+                if scale < 1.0
+                else frame
+            )
+            rects = self._detector(small, 0)
+            if len(rects) == 0 and self.upsample > 0:  # small faces: search again on an upsampled frame
+                rects = self._detector(small, self.upsample)
+            faces = []
+            for r in rects:
+                r = self._dlib.rectangle(
+                    int(r.left() / scale),
+                    int(r.top() / scale),
+                    int(r.right() / scale),
+                    int(r.bottom() / scale),
+                )
+                shape = self._predictor(frame, r)
+                faces.append(np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32))
+            out.append(_largest(faces))
+        return out
+
+
+# --------------------------------------------------------------------------------------------- face-alignment
+def face_alignment_weight_files() -> list[Path]:
+    """Where face-alignment keeps the weights it needs for 2-D landmarks with S3FD (in torch hub's cache)."""
+    import torch.hub
+
+    try:
+        from face_alignment.api import models_urls as fan_urls
+        from face_alignment.detection.sfd.sfd_detector import models_urls as sfd_urls
+
+        urls = [fan_urls["2DFAN-4"], sfd_urls["s3fd"]]
+    except (ImportError, KeyError):  # layout of another face-alignment version: the 1.4/1.5 names
+        urls = [
+            "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+            "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+        ]
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints"
+    return [ckpt / os.path.basename(u.split("?")[0]) for u in urls]
+
+
+def face_alignment_status() -> tuple[bool, str]:
+    """``(usable, reason)``: whether face-alignment is installed and its weights are cached locally."""
+    if importlib.util.find_spec("face_alignment") is None:
+        return False, "face-alignment is not installed (pip install 'talkinghead[face-alignment]')"
+    missing = [p for p in face_alignment_weight_files() if not p.is_file()]
+    if missing:
+        return False, f"face-alignment weights are not cached ({', '.join(str(p) for p in missing)} missing)"
+    return True, "face-alignment weights cached"
+
+
+class FaceAlignmentDetector:
+    """FAN 2-D landmarks with the S3FD detector (``face_alignment`` package), batched.
+
+    ``device``: ``"cuda"``, ``"cpu"`` or ``None`` (cuda when available). ``batch_size``: frames per forward
+    pass. Raises ``DetectorUnavailableError`` naming the dlib backend when the weights cannot be had
+    (offline).
+    """
+
+    name = "face-alignment"
+
+    def __init__(self, device: str | None = None, batch_size: int = 16, _model: object | None = None) -> None:
+        import torch
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = int(batch_size)
+        if _model is not None:  # an already built FaceAlignment-like object (tests, reuse)
+            self._fa = _model
+            return
+        try:
+            import face_alignment
+        except ImportError as e:
+            raise DetectorUnavailableError(
+                "face-alignment is not installed (pip install 'talkinghead[face-alignment]'); "
+                "use --backend dlib, which works offline"
+            ) from e
+        try:
+            self._fa = face_alignment.FaceAlignment(
+                face_alignment.LandmarksType.TWO_D, device=self.device, flip_input=False, compile=False
+            )
+        except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
+            files = ", ".join(str(p) for p in face_alignment_weight_files())
+            raise DetectorUnavailableError(
+                f"face-alignment could not load its weights ({type(e).__name__}: {e}); "
+                f"it downloads them on first use into {files}: run once with network access, "
+                "or use --backend dlib, which works offline"
+            ) from e
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
+        import torch
+
+        out: list[np.ndarray | None] = []
+        for start in range(0, len(frames), self.batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + self.batch_size]))
+            batch = chunk.permute(0, 3, 1, 2).to(self.device).float()
+            preds = self._fa.get_landmarks_from_batch(batch)
+            if preds is None:  # no face in the whole chunk
+                preds = [None] * len(chunk)
+            for pts in preds:
+                if pts is None or len(pts) == 0:
+                    out.append(None)
+                    continue
+                pts = np.asarray(pts, dtype=np.float32).reshape(-1, NUM_LANDMARKS, pts.shape[-1])[..., :2]
+                out.append(_largest(list(pts)))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------- choose
+def make_detector(backend: str = "auto", device: str | None = None, **kwargs) -> LandmarkDetector:
+    """Build a backend by name: ``"dlib"``, ``"face-alignment"`` or ``"auto"``.
+
+    ``auto`` uses face-alignment when it is installed and its weights are in the local cache (no download is
+    attempted), else dlib, printing one line on stderr that says which and why.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown landmark backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "dlib":
+        return DlibDetector(**kwargs)
+    if backend == "face-alignment":
+        return FaceAlignmentDetector(device=device, **kwargs)
+    usable, reason = face_alignment_status()
+    if usable:
+        try:
+            return FaceAlignmentDetector(device=device)
+        except DetectorUnavailableError as e:
+            reason = str(e)
+    print(f"landmarks: using dlib (offline HOG + 68-point predictor) because {reason}", file=sys.stderr)
+    return DlibDetector(**kwargs)
