@@ -35,3 +35,10 @@ weights-list:  ## show which weight files are present
 clean:  ## remove caches (keeps runs/ and weights/)
 	rm -rf .pytest_cache build dist src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BACKEND=auto|dlib|face-alignment] [WORKERS=N]
+	$(PYTHON) -m data_modules.preprocess --src "$(SRC)" --out "$(OUT)" --backend $(or $(BACKEND),auto) \
+		$(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+
+bench-data:  ## loader samples/s at 256², K=8 per worker count, and preprocessing videos/min per backend
+	$(PYTHON) scripts/bench_data.py

@@ -12,8 +12,14 @@ from talkinghead.modules.meta_learning import split_episode
 from talkinghead.visualize import make_grid, sample_rows, save_png
 
 
-def first_batch(loader: Any, n: int) -> dict[str, Any]:
-    """The first ``n`` samples of a dataloader's first batch (kept on the CPU)."""
+def fixed_batch(loader: Any, n: int) -> dict[str, Any]:
+    """``n`` samples spread evenly over a map-style dataset (many people in one grid), else the first
+    ``n`` of the loader's first batch; kept on the CPU."""
+    ds = getattr(loader, "dataset", None)
+    if (ds is not None and not isinstance(ds, torch.utils.data.IterableDataset) and hasattr(ds, "__len__")
+            and len(ds) > 0):
+        picks = sorted({int(i) for i in torch.linspace(0, len(ds) - 1, n)})
+        return torch.utils.data.default_collate([ds[i] for i in picks])
     batch = next(iter(loader))
     return {k: (v[:n] if isinstance(v, (torch.Tensor, list)) else v) for k, v in batch.items()}
 
@@ -35,7 +41,7 @@ class SampleGridCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and trainer.datamodule is not None:
-            self.batch = first_batch(trainer.datamodule.val_dataloader(), self.num_samples)
+            self.batch = fixed_batch(trainer.datamodule.val_dataloader(), self.num_samples)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         it = pl_module.iteration
