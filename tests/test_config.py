@@ -57,3 +57,30 @@ def test_cli_prints_one_line_and_exits_2() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: unknown experiment 'nope'")
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "talkinghead.cli", "meta-learn", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_missing_weight_file_is_one_line_naming_make_weights(tmp_path: Path) -> None:
+    proc = run_cli("loss=paper", f"run_dir={tmp_path}", env={"TALKINGHEAD_WEIGHTS": str(tmp_path / "none")})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0 and "make weights" in err and "loss.weights.content_vgg19=0" in err
+    assert not (tmp_path / "checkpoints").exists(), "nothing may start before the error"
+
+
+def test_K_larger_than_the_frames_of_a_video_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("K=40", f"run_dir={tmp_path}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: K=40 needs K+1=41 frames but videos have 32; lower K or raise frames_per_video"
+
+
+def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("experiment=vox2_paper", f"data.root={tmp_path / 'nope'}", f"run_dir={tmp_path}")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0
