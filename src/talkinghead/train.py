@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from talkinghead.callbacks.metrics import MetricsCallback
 from talkinghead.callbacks.samples import SampleGridCallback
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
@@ -160,6 +161,8 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
             save_last=True, save_top_k=0, every_n_train_steps=int(cb.ckpt_every_n_iterations) * steps_per_iter,
         ),
         samples,
+        MetricsCallback(int(cb.metrics_every_n_iterations), int(cb.metrics_max_batches),
+                        OmegaConf.to_container(cb.metrics, resolve=True)),
         *(extra_callbacks or []),
     ]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
