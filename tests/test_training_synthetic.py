@@ -41,6 +41,7 @@ def test_300_iterations_learn_heldout_frames_and_need_the_right_embedding(tmp_pa
     run.fit()
     assert run.module.iteration == 300
     right, wrong = held_out_scores(run.module, batch)
+    print(f"held-out SSIM: step 0 {start:.3f}, after 300 iterations {right:.3f}, with another person's e_hat {wrong:.3f}")
     assert right > start + 0.1, f"held-out SSIM {start:.3f} -> {right:.3f} after 300 iterations"
     assert right > wrong + 0.02, f"own e_hat SSIM {right:.3f} vs another person's {wrong:.3f}"
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ class MetaLearningRun:
         self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
         self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
 
+
+# Lightning warns that a manual-optimisation checkpoint holds the state after the optimiser step: that is
+# the state we want (the whole iteration is done when on_train_batch_end saves it).
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 USER_ERRORS = (TalkingHeadError, ValueError, FileNotFoundError, NotADirectoryError)
 
