@@ -3,9 +3,12 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 EXP ?= $(if $(DATA),$(DATA)_paper,embedded)
 ARGS ?=
+T ?= 8
+ADAPT ?= auto
+OUT ?= out.mp4
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn test test-fast weights weights-list preprocess bench-data clean
+.PHONY: help install meta-learn finetune reenact evaluate test test-fast weights weights-list preprocess bench-data clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,6 +22,16 @@ install:  ## install talkinghead (editable, with test extras); keeps an installe
 meta-learn:  ## meta-learn E, G, D (default: embedded synthetic data on CPU; EXP=, DATA=, DATA_ROOT=, ARGS=)
 	$(PYTHON) -m talkinghead.cli meta-learn experiment=$(EXP) $(if $(DATA),data=$(DATA)) \
 		$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
+
+finetune:  ## avatar of one person from T frames (ID=person/video id or path, T=8, CKPT=latest run, MODE=FT|FF, ARGS=)
+	$(PYTHON) -m talkinghead.cli finetune id=$(ID) T=$(T) $(if $(CKPT),ckpt=$(CKPT)) $(if $(MODE),mode=$(MODE)) $(ARGS)
+
+reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [ADAPT=auto|on|off] [CKPT=]
+	$(PYTHON) -m talkinghead.cli reenact $(AVATAR) $(DRIVER) $(OUT) --adapt $(ADAPT) $(if $(SIDE),--side-by-side) \
+		$(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
+
+evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, ARGS=)
+	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
 
 test:  ## run the test suite (CPU; voxmini tests skip where ../shared/data/voxmini is absent)
 	$(PYTHON) -m pytest

@@ -49,6 +49,41 @@ def _meta_learn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from talkinghead.finetune import compose_finetune, finetune_main
+
+    if args.cfg:
+        print(OmegaConf.to_yaml(compose_finetune(args.overrides)))
+        return 0
+    finetune_main(args.overrides)
+    return 0
+
+
+def _reenact(args: argparse.Namespace) -> int:
+    from talkinghead.reenact import reenact_main
+
+    reenact_main(
+        args.avatar, args.driver, args.out, side_by_side=args.side_by_side, adapt=args.adapt, ckpt=args.ckpt,
+        detector=args.detector, reference=args.reference, max_frames=args.max_frames, fps=args.fps,
+        data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress,
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from talkinghead.evaluate import compose_evaluate, evaluate_main
+
+    if args.cfg:
+        print(OmegaConf.to_yaml(compose_evaluate(args.overrides)))
+        return 0
+    evaluate_main(args.overrides)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="talkinghead",
@@ -64,6 +99,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
     p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
     p.set_defaults(func=_meta_learn)
+
+    p = sub.add_parser("finetune", help="make an avatar of one person from T frames (FT or FF)",
+                       description="Fine-tune the meta-learned model on T frames of one person (paper Sec. 3.4).\n"
+                                   "  talkinghead finetune id=syn0035/v00 T=8\n"
+                                   "  talkinghead finetune id=/path/to/video.mp4 T=8 ckpt=runs/x/checkpoints/last.ckpt\n"
+                                   "  talkinghead finetune id=id90007 T=1 mode=FF\n"
+                                   "Keys: experiments/finetune.yaml (--cfg prints them).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides (id=... is required)")
+    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("reenact", help="drive an avatar with a video's landmarks -> mp4",
+                       description="Render an avatar driven by the landmarks of DRIVER (a video file, a folder of "
+                                   "images, or a person/video id of the model's data) into an mp4.")
+    p.add_argument("avatar", help="avatar file made by `talkinghead finetune` (…/avatar.pt)")
+    p.add_argument("driver", help="driver video / image folder, or an id such as syn0003/v01")
+    p.add_argument("out", help="output .mp4")
+    p.add_argument("--side-by-side", action="store_true", help="write driver | landmarks | result")
+    p.add_argument("--adapt", choices=("auto", "on", "off"), default="auto",
+                   help="keep the avatar's face shape and transfer only pose/expression (auto: on when driver "
+                        "and avatar are different or unknown people; off: raw driver landmarks, as the paper)")
+    p.add_argument("--reference", choices=("neutral", "first"), default="neutral",
+                   help="driver frame aligned with the avatar's reference frame in adapt mode")
+    p.add_argument("--ckpt", default=None, help="meta-learned checkpoint (default: the one the avatar was made from)")
+    p.add_argument("--detector", default="auto", choices=("auto", "dlib", "face-alignment"))
+    p.add_argument("--max-frames", type=int, default=0, help="driver frames used, evenly spaced (0 = all)")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the driver's)")
+    p.add_argument("--data-root", default=None, help="shard folder for a driver id of a VoxCeleb model")
+    p.add_argument("--wandb", action="store_true", help="also log the video to a W&B run")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_reenact)
+
+    p = sub.add_parser("evaluate", help="the paper's Table 1 protocol (FID/SSIM/CSIM, FT and FF, T=1/8/32)",
+                       description="Evaluate a meta-learned checkpoint on its held-out videos.\n"
+                                   "  talkinghead evaluate ckpt=runs/embedded/checkpoints/last.ckpt\n"
+                                   "  talkinghead evaluate T_values=[1,8] max_videos=8\n"
+                                   "Keys: experiments/evaluate.yaml (--cfg prints them).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
+    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    p.set_defaults(func=_evaluate)
     return parser
 
 

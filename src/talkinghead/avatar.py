@@ -1,0 +1,273 @@
+"""Meta-learned checkpoints and avatar files, and rendering an avatar.
+
+An *avatar* is what fine-tuning (or the FF variant) makes of one person: the AdaIN vector ψ', the generator
+tensors that fine-tuning changed (nothing for FF), D's projection vector w', ê_new, T, the person's reference
+landmarks (for landmark adaptation), and the fingerprint of the meta-learned model it was made from.  It does
+not hold the meta-learned weights: rendering loads them from the checkpoint and applies the avatar on top, after
+checking the fingerprint (another model -> :class:`AvatarMismatchError`).
+
+Every file is written atomically (temporary name in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from talkinghead.errors import TalkingHeadError
+
+AVATAR_FORMAT = "talkinghead-avatar/1"
+
+
+class CheckpointError(TalkingHeadError, FileNotFoundError):
+    """No meta-learned checkpoint, or one that cannot be used."""
+
+
+class AvatarError(TalkingHeadError, ValueError):
+    """An avatar file that is missing or not an avatar."""
+
+
+class AvatarMismatchError(AvatarError):
+    """The avatar was made from another meta-learned model than the one given."""
+
+
+# ------------------------------------------------------------------------------------------------ files
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on any error it is removed.
+
+    The temporary name keeps the suffix (writers that pick a format from it still work).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def latest_checkpoint(runs_dir: str | Path = "runs") -> Path:
+    """The newest ``<runs_dir>/*/checkpoints/last.ckpt`` by modification time."""
+    found = [Path(p) for p in glob.glob(str(Path(runs_dir) / "*" / "checkpoints" / "last.ckpt"))]
+    if not found:
+        raise CheckpointError(
+            f"no meta-learned checkpoint under {runs_dir}/: run make meta-learn first, or give CKPT=..."
+        )
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_checkpoint(ckpt: str | Path | None, runs_dir: str | Path = "runs") -> Path:
+    if ckpt in (None, "", "null", "None"):
+        return latest_checkpoint(runs_dir)
+    path = Path(str(ckpt)).expanduser()
+    if path.is_dir():  # a run folder
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {ckpt} does not exist (give a run's checkpoints/last.ckpt)")
+    return path
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def model_fingerprint(model_config: Mapping[str, Any], generator_state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the model config and the meta-learned generator's tensors (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256(_canonical(dict(model_config)).encode())
+    for name in sorted(generator_state):
+        t = generator_state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _model_summary(model_cfg: Mapping[str, Any]) -> str:
+    return f"image_size={model_cfg.get('image_size')}, emb_dim={model_cfg.get('emb_dim')}"
+
+
+@dataclass
+class MetaLearned:
+    """A meta-learned model loaded from a Lightning checkpoint (networks in eval mode, on the CPU)."""
+
+    path: Path
+    config: DictConfig
+    embedder: Any
+    generator: Any
+    discriminator: Any
+    fingerprint: str
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.model.image_size)
+
+
+def load_meta_learned(ckpt: str | Path) -> MetaLearned:
+    """Rebuild E, G and D from the config saved in a meta-learning checkpoint and load their weights."""
+    from talkinghead.train import build_networks
+
+    path = Path(ckpt)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+    config = (data.get("hyper_parameters") or {}).get("config") if isinstance(data, dict) else None
+    if not config or "model" not in config or "state_dict" not in data:
+        raise CheckpointError(f"{path} is not a talkinghead meta-learning checkpoint (no config/state_dict)")
+    cfg = OmegaConf.create(config)
+    state = data["state_dict"]
+    if "discriminator.W.weight" not in state:
+        raise CheckpointError(f"{path} holds no discriminator W table: not a meta-learning checkpoint")
+    num_videos = int(state["discriminator.W.weight"].shape[0])
+    nets = build_networks(cfg.model, num_videos)
+    for prefix, net in zip(("embedder.", "generator.", "discriminator."), nets):
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            net.load_state_dict(sub)
+        except RuntimeError as exc:
+            first = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc))
+            raise CheckpointError(
+                f"{path}: its weights do not fit the model in its config ({_model_summary(cfg.model)}): {first} "
+                f"-- was it saved by another model size?"
+            ) from exc
+        net.eval()
+    embedder, generator, discriminator = nets
+    fp = model_fingerprint(OmegaConf.to_container(cfg.model, resolve=True), generator.state_dict())
+    return MetaLearned(path, cfg, embedder, generator, discriminator, fp)
+
+
+# ------------------------------------------------------------------------------------------------ avatars
+@dataclass
+class Avatar:
+    """One person's avatar (see the module docstring).  Tensors on the CPU.
+
+    psi: (num_adain_params,) ψ';  w_prime: (emb,) w';  e_new: (emb,) ê_new;
+    generator_delta: generator state-dict entries that differ from the meta-learned model (empty for FF);
+    reference_landmarks: (68, 2) pixels of one of the T frames (landmark adaptation's avatar reference).
+    """
+
+    psi: torch.Tensor
+    w_prime: torch.Tensor
+    e_new: torch.Tensor
+    generator_delta: dict[str, torch.Tensor]
+    reference_landmarks: torch.Tensor
+    T: int
+    mode: str  # "FT" | "FF"
+    steps: int
+    person_id: str | None
+    source: str
+    model_config: dict[str, Any]
+    data_config: dict[str, Any]
+    fingerprint: str
+    checkpoint: str
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model_config["image_size"])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["format"] = AVATAR_FORMAT
+        return d
+
+    def check_model(self, meta: MetaLearned) -> None:
+        """Raise :class:`AvatarMismatchError` unless ``meta`` is the model this avatar was made from."""
+        cfg = OmegaConf.to_container(meta.config.model, resolve=True)
+        if cfg != self.model_config:
+            raise AvatarMismatchError(
+                f"avatar was made for a model with {_model_summary(self.model_config)}, the checkpoint {meta.path} "
+                f"has {_model_summary(cfg)}: give the checkpoint the avatar was made from ({self.checkpoint})"
+            )
+        if meta.fingerprint != self.fingerprint:
+            raise AvatarMismatchError(
+                f"avatar was made from model {self.fingerprint}, this checkpoint is {meta.fingerprint} "
+                f"({meta.path}): give the checkpoint the avatar was made from ({self.checkpoint})"
+            )
+
+
+def generator_delta(
+    before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The entries of ``after`` that differ from ``before`` (same keys), cloned to the CPU."""
+    return {
+        k: v.detach().cpu().clone() for k, v in after.items() if not torch.equal(v.cpu(), before[k].cpu())
+    }
+
+
+def save_avatar(avatar: Avatar, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(avatar.to_dict(), tmp)
+    return Path(path)
+
+
+def load_avatar(path: str | Path) -> Avatar:
+    path = Path(path)
+    if not path.is_file():
+        raise AvatarError(f"avatar file {path} does not exist (make one with `make finetune ID=...`)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise AvatarError(f"{path} is not an avatar file ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict) or data.get("format") != AVATAR_FORMAT:
+        raise AvatarError(f"{path} is not a talkinghead avatar (format {AVATAR_FORMAT} expected)")
+    data = dict(data)
+    data.pop("format")
+    return Avatar(**data)
+
+
+class AvatarRenderer:
+    """The meta-learned generator with an avatar applied: landmark images -> frames, ψ' computed once.
+
+    ``render(landmark_images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) in [-1, 1]`` in batches, no grad.
+    """
+
+    def __init__(self, avatar: Avatar, meta: MetaLearned, device: str | torch.device = "cpu") -> None:
+        avatar.check_model(meta)
+        generator = meta.generator
+        state = generator.state_dict()
+        unknown = set(avatar.generator_delta) - set(state)
+        if unknown:
+            raise AvatarMismatchError(
+                f"avatar holds generator tensors the model lacks: {sorted(unknown)[:3]}"
+            )
+        state.update(avatar.generator_delta)
+        generator.load_state_dict(state)
+        self.generator = generator.to(device).eval()
+        self.psi = avatar.psi.to(device)
+        self.device = torch.device(device)
+        self.avatar = avatar
+
+    @torch.no_grad()
+    def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        out = [
+            self.generator(y.to(self.device), psi=self.psi).cpu() for y in landmark_images.split(batch_size)
+        ]
+        return torch.cat(out)
+
+    def render_points(self, points: Any, batch_size: int = 16) -> torch.Tensor:
+        """(N, 68, 2) pixel landmarks -> (N, 3, S, S) frames."""
+        from talkinghead.landmarks.draw import landmark_image_tensor
+
+        size = self.avatar.image_size
+        return self.render(torch.stack([landmark_image_tensor(p, size) for p in points]), batch_size)

@@ -1,0 +1,278 @@
+"""``talkinghead evaluate``: the paper's Table 1 protocol on the held-out videos of a meta-learned model.
+
+For every T in ``T_values`` and every held-out video (the synthetic test identities, or the test persons of a
+shard folder): pick T source frames in the first half of the video, make an avatar with and without fine-tuning
+(FT / FF), render ``num_targets`` frames of the second half (disjoint from the sources, the same for every T) from
+their landmarks, and score them against the real frames with FID, SSIM and CSIM (``talkinghead.metrics``).
+Prints a markdown table beside the paper's FIDs, writes it and a CSV atomically, saves example frames, and logs a
+W&B table when that logger is on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from talkinghead.avatar import atomic_write_text, load_meta_learned, resolve_checkpoint
+from talkinghead.errors import ConfigError, TalkingHeadError
+from talkinghead.finetune import FineTuneSettings, make_avatar, stage_logger, wandb_loggers
+
+#: The paper's FIDs (Zakharov et al. 2019, Table 1): "Ours" on VoxCeleb1 (fine-tuned), Ours-FT on VoxCeleb2.
+PAPER_FID = {
+    ("VoxCeleb1", "FT"): {1: 43.0, 8: 38.0, 32: 29.5},
+    ("VoxCeleb2", "FT"): {1: 48.5, 8: 42.2, 32: 30.6},
+}
+COLUMNS = ("T", "method", "videos", "frames", "FID", "SSIM", "CSIM", "seconds")
+
+
+class EvaluationError(TalkingHeadError, ValueError):
+    """The protocol cannot run on this data (no held-out video, too few frames, ...)."""
+
+
+@dataclass
+class Row:
+    T: int
+    method: str
+    videos: int = 0
+    frames: int = 0
+    values: dict[str, float | None] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def fmt(self, name: str, digits: int) -> str:
+        v = self.values.get(name.lower())
+        return "unavailable" if v is None else f"{v:.{digits}f}"
+
+
+def held_out_videos(meta_cfg: DictConfig, data_root: str | None) -> list[str]:
+    """Video ids of the persons the model never saw in meta-learning."""
+    target = str(meta_cfg.data.get("_target_", ""))
+    if target.endswith("SyntheticDataModule"):
+        from talkinghead.shots import _synthetic_module
+
+        return _synthetic_module(meta_cfg.data, int(meta_cfg.model.image_size)).test_video_ids
+    from talkinghead.train import build
+
+    data = OmegaConf.to_container(meta_cfg.data, resolve=True)
+    if data_root:
+        data["root"] = data_root
+    data["num_workers"] = 0
+    dm = build(OmegaConf.create(data))
+    return [v.video_id for v in dm.test_videos]
+
+
+def paper_cell(T: int, method: str, dataset: str) -> str:
+    fid = PAPER_FID.get((dataset, method), {}).get(T)
+    return "—" if fid is None else f"{fid:.1f}"
+
+
+def markdown_table(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
+    lines = [
+        "| T | method | videos | FID ↓ | SSIM ↑ | CSIM ↑ | paper FID, VoxCeleb1 | paper FID, VoxCeleb2 |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.T} | {r.method} | {r.videos} | {r.fmt('FID', 1)} | {r.fmt('SSIM', 3)} | {r.fmt('CSIM', 3)} "
+            f"| {paper_cell(r.T, r.method, 'VoxCeleb1')} | {paper_cell(r.T, r.method, 'VoxCeleb2')} |"
+        )
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def csv_text(rows: Sequence[Row]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow(
+            [
+                r.T,
+                r.method,
+                r.videos,
+                r.frames,
+                *("" if r.values.get(k) is None else f"{r.values[k]:.6f}" for k in ("fid", "ssim", "csim")),
+                f"{r.seconds:.1f}",
+            ]
+        )
+    return buf.getvalue()
+
+
+def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
+    from talkinghead.config import compose
+
+    cfg = compose("evaluate", overrides)
+    Ts = [int(t) for t in cfg.T_values]
+    if not Ts or min(Ts) < 1:
+        raise ConfigError(
+            f"T_values must be a non-empty list of positive frame counts, got {list(cfg.T_values)}"
+        )
+    bad = sorted(set(cfg.methods) - {"FT", "FF"})
+    if bad or not cfg.methods:
+        raise ConfigError(f"methods must be a non-empty subset of [FT, FF], got {list(cfg.methods)}")
+    if int(cfg.num_targets) < 1:
+        raise ConfigError(f"num_targets must be >= 1, got {cfg.num_targets}")
+    return cfg
+
+
+def evaluate_main(overrides: Sequence[str]) -> Path:
+    """Run the protocol; returns the CSV's path (the markdown table sits beside it as ``table.md``)."""
+    from tqdm.auto import tqdm
+
+    from talkinghead import shots as shots_mod
+    from talkinghead.metrics import MetricsSuite
+    from talkinghead.visualize import make_grid, save_png
+
+    cfg = compose_evaluate(overrides)
+    Ts = sorted({int(t) for t in cfg.T_values})
+    methods = [str(m) for m in cfg.methods]
+    settings = FineTuneSettings.from_config(cfg.finetune)
+    metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") else {}
+    # build the metrics first: a missing weight file that was asked for fails before any work is done
+    try:
+        suites = {(T, m): MetricsSuite(metrics_cfg, sync_on_compute=False) for T in Ts for m in methods}
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise EvaluationError(f"metrics: {str(exc).splitlines()[0]}") from exc
+    ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    meta = load_meta_learned(ckpt)
+    size = meta.image_size
+    videos = held_out_videos(meta.config, cfg.get("data_root"))
+    if cfg.get("videos"):
+        videos = [str(v) for v in cfg.videos]
+    elif cfg.get("max_videos"):
+        videos = videos[: int(cfg.max_videos)]
+    if not videos:
+        raise EvaluationError("the model's data has no held-out video (test persons): nothing to evaluate on")
+    # need T_max sources in the first half and num_targets in the second
+    length = max(int(cfg.synthetic_video_length), 2 * max(max(Ts), int(cfg.num_targets)))
+    out_dir = Path(cfg.out_dir) / f"{Path(ckpt).parent.parent.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logger = stage_logger(cfg.get("logger"), out_dir, f"evaluate-{Path(ckpt).parent.parent.name}")
+    rows = {(T, m): Row(T, m) for T in Ts for m in methods}
+    notes: list[str] = []
+    examples: dict[tuple[int, str], list[torch.Tensor]] = {}
+    example_src: dict[int, torch.Tensor] = {}
+    bar = tqdm(
+        total=len(videos) * len(Ts) * len(methods), desc="evaluate", unit="avatar", disable=not cfg.progress
+    )
+    first_real = None
+    skipped: dict[int, list[str]] = {}
+    for vi, video in enumerate(videos):
+        person = shots_mod.resolve(
+            video, meta.config.data, size, data_root=cfg.get("data_root"), synthetic_video_length=length
+        )
+        half = person.num_frames // 2
+        targets_pos = shots_mod.evenly(person.num_frames - half, int(cfg.num_targets), offset=half)
+        targets = person.load(targets_pos)
+        if first_real is None:
+            first_real = targets
+        for T in Ts:
+            if T > half:
+                skipped.setdefault(T, []).append(video)
+                bar.update(len(methods))
+                continue
+            shots = person.load(shots_mod.evenly(half, T))
+            for m in methods:
+                result = make_avatar(
+                    meta, shots, mode=m, settings=settings, person_id=person.person_id, source=video
+                )
+                fake = result.render(targets["landmark_images"])
+                suites[(T, m)].update(fake, targets["frames"])
+                row = rows[(T, m)]
+                row.videos += 1
+                row.frames += fake.shape[0]
+                row.seconds += result.seconds
+                if vi == 0:
+                    examples[(T, m)] = list(fake[:2])
+                    example_src[T] = shots["frames"][:3]
+                bar.update(1)
+    bar.close()
+    for T, vids in skipped.items():
+        notes.append(
+            f"T={T} skipped on {len(vids)} video(s) with fewer than {2 * T} frames (e.g. {vids[0]}): "
+            f"the T sources come from the first half (preprocess with --frames-per-video >= {2 * T})"
+        )
+    for key, suite in suites.items():
+        if rows[key].videos:
+            rows[key].values = suite.compute()
+            for name, why in suite.reasons().items():
+                notes.append(f"{name.upper()} unavailable: {why}")
+    fell = seen = 0
+    for suite in suites.values():
+        if "csim" in suite.metrics:
+            f, n = suite.metrics["csim"].fallbacks
+            fell, seen = fell + f, seen + n
+    if fell:
+        notes.append(f"CSIM: the face encoder found no face in {fell} of {seen} frames and used the crop centre")
+    notes = list(dict.fromkeys(notes))
+    done = [rows[(T, m)] for T in Ts for m in methods if rows[(T, m)].videos]
+    if not done:
+        raise EvaluationError(f"no held-out video has enough frames for T in {Ts}: " + "; ".join(notes[:3]))
+    csim_note = next((f"CSIM encoder: {s.csim_encoder}" for s in suites.values() if s.csim_encoder), "")
+    footer = [
+        f"checkpoint: {ckpt}; {len(videos)} held-out videos; {int(cfg.num_targets)} target frames each "
+        f"(second half of the video), T sources from the first half; FT: {settings.steps} steps"
+    ]
+    footer += [csim_note] if csim_note else []
+    table = markdown_table(done, footer + notes)
+    csv_path = atomic_write_text(out_dir / "table.csv", csv_text(done))
+    atomic_write_text(out_dir / "table.md", table + "\n")
+
+    grid_rows = []
+    for T in Ts:
+        if (T, methods[0]) not in examples:
+            continue
+        for i in range(len(examples[(T, methods[0])])):
+            row = list(example_src[T]) + [first_real["landmark_images"][i]]
+            row += [examples[(T, m)][i] for m in methods] + [first_real["frames"][i]]
+            grid_rows.append(row)
+    grid_path = save_png(make_grid(grid_rows), out_dir / "examples.png") if grid_rows else None
+    for lg in wandb_loggers(logger):
+        import wandb
+
+        table_w = wandb.Table(columns=[*COLUMNS, "example"])
+        for r in done:
+            ex = (
+                [wandb.Image(make_grid([[*examples[(r.T, r.method)]]]))]
+                if (r.T, r.method) in examples
+                else [None]
+            )
+            table_w.add_data(
+                r.T,
+                r.method,
+                r.videos,
+                r.frames,
+                r.values.get("fid"),
+                r.values.get("ssim"),
+                r.values.get("csim"),
+                r.seconds,
+                *ex,
+            )
+        lg.experiment.log({"evaluate/table": table_w})
+        if grid_path is not None:
+            lg.log_image(
+                key="evaluate/examples",
+                images=[str(grid_path)],
+                caption=[f"per T: sources (<=3) | target landmarks | {' | '.join(methods)} | real"],
+            )
+        lg.experiment.finish()
+    print(table)
+    print(
+        f"\nCSV: {csv_path}\nmarkdown: {out_dir / 'table.md'}"
+        + (
+            f"\nexamples: {grid_path} (per T: sources | landmarks | {' | '.join(methods)} | real)"
+            if grid_path
+            else ""
+        ),
+        file=sys.stdout,
+    )
+    return csv_path

@@ -1,0 +1,375 @@
+"""``talkinghead finetune``: make an avatar of one person from T frames (paper Sec. 3.4), FT or FF.
+
+Steps: compose ``experiments/finetune.yaml`` -> load the meta-learned checkpoint (given, or the newest run's) ->
+find the person's frames (``talkinghead.shots``) -> pick T of them -> ê_new = mean E over them -> fine-tune
+(:class:`~talkinghead.modules.finetune.FineTuningModule`) or not (FF) -> write the avatar file, a sample grid and
+a preview video (also to W&B when that logger is on).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, RandomSampler
+
+from talkinghead.avatar import (
+    Avatar,
+    MetaLearned,
+    generator_delta,
+    load_meta_learned,
+    resolve_checkpoint,
+    save_avatar,
+)
+from talkinghead.errors import ConfigError
+from talkinghead.landmarks.adapt import neutral_index
+from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
+from talkinghead.modules.meta_learning import GENERATOR_TERMS
+
+MODES = ("FT", "FF")
+
+
+@dataclass
+class FineTuneSettings:
+    """Optimisation settings of fine-tuning (``experiments/finetune.yaml``)."""
+
+    steps: int = 40
+    lr_g: float = 5e-5
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    d_steps_per_g: int = 1
+    batch_size: int = 4
+    loss_weights: Mapping[str, float] | None = None  # None: the meta-learning run's weights
+    seed: int = 0
+    device: str = "auto"
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> FineTuneSettings:
+        weights = cfg.get("loss_weights")
+        s = cls(
+            steps=int(cfg.get("steps", 40)),
+            lr_g=float(cfg.get("lr_g", 5e-5)),
+            lr_d=float(cfg.get("lr_d", 2e-4)),
+            betas=tuple(cfg.get("betas", (0.5, 0.999))),
+            d_steps_per_g=int(cfg.get("d_steps_per_g", 1)),
+            batch_size=int(cfg.get("batch_size", 4)),
+            loss_weights=None if weights is None else {k: float(v) for k, v in dict(weights).items()},
+            seed=int(cfg.get("seed", 0)),
+            device=str(cfg.get("device", "auto")),
+        )
+        s.check()
+        return s
+
+    def check(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1 or self.d_steps_per_g < 1:
+            raise ConfigError(
+                f"batch_size and d_steps_per_g must be >= 1, got {self.batch_size}, {self.d_steps_per_g}"
+            )
+        if self.loss_weights is not None:
+            unknown = set(self.loss_weights) - set(GENERATOR_TERMS)
+            if unknown:
+                raise ConfigError(
+                    f"unknown loss term(s) {sorted(unknown)} in loss_weights; known: {list(GENERATOR_TERMS)}"
+                )
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def embed_person(embedder: Any, frames: torch.Tensor, landmark_images: torch.Tensor) -> torch.Tensor:
+    """ê_new = mean_t E(x_t, y_t): (T, 3, S, S) x 2 -> (emb,), in eval mode."""
+    was = embedder.training
+    embedder.eval()
+    device = next(embedder.parameters()).device
+    e = embedder.embed(frames[None].to(device), landmark_images[None].to(device))[0]
+    embedder.train(was)
+    return e.cpu()
+
+
+@dataclass
+class FineTuned:
+    """What :func:`make_avatar` returns: the avatar and the generator to render it with (eval mode)."""
+
+    avatar: Avatar
+    generator: Any
+    seconds: float
+    l1_before: float
+    l1_after: float
+
+    @torch.no_grad()
+    def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        psi = self.avatar.psi.to(next(self.generator.parameters()).device)
+        out = [self.generator(y.to(psi.device), psi=psi).cpu() for y in landmark_images.split(batch_size)]
+        return torch.cat(out)
+
+
+def _loss_terms(meta: MetaLearned, settings: FineTuneSettings) -> tuple[dict[str, float], Any]:
+    from talkinghead.train import build_content_loss
+
+    weights = dict(settings.loss_weights or OmegaConf.to_container(meta.config.loss.weights, resolve=True))
+    loss_cfg = copy.deepcopy(meta.config.loss)
+    for k in ("content_vgg19", "content_vggface"):
+        loss_cfg.weights[k] = weights.get(k, 0.0)
+    return weights, build_content_loss(loss_cfg)
+
+
+def make_avatar(
+    meta: MetaLearned,
+    shots: Mapping[str, torch.Tensor],
+    *,
+    mode: str = "FT",
+    settings: FineTuneSettings | None = None,
+    person_id: str | None = None,
+    source: str = "",
+    logger: Any = False,
+    progress: bool = False,
+) -> FineTuned:
+    """Fine-tune (FT) or not (FF) the meta-learned model on the T frames ``shots``.
+
+    ``shots``: ``frames``, ``landmark_images`` (T, 3, S, S) in [-1, 1] and ``landmarks`` (T, 68, 2).
+    ``meta`` is left unchanged: FT trains copies of G and D; FF only computes ψ' = P ê_new.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"mode must be FT or FF, got {mode!r}")
+    settings = settings or FineTuneSettings()
+    start = time.time()
+    x, y = shots["frames"], shots["landmark_images"]
+    T = int(x.shape[0])
+    e_new = embed_person(meta.embedder, x, y)
+    meta_state = {k: v.clone() for k, v in meta.generator.state_dict().items()}
+    device = pick_device(settings.device)
+
+    def l1(gen: Any, psi: torch.Tensor) -> float:
+        with torch.no_grad():
+            out = torch.cat([gen(b.to(device), psi=psi.to(device)).cpu() for b in y.split(16)])
+        return float((out - x).abs().mean())
+
+    psi0 = initial_psi(meta.generator, e_new)
+    if mode == "FF" or settings.steps == 0:
+        generator = meta.generator
+        psi, w_prime = psi0, initial_w(meta.discriminator, e_new)
+        generator.to(device)
+        before = after = l1(generator, psi)
+        generator.cpu()
+        delta: dict[str, torch.Tensor] = {}
+        steps = 0
+    else:
+        weights, content = _loss_terms(meta, settings)
+        generator = copy.deepcopy(meta.generator)
+        module = FineTuningModule(
+            generator,
+            copy.deepcopy(meta.discriminator),
+            e_new,
+            weights,
+            optimizer_g=partial(torch.optim.Adam, lr=settings.lr_g, betas=settings.betas),
+            optimizer_d=partial(torch.optim.Adam, lr=settings.lr_d, betas=settings.betas),
+            d_steps_per_g=settings.d_steps_per_g,
+            content_loss=content,
+        )
+        module.train()
+        generator.eval().to(device)
+        before = l1(generator, psi0)
+        generator.train().cpu()
+        bs = min(settings.batch_size, T) if T > 1 else 1
+        sampler = RandomSampler(
+            FewShotFrames(x, y),
+            replacement=True,
+            num_samples=settings.steps * bs,
+            generator=torch.Generator().manual_seed(settings.seed),
+        )
+        loader = DataLoader(FewShotFrames(x, y), batch_size=bs, sampler=sampler, drop_last=True)
+        trainer = pl.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=1,
+            max_steps=settings.steps * (1 + settings.d_steps_per_g),
+            max_epochs=1,
+            logger=logger,
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            log_every_n_steps=max(1, min(10, settings.steps)),
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            trainer.fit(module, loader)
+        generator.eval()
+        psi = module.psi.detach().cpu()
+        w_prime = module.w_prime.detach().cpu()
+        generator.to(device)
+        after = l1(generator, psi)
+        generator.cpu()
+        delta = generator_delta(meta_state, generator.state_dict())
+        steps = module.iteration
+    ref = shots["landmarks"][neutral_index(shots["landmarks"].numpy())]
+    avatar = Avatar(
+        psi=psi.detach().cpu().clone(),
+        w_prime=w_prime.detach().cpu().clone(),
+        e_new=e_new.clone(),
+        generator_delta=delta,
+        reference_landmarks=ref.clone().float(),
+        T=T,
+        mode=mode,
+        steps=int(steps),
+        person_id=person_id,
+        source=source,
+        model_config=OmegaConf.to_container(meta.config.model, resolve=True),
+        data_config=OmegaConf.to_container(meta.config.data, resolve=True),
+        fingerprint=meta.fingerprint,
+        checkpoint=str(Path(meta.path).resolve()),
+    )
+    return FineTuned(avatar, generator.eval(), time.time() - start, before, after)
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+def slug(text: str) -> str:
+    """A folder-safe name for an id or path."""
+    text = Path(text).stem if ("." in Path(text).name and "/" in text and Path(text).suffix) else text
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "avatar"
+
+
+def stage_logger(logger_cfg: DictConfig | None, save_dir: Path, name: str) -> Any:
+    """A fresh logger per run (never resumes another run's W&B id), or False."""
+    if logger_cfg is None:
+        return False
+    from hydra.utils import instantiate
+
+    from talkinghead.train import wandb_mode
+
+    cfg = OmegaConf.to_container(logger_cfg, resolve=True)
+    cfg["save_dir"] = str(save_dir)
+    if cfg["_target_"].endswith("WandbLogger"):
+        offline = wandb_mode(cfg.pop("mode", "auto"))
+        cfg["offline"] = offline
+        cfg["name"] = name
+        import secrets
+
+        cfg["id"] = secrets.token_hex(4)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    return instantiate(cfg)
+
+
+def wandb_loggers(logger: Any) -> list[Any]:
+    loggers = logger if isinstance(logger, list) else [logger]
+    return [lg for lg in loggers if isinstance(lg, pl.loggers.WandbLogger)]
+
+
+def compose_finetune(overrides: Sequence[str]) -> DictConfig:
+    from talkinghead.config import compose
+
+    cfg = compose("finetune", overrides)
+    if str(cfg.mode) not in MODES:
+        raise ConfigError(f"mode must be FT (fine-tune) or FF (feed-forward, no fine-tuning), got {cfg.mode}")
+    if int(cfg.T) < 1:
+        raise ConfigError(f"T must be >= 1 (frames of the new person), got {cfg.T}")
+    return cfg
+
+
+def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
+    """Run the fine-tuning stage; returns the avatar file's path.  ``detector`` overrides the landmark backend."""
+    from talkinghead import shots as shots_mod
+    from talkinghead.visualize import make_grid, save_png
+
+    cfg = compose_finetune(overrides)
+    settings = FineTuneSettings.from_config(cfg)
+    ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    meta = load_meta_learned(ckpt)
+    size = meta.image_size
+    person = shots_mod.resolve(
+        str(cfg.id),
+        meta.config.data,
+        size,
+        data_root=cfg.get("data_root"),
+        synthetic_video_length=int(cfg.synthetic_video_length),
+        detector=detector,
+        detector_backend=str(cfg.detector),
+        max_frames=int(cfg.max_frames),
+    )
+    for note in person.notes:
+        print(note, file=sys.stderr)
+    T = int(cfg.T)
+    person.require(T)
+    positions = shots_mod.evenly(person.num_frames, T)
+    shots = person.load(positions)
+    name = f"{slug(str(cfg.id))}_T{T}_{cfg.mode}"
+    out = Path(cfg.out) if cfg.get("out") else Path(cfg.out_dir) / name / "avatar.pt"
+    run_dir = out.parent
+    logger = stage_logger(cfg.get("logger"), run_dir, name)
+    print(
+        f"{'fine-tuning' if cfg.mode == 'FT' else 'feed-forward (FF)'} {cfg.id} on T={T} frames with {ckpt}"
+        + (f" for {settings.steps} steps" if cfg.mode == "FT" else "")
+    )
+    result = make_avatar(
+        meta,
+        shots,
+        mode=str(cfg.mode),
+        settings=settings,
+        person_id=person.person_id,
+        source=str(cfg.id),
+        logger=logger,
+        progress=bool(cfg.progress),
+    )
+    save_avatar(result.avatar, out)
+
+    # sample grid (+ FF beside FT) and a preview video on frames outside the T
+    rest = sorted(set(range(person.num_frames)) - set(positions))
+    preview_pos = shots_mod.evenly(len(rest), int(cfg.preview_frames)) if rest else []
+    preview = person.load([rest[i] for i in preview_pos]) if preview_pos else shots
+    fake = result.render(preview["landmark_images"])
+    rows = []
+    ff = None
+    if cfg.mode == "FT":
+        with torch.no_grad():
+            ff = meta.generator(
+                preview["landmark_images"][:4], psi=initial_psi(meta.generator, result.avatar.e_new)
+            )
+    for i in range(min(4, fake.shape[0])):
+        row = list(shots["frames"][:4]) + [preview["landmark_images"][i]]
+        row += ([ff[i]] if ff is not None else []) + [fake[i], preview["frames"][i]]
+        rows.append(row)
+    grid = make_grid(rows)
+    grid_path = save_png(grid, run_dir / "samples.png")
+    from talkinghead.reenact import side_by_side_frames, write_video
+
+    video_path = write_video(
+        run_dir / "preview.mp4",
+        side_by_side_frames(preview["frames"], preview["landmark_images"], fake),
+        fps=10,
+    )
+    caption = (
+        "T sources (<=4) | target landmarks | "
+        + ("FF | FT" if ff is not None else "FF")
+        + " | real (frames outside the T)"
+    )
+    for lg in wandb_loggers(logger):
+        import wandb
+
+        lg.log_image(key="finetune/samples", images=[grid], caption=[caption])
+        lg.experiment.log({"finetune/preview": wandb.Video(str(video_path), format="mp4")})
+        lg.experiment.finish()
+    print(
+        f"avatar: {out}  ({result.avatar.mode}, T={T}, {result.avatar.steps} steps, "
+        f"{len(result.avatar.generator_delta)} changed generator tensors, {result.seconds:.0f} s)"
+    )
+    print(f"  L1 on its T frames: {result.l1_before:.4f} (FF) -> {result.l1_after:.4f}")
+    print(f"  samples: {grid_path} ({caption})")
+    print(f"  preview: {video_path} (real | landmarks | avatar)")
+    print(f"  reenact: make reenact AVATAR={out} DRIVER=<video or id> OUT=out.mp4")
+    return out

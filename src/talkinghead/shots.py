@@ -1,0 +1,302 @@
+"""Where the frames of one person come from, for fine-tuning, reenactment and evaluation.
+
+An *id* names a person or one video of them:
+
+* a synthetic video or person id of the embedded population (``syn0035/v00``, ``syn0035``), rendered on the fly
+  with the data config the meta-learned model was trained with;
+* a video or person id of a preprocessed shard folder (``id90007``, ``id90007/abc/00001``), read via its
+  ``manifest.json``;
+* a path to the user's own video file or folder of images: frames are decoded, landmarks detected, and the face
+  cropped as ``make preprocess`` does.
+
+A person id pools the frames of all of that person's videos.  ``PersonFrames`` holds the addressable frames
+(``positions`` 0..N-1) and loads any subset of them at the model's resolution.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from talkinghead.errors import TalkingHeadError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+
+
+class UnknownIdError(TalkingHeadError, KeyError):
+    """An id that is neither a known person/video nor an existing path."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class NotEnoughFramesError(TalkingHeadError, ValueError):
+    """More frames were asked for than the person's videos hold."""
+
+
+class NoFaceError(TalkingHeadError, RuntimeError):
+    """No usable face in a user's video or images."""
+
+
+class DetectorError(TalkingHeadError, RuntimeError):
+    """The landmark detector asked for cannot run here."""
+
+
+def make_landmark_detector(backend: str = "auto") -> Any:
+    """``talkinghead.landmarks.detectors.make_detector`` with its errors as one-line user errors."""
+    from talkinghead.landmarks.detectors import make_detector
+
+    try:
+        return make_detector(backend)
+    except (RuntimeError, ValueError) as exc:
+        raise DetectorError(f"landmark detector {backend!r}: {exc}") from exc
+
+
+@dataclass
+class PersonFrames:
+    """The frames available for one id.
+
+    ``load(positions)`` -> ``{"frames", "landmark_images": (N, 3, S, S) in [-1, 1], "landmarks": (N, 68, 2)}``.
+    """
+
+    source: str
+    person_id: str | None
+    video_ids: list[str]
+    num_frames: int
+    loader: Callable[[Sequence[int]], dict[str, torch.Tensor]]
+    notes: list[str] = field(default_factory=list)
+
+    def load(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        bad = [p for p in positions if not 0 <= int(p) < self.num_frames]
+        if bad:
+            raise IndexError(f"frame positions {bad[:5]} outside [0, {self.num_frames}) of {self.source}")
+        return self.loader([int(p) for p in positions])
+
+    def require(self, count: int, what: str = "T") -> None:
+        if count < 1:
+            raise NotEnoughFramesError(f"{what} must be >= 1, got {count}")
+        if count > self.num_frames:
+            raise NotEnoughFramesError(
+                f"{what}={count} needs {count} frames but {self.source} has {self.num_frames}"
+                f" ({len(self.video_ids)} video(s)): lower {what}"
+            )
+
+
+def evenly(num: int, count: int, offset: int = 0) -> list[int]:
+    """``count`` positions spread evenly over ``[offset, offset + num)`` (distinct; all when count >= num)."""
+    if count >= num:
+        return list(range(offset, offset + num))
+    return [offset + int(i) for i in np.round(np.linspace(0, num - 1, count)).astype(int)]
+
+
+# ------------------------------------------------------------------------------------------------ synthetic
+def _synthetic_module(data_cfg: Mapping[str, Any], image_size: int) -> Any:
+    from data_modules.synthetic import SyntheticDataModule
+
+    keys = (
+        "num_identities",
+        "videos_per_identity",
+        "test_identities",
+        "frames_per_video",
+        "heldout_frames",
+        "seed",
+    )
+    kwargs = {k: data_cfg[k] for k in keys if k in data_cfg}
+    return SyntheticDataModule(K=1, image_size=image_size, **kwargs)
+
+
+def synthetic_ids(data_cfg: Mapping[str, Any], image_size: int) -> list[str]:
+    dm = _synthetic_module(data_cfg, image_size)
+    from data_modules.synthetic import person_id_of, video_id_of
+
+    return [person_id_of(i) for i in range(dm.num_identities)] + [
+        video_id_of(i, v) for i in range(dm.num_identities) for v in range(dm.videos_per_identity)
+    ]
+
+
+def synthetic_frames(
+    id_: str, data_cfg: Mapping[str, Any], image_size: int, video_length: int
+) -> PersonFrames:
+    """Frames of a synthetic person/video: each video is ``video_length`` frames ``t = 0 .. video_length-1``."""
+    dm = _synthetic_module(data_cfg, image_size)
+    from data_modules.synthetic import video_id_of
+
+    person = id_.split("/")[0]
+    if "/" in id_:
+        videos = [id_]
+    else:
+        ident = int(person[3:])
+        videos = [video_id_of(ident, v) for v in range(dm.videos_per_identity)]
+
+    def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        parts = [dm.frames_of(videos[p // video_length], [p % video_length]) for p in positions]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    return PersonFrames(id_, person, videos, video_length * len(videos), loader)
+
+
+# ------------------------------------------------------------------------------------------------ shards
+def shard_frames(id_: str, manifest: Any, image_size: int) -> PersonFrames:
+    """Frames of a person or video of a preprocessed shard folder (``data_modules.shards.Manifest``)."""
+    from data_modules.shards import ShardReader
+    from data_modules.voxceleb import make_sample
+
+    by_id = manifest.by_id()
+    records = [by_id[id_]] if id_ in by_id else [v for v in manifest.videos if v.person_id == id_]
+    reader = ShardReader(manifest)
+    index = [(r, i) for r in records for i in range(r.num_frames)]
+
+    def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        from data_modules.shards import decode_jpeg
+
+        out: dict[str, list[torch.Tensor]] = {"frames": [], "landmark_images": [], "landmarks": []}
+        cache: dict[str, Any] = {}
+        for p in positions:
+            rec, i = index[p]
+            if rec.video_id not in cache:
+                cache[rec.video_id] = reader.read(rec.video_id)
+            sample = cache[rec.video_id]
+            s = make_sample(decode_jpeg(sample.frames[i])[None], sample.landmarks[[i]], rec, image_size)
+            for k in out:
+                out[k].append(s[k])
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    return PersonFrames(id_, records[0].person_id, [r.video_id for r in records], len(index), loader)
+
+
+# ------------------------------------------------------------------------------------------------ user files
+def read_user_frames(path: Path, max_frames: int = 0) -> tuple[np.ndarray, float]:
+    """A video file or a folder of images -> (uint8 (N, H, W, 3) RGB, fps); ``max_frames`` evenly (0 = all)."""
+    from data_modules.sources import IMAGE_EXTENSIONS, DecodeError, read_images, read_video
+
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise NoFaceError(f"{path} holds no image ({', '.join(IMAGE_EXTENSIONS)}) and is not a video")
+            frames, _ = read_images(files, max_frames)
+            return frames, 25.0
+        frames, _, fps, _ = read_video(path, max_frames)
+        return frames, fps
+    except DecodeError as exc:
+        raise NoFaceError(f"cannot read {path}: {exc}") from exc
+
+
+def crop_faces(
+    frames: np.ndarray, detector: Any, size: int, hold: bool = False, source: str = "video"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detect landmarks, crop one square box around the face track (as preprocessing does), resize to ``size``.
+
+    Returns ``(crops uint8 (N, size, size, 3), landmarks float32 (N, 68, 2) in crop pixels, found bool (N,))``.
+    With ``hold`` every frame is kept and a frame without a (on-track) face takes the last good landmarks
+    (the first good ones before the first detection); without it only frames with a face are returned.
+    """
+    from data_modules.preprocess import PreprocessConfig, crop_frame, face_track, landmarks_to_crop
+
+    detected = detector.detect(frames)
+    cfg = PreprocessConfig(size=size, min_face=1, min_detected=0.0, min_frames=1)
+    track = face_track(detected, cfg)
+    if isinstance(track, str):
+        raise NoFaceError(f"no usable face in {source}: {track}")
+    box, kept, _ = track
+    found = np.zeros(len(frames), dtype=bool)
+    found[kept] = True
+    rows = range(len(frames)) if hold else kept
+    crops = np.stack([crop_frame(frames[i], box, size) for i in rows])
+    points = np.zeros((len(frames), 68, 2), np.float32)
+    last = landmarks_to_crop(detected[int(kept[0])], box, size)
+    for i in range(len(frames)):
+        if found[i]:
+            last = landmarks_to_crop(detected[i], box, size)
+        points[i] = last
+    return crops, (points if hold else points[kept]), found
+
+
+def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, torch.Tensor]:
+    """uint8 (N, S, S, 3) crops + (N, 68, 2) landmarks -> tensors of the common sample format."""
+    from talkinghead.landmarks.draw import landmark_image_tensor
+
+    frames = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).float().div(127.5).sub(1.0)
+    lms = torch.stack([landmark_image_tensor(p, size) for p in landmarks])
+    return {
+        "frames": frames,
+        "landmark_images": lms,
+        "landmarks": torch.from_numpy(landmarks.astype(np.float32)),
+    }
+
+
+def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0) -> PersonFrames:
+    frames, _ = read_user_frames(path, max_frames)
+    crops, points, found = crop_faces(frames, detector, image_size, hold=False, source=str(path))
+    sample = to_sample(crops, points, image_size)
+    notes = (
+        [] if found.all() else [f"no face in {int((~found).sum())} of {len(found)} frames of {path}: skipped"]
+    )
+
+    def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        return {k: v[list(positions)] for k, v in sample.items()}
+
+    return PersonFrames(str(path), None, [str(path)], len(crops), loader, notes)
+
+
+# ------------------------------------------------------------------------------------------------ resolve
+def looks_like_path(id_: str) -> bool:
+    return id_.startswith(("/", "./", "../", "~")) or Path(id_).suffix.lower() in VIDEO_SUFFIXES
+
+
+def resolve(
+    id_: str,
+    data_cfg: Mapping[str, Any],
+    image_size: int,
+    *,
+    data_root: str | None = None,
+    synthetic_video_length: int = 64,
+    detector: Any | None = None,
+    detector_backend: str = "auto",
+    max_frames: int = 0,
+) -> PersonFrames:
+    """The frames of ``id_`` (see the module docstring); ``data_cfg`` is the meta-learned model's data config."""
+    id_ = str(id_).strip()
+    if not id_:
+        raise UnknownIdError(
+            "id is empty: give a person or video id from the manifest, or a video/folder path"
+        )
+    path = Path(id_).expanduser()
+    if path.exists():
+        if detector is None:
+            detector = make_landmark_detector(detector_backend)
+        return user_frames(path, image_size, detector, max_frames)
+    if looks_like_path(id_):
+        raise UnknownIdError(f"no such file or folder: {id_}")
+
+    target = str(data_cfg.get("_target_", ""))
+    if target.endswith("SyntheticDataModule"):
+        known = synthetic_ids(data_cfg, image_size)
+        if id_ in known:
+            return synthetic_frames(id_, data_cfg, image_size, synthetic_video_length)
+        where = "the embedded synthetic population"
+    else:
+        from data_modules.shards import load_manifest
+
+        root = data_root or data_cfg.get("root")
+        if not root:
+            raise UnknownIdError(
+                f"cannot look up {id_!r}: the checkpoint's data has no root; give data_root=<shard folder>"
+            )
+        try:
+            manifest = load_manifest(root)
+        except FileNotFoundError as exc:
+            raise UnknownIdError(f"cannot look up {id_!r}: {exc}") from exc
+        known = manifest.persons + [v.video_id for v in manifest.videos]
+        if id_ in known:
+            return shard_frames(id_, manifest, image_size)
+        where = f"{root}/manifest.json"
+    close = difflib.get_close_matches(id_, known, n=5, cutoff=0.5)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise UnknownIdError(f"unknown id {id_!r}: not a person or video of {where} nor an existing path{hint}")

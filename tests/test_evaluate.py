@@ -1,0 +1,80 @@
+"""The Table 1 protocol on a tiny setup: CSV rows for T x {FT, FF}, markdown beside the paper, clear errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from finetune_helpers import tiny_checkpoint
+from talkinghead.errors import ConfigError
+from talkinghead.evaluate import EvaluationError, Row, csv_text, evaluate_main, markdown_table
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("meta") / "run")
+
+
+def test_evaluate_writes_a_row_per_T_and_method(ckpt, tmp_path, capsys) -> None:
+    out = evaluate_main(
+        [
+            f"ckpt={ckpt}",
+            "T_values=[1,2]",
+            "num_targets=3",
+            "finetune.steps=2",
+            "max_videos=2",
+            f"out_dir={tmp_path}",
+            "logger=csv",
+            "progress=false",
+        ]
+    )
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["T"], r["method"]) for r in rows] == [("1", "FT"), ("1", "FF"), ("2", "FT"), ("2", "FF")]
+    for r in rows:
+        assert r["videos"] == "2" and r["frames"] == "6"
+        assert 0.0 < float(r["SSIM"]) <= 1.0 and -1.0 <= float(r["CSIM"]) <= 1.0
+        assert r["FID"] == "", "FID without its weights is left empty, never made up"
+    table = (out.parent / "table.md").read_text()
+    assert (
+        "| T | method | videos | FID ↓ | SSIM ↑ | CSIM ↑ | paper FID, VoxCeleb1 | paper FID, VoxCeleb2 |"
+        in table
+    )
+    assert "| 1 | FT | 2 | unavailable |" in table and "- FID unavailable:" in table
+    assert table.strip() in capsys.readouterr().out
+    assert (out.parent / "examples.png").is_file()
+    assert not [p for p in out.parent.iterdir() if ".partial" in p.name]
+
+
+def test_markdown_and_csv_put_the_papers_figures_beside_ours() -> None:
+    rows = [
+        Row(8, "FT", 3, 96, {"fid": None, "ssim": 0.5, "csim": 0.25}),
+        Row(32, "FF", 3, 96, {"fid": 12.34, "ssim": 0.6, "csim": 0.3}),
+    ]
+    md = markdown_table(rows, ["note"])
+    assert "| 8 | FT | 3 | unavailable | 0.500 | 0.250 | 38.0 | 42.2 |" in md
+    assert "| 32 | FF | 3 | 12.3 | 0.600 | 0.300 | — | — |" in md
+    lines = csv_text(rows).splitlines()
+    assert lines[0] == "T,method,videos,frames,FID,SSIM,CSIM,seconds"
+    assert lines[1].startswith("8,FT,3,96,,0.500000,0.250000")
+
+
+def test_bad_settings_are_clear_errors(ckpt, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="methods must be"):
+        evaluate_main([f"ckpt={ckpt}", "methods=[XX]", f"out_dir={tmp_path}", "~logger"])
+    with pytest.raises(ConfigError, match="T_values"):
+        evaluate_main([f"ckpt={ckpt}", "T_values=[0]", f"out_dir={tmp_path}", "~logger"])
+    with pytest.raises(
+        EvaluationError, match="metrics: .*arcface|metrics: .*ArcFace|metrics: .*model_ir_se50"
+    ):
+        evaluate_main(
+            [
+                f"ckpt={ckpt}",
+                "metrics.csim_encoder=arcface",
+                f"metrics.arcface_weights={tmp_path}/no.pth",
+                f"out_dir={tmp_path}/ev",
+                "~logger",
+            ]
+        )
+    assert not (tmp_path / "ev").exists(), "no output before the inputs are checked"
