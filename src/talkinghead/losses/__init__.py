@@ -1,0 +1,1 @@
+"""Loss terms of the paper: content, adversarial (hinge), feature matching, embedding match; pixel L1."""
