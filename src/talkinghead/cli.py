@@ -49,16 +49,26 @@ def _meta_learn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
+def _config_stage(module: str, compose_name: str, main_name: str) -> Callable[[argparse.Namespace], int]:
+    """A Hydra-configured stage: ``--cfg`` prints the composed config, otherwise ``main(overrides)`` runs."""
 
-    from talkinghead.finetune import compose_finetune, finetune_main
+    def run(args: argparse.Namespace) -> int:
+        import importlib
 
-    if args.cfg:
-        print(OmegaConf.to_yaml(compose_finetune(args.overrides)))
+        from omegaconf import OmegaConf
+
+        mod = importlib.import_module(module)
+        if args.cfg:
+            print(OmegaConf.to_yaml(getattr(mod, compose_name)(args.overrides)))
+        else:
+            getattr(mod, main_name)(args.overrides)
         return 0
-    finetune_main(args.overrides)
-    return 0
+
+    return run
+
+
+_finetune = _config_stage("talkinghead.finetune", "compose_finetune", "finetune_main")
+_evaluate = _config_stage("talkinghead.evaluate", "compose_evaluate", "evaluate_main")
 
 
 def _reenact(args: argparse.Namespace) -> int:
@@ -69,18 +79,6 @@ def _reenact(args: argparse.Namespace) -> int:
         detector=args.detector, reference=args.reference, max_frames=args.max_frames, fps=args.fps,
         data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress,
     )
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
-    from talkinghead.evaluate import compose_evaluate, evaluate_main
-
-    if args.cfg:
-        print(OmegaConf.to_yaml(compose_evaluate(args.overrides)))
-        return 0
-    evaluate_main(args.overrides)
     return 0
 
 

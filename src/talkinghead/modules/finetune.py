@@ -118,21 +118,9 @@ class FineTuningModule(MetaLearningModule):
         ]
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
         x, y = batch["frames"], batch["landmark_images"]
         x_hat = self.generator(y, psi=self.psi)
-        for _ in range(self.d_steps_per_g):
-            d_logs = self.discriminator_step(opt_d, x, y, x_hat, None, None, w=self.w_prime)
-        terms = self.generator_terms(x, y, x_hat, None, None, None, w=self.w_prime)  # type: ignore[arg-type]
-        g_total = self.weighted_total(terms)
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_total)
-        opt_g.step()
-        logs = {f"finetune/g_{k}": v.detach() for k, v in terms.items()}
-        logs.update({f"finetune/{k}": v for k, v in d_logs.items()})
-        logs["finetune/g_total"] = g_total.detach()
-        logs["finetune/l1"] = (x_hat.detach() - x).abs().mean()
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self.adversarial_update(x, y, x_hat, None, None, None, w=self.w_prime, prefix="finetune")
 
     @torch.no_grad()
     def render(self, landmark_images: torch.Tensor) -> torch.Tensor:

@@ -134,27 +134,36 @@ class MetaLearningModule(pl.LightningModule):
         opt_d.step()
         return logs
 
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def adversarial_update(
+        self, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, e_hat: torch.Tensor | None,
+        w_i: torch.Tensor | None, video_index: torch.Tensor | None, w: torch.Tensor | None = None,
+        prefix: str = "train",
+    ) -> dict[str, torch.Tensor]:
+        """``d_steps_per_g`` updates of D, then one of G (and E, when x_hat depends on it); logs every term
+        as ``<prefix>/...``.  Fine-tuning calls it with an explicit projection vector ``w`` and no e_hat."""
         opt_g, opt_d = self.optimizers()
-        x_src, y_src, x, y = split_episode(batch)
-        idx = batch["video_index"]
-        e_hat = self.embedder.embed(x_src, y_src)
-        x_hat = self.generator(y, e_hat)
-
         for _ in range(self.d_steps_per_g):
-            d_logs = self.discriminator_step(opt_d, x, y, x_hat, idx, e_hat)
-
-        terms = self.generator_terms(x, y, x_hat, e_hat, self.discriminator.W(idx), idx)
+            d_logs = self.discriminator_step(opt_d, x, y, x_hat, video_index, e_hat, w=w)
+        terms = self.generator_terms(x, y, x_hat, e_hat, w_i, video_index, w=w)
         g_total = self.weighted_total(terms)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_total)
         opt_g.step()
 
-        logs = {f"train/g_{k}": v.detach() for k, v in terms.items()}
-        logs.update({f"train/{k}": v for k, v in d_logs.items()})
-        logs["train/g_total"] = g_total.detach()
-        logs["train/l1"] = (x_hat.detach() - x).abs().mean()
+        logs = {f"{prefix}/g_{k}": v.detach() for k, v in terms.items()}
+        logs.update({f"{prefix}/{k}": v for k, v in d_logs.items()})
+        logs[f"{prefix}/g_total"] = g_total.detach()
+        logs[f"{prefix}/l1"] = (x_hat.detach() - x).abs().mean()
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        return logs
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        x_src, y_src, x, y = split_episode(batch)
+        idx = batch["video_index"]
+        e_hat = self.embedder.embed(x_src, y_src)
+        x_hat = self.generator(y, e_hat)
+        self.adversarial_update(x, y, x_hat, e_hat, self.discriminator.W(idx), idx)
+        opt_g, opt_d = self.optimizers()
         self.log("train/iteration", float(self.iteration), on_step=True, batch_size=x.shape[0])
         self.log_dict(
             {"lr/g": opt_g.param_groups[0]["lr"], "lr/d": opt_d.param_groups[0]["lr"]},
