@@ -84,3 +84,13 @@ def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("experiment=vox2_paper", f"data.root={tmp_path / 'nope'}", f"run_dir={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0
+
+
+def test_gpu_trainer_without_a_gpu_says_to_use_cpu(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run_cli("trainer=gpu", f"run_dir={tmp_path}", "logger=csv")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "add trainer=cpu" in proc.stderr

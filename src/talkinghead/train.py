@@ -175,8 +175,8 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     if isinstance(strategy, dict):
         strategy = instantiate(strategy)
     trainer_cfg.pop("val_check_interval", None)
-    trainer = pl.Trainer(
-        **trainer_cfg,
+    trainer = make_trainer(
+        trainer_cfg,
         strategy=strategy,
         max_steps=int(cfg.iterations) * steps_per_iter,
         max_epochs=-1,
@@ -188,6 +188,19 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         enable_model_summary=False,
     )
     return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples)
+
+
+def make_trainer(trainer_cfg: dict[str, Any], **kwargs: Any) -> pl.Trainer:
+    """``pl.Trainer`` whose set-up errors (no GPU on this machine, a bad strategy) say which config to change."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**trainer_cfg, **kwargs)
+    except MisconfigurationException as exc:
+        hint = ""
+        if trainer_cfg.get("accelerator") == "gpu" and not __import__("torch").cuda.is_available():
+            hint = "; no GPU here: add trainer=cpu (make meta-learn ... ARGS=trainer=cpu)"
+        raise ConfigError(f"trainer config: {str(exc).splitlines()[0]}{hint}") from exc
 
 
 def meta_learn(cfg: DictConfig) -> MetaLearningRun:
