@@ -204,3 +204,11 @@ def test_finetune_on_a_users_video(ckpt, tmp_path) -> None:
     assert avatar.mode == "FF" and avatar.T == 4 and avatar.source == str(video)
     ref = avatar.reference_landmarks.numpy()
     assert ref.shape == (68, 2) and (ref > 0).all() and (ref < 32).all(), "landmarks in the 32² crop"
+
+
+def test_epochs_count_passes_over_the_T_frames() -> None:
+    from talkinghead.finetune import FineTuneSettings
+
+    s = FineTuneSettings.from_config({"steps": 40, "epochs": 40, "batch_size": 4})
+    assert [s.steps_for(T) for T in (1, 8, 32)] == [40, 80, 320]
+    assert FineTuneSettings.from_config({"steps": 40, "batch_size": 4}).steps_for(32) == 40

@@ -218,9 +218,10 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
     if not done:
         raise EvaluationError(f"no held-out video has enough frames for T in {Ts}: " + "; ".join(notes[:3]))
     csim_note = next((f"CSIM encoder: {s.csim_encoder}" for s in suites.values() if s.csim_encoder), "")
+    ft = f"{settings.epochs:g} epochs over the T frames" if settings.epochs is not None else f"{settings.steps} steps"
     footer = [
         f"checkpoint: {ckpt}; {len(videos)} held-out videos; {int(cfg.num_targets)} target frames each "
-        f"(second half of the video), T sources from the first half; FT: {settings.steps} steps"
+        f"(second half of the video), T sources from the first half; FT: {ft}"
     ]
     footer += [csim_note] if csim_note else []
     table = markdown_table(done, footer + notes)

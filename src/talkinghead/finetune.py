@@ -8,6 +8,8 @@ a preview video (also to W&B when that logger is on).
 
 from __future__ import annotations
 
+import math
+
 import copy
 import re
 import sys
@@ -52,6 +54,17 @@ class FineTuneSettings:
     loss_weights: Mapping[str, float] | None = None  # None: the meta-learning run's weights
     seed: int = 0
     device: str = "auto"
+    epochs: float | None = None  # when set, steps = epochs x T / batch (the paper counts fine-tuning in epochs)
+
+    def steps_for(self, T: int) -> int:
+        """Generator updates for T frames: ``steps``, or ``epochs`` passes over the T frames when set."""
+        if self.epochs is None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * T / min(self.batch_size, T)))
+
+    def describe(self, T: int) -> str:
+        epochs = f" ({self.epochs:g} epochs over T={T})" if self.epochs is not None else ""
+        return f"{self.steps_for(T)} steps{epochs}"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> FineTuneSettings:
@@ -66,6 +79,7 @@ class FineTuneSettings:
             loss_weights=None if weights is None else {k: float(v) for k, v in dict(weights).items()},
             seed=int(cfg.get("seed", 0)),
             device=str(cfg.get("device", "auto")),
+            epochs=None if cfg.get("epochs") is None else float(cfg.get("epochs")),
         )
         s.check()
         return s
@@ -73,6 +87,8 @@ class FineTuneSettings:
     def check(self) -> None:
         if self.steps < 0:
             raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"epochs must be > 0 (or null to use steps), got {self.epochs}")
         if self.batch_size < 1 or self.d_steps_per_g < 1:
             raise ConfigError(
                 f"batch_size and d_steps_per_g must be >= 1, got {self.batch_size}, {self.d_steps_per_g}"
@@ -161,7 +177,8 @@ def make_avatar(
         return float((out - x).abs().mean())
 
     psi0 = initial_psi(meta.generator, e_new)
-    if mode == "FF" or settings.steps == 0:
+    num_steps = settings.steps_for(T)
+    if mode == "FF" or num_steps == 0:
         generator = meta.generator
         psi, w_prime = psi0, initial_w(meta.discriminator, e_new)
         generator.to(device)
@@ -190,20 +207,20 @@ def make_avatar(
         sampler = RandomSampler(
             FewShotFrames(x, y),
             replacement=True,
-            num_samples=settings.steps * bs,
+            num_samples=num_steps * bs,
             generator=torch.Generator().manual_seed(settings.seed),
         )
         loader = DataLoader(FewShotFrames(x, y), batch_size=bs, sampler=sampler, drop_last=True)
         trainer = pl.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=1,
-            max_steps=settings.steps * (1 + settings.d_steps_per_g),
+            max_steps=num_steps * (1 + settings.d_steps_per_g),
             max_epochs=1,
             logger=logger,
             enable_checkpointing=False,
             enable_progress_bar=progress,
             enable_model_summary=False,
-            log_every_n_steps=max(1, min(10, settings.steps)),
+            log_every_n_steps=max(1, min(10, num_steps)),
             num_sanity_val_steps=0,
             limit_val_batches=0,
         )
@@ -314,7 +331,7 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     logger = stage_logger(cfg.get("logger"), run_dir, name)
     print(
         f"{'fine-tuning' if cfg.mode == 'FT' else 'feed-forward (FF)'} {cfg.id} on T={T} frames with {ckpt}"
-        + (f" for {settings.steps} steps" if cfg.mode == "FT" else "")
+        + (f" for {settings.describe(T)}" if cfg.mode == "FT" else "")
     )
     result = make_avatar(
         meta,
