@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads
+from data_modules.resumable import ResumableDataLoader
 from talkinghead.landmarks.draw import landmark_image_tensor
 
 __all__ = [
@@ -168,6 +169,7 @@ class EpochSampler(Sampler[int]):
         if n < 1:
             raise SyntheticDataError(f"EpochSampler needs n >= 1, got {n}")
         self.n, self.seed, self.shuffle, self.epoch = int(n), int(seed), bool(shuffle), 0
+        self.start = 0  # skip this many indices once (resuming mid-epoch); see data_modules.resumable
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -178,7 +180,8 @@ class EpochSampler(Sampler[int]):
         else:
             perm = np.arange(self.n)
         base = self.epoch * self.n
-        return iter((base + perm).tolist())
+        start, self.start = self.start, 0
+        return iter((base + perm[start:]).tolist())
 
     def __len__(self) -> int:
         return self.n
@@ -307,7 +310,16 @@ class SyntheticDataModule(pl.LightningDataModule):
                           drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.train_sampler)
+        return ResumableDataLoader(
+            self.train_set, batch_size=self.batch_size, sampler=self.train_sampler, shuffle=False,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=False,
+            batches_done=self._batches_done,
+        )
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch already trained on (read when a checkpoint is written)."""
+        trainer = getattr(self, "trainer", None)
+        return 0 if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, None)
