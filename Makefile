@@ -5,7 +5,7 @@ EXP ?= $(if $(DATA),$(DATA)_paper,embedded)
 ARGS ?=
 T ?= 8
 ADAPT ?= auto
-OUT ?= out.mp4
+need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 .DEFAULT_GOAL := help
 
 .PHONY: help install meta-learn finetune reenact evaluate test test-fast weights weights-list preprocess bench-data clean
@@ -24,10 +24,13 @@ meta-learn:  ## meta-learn E, G, D (default: embedded synthetic data on CPU; EXP
 		$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
 
 finetune:  ## avatar of one person from T frames (ID=person/video id or path, T=8, CKPT=latest run, MODE=FT|FF, ARGS=)
-	$(PYTHON) -m talkinghead.cli finetune id=$(ID) T=$(T) $(if $(CKPT),ckpt=$(CKPT)) $(if $(MODE),mode=$(MODE)) $(ARGS)
+	$(call need,ID,a person or video id such as syn0035/v00 or id90007 or a video or image-folder path)
+	$(PYTHON) -m talkinghead.cli finetune id="$(ID)" T=$(T) $(if $(CKPT),ckpt=$(CKPT)) $(if $(MODE),mode=$(MODE)) $(ARGS)
 
 reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [ADAPT=auto|on|off] [CKPT=]
-	$(PYTHON) -m talkinghead.cli reenact $(AVATAR) $(DRIVER) $(OUT) --adapt $(ADAPT) $(if $(SIDE),--side-by-side) \
+	$(call need,AVATAR,the avatar.pt that make finetune printed)
+	$(call need,DRIVER,a driver video / image folder or an id such as syn0020/v01)
+	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) \
 		$(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
 
 evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, ARGS=)
@@ -46,10 +49,12 @@ weights-list:  ## show which weight files are present
 	$(PYTHON) -m talkinghead.backbones.weights list
 
 clean:  ## remove caches (keeps runs/ and weights/)
-	rm -rf .pytest_cache build dist src/*.egg-info
+	rm -rf .pytest_cache build dist *.egg-info src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BACKEND=auto|dlib|face-alignment] [WORKERS=N]
+	$(call need,SRC,the video folder such as /data/voxceleb2/dev/mp4)
+	$(call need,OUT,the shard folder to write such as /data/vox2-shards)
 	$(PYTHON) -m data_modules.preprocess --src "$(SRC)" --out "$(OUT)" --backend $(or $(BACKEND),auto) \
 		$(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
 

@@ -84,3 +84,17 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> Non
     for oa, ob in zip(straight.trainer.optimizers, resumed.trainer.optimizers):
         for sa, sb in zip(oa.state.values(), ob.state.values()):
             assert torch.allclose(sa["exp_avg"], sb["exp_avg"], atol=1e-6)
+
+
+def test_resuming_with_another_model_or_W_size_is_a_clear_error(tmp_path: Path) -> None:
+    from talkinghead.errors import ConfigError
+
+    tiny = [*QUIET, "data.num_identities=6", "data.test_identities=2", "data.videos_per_identity=2",
+            "data.batch_size=2", "K=2", "iterations=1", f"run_dir={tmp_path}"]
+    build_meta_learning(compose("meta_learn", tiny)).fit()
+    with pytest.raises(ConfigError, match=r"another model \(.*emb_dim: 128 -> 64.*resume=false"):
+        build_meta_learning(compose("meta_learn", [*tiny, "model.emb_dim=64"]))
+    with pytest.raises(ConfigError, match="W table of 8 videos but the data has 12"):
+        build_meta_learning(compose("meta_learn", [*tiny, "data.videos_per_identity=3"]))
+    fresh = build_meta_learning(compose("meta_learn", [*tiny, "model.emb_dim=64", "resume=false"]))
+    assert fresh.ckpt_path is None and list(tmp_path.glob("checkpoints.*/last.ckpt")), "old checkpoints kept"

@@ -67,7 +67,8 @@ def _explain(exc: Exception, config_name: str, overrides: Sequence[str]) -> str:
         except Exception:  # noqa: BLE001 - suggestions are best effort
             close = []
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        return f"no config key '{bad}'{hint} (see `talkinghead meta-learn --cfg` for all keys)"
+        stage = config_name.replace("_", "-")
+        return f"no config key '{bad}'{hint} (see `talkinghead {stage} --cfg` for all keys)"
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"config error: {first}"
 

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.callbacks.metrics import MetricsCallback
+from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
@@ -106,9 +107,10 @@ def build_logger(logger_cfg: DictConfig | None, run_dir: Path) -> Any:
         offline = wandb_mode(cfg.pop("mode", "auto"))
         id_file = run_dir / "wandb_id.txt"
         run_dir.mkdir(parents=True, exist_ok=True)
-        if id_file.exists():  # a resumed run continues the same W&B run
-            cfg.setdefault("id", id_file.read_text().strip())
-            cfg.setdefault("resume", "allow")
+        if id_file.exists() or not is_global_rank_zero():  # a resumed run continues the same W&B run
+            if id_file.exists():
+                cfg.setdefault("id", id_file.read_text().strip())
+                cfg.setdefault("resume", "allow")
         else:
             import secrets
 
@@ -118,7 +120,45 @@ def build_logger(logger_cfg: DictConfig | None, run_dir: Path) -> Any:
     return instantiate(cfg)
 
 
+def is_global_rank_zero() -> bool:
+    """Before the Trainer exists: rank 0 of torchrun/SLURM/Lightning-launched processes (files are made once)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var) is not None:
+            return int(os.environ[var]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
+    """A checkpoint can be resumed only with the same model and the same W table size."""
+    import torch
+
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a truncated file, say
+        raise ConfigError(f"cannot read {ckpt} to resume ({type(exc).__name__}): use resume=false to start "
+                          "afresh (the old checkpoints are kept)") from exc
+    old_model = saved.get("hyper_parameters", {}).get("config", {}).get("model")
+    new_model = OmegaConf.to_container(cfg.model, resolve=True)
+    fix = f"use resume=false (keeps the old checkpoints) or another name= (this run dir: {cfg.run_dir})"
+    if old_model is not None and old_model != new_model:
+        def leaves(d: Any, prefix: str = "model") -> dict[str, Any]:
+            if not isinstance(d, dict):
+                return {prefix: d}
+            return {k: v for key, val in d.items() for k, v in leaves(val, f"{prefix}.{key}").items()}
+
+        old, new = leaves(old_model), leaves(new_model)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        shown = ", ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in diff[:3]) + (" ..." if len(diff) > 3 else "")
+        raise ConfigError(f"{ckpt} was made with another model ({shown}): {fix}")
+    w = saved.get("state_dict", {}).get("discriminator.W.weight")
+    if w is not None and w.shape[0] != num_videos:
+        raise ConfigError(f"{ckpt} has a W table of {w.shape[0]} videos but the data has {num_videos}: {fix}")
+
+
 def check_config(cfg: DictConfig) -> None:
+    for key in ("K", "iterations", "seed"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
+            raise ConfigError(f"{key} must be a whole number, got {cfg[key]!r}")
     if int(cfg.K) < 1:
         raise ConfigError(f"K must be >= 1 (source frames per episode), got {cfg.K}")
     if int(cfg.iterations) < 1:
@@ -153,9 +193,13 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     ckpt_path = None
     if last.exists():
         if cfg.resume:
+            check_resumable(last, cfg, datamodule.num_videos)
             ckpt_path = last
-        else:  # start afresh without losing the old run
-            shutil.move(str(ckpt_dir), str(run_dir / f"checkpoints.{time.strftime('%Y%m%d-%H%M%S')}"))
+        elif is_global_rank_zero():  # start afresh without losing the old run (nor continuing its W&B run)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            shutil.move(str(ckpt_dir), str(run_dir / f"checkpoints.{stamp}"))
+            if (run_dir / "wandb_id.txt").exists():
+                (run_dir / "wandb_id.txt").rename(run_dir / f"wandb_id.{stamp}.txt")
 
     steps_per_iter = 1 + d_steps
     cb = cfg.callbacks
@@ -166,6 +210,7 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
             save_last=True, save_top_k=0, every_n_train_steps=int(cb.ckpt_every_n_iterations) * steps_per_iter,
         ),
         samples,
+        ResumeHint(str(last)),
         MetricsCallback(int(cb.metrics_every_n_iterations), int(cb.metrics_max_batches),
                         OmegaConf.to_container(cb.metrics, resolve=True)),
         *(extra_callbacks or []),

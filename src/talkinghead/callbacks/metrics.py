@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+
+from talkinghead.callbacks import logging_step
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -99,6 +101,11 @@ class MetricsCallback(pl.Callback):
         it = int(pl_module.iteration)
         self.last_evaluated = it
         loader = trainer.datamodule.val_dataloader()
+        if not loader:  # e.g. VoxCeleb shards made from dev/ only: no held-out person
+            if not getattr(self, "_said_empty", False):
+                self._said_empty = True
+                rank_zero_info("metrics: no held-out videos (val_dataloader is empty); skipped")
+            return {}
         was_training = pl_module.training
         pl_module.eval()
         suite.reset()
@@ -118,7 +125,7 @@ class MetricsCallback(pl.Callback):
         values = {f"metrics/{k}": v for k, v in results.items() if v is not None}
         if values:
             for logger in trainer.loggers:
-                logger.log_metrics(values, step=trainer.global_step)
+                logger.log_metrics(values, step=logging_step(trainer))
             for k, v in values.items():
                 trainer.callback_metrics[k] = torch.tensor(v)
         shown = ", ".join(f"{k.upper()} {'n/a' if v is None else f'{v:.4f}'}" for k, v in results.items())

@@ -8,19 +8,24 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from talkinghead.callbacks import logging_step
 from talkinghead.modules.meta_learning import split_episode
 from talkinghead.visualize import make_grid, sample_rows, save_png
 
 
-def fixed_batch(loader: Any, n: int) -> dict[str, Any]:
+def fixed_batch(loader: Any, n: int) -> dict[str, Any] | None:
     """``n`` samples spread evenly over a map-style dataset (many people in one grid), else the first
     ``n`` of the loader's first batch; kept on the CPU."""
+    if not loader:  # an empty list: no held-out videos
+        return None
     ds = getattr(loader, "dataset", None)
     if (ds is not None and not isinstance(ds, torch.utils.data.IterableDataset) and hasattr(ds, "__len__")
             and len(ds) > 0):
         picks = sorted({int(i) for i in torch.linspace(0, len(ds) - 1, n)})
         return torch.utils.data.default_collate([ds[i] for i in picks])
-    batch = next(iter(loader))
+    batch = next(iter(loader), None)
+    if batch is None:
+        return None
     return {k: (v[:n] if isinstance(v, (torch.Tensor, list)) else v) for k, v in batch.items()}
 
 
@@ -38,10 +43,14 @@ class SampleGridCallback(pl.Callback):
         self.batch: Mapping[str, Any] | None = None
         self.last_logged = -1
         self.last_path: Path | None = None
+        self.caption = "held-out frames"
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and trainer.datamodule is not None:
             self.batch = fixed_batch(trainer.datamodule.val_dataloader(), self.num_samples)
+            if self.batch is None:  # no held-out videos (e.g. shards of VoxCeleb's dev/ only): show training videos
+                self.caption = "training videos (no held-out videos in this data)"
+                self.batch = fixed_batch(trainer.datamodule.train_dataloader(), self.num_samples)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         it = pl_module.iteration
@@ -71,7 +80,7 @@ class SampleGridCallback(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, pl.loggers.WandbLogger):
                 logger.log_image(
-                    key="samples", images=[grid], step=trainer.global_step,
-                    caption=[f"iteration {it}: K sources | target landmarks | generated | real"],
+                    key="samples", images=[grid], step=logging_step(trainer),
+                    caption=[f"iteration {it} ({self.caption}): K sources | target landmarks | generated | real"],
                 )
         return path
