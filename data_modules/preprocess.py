@@ -72,7 +72,7 @@ class PreprocessConfig:
     """Settings that decide the content of the shards (a resumed run must use the same)."""
 
     size: int = 256  # side S of the square crops written
-    frames_per_video: int = 32  # frames sampled evenly from each clip (0 = all)
+    frames_per_video: int = 64  # frames sampled evenly from each clip (0 = all); Table 1 needs 64 (T=32 + 32 targets)
     min_face: int = 80  # skip a clip whose face (jaw width, median over frames) is narrower (px)
     margin: float = 0.8  # crop side = (1 + margin) * side of the union of landmark boxes
     min_detected: float = 0.5  # skip a clip where a face is found in fewer of its sampled frames
@@ -517,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--frames-per-video",
         type=int,
         default=d.frames_per_video,
-        help="frames sampled evenly from each clip (0 = all; VoxCeleb is huge)",
+        help="frames sampled evenly from each clip (0 = all; VoxCeleb is huge; make evaluate needs 64 per "
+        "held-out clip: T=32 sources + 32 targets)",
     )
     p.add_argument("--min-face", type=int, default=d.min_face, help="skip clips whose face is narrower, px")
     p.add_argument(

@@ -152,8 +152,13 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
         videos = videos[: int(cfg.max_videos)]
     if not videos:
         raise EvaluationError("the model's data has no held-out video (test persons): nothing to evaluate on")
-    # need T_max sources in the first half and num_targets in the second
-    length = max(int(cfg.synthetic_video_length), 2 * max(max(Ts), int(cfg.num_targets)))
+    # T sources from the first half and num_targets from the second: a fixed length, so the frames scored
+    # for one T do not depend on which other T values were asked for
+    length = int(cfg.synthetic_video_length)
+    if length < 2 * max(max(Ts), int(cfg.num_targets)):
+        raise EvaluationError(
+            f"synthetic_video_length={length} is too short for T up to {max(Ts)} and {int(cfg.num_targets)} targets: "
+            f"set synthetic_video_length >= {2 * max(max(Ts), int(cfg.num_targets))}")
     out_dir = Path(cfg.out_dir) / f"{Path(ckpt).parent.parent.name}_{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     logger = stage_logger(cfg.get("logger"), out_dir, f"evaluate-{Path(ckpt).parent.parent.name}")
