@@ -23,7 +23,7 @@ def test_evaluate_writes_a_row_per_T_and_method(ckpt, tmp_path, capsys) -> None:
             f"ckpt={ckpt}",
             "T_values=[1,2]",
             "num_targets=3",
-            "finetune.steps=2",
+            "finetune.steps=2", "finetune.epochs=null",
             "max_videos=2",
             f"out_dir={tmp_path}",
             "logger=csv",

@@ -151,7 +151,7 @@ def test_finetune_stage_writes_an_avatar(ckpt, tmp_path) -> None:
             f"ckpt={ckpt}",
             "id=syn0004",
             "T=3",
-            "steps=2",
+            "steps=2", "epochs=null",
             f"out_dir={tmp_path}",
             "logger=csv",
             "progress=false",

@@ -171,7 +171,7 @@ def test_voxmini_chain_preprocess_metalearn_finetune_reenact(voxmini_shards, vox
             f"ckpt={ckpt}",
             "id=id90007",
             "T=8",
-            "steps=2",
+            "steps=2", "epochs=null",
             f"out_dir={tmp_path / 'av'}",
             "~logger",
             "progress=false",
