@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads
 from data_modules.resumable import ResumableDataLoader
 from talkinghead.landmarks.draw import landmark_image_tensor
+from talkinghead.visualize import from_uint8
 
 __all__ = [
     "SyntheticHeads",
@@ -65,11 +66,6 @@ def _parse_video_id(video_id: str) -> tuple[int, int]:
             f"not a synthetic video id: {video_id!r} (expected like 'syn0003/v01')") from None
 
 
-def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
-
-
 def render_clip(heads: SyntheticHeads, identity: int, video: int, ts: Sequence[float], size: int
                 ) -> dict[str, torch.Tensor]:
     """Frames ``ts`` of a video as tensors.
@@ -81,7 +77,7 @@ def render_clip(heads: SyntheticHeads, identity: int, video: int, ts: Sequence[f
     frames, lmk_imgs, lmks = [], [], []
     for t in ts:
         img, lm = heads.render(identity, video, t, size)
-        frames.append(_to_tensor(img))
+        frames.append(from_uint8(img))
         lmk_imgs.append(landmark_image_tensor(lm, size))
         lmks.append(torch.from_numpy(np.array(lm, dtype=np.float32)))
     return {"frames": torch.stack(frames), "landmark_images": torch.stack(lmk_imgs),

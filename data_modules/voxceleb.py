@@ -47,6 +47,7 @@ from data_modules.shards import (
     iter_shard,
     load_manifest,
 )
+from talkinghead.visualize import from_uint8
 
 # iBUG-68 index of each point's mirror image (x -> -x): jaw, brows, nose, eyes, outer and inner lips.
 IBUG68_FLIP = np.array(
@@ -130,15 +131,6 @@ def apply_augment(augment, frames: np.ndarray, landmarks: np.ndarray) -> tuple[n
 
 
 # ---------------------------------------------------------------------------------------------- sample making
-_UNIT_LUT = (np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
-
-
-def _to_unit(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1] (a 256-entry lookup on the uint8 channels-first
-    copy: cheaper than float arithmetic and free of torch's intra-op threads in loader workers)."""
-    return torch.from_numpy(np.take(_UNIT_LUT, np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
-
-
 def make_sample(
     frames: np.ndarray, landmarks: np.ndarray, record: VideoRecord, image_size: int, augment=None
 ) -> dict[str, Any]:  # noqa: ANN001
@@ -157,8 +149,8 @@ def make_sample(
     landmarks = np.ascontiguousarray(landmarks, dtype=np.float32)
     drawn = np.stack([draw_landmarks(p, image_size) for p in landmarks])
     return {
-        "frames": _to_unit(frames),
-        "landmark_images": _to_unit(drawn),
+        "frames": from_uint8(frames),
+        "landmark_images": from_uint8(drawn),
         "landmarks": torch.from_numpy(landmarks),
         "video_index": torch.tensor(record.index, dtype=torch.int64),
         "person_id": record.person_id,

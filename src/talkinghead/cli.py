@@ -82,6 +82,17 @@ def _reenact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_stage(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str,
+    func: Callable[[argparse.Namespace], int], overrides_help: str = "Hydra overrides",
+) -> None:
+    """A stage configured by Hydra overrides, with ``--cfg`` to print the composed config."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="talkinghead",
@@ -89,25 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    p = sub.add_parser(
-        "meta-learn", help="train E, G and D on many videos",
-        description=META_LEARN_HELP.format(groups=_groups_text()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    _add_config_stage(sub, "meta-learn", "train E, G and D on many videos",
+                      META_LEARN_HELP.format(groups=_groups_text()), _meta_learn)
+    _add_config_stage(
+        sub, "finetune", "make an avatar of one person from T frames (FT or FF)",
+        "Fine-tune the meta-learned model on T frames of one person (paper Sec. 3.4).\n"
+        "  talkinghead finetune id=syn0035/v00 T=8\n"
+        "  talkinghead finetune id=/path/to/video.mp4 T=8 ckpt=runs/x/checkpoints/last.ckpt\n"
+        "  talkinghead finetune id=id90007 T=1 mode=FF\n"
+        "Keys: experiments/finetune.yaml (--cfg prints them).",
+        _finetune, overrides_help="Hydra overrides (id=... is required)",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
-    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
-    p.set_defaults(func=_meta_learn)
-
-    p = sub.add_parser("finetune", help="make an avatar of one person from T frames (FT or FF)",
-                       description="Fine-tune the meta-learned model on T frames of one person (paper Sec. 3.4).\n"
-                                   "  talkinghead finetune id=syn0035/v00 T=8\n"
-                                   "  talkinghead finetune id=/path/to/video.mp4 T=8 ckpt=runs/x/checkpoints/last.ckpt\n"
-                                   "  talkinghead finetune id=id90007 T=1 mode=FF\n"
-                                   "Keys: experiments/finetune.yaml (--cfg prints them).",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides (id=... is required)")
-    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
-    p.set_defaults(func=_finetune)
 
     p = sub.add_parser("reenact", help="drive an avatar with a video's landmarks -> mp4",
                        description="Render an avatar driven by the landmarks of DRIVER (a video file, a folder of "
@@ -130,15 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_reenact)
 
-    p = sub.add_parser("evaluate", help="the paper's Table 1 protocol (FID/SSIM/CSIM, FT and FF, T=1/8/32)",
-                       description="Evaluate a meta-learned checkpoint on its held-out videos.\n"
-                                   "  talkinghead evaluate ckpt=runs/embedded/checkpoints/last.ckpt\n"
-                                   "  talkinghead evaluate T_values=[1,8] max_videos=8\n"
-                                   "Keys: experiments/evaluate.yaml (--cfg prints them).",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
-    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
-    p.set_defaults(func=_evaluate)
+    _add_config_stage(
+        sub, "evaluate", "the paper's Table 1 protocol (FID/SSIM/CSIM, FT and FF, T=1/8/32)",
+        "Evaluate a meta-learned checkpoint on its held-out videos.\n"
+        "  talkinghead evaluate ckpt=runs/embedded/checkpoints/last.ckpt\n"
+        "  talkinghead evaluate T_values=[1,8] max_videos=8\n"
+        "Keys: experiments/evaluate.yaml (--cfg prints them).",
+        _evaluate,
+    )
     return parser
 
 

@@ -222,7 +222,9 @@ def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, 
     """uint8 (N, S, S, 3) crops + (N, 68, 2) landmarks -> tensors of the common sample format."""
     from talkinghead.landmarks.draw import landmark_image_tensor
 
-    frames = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).float().div(127.5).sub(1.0)
+    from talkinghead.visualize import from_uint8
+
+    frames = from_uint8(crops)
     lms = torch.stack([landmark_image_tensor(p, size) for p in landmarks])
     return {
         "frames": frames,

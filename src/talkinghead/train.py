@@ -133,7 +133,8 @@ def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
     import torch
 
     try:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        # memory-mapped: only the config and W are read here; Lightning loads the whole file once, later
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
     except Exception as exc:  # noqa: BLE001 - a truncated file, say
         raise ConfigError(f"cannot read {ckpt} to resume ({type(exc).__name__}): use resume=false to start "
                           "afresh (the old checkpoints are kept)") from exc

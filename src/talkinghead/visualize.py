@@ -1,4 +1,4 @@
-"""Image helpers for sample grids and videos: tensors in [-1, 1] <-> uint8 pictures."""
+"""Image conversions used everywhere (data loaders, metrics, grids, videos): uint8 pictures <-> tensors in [-1, 1]."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,6 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 (…, H, W, 3) -> float32 (…, 3, H, W) in [-1, 1]."""
+    if images.dtype != np.uint8 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 RGB images (..., H, W, 3), got {images.dtype} {images.shape}")
+    return torch.from_numpy(images).movedim(-1, -3).float().contiguous().div_(127.5).sub_(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

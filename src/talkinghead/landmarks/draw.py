@@ -133,5 +133,6 @@ def landmark_image_tensor(
     points: np.ndarray, size: int | Sequence[int], line_width: float | None = None
 ) -> torch.Tensor:
     """:func:`draw_landmarks` as a float32 ``(3, H, W)`` tensor in [-1, 1] (black -> -1)."""
-    img = draw_landmarks(points, size, line_width)
-    return torch.from_numpy(img).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    from talkinghead.visualize import from_uint8
+
+    return from_uint8(draw_landmarks(points, size, line_width))

@@ -116,8 +116,9 @@ def images_to_uint8(images: Tensor) -> np.ndarray:
         raise ValueError(f"expected RGB images (N, 3, H, W), got {tuple(images.shape)}")
     if not images.is_floating_point():
         raise TypeError(f"expected float images in [-1, 1], got dtype {images.dtype}")
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return np.ascontiguousarray(x.permute(0, 2, 3, 1).cpu().numpy())
+    from talkinghead.visualize import to_uint8
+
+    return np.ascontiguousarray(to_uint8(images))
 
 
 def check_uint8_batch(images: np.ndarray, what: str) -> np.ndarray:
