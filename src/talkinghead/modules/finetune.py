@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from talkinghead.modules.meta_learning import MetaLearningModule, OptimizerFactory
 from talkinghead.nets import Generator, ProjectionDiscriminator
+from talkinghead.nets.spectral import power_iteration
 
 
 @torch.no_grad()
@@ -72,7 +73,7 @@ class FineTuningModule(MetaLearningModule):
         loss_weights: as in meta-learning; ``match`` is forced to 0 (no W table, no embedder here).
         optimizer_g / optimizer_d: partial optimisers, from config.
         d_steps_per_g: D updates per G update.
-        content_loss: as in :class:`MetaLearningModule`.
+        content_loss, channels_last: as in :class:`MetaLearningModule`.
     Batches: ``{"frames": (B, 3, S, S), "landmark_images": (B, 3, S, S)}``, targets drawn among the T frames.
     """
 
@@ -87,6 +88,7 @@ class FineTuningModule(MetaLearningModule):
         d_steps_per_g: int = 1,
         content_loss: nn.Module | None = None,
         config: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         weights = {k: float(v) for k, v in loss_weights.items()}
         weights["match"] = 0.0  # the paper's fine-tuning objective has no match term
@@ -100,6 +102,7 @@ class FineTuningModule(MetaLearningModule):
             d_steps_per_g=d_steps_per_g,
             content_loss=content_loss,
             config=config,
+            channels_last=channels_last,
         )
         if e_new.numel() != discriminator.emb_dim:
             raise ValueError(
@@ -119,6 +122,7 @@ class FineTuningModule(MetaLearningModule):
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         x, y = batch["frames"], batch["landmark_images"]
+        power_iteration(self.generator)  # once per G update (D's runs in discriminator_step)
         x_hat = self.generator(y, psi=self.psi)
         self.adversarial_update(x, y, x_hat, None, None, None, w=self.w_prime, prefix="finetune")
 

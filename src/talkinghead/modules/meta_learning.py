@@ -19,6 +19,8 @@ from talkinghead.losses.feature_matching import feature_matching_loss
 from talkinghead.losses.match import match_loss
 from talkinghead.losses.pixel import pixel_loss
 from talkinghead.nets import Embedder, Generator, ProjectionDiscriminator
+from talkinghead.nets.spectral import power_iteration
+from talkinghead.speed import to_memory_format
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -47,6 +49,8 @@ class MetaLearningModule(pl.LightningModule):
         content_loss: ``talkinghead.losses.content.ContentLoss`` built with unit weights, whose ``terms(x_hat, x)``
             gives ``{"content_vgg19": t, "content_vggface": t}``, or None when both content weights are 0.
         config: the resolved experiment config, saved in checkpoints so that later stages rebuild the networks.
+        channels_last: lay the batch's images out channels-last on the device (the networks' weights are put in
+            that format by ``talkinghead.speed.Speed.prepare``).
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class MetaLearningModule(pl.LightningModule):
         d_steps_per_g: int = 1,
         content_loss: nn.Module | None = None,
         config: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         unknown = set(loss_weights) - set(GENERATOR_TERMS)
@@ -76,8 +81,18 @@ class MetaLearningModule(pl.LightningModule):
         self.loss_weights = {k: float(loss_weights.get(k, 0.0)) for k in GENERATOR_TERMS}
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.d_steps_per_g = d_steps_per_g
+        self.channels_last = channels_last
         self.save_hyperparameters({"config": dict(config or {}), "d_steps_per_g": d_steps_per_g})
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Images go channels-last on the device when the networks are (one copy per batch, on the device)."""
+        if self.channels_last and isinstance(batch, Mapping):
+            batch = dict(batch)
+            for key in ("frames", "landmark_images"):
+                if key in batch:
+                    batch[key] = to_memory_format(batch[key], torch.channels_last)
+        return batch
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -121,6 +136,7 @@ class MetaLearningModule(pl.LightningModule):
         e_hat: torch.Tensor | None, w: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One hinge update of D (real and fake in one batch), with the match term pulling W_i to e_hat_i."""
+        power_iteration(self.discriminator)  # spectral norm: one power iteration per optimiser step
         idx = None if video_index is None else torch.cat([video_index, video_index])
         scores, _ = self.discriminator(torch.cat([x, x_hat.detach()]), torch.cat([y, y]), idx, w)
         real, fake = scores.chunk(2)
@@ -160,15 +176,16 @@ class MetaLearningModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         x_src, y_src, x, y = split_episode(batch)
         idx = batch["video_index"]
+        power_iteration(self.embedder, self.generator)  # once per G/E update (D's runs in discriminator_step)
         e_hat = self.embedder.embed(x_src, y_src)
         x_hat = self.generator(y, e_hat)
         self.adversarial_update(x, y, x_hat, e_hat, self.discriminator.W(idx), idx)
         opt_g, opt_d = self.optimizers()
-        self.log("train/iteration", float(self.iteration), on_step=True, batch_size=x.shape[0])
-        self.log_dict(
-            {"lr/g": opt_g.param_groups[0]["lr"], "lr/d": opt_d.param_groups[0]["lr"]},
-            on_step=True, batch_size=x.shape[0],
-        )
+        # Host numbers are logged as CPU tensors: Lightning turns a Python float into a tensor on the module's
+        # device, and on CUDA that copy waits for the GPU (a host-device synchronisation in every step).
+        host = {"train/iteration": self.iteration, "lr/g": opt_g.param_groups[0]["lr"],
+                "lr/d": opt_d.param_groups[0]["lr"]}
+        self.log_dict({k: torch.tensor(float(v)) for k, v in host.items()}, on_step=True, batch_size=x.shape[0])
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
