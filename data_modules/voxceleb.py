@@ -355,6 +355,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
         shuffle_buffer: int = 16,
         max_val_videos: int | None = 64,
         pin_memory: bool = True,
+        prefetch_factor: int = 4,
     ) -> None:
         super().__init__()
         if root is None or str(root).strip() in ("", "???", "None", "null"):
@@ -379,6 +380,10 @@ class VoxCelebDataModule(pl.LightningDataModule):
         self.num_workers, self.seed, self.augment = int(num_workers), int(seed), dict(augment or {})
         self.samples_per_video, self.shuffle_buffer = int(samples_per_video), int(shuffle_buffer)
         self.max_val_videos, self.pin_memory = max_val_videos, bool(pin_memory)
+        self.prefetch_factor = int(prefetch_factor)
+        if self.prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be >= 1 (batches each loader worker prepares ahead), "
+                             f"got {prefetch_factor}")
         build_augment(self.augment)  # fail early on a bad config
         self.test_person_ids = self._test_persons(test_persons, float(test_fraction))
         self.train_videos = [v for v in self.manifest.videos if v.person_id not in self.test_person_ids]
@@ -451,6 +456,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             drop_last=True,
             persistent_workers=self.num_workers > 0,
+            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
         )
 
     def val_dataloader(self) -> DataLoader | list:

@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.speed import Speed
 
 AVATAR_FORMAT = "talkinghead-avatar/1"
 
@@ -239,10 +240,15 @@ def load_avatar(path: str | Path) -> Avatar:
 class AvatarRenderer:
     """The meta-learned generator with an avatar applied: landmark images -> frames, ψ' computed once.
 
-    ``render(landmark_images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) in [-1, 1]`` in batches, no grad.
+    ``render(landmark_images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) in [-1, 1]`` in batches, no grad, on the
+    inference path of ``talkinghead.render.FrameRenderer`` run as ``speed`` says (default: the fast path).
     """
 
-    def __init__(self, avatar: Avatar, meta: MetaLearned, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, avatar: Avatar, meta: MetaLearned, device: str | torch.device = "cpu", speed: Speed | None = None
+    ) -> None:
+        from talkinghead.render import FrameRenderer
+
         avatar.check_model(meta)
         generator = meta.generator
         state = generator.state_dict()
@@ -253,17 +259,14 @@ class AvatarRenderer:
             )
         state.update(avatar.generator_delta)
         generator.load_state_dict(state)
-        self.generator = generator.to(device).eval()
-        self.psi = avatar.psi.to(device)
-        self.device = torch.device(device)
+        self.frames = FrameRenderer(generator, avatar.psi, device, Speed() if speed is None else speed)
+        self.generator = self.frames.generator
+        self.psi = self.frames.psi
+        self.device = self.frames.device
         self.avatar = avatar
 
-    @torch.no_grad()
     def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-        out = [
-            self.generator(y.to(self.device), psi=self.psi).cpu() for y in landmark_images.split(batch_size)
-        ]
-        return torch.cat(out)
+        return self.frames.render(landmark_images, batch_size)
 
     def render_points(self, points: Any, batch_size: int = 16) -> torch.Tensor:
         """(N, 68, 2) pixel landmarks -> (N, 3, S, S) frames."""

@@ -78,6 +78,7 @@ def _reenact(args: argparse.Namespace) -> int:
         args.avatar, args.driver, args.out, side_by_side=args.side_by_side, adapt=args.adapt, ckpt=args.ckpt,
         detector=args.detector, reference=args.reference, max_frames=args.max_frames, fps=args.fps,
         data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress,
+        batch_size=args.batch_size, device=args.device, speed=args.speed,
     )
     return 0
 
@@ -130,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the driver's)")
     p.add_argument("--data-root", default=None, help="shard folder for a driver id of a VoxCeleb model")
     p.add_argument("--wandb", action="store_true", help="also log the video to a W&B run")
+    p.add_argument("--batch-size", type=int, default=16, help="frames rendered per batch")
+    p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda")
+    p.add_argument("--speed", choices=("fast", "plain"), default="fast",
+                   help="fast: bf16 where native, channels-last (experiments/speed/fast.yaml); plain: fp32 reference")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_reenact)
 

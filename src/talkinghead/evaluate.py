@@ -135,7 +135,7 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
     cfg = compose_evaluate(overrides)
     Ts = sorted({int(t) for t in cfg.T_values})
     methods = [str(m) for m in cfg.methods]
-    settings = FineTuneSettings.from_config(cfg.finetune)
+    settings = FineTuneSettings.from_config(cfg.finetune, speed=cfg.get("speed"))
     metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") else {}
     # build the metrics first: a missing weight file that was asked for fails before any work is done
     try:

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from talkinghead.errors import ConfigError
 from talkinghead.landmarks.adapt import neutral_index
 from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
 from talkinghead.modules.meta_learning import GENERATOR_TERMS
+from talkinghead.speed import Speed
 
 MODES = ("FT", "FF")
 
@@ -55,6 +56,7 @@ class FineTuneSettings:
     seed: int = 0
     device: str = "auto"
     epochs: float | None = None  # when set, steps = epochs x T / batch (the paper counts fine-tuning in epochs)
+    speed: Speed = field(default_factory=Speed)  # fast path (default) or Speed.plain(); compile auto = off here
 
     def steps_for(self, T: int) -> int:
         """Generator updates for T frames: ``steps``, or ``epochs`` passes over the T frames when set."""
@@ -67,8 +69,12 @@ class FineTuneSettings:
         return f"{self.steps_for(T)} steps{epochs}"
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> FineTuneSettings:
+    def from_config(cls, cfg: Mapping[str, Any], speed: Mapping[str, Any] | None = None) -> FineTuneSettings:
+        """From ``experiments/finetune.yaml`` (its ``speed`` group, or ``speed`` given apart, e.g. by evaluate)."""
         weights = cfg.get("loss_weights")
+        speed = speed if speed is not None else cfg.get("speed")
+        if speed is not None and not isinstance(speed, dict):
+            speed = OmegaConf.to_container(speed, resolve=True)
         s = cls(
             steps=int(cfg.get("steps", 40)),
             lr_g=float(cfg.get("lr_g", 5e-5)),
@@ -80,6 +86,7 @@ class FineTuneSettings:
             seed=int(cfg.get("seed", 0)),
             device=str(cfg.get("device", "auto")),
             epochs=None if cfg.get("epochs") is None else float(cfg.get("epochs")),
+            speed=Speed.from_config(speed),
         )
         s.check()
         return s
@@ -127,12 +134,14 @@ class FineTuned:
     seconds: float
     l1_before: float
     l1_after: float
+    speed: Speed = field(default_factory=Speed)
+    device: str = "cpu"  # where render() runs
 
-    @torch.no_grad()
     def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-        psi = self.avatar.psi.to(next(self.generator.parameters()).device)
-        out = [self.generator(y.to(psi.device), psi=psi).cpu() for y in landmark_images.split(batch_size)]
-        return torch.cat(out)
+        """G(y; ψ') for (N, 3, S, S) landmark images on the inference path (``talkinghead.render``)."""
+        from talkinghead.render import FrameRenderer
+
+        return FrameRenderer(self.generator, self.avatar.psi, self.device, self.speed).render(landmark_images, batch_size)
 
 
 def _loss_terms(meta: MetaLearned, settings: FineTuneSettings) -> tuple[dict[str, float], Any]:
@@ -176,6 +185,8 @@ def make_avatar(
             out = torch.cat([gen(b.to(device), psi=psi.to(device)).cpu() for b in y.split(16)])
         return float((out - x).abs().mean())
 
+    speed = settings.speed.resolve(device, long_run=False)  # minutes at most: compile only when asked for
+    speed.apply_process()
     psi0 = initial_psi(meta.generator, e_new)
     num_steps = settings.steps_for(T)
     if mode == "FF" or num_steps == 0:
@@ -194,11 +205,13 @@ def make_avatar(
             copy.deepcopy(meta.discriminator),
             e_new,
             weights,
-            optimizer_g=partial(torch.optim.Adam, lr=settings.lr_g, betas=settings.betas),
-            optimizer_d=partial(torch.optim.Adam, lr=settings.lr_d, betas=settings.betas),
+            optimizer_g=partial(torch.optim.Adam, lr=settings.lr_g, betas=settings.betas, **speed.optimizer_kwargs()),
+            optimizer_d=partial(torch.optim.Adam, lr=settings.lr_d, betas=settings.betas, **speed.optimizer_kwargs()),
             d_steps_per_g=settings.d_steps_per_g,
             content_loss=content,
+            channels_last=speed.channels_last,
         )
+        speed.prepare(module.generator, module.discriminator, content)
         module.train()
         generator.eval().to(device)
         before = l1(generator, psi0)
@@ -214,6 +227,8 @@ def make_avatar(
         trainer = pl.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=1,
+            precision=speed.precision,
+            benchmark=speed.cudnn_benchmark,
             max_steps=num_steps * (1 + settings.d_steps_per_g),
             max_epochs=1,
             logger=logger,
@@ -252,7 +267,7 @@ def make_avatar(
         fingerprint=meta.fingerprint,
         checkpoint=str(Path(meta.path).resolve()),
     )
-    return FineTuned(avatar, generator.eval(), time.time() - start, before, after)
+    return FineTuned(avatar, generator.eval(), time.time() - start, before, after, speed, str(device))
 
 
 # ------------------------------------------------------------------------------------------------ the stage

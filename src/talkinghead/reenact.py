@@ -142,13 +142,14 @@ def reenact_main(
     progress: bool = True,
     wandb: bool = False,
     device: str = "auto",
+    speed: str = "fast",
 ) -> Path:
     """Render ``avatar`` driven by ``driver`` into ``out`` (mp4).  Returns ``out``.
 
     ``adapt``: ``auto`` (adapt the driver's landmarks to the avatar's face shape unless both are known to be the
     same person), ``on`` or ``off`` (raw landmarks, the paper's behaviour).  ``reference``: the driver frame that
     is aligned with the avatar's reference frame (motion is measured from it): ``neutral`` (most upright, frontal,
-    mouth-closed frame) or ``first``.
+    mouth-closed frame) or ``first``.  ``speed``: ``fast`` or ``plain`` (``experiments/speed/<speed>.yaml``).
     """
     from tqdm.auto import tqdm
 
@@ -156,6 +157,10 @@ def reenact_main(
 
     if adapt not in ADAPT_MODES:
         raise ReenactError(f"--adapt must be one of {', '.join(ADAPT_MODES)}, got {adapt!r}")
+    if speed not in ("fast", "plain"):
+        raise ReenactError(f"--speed must be fast or plain, got {speed!r}")
+    if batch_size < 1:
+        raise ReenactError(f"--batch-size must be >= 1, got {batch_size}")
     if reference not in ("first", "neutral"):
         raise ReenactError(f"--reference must be first or neutral, got {reference!r}")
     out = Path(out)
@@ -167,7 +172,9 @@ def reenact_main(
     else:
         ckpt_path = resolve_checkpoint(ckpt, runs_dir)
     meta = load_meta_learned(ckpt_path)
-    renderer = AvatarRenderer(av_, meta, device=pick_device(device))
+    from talkinghead.speed import Speed
+
+    renderer = AvatarRenderer(av_, meta, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain())
     size = av_.image_size
 
     drv = load_driver(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,6 +22,7 @@ from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
+from talkinghead.speed import Speed
 
 
 @dataclass
@@ -34,6 +36,7 @@ class MetaLearningRun:
     run_dir: Path
     ckpt_path: Path | None
     samples: SampleGridCallback
+    speed: Speed
 
     def fit(self) -> None:
         self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
@@ -130,8 +133,6 @@ def is_global_rank_zero() -> bool:
 
 def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
     """A checkpoint can be resumed only with the same model and the same W table size."""
-    import torch
-
     try:
         # memory-mapped: only the config and W are read here; Lightning loads the whole file once, later
         saved = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
@@ -169,6 +170,54 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown loss term(s) {sorted(unknown)} in loss.weights; known: {list(GENERATOR_TERMS)}")
 
 
+def trainer_device(trainer_cfg: Any) -> torch.device:
+    """The device a trainer config runs on (``accelerator`` gpu/cuda, cpu, or auto)."""
+    accel = str(trainer_cfg.get("accelerator", "auto"))
+    if accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_speed(cfg: DictConfig) -> Speed:
+    """The ``speed`` settings for the trainer's device, applied process-wide (threads, cuDNN, TF32)."""
+    speed = Speed.from_config(OmegaConf.to_container(cfg.speed, resolve=True) if cfg.get("speed") else None)
+    speed = speed.resolve(trainer_device(cfg.trainer))
+    speed.apply_process()
+    return speed
+
+
+def build_module(
+    cfg: DictConfig, num_videos: int, speed: Speed | None = None, content_loss: Any = "config"
+) -> MetaLearningModule:
+    """The meta-learning LightningModule of ``cfg`` for a W table of ``num_videos`` rows, set up for ``speed``.
+
+    ``content_loss``: ``"config"`` builds it from ``cfg.loss`` (loading the weight files); a module is used as is.
+    """
+    speed = speed or Speed.plain()
+    embedder, generator, discriminator = build_networks(cfg.model, num_videos)
+    if isinstance(content_loss, str):
+        content_loss = build_content_loss(cfg.loss)
+    module = MetaLearningModule(
+        embedder, generator, discriminator,
+        loss_weights=OmegaConf.to_container(cfg.loss.weights),
+        optimizer_g=instantiate(cfg.optim.g, **speed.optimizer_kwargs()),
+        optimizer_d=instantiate(cfg.optim.d, **speed.optimizer_kwargs()),
+        d_steps_per_g=int(cfg.optim.d_steps_per_g), content_loss=content_loss,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        channels_last=speed.channels_last,
+    )
+    speed.prepare(embedder, generator, discriminator)
+    if content_loss is not None:
+        content_loss.to(memory_format=speed.memory_format)
+    return module
+
+
+def trainer_speed_kwargs(trainer_cfg: dict[str, Any], speed: Speed) -> dict[str, Any]:
+    """Trainer arguments from ``speed``: precision (unless the trainer config sets one) and cuDNN autotuning."""
+    precision = trainer_cfg.pop("precision", None) or speed.precision
+    return {"precision": precision, "benchmark": speed.cudnn_benchmark}
+
+
 def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> MetaLearningRun:
     """Instantiate data, networks, losses, loggers, callbacks and the Trainer; no training yet."""
     check_config(cfg)
@@ -178,16 +227,9 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     datamodule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    embedder, generator, discriminator = build_networks(cfg.model, datamodule.num_videos)
-    content_loss = build_content_loss(cfg.loss)
+    speed = resolve_speed(cfg)
+    module = build_module(cfg, datamodule.num_videos, speed)
     d_steps = int(cfg.optim.d_steps_per_g)
-    module = MetaLearningModule(
-        embedder, generator, discriminator,
-        loss_weights=OmegaConf.to_container(cfg.loss.weights),
-        optimizer_g=instantiate(cfg.optim.g), optimizer_d=instantiate(cfg.optim.d),
-        d_steps_per_g=d_steps, content_loss=content_loss,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
 
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -221,6 +263,7 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     if isinstance(strategy, dict):
         strategy = instantiate(strategy)
     trainer_cfg.pop("val_check_interval", None)
+    trainer_cfg.update(trainer_speed_kwargs(trainer_cfg, speed))
     trainer = make_trainer(
         trainer_cfg,
         strategy=strategy,
@@ -233,7 +276,7 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
-    return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples)
+    return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples, speed)
 
 
 def make_trainer(trainer_cfg: dict[str, Any], **kwargs: Any) -> pl.Trainer:
@@ -257,6 +300,9 @@ def meta_learn(cfg: DictConfig) -> MetaLearningRun:
         raise
     except USER_ERRORS as exc:
         raise ConfigError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    if run.trainer.is_global_zero:
+        precision = run.trainer.precision
+        print(f"speed: {precision}, {run.speed.describe().split(', ', 1)[1]} (speed=plain: the fp32 reference path)")
     if run.ckpt_path:
         print(f"resuming from {run.ckpt_path} (resume=false starts afresh)")
     start = time.time()

@@ -52,6 +52,8 @@ class ContentLoss(nn.Module):
         vgg19_layers / vggface_layers: feature indices (default: the paper's relu1_1..relu5_1).
         vgg19_input_norm: see ``VGG19`` ("imagenet" for torchvision's file).
         config_key_vgg19 / config_key_vggface: the config keys named in a missing-weights error.
+        vgg19 / vggface: backbones built by the caller instead of loaded from files (``make bench`` times
+            random-weight ones when the files are absent, and says so; training never does).
 
     The frozen weights are kept out of ``state_dict()`` (see ``FrozenBackbone.freeze``): checkpoints stay
     small and the public weights are always reloaded from their files.
@@ -69,6 +71,8 @@ class ContentLoss(nn.Module):
         vgg19_input_norm: str = "imagenet",
         config_key_vgg19: str = "loss.weights.content_vgg19",
         config_key_vggface: str = "loss.weights.content_vggface",
+        vgg19: VGG19 | None = None,
+        vggface: VGGFace | None = None,
     ) -> None:
         super().__init__()
         if weight_vgg19 < 0 or weight_vggface < 0:
@@ -80,6 +84,11 @@ class ContentLoss(nn.Module):
         self.vggface_layers = tuple(int(i) for i in vggface_layers)
         self.vgg19: VGG19 | None = None
         self.vggface: VGGFace | None = None
+        if vgg19 is not None or vggface is not None:  # built by the caller (make bench times random-weight ones)
+            self.vgg19 = vgg19.freeze(in_state_dict=False) if self.weight_vgg19 > 0 and vgg19 is not None else None
+            self.vggface = (vggface.freeze(in_state_dict=False)
+                            if self.weight_vggface > 0 and vggface is not None else None)
+            return
         if self.weight_vgg19 > 0:
             path = resolve("vgg19", vgg19_weights, config_key=config_key_vgg19, directory=weights_dir)
             self.vgg19 = VGG19.from_file(path, input_norm=vgg19_input_norm).freeze(  # type: ignore[arg-type]

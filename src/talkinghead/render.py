@@ -1,0 +1,42 @@
+"""The inference path: landmark images -> frames with a fixed ψ (no embedder, no projection per frame).
+
+Reenactment, previews and evaluation render through :class:`FrameRenderer`.  It works on its own copy of the
+generator with the spectral-norm divisions baked into the weights (they do not change at inference), laid out
+and run as ``talkinghead.speed.Speed`` says (channels-last, bf16 autocast where native, optionally compiled).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from talkinghead.nets.spectral import bake
+from talkinghead.speed import Speed, to_memory_format
+
+
+class FrameRenderer:
+    """``render(landmark_images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) fp32 on the CPU``, in batches.
+
+    ``generator``: a ``talkinghead.nets.Generator`` (left untouched: the renderer bakes a copy);
+    ``psi``: (num_adain_params,) the avatar's AdaIN parameters ψ', moved to ``device`` once.
+    """
+
+    def __init__(
+        self, generator: nn.Module, psi: torch.Tensor, device: torch.device | str = "cpu", speed: Speed | None = None
+    ) -> None:
+        self.device = torch.device(device)
+        self.speed = (speed or Speed.plain()).resolve(self.device, long_run=False)
+        net = bake(copy.deepcopy(generator)).to(self.device).eval().requires_grad_(False)
+        self.speed.prepare(net)
+        self.generator = net
+        self.psi = psi.detach().reshape(1, -1).to(self.device)
+
+    @torch.no_grad()
+    def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        out = []
+        with self.speed.autocast(self.device):
+            for y in landmark_images.split(batch_size):
+                y = to_memory_format(y.to(self.device, non_blocking=True), self.speed.memory_format)
+                out.append(self.generator(y, psi=self.psi).float().cpu())
+        return torch.cat(out)
