@@ -8,7 +8,7 @@ ADAPT ?= auto
 need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn finetune reenact evaluate test test-fast weights weights-list preprocess bench-data clean
+.PHONY: help install meta-learn finetune reenact evaluate test test-fast weights weights-list preprocess bench bench-data clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BA
 	$(call need,OUT,the shard folder to write such as /data/vox2-shards)
 	$(PYTHON) -m data_modules.preprocess --src "$(SRC)" --out "$(OUT)" --backend $(or $(BACKEND),auto) \
 		$(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+
+bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/results/ [QUICK=1 smoke run] [ARGS=--help]
+	$(PYTHON) -m talkinghead.bench $(if $(QUICK),--quick) $(ARGS)
 
 bench-data:  ## loader samples/s at 256², K=8 per worker count, and preprocessing videos/min per backend
 	$(PYTHON) scripts/bench_data.py

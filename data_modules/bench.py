@@ -1,0 +1,110 @@
+"""Data throughput measurements shared by ``make bench`` and ``make bench-data``.
+
+Preprocessing videos/min (``preprocess_rate``) on a VoxCeleb-layout tree, and training-loader samples/s
+(``loader_rate``) on shards.  Where no real videos are at hand, ``synthetic_source`` writes procedural heads as
+VoxCeleb-layout mp4 files with a stand-in detector that returns their true landmarks (labelled as such).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_modules.preprocess import PreprocessConfig, Report as PreprocessReport, preprocess
+from data_modules.voxceleb import VoxCeleb2DataModule
+
+VOX2_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "data" / "vox2.yaml"
+
+
+def vox2_augment() -> dict[str, Any]:
+    """The augmentation of experiments/data/vox2.yaml (what training uses)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(VOX2_CONFIG).augment)
+
+
+class KnownLandmarks:
+    """Stand-in detector for synthetic heads: returns the true landmarks of the nearest rendered frame."""
+
+    name = "known-landmarks (synthetic stand-in, not a detector)"
+
+    def __init__(self, frames: np.ndarray, points: np.ndarray) -> None:
+        self.bank = np.stack([self._thumb(f) for f in frames])
+        self.points = points
+
+    @staticmethod
+    def _thumb(frame: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.resize(frame, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
+        errors = [((self.bank - self._thumb(f)) ** 2).mean(axis=(1, 2, 3)) for f in frames]
+        return [self.points[int(np.argmin(e))] for e in errors]
+
+
+def synthetic_source(root: Path, persons: int = 8, videos: int = 2, frames: int = 48, size: int = 256):
+    """Synthetic heads as VoxCeleb-layout mp4 under ``root``; returns their ``KnownLandmarks`` detector."""
+    import av
+
+    try:
+        from data_modules.synthetic import SyntheticHeads
+    except ImportError:
+        from data_modules.procedural_heads import SyntheticHeads
+    heads = SyntheticHeads(persons, videos, seed=0)
+    all_f, all_p = [], []
+    for i in range(persons):
+        for j in range(videos):
+            path = root / f"id{i + 1:05d}" / f"v{j}" / "00001.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with av.open(str(path), "w") as out:
+                s = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
+                s.width = s.height = size
+                s.pix_fmt = "yuv420p"
+                for t in range(frames):
+                    img, pts = heads.render(i, j, float(t), size)
+                    all_f.append(img)
+                    all_p.append(pts)
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                    for pkt in s.encode(frame):
+                        out.mux(pkt)
+                for pkt in s.encode():
+                    out.mux(pkt)
+    return KnownLandmarks(np.stack(all_f), np.stack(all_p))
+
+
+def preprocess_rate(
+    src: Path, out: Path, backend: str, detector: Any = None, workers: int | None = None, frames_per_video: int = 32
+) -> tuple[float, PreprocessReport]:
+    """One full preprocessing run of ``src`` into ``out``; returns (videos/min, its report)."""
+    cfg = PreprocessConfig(size=256, frames_per_video=frames_per_video, min_face=20 if detector is not None else 80)
+    report = preprocess(src, out, cfg, backend=backend, detector=detector, workers=workers, progress=False,
+                        overwrite=True)
+    return 60 * report.videos_read / max(report.seconds, 1e-9), report
+
+
+def describe_preprocess(rate: float, report: PreprocessReport, workers: int | None, frames_per_video: int) -> str:
+    procs = "in-process" if workers == 0 else f"{workers or os.cpu_count()} processes"
+    return (f"preprocess [{report.backend}] {report.videos_read} videos, {frames_per_video} frames/video, {procs}: "
+            f"{rate:.1f} videos/min ({report.kept} kept, {len(report.skipped)} skipped, {report.seconds:.1f} s)")
+
+
+def loader_rate(
+    shards: Path, workers: int, augment: dict | None, seconds: float, image_size: int = 256, K: int = 8,
+    batch_size: int = 8,
+) -> float:
+    """Samples/s of the VoxCeleb training loader (default 256², K=8, batch 8), after its first batch."""
+    dm = VoxCeleb2DataModule(shards, K=K, image_size=image_size, batch_size=batch_size, num_workers=workers,
+                             augment=augment, samples_per_video=1000, pin_memory=False)
+    it = iter(dm.train_dataloader())
+    next(it)  # start-up (worker start, first shard) is not throughput
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        n += len(next(it)["video_id"])
+    return n / (time.perf_counter() - t0)
+
+
