@@ -244,3 +244,59 @@ def test_make_bench_quick_writes_a_well_formed_json(tmp_path: Path) -> None:
         assert needed in names
     assert any(r["unit"] == "ms/iter" and "paper 256²" in r["name"] for r in rows)
     assert str(path) in proc.stdout and "fast/plain speed-up" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------------ resume
+def test_fused_adam_needs_the_moments_in_the_weights_layout_and_match_state_layout_gives_it() -> None:
+    from talkinghead.speed import match_state_layout
+
+    torch.manual_seed(0)
+    w0, grads = torch.randn(4, 3, 3, 3), [torch.randn(4, 3, 3, 3) for _ in range(2)]
+
+    def two_steps(fused: bool, layout: torch.memory_format, state_layout: torch.memory_format, fix: bool):
+        w = w0.clone().contiguous(memory_format=layout).requires_grad_()
+        opt = torch.optim.Adam([w], lr=0.1, fused=fused, foreach=None if fused else False)
+        for i, g in enumerate(grads):
+            w.grad = g.contiguous(memory_format=layout)
+            opt.step()
+            if i == 0:  # as if loaded from a checkpoint written with the other layout
+                for k in ("exp_avg", "exp_avg_sq"):
+                    opt.state[w][k] = opt.state[w][k].contiguous(memory_format=state_layout)
+                if fix:
+                    assert match_state_layout(opt) == (2 if layout != state_layout else 0)
+        return w.detach()
+
+    cl, nchw = torch.channels_last, torch.contiguous_format
+    reference = two_steps(False, nchw, nchw, False)
+    assert torch.allclose(two_steps(True, cl, nchw, True), reference, atol=1e-6)
+    assert not torch.allclose(two_steps(True, cl, nchw, False), reference, atol=1e-3)  # silently wrong
+
+
+def test_a_plain_checkpoint_resumed_on_the_fast_path_gets_its_moments_in_the_weights_layout(
+    tmp_path: Path, monkeypatch
+) -> None:
+    cfg = compose("meta_learn", ["experiment=embedded", "logger=csv", "optim.d_steps_per_g=1"])
+    data = torch.utils.data.DataLoader(OneEpisode(2, int(cfg.K), int(cfg.model.image_size)), batch_size=2)
+
+    def fit(speed: Speed, iterations: int, ckpt: Path | None = None) -> pl.LightningModule:
+        pl.seed_everything(0, verbose=False)
+        module = build_module(cfg, num_videos=2, speed=speed)
+        trainer = pl.Trainer(accelerator="cpu", precision="32-true", max_steps=2 * iterations, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             limit_val_batches=0, num_sanity_val_steps=0)
+        trainer.fit(module, data, ckpt_path=ckpt)
+        if ckpt is None:
+            trainer.save_checkpoint(tmp_path / "plain.ckpt")
+        return module
+
+    def layouts_match(module: pl.LightningModule) -> bool:
+        return all(v.stride() == p.stride() for opt in module.trainer.optimizers for p, st in opt.state.items()
+                   for v in st.values() if torch.is_tensor(v) and v.shape == p.shape and p.dim() == 4)
+
+    fit(Speed.plain(), 1)
+    fast = replace(Speed(), precision="32-true", compile=False)
+    assert layouts_match(fit(fast, 2, tmp_path / "plain.ckpt"))
+    import talkinghead.modules.meta_learning as ml
+
+    monkeypatch.setattr(ml, "match_state_layout", lambda optimizer: 0)
+    assert not layouts_match(fit(fast, 2, tmp_path / "plain.ckpt"))

@@ -171,3 +171,19 @@ def to_memory_format(t: torch.Tensor, memory_format: torch.memory_format) -> tor
     c, h, w = (t.dim() - 3, t.dim() - 2, t.dim() - 1)
     nhwc = t.permute(*lead, h, w, c).contiguous()
     return nhwc.permute(*lead, t.dim() - 1, t.dim() - 3, t.dim() - 2)
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> int:
+    """Give every per-parameter optimiser state tensor its parameter's memory layout (in place); returns how many
+    were changed.
+
+    Adam's fused kernel walks a parameter and its moments as flat memory: a checkpoint written on the plain path
+    (contiguous moments) resumed on the fast one (channels-last weights) would pair the wrong elements, silently.
+    """
+    changed = 0
+    for param, state in optimizer.state.items():
+        for key, value in list(state.items()):
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                changed += 1
+    return changed

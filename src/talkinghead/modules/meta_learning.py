@@ -20,7 +20,7 @@ from talkinghead.losses.match import match_loss
 from talkinghead.losses.pixel import pixel_loss
 from talkinghead.nets import Embedder, Generator, ProjectionDiscriminator
 from talkinghead.nets.spectral import power_iteration
-from talkinghead.speed import to_memory_format
+from talkinghead.speed import match_state_layout, to_memory_format
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -93,6 +93,11 @@ class MetaLearningModule(pl.LightningModule):
                 if key in batch:
                     batch[key] = to_memory_format(batch[key], torch.channels_last)
         return batch
+
+    def on_train_start(self) -> None:
+        # after Lightning restored a checkpoint's optimiser states, which may come from the other memory layout
+        for optimizer in self.trainer.optimizers:
+            match_state_layout(optimizer)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
