@@ -109,6 +109,19 @@ def test_speed_configs_compose_and_resolve() -> None:
     assert fast.optimizer_kwargs() == {"fused": True}
 
 
+def test_compile_auto_is_for_single_process_cuda_meta_learning() -> None:
+    from talkinghead.train import resolve_speed
+
+    def resolved(*overrides: str) -> Speed:
+        return resolve_speed(compose("meta_learn", ["experiment=vox2_paper", "data=synthetic", *overrides]))
+
+    assert resolved("trainer=gpu").compile is True  # resolved from the config: no GPU needed to decide
+    assert resolved("trainer=ddp").compile is False
+    assert resolved("trainer=ddp", "speed.compile=true").compile is True
+    assert resolved("trainer=cpu").compile is False
+    torch.backends.cudnn.benchmark = False
+
+
 @pytest.mark.parametrize("bad, match", [({"precison": "auto"}, "unknown speed setting"),
                                         ({"precision": "bf16"}, "speed.precision"),
                                         ({"optimizer": "fast"}, "speed.optimizer"),

@@ -6,9 +6,9 @@ measured and tested against (``make bench``, ``tests/test_speed.py``).  The fast
 * **precision** ``auto``: bf16 autocast where the device computes bf16 natively (CUDA with bf16 support; x86
   CPUs with AVX512-BF16 or AMX), else fp32.  The losses, the hinge and spectral norm's sigma stay in fp32.
 * **channels_last**: NHWC weights and activations (tensor cores on CUDA, oneDNN's blocked kernels on CPU).
-* **compile** ``auto``: ``torch.compile`` of E, G and D for meta-learning on CUDA; off on CPU, where the compile
-  time is more than the embedded run saves, and off for the short stages (fine-tuning, rendering) unless
-  ``compile: true`` (``make bench`` prints step times and compile times).
+* **compile** ``auto``: ``torch.compile`` of E, G and D for single-process meta-learning on CUDA; off on CPU, where
+  the compile time is more than the embedded run saves, under DDP (not verified there), and for the short stages
+  (fine-tuning, rendering), unless ``compile: true`` (``make bench`` prints step times and compile times).
 * **optimizer** ``fused``: Adam's fused kernel (``foreach`` and ``for-loop`` are the alternatives).
 * **cudnn_benchmark**, **matmul_precision** ``high`` (TF32 for what stays fp32 on CUDA), **num_threads**.
 

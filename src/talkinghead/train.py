@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +178,25 @@ def trainer_device(trainer_cfg: Any) -> torch.device:
     return torch.device("cpu")
 
 
+def is_distributed(trainer_cfg: Any) -> bool:
+    """True when a trainer config runs several processes (DDP over devices or nodes)."""
+    devices = trainer_cfg.get("devices", 1)
+    strategy = trainer_cfg.get("strategy", "auto")
+    target = strategy.get("_target_", "") if hasattr(strategy, "get") else str(strategy)
+    return devices not in (1, "1") or int(trainer_cfg.get("num_nodes", 1)) > 1 or "ddp" in target.lower()
+
+
 def resolve_speed(cfg: DictConfig) -> Speed:
-    """The ``speed`` settings for the trainer's device, applied process-wide (threads, cuDNN, TF32)."""
+    """The ``speed`` settings for the trainer's device, applied process-wide (threads, cuDNN, TF32).
+
+    ``compile: auto`` compiles single-process CUDA runs only: compiled networks inside DDP with
+    ``find_unused_parameters`` have not been verified here, so a DDP run compiles only with ``speed.compile=true``.
+    """
     speed = Speed.from_config(OmegaConf.to_container(cfg.speed, resolve=True) if cfg.get("speed") else None)
+    auto_compile = speed.compile == "auto"
     speed = speed.resolve(trainer_device(cfg.trainer))
+    if auto_compile and speed.compile and is_distributed(cfg.trainer):
+        speed = replace(speed, compile=False)
     speed.apply_process()
     return speed
 
