@@ -82,6 +82,21 @@ def test_fast_path_changes_one_steps_losses_only_within_bf16_tolerance(device: s
         assert f == pytest.approx(p, rel=2e-2, abs=1e-2), (k, p, f)
 
 
+def test_every_loss_term_is_computed_in_fp32_under_autocast() -> None:
+    """The logged values are cast to fp32 by Lightning anyway: check the terms' own dtype."""
+    from talkinghead.losses.adversarial import adversarial_loss, hinge_d_loss
+    from talkinghead.losses.content import feature_l1
+    from talkinghead.losses.feature_matching import feature_matching_loss
+    from talkinghead.losses.match import match_loss
+    from talkinghead.losses.pixel import pixel_loss
+
+    a, b = torch.rand(4, 8, dtype=torch.bfloat16), torch.rand(4, 8, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = [hinge_d_loss(a[:, 0], b[:, 0]), adversarial_loss(a[:, 0]), feature_matching_loss([a], [b]),
+                 match_loss(a, b), pixel_loss(a, b), feature_l1([a], [b])]
+    assert all(t.dtype == torch.float32 for t in terms), [t.dtype for t in terms]
+
+
 def test_fast_path_without_autocast_matches_the_plain_path_closely() -> None:
     """channels-last and fused Adam alone change only the order of floating-point sums."""
     fast = replace(Speed(), precision="32-true", compile=False).resolve("cpu")
@@ -119,7 +134,7 @@ def test_compile_auto_is_for_single_process_cuda_meta_learning() -> None:
     assert resolved("trainer=ddp").compile is False
     assert resolved("trainer=ddp", "speed.compile=true").compile is True
     assert resolved("trainer=cpu").compile is False
-    torch.backends.cudnn.benchmark = False
+    Speed.plain().apply_process()  # resolve_speed set process-wide switches: leave the defaults to other tests
 
 
 @pytest.mark.parametrize("bad, match", [({"precison": "auto"}, "unknown speed setting"),
@@ -132,11 +147,19 @@ def test_bad_speed_settings_are_one_line_errors(bad: dict, match: str) -> None:
 
 
 def test_episode_layout_is_channels_last_per_frame_and_keeps_values() -> None:
-    t = torch.rand(2, 5, 3, 8, 8)
+    t = torch.rand(2, 5, 3, 16, 16)
     cl = to_memory_format(t, torch.channels_last)
     assert torch.equal(cl, t)
     assert cl.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
     assert cl[:, 4][1].permute(1, 2, 0).is_contiguous()  # each target image is HWC in memory
+    # the K sources: their (B*K) view is a copy, which the module makes channels-last (a reshape would be NCHW)
+    from helpers import tiny_module
+
+    module = tiny_module(num_videos=2, size=16)
+    module.channels_last = True
+    x_src, y_src, _, _ = module.sources({"frames": cl, "landmark_images": cl})
+    assert x_src.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x_src, t[:, :4])
 
 
 # ------------------------------------------------------------------------------------------------ spectral norm
@@ -285,9 +308,7 @@ def test_fused_adam_needs_the_moments_in_the_weights_layout_and_match_state_layo
     assert not torch.allclose(two_steps(True, cl, nchw, False), reference, atol=1e-3)  # silently wrong
 
 
-def test_a_plain_checkpoint_resumed_on_the_fast_path_gets_its_moments_in_the_weights_layout(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_a_checkpoint_resumes_on_the_other_path_with_that_paths_adam_and_layout(tmp_path: Path, monkeypatch) -> None:
     cfg = compose("meta_learn", ["experiment=embedded", "logger=csv", "optim.d_steps_per_g=1"])
     data = torch.utils.data.DataLoader(OneEpisode(2, int(cfg.K), int(cfg.model.image_size)), batch_size=2)
 
@@ -299,17 +320,25 @@ def test_a_plain_checkpoint_resumed_on_the_fast_path_gets_its_moments_in_the_wei
                              limit_val_batches=0, num_sanity_val_steps=0)
         trainer.fit(module, data, ckpt_path=ckpt)
         if ckpt is None:
-            trainer.save_checkpoint(tmp_path / "plain.ckpt")
+            trainer.save_checkpoint(tmp_path / f"{speed.optimizer}.ckpt")
         return module
 
     def layouts_match(module: pl.LightningModule) -> bool:
         return all(v.stride() == p.stride() for opt in module.trainer.optimizers for p, st in opt.state.items()
                    for v in st.values() if torch.is_tensor(v) and v.shape == p.shape and p.dim() == 4)
 
+    def adam(module: pl.LightningModule) -> set[tuple]:
+        return {(g["fused"], g["foreach"]) for opt in module.trainer.optimizers for g in opt.param_groups}
+
+    fast = replace(Speed(), precision="32-true", compile=False)  # layout + fused Adam, no bf16 noise
     fit(Speed.plain(), 1)
-    fast = replace(Speed(), precision="32-true", compile=False)
-    assert layouts_match(fit(fast, 2, tmp_path / "plain.ckpt"))
+    resumed = fit(fast, 2, tmp_path / "for-loop.ckpt")
+    assert layouts_match(resumed) and adam(resumed) == {(True, None)}
+    fit(fast, 1)
+    assert adam(fit(Speed.plain(), 2, tmp_path / "fused.ckpt")) == {(False, False)}
+
     import talkinghead.modules.meta_learning as ml
 
-    monkeypatch.setattr(ml, "match_state_layout", lambda optimizer: 0)
-    assert not layouts_match(fit(fast, 2, tmp_path / "plain.ckpt"))
+    monkeypatch.setattr(ml, "match_state_layout", lambda optimizer: 0)  # without it: for-loop Adam, wrong layout
+    unmatched = fit(fast, 2, tmp_path / "for-loop.ckpt")
+    assert not layouts_match(unmatched) and adam(unmatched) == {(False, False)}

@@ -2,7 +2,7 @@
 
 Reenactment, previews and evaluation render through :class:`FrameRenderer`.  It works on its own copy of the
 generator with the spectral-norm divisions baked into the weights (they do not change at inference), laid out
-and run as ``talkinghead.speed.Speed`` says (channels-last, bf16 autocast where native, optionally compiled).
+and run as ``talkinghead.speed.Speed`` says (channels-last, in bf16 where native, optionally compiled).
 """
 from __future__ import annotations
 
@@ -27,16 +27,19 @@ class FrameRenderer:
     ) -> None:
         self.device = torch.device(device)
         self.speed = (speed or Speed.plain()).resolve(self.device, long_run=False)
-        net = bake(copy.deepcopy(generator)).to(self.device).eval().requires_grad_(False)
+        self.speed.apply_process()
+        # mixed precision at inference = the whole baked copy in bf16 (or fp16): autocast would re-cast every
+        # weight on every forward, as weights without gradients are not cached; the error is the same
+        self.dtype = self.speed.autocast_dtype or torch.float32
+        net = bake(copy.deepcopy(generator)).to(self.device, self.dtype).eval().requires_grad_(False)
         self.speed.prepare(net)
         self.generator = net
-        self.psi = psi.detach().reshape(1, -1).to(self.device)
+        self.psi = psi.detach().reshape(1, -1).to(self.device, self.dtype)
 
     @torch.no_grad()
     def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         out = []
-        with self.speed.autocast(self.device):
-            for y in landmark_images.split(batch_size):
-                y = to_memory_format(y.to(self.device, non_blocking=True), self.speed.memory_format)
-                out.append(self.generator(y, psi=self.psi).float().cpu())
+        for y in landmark_images.split(batch_size):
+            y = to_memory_format(y.to(self.device, self.dtype, non_blocking=True), self.speed.memory_format)
+            out.append(self.generator(y, psi=self.psi).float().cpu())
         return torch.cat(out)

@@ -16,9 +16,8 @@ Spectral norm's power iteration runs once per optimiser step on both paths (``ta
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,12 @@ def native_bf16(device_type: str) -> bool:
     (oneDNN also *emulates* bf16 on plain AVX512 CPUs, where it is slower than fp32: those get fp32.)
     """
     if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():
+            return False
+        try:  # pre-Ampere GPUs only emulate bf16 (slowly)
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.3
+            return torch.cuda.get_device_capability()[0] >= 8
     if device_type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -129,11 +133,12 @@ class Speed:
         return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
 
     def apply_process(self) -> None:
-        """Process-wide switches: CPU threads, cuDNN autotuning, TF32 for fp32 matmuls."""
+        """Process-wide switches: CPU threads, cuDNN autotuning, TF32 for fp32 matmuls and convolutions."""
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
         torch.set_float32_matmul_precision(self.matmul_precision)
+        torch.backends.cudnn.allow_tf32 = self.matmul_precision != "highest"  # fp32 convolutions likewise
 
     def optimizer_kwargs(self) -> dict[str, bool]:
         """Keyword arguments that pick Adam's implementation."""
@@ -152,13 +157,6 @@ class Speed:
             if self.compile is True:
                 net.compile(**({"mode": self.compile_mode} if self.compile_mode else {}))
 
-    @contextlib.contextmanager
-    def autocast(self, device: torch.device | str) -> Iterator[None]:
-        """Autocast for inference when the precision is mixed; nothing otherwise."""
-        dtype = self.autocast_dtype
-        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
-            yield
-
 
 def to_memory_format(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     """Images (..., C, H, W) laid out channels-last (or contiguous); 5-D episodes (B, K+1, C, H, W) get a
@@ -174,16 +172,34 @@ def to_memory_format(t: torch.Tensor, memory_format: torch.memory_format) -> tor
 
 
 def match_state_layout(optimizer: torch.optim.Optimizer) -> int:
-    """Give every per-parameter optimiser state tensor its parameter's memory layout (in place); returns how many
-    were changed.
+    """Make a restored optimiser run as it was built (in place); returns how many state tensors were changed.
 
-    Adam's fused kernel walks a parameter and its moments as flat memory: a checkpoint written on the plain path
-    (contiguous moments) resumed on the fast one (channels-last weights) would pair the wrong elements, silently.
+    ``Optimizer.load_state_dict`` brings back the saved param groups, implementation flags included: a plain-path
+    checkpoint resumed on the fast path would keep for-loop Adam.  The flags are set back to the ones this optimiser
+    was built with (``optimizer.defaults``), Adam's step counters moved where that implementation wants them (the
+    parameter's device for fused/capturable, else the CPU), and every per-parameter state tensor given its
+    parameter's memory layout: the fused kernel walks a weight and its moments as flat memory, so contiguous moments
+    of channels-last weights would pair the wrong elements, silently.
     """
     changed = 0
-    for param, state in optimizer.state.items():
-        for key, value in list(state.items()):
-            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
-                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
-                changed += 1
+    for group in optimizer.param_groups:
+        for key in ("fused", "foreach", "capturable"):
+            if key in optimizer.defaults:
+                group[key] = optimizer.defaults[key]
+        on_device = bool(group.get("fused")) or bool(group.get("capturable"))
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if not state:
+                continue
+            for key, value in list(state.items()):
+                if not torch.is_tensor(value):
+                    continue
+                if key == "step":
+                    where = param.device if on_device else torch.device("cpu")
+                    if value.device != where:
+                        state[key] = value.to(where, torch.float32)
+                        changed += 1
+                elif value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                    changed += 1
     return changed

@@ -37,7 +37,7 @@ def feature_l1(fake_feats: Sequence[Tensor], real_feats: Sequence[Tensor]) -> Te
     """Σ_l mean |f_l(x̂) − f_l(x)| over matching lists of activations; a scalar."""
     if len(fake_feats) != len(real_feats):
         raise ValueError(f"got {len(fake_feats)} fake and {len(real_feats)} real activation maps")
-    return torch.stack([F.l1_loss(a, b) for a, b in zip(fake_feats, real_feats)]).sum()
+    return torch.stack([F.l1_loss(a.float(), b.float()) for a, b in zip(fake_feats, real_feats)]).sum()  # fp32
 
 
 class ContentLoss(nn.Module):

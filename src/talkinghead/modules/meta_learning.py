@@ -178,8 +178,16 @@ class MetaLearningModule(pl.LightningModule):
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
         return logs
 
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def sources(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``split_episode``, with the K sources copied channels-last when the networks are: their (B*K, ...)
+        view cannot be taken from the episode's layout, and a plain reshape would copy them to NCHW."""
         x_src, y_src, x, y = split_episode(batch)
+        if self.channels_last:
+            x_src, y_src = (to_memory_format(t, torch.channels_last) for t in (x_src, y_src))
+        return x_src, y_src, x, y
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        x_src, y_src, x, y = self.sources(batch)
         idx = batch["video_index"]
         power_iteration(self.embedder, self.generator)  # once per G/E update (D's runs in discriminator_step)
         e_hat = self.embedder.embed(x_src, y_src)
@@ -196,7 +204,7 @@ class MetaLearningModule(pl.LightningModule):
     @torch.no_grad()
     def reconstruct(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """G's rendering of each episode's target frame from its K sources, (B, 3, S, S)."""
-        x_src, y_src, _, y = split_episode(batch)
+        x_src, y_src, _, y = self.sources(batch)
         return self.generator(y, self.embedder.embed(x_src, y_src))
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:

@@ -38,10 +38,11 @@ class SpectralNorm(nn.Module):
     @torch.no_grad()
     def power_iteration(self, weight: torch.Tensor, iterations: int = 1) -> None:
         """Refine (u, v) towards W's top singular vectors in place (torch's order: u first, then v)."""
-        mat = weight.detach().flatten(1).float()
-        for _ in range(iterations):
-            self._u.copy_(F.normalize(torch.mv(mat, self._v), dim=0, eps=self.eps))
-            self._v.copy_(F.normalize(torch.mv(mat.t(), self._u), dim=0, eps=self.eps))
+        with torch.autocast(weight.device.type, enabled=False):  # the training step runs under autocast
+            mat = weight.detach().flatten(1).float()
+            for _ in range(iterations):
+                self._u.copy_(F.normalize(torch.mv(mat, self._v), dim=0, eps=self.eps))
+                self._v.copy_(F.normalize(torch.mv(mat.t(), self._u), dim=0, eps=self.eps))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(weight.device.type, enabled=False):
