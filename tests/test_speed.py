@@ -97,6 +97,34 @@ def test_every_loss_term_is_computed_in_fp32_under_autocast() -> None:
     assert all(t.dtype == torch.float32 for t in terms), [t.dtype for t in terms]
 
 
+@pytest.mark.gpu
+def test_no_host_device_synchronisation_inside_a_training_step() -> None:
+    """CUDA's sync debug mode around the steps after the first two (which set up cuDNN, the allocator, Adam)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+
+    class SyncWatch(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            if batch_idx >= 2:
+                torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            torch.cuda.set_sync_debug_mode("default")
+
+    cfg = compose("meta_learn", ["experiment=embedded", "logger=csv"])
+    speed = replace(Speed(), compile=False).resolve("cuda")
+    module = build_module(cfg, num_videos=4, speed=speed)
+    trainer = pl.Trainer(accelerator="gpu", devices=1, precision=speed.precision, max_steps=5 * 2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[SyncWatch()])
+    data = OneEpisode(4, int(cfg.K), int(cfg.model.image_size))
+    try:  # a synchronising call inside a step raises RuntimeError
+        trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4, pin_memory=True))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert module.iteration == 5
+
+
 def test_fast_path_without_autocast_matches_the_plain_path_closely() -> None:
     """channels-last and fused Adam alone change only the order of floating-point sums."""
     fast = replace(Speed(), precision="32-true", compile=False).resolve("cpu")

@@ -46,6 +46,8 @@ class MetaLearningRun:
 # Lightning warns that a manual-optimisation checkpoint holds the state after the optimiser step: that is
 # the state we want (the whole iteration is done when on_train_batch_end saves it).
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+# The module's on_after_batch_transfer (channels-last batches) is meant to run with any DataModule.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 USER_ERRORS = (TalkingHeadError, ValueError, FileNotFoundError, NotADirectoryError)
 
