@@ -1,6 +1,7 @@
 """Image conversions used everywhere (data loaders, metrics, grids, videos): uint8 pictures <-> tensors in [-1, 1]."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,10 @@ def from_uint8(images: np.ndarray) -> torch.Tensor:
     """uint8 (…, H, W, 3) -> float32 (…, 3, H, W) in [-1, 1]."""
     if images.dtype != np.uint8 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 RGB images (..., H, W, 3), got {images.dtype} {images.shape}")
-    return torch.from_numpy(images).movedim(-1, -3).float().contiguous().div_(127.5).sub_(1.0)
+    with warnings.catch_warnings():  # read-only arrays (decoded video) are fine: .float() copies before writing
+        warnings.simplefilter("ignore", UserWarning)
+        source = torch.from_numpy(images)
+    return source.movedim(-1, -3).float().contiguous().div_(127.5).sub_(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
