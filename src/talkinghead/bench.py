@@ -236,7 +236,6 @@ def meta_step(
 ) -> dict[str, float]:
     """Time iterations of the real meta-learning module; returns ms/iteration, samples/s, peak MiB, warm-up s."""
     import pytorch_lightning as pl
-    from omegaconf import OmegaConf
 
     from talkinghead.config import compose
     from talkinghead.train import build_module
@@ -245,13 +244,7 @@ def meta_step(
     pl.seed_everything(0, verbose=False)
     speed.apply_process()
     num_videos = 64
-    if content is not None:  # the paper's loss: give the module the content term with its configured weights
-        module = build_module(cfg, num_videos, speed, content_loss=content)
-    else:
-        with_content = OmegaConf.to_container(cfg.loss.weights)
-        if with_content.get("content_vgg19") or with_content.get("content_vggface"):
-            raise ValueError("a config with a content loss needs content=")
-        module = build_module(cfg, num_videos, speed, content_loss=None)
+    module = build_module(cfg, num_videos, speed, content_loss=content)  # content: the paper loss's VGGs, or None
     K, size = int(cfg.K), int(cfg.model.image_size)
     loader = torch.utils.data.DataLoader(FixedBatch(batch, K, size, num_videos, device.type == "cuda"),
                                          batch_size=None)

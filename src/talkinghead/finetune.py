@@ -73,8 +73,6 @@ class FineTuneSettings:
         """From ``experiments/finetune.yaml`` (its ``speed`` group, or ``speed`` given apart, e.g. by evaluate)."""
         weights = cfg.get("loss_weights")
         speed = speed if speed is not None else cfg.get("speed")
-        if speed is not None and not isinstance(speed, dict):
-            speed = OmegaConf.to_container(speed, resolve=True)
         s = cls(
             steps=int(cfg.get("steps", 40)),
             lr_g=float(cfg.get("lr_g", 5e-5)),

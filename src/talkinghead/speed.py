@@ -92,9 +92,8 @@ class Speed:
             raise ConfigError(f"speed.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"speed.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        for name in ("compile",):
-            if getattr(self, name) not in AUTO_BOOL:
-                raise ConfigError(f"speed.{name} must be true, false or auto, got {getattr(self, name)!r}")
+        if self.compile not in AUTO_BOOL:
+            raise ConfigError(f"speed.compile must be true, false or auto, got {self.compile!r}")
         if not isinstance(self.channels_last, bool) or not isinstance(self.cudnn_benchmark, bool):
             raise ConfigError("speed.channels_last and speed.cudnn_benchmark must be true or false")
         if self.matmul_precision not in ("highest", "high", "medium"):

@@ -229,12 +229,6 @@ def build_module(
     return module
 
 
-def trainer_speed_kwargs(trainer_cfg: dict[str, Any], speed: Speed) -> dict[str, Any]:
-    """Trainer arguments from ``speed``: precision (unless the trainer config sets one) and cuDNN autotuning."""
-    precision = trainer_cfg.pop("precision", None) or speed.precision
-    return {"precision": precision, "benchmark": speed.cudnn_benchmark}
-
-
 def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> MetaLearningRun:
     """Instantiate data, networks, losses, loggers, callbacks and the Trainer; no training yet."""
     check_config(cfg)
@@ -280,7 +274,8 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     if isinstance(strategy, dict):
         strategy = instantiate(strategy)
     trainer_cfg.pop("val_check_interval", None)
-    trainer_cfg.update(trainer_speed_kwargs(trainer_cfg, speed))
+    trainer_cfg["precision"] = trainer_cfg.get("precision") or speed.precision  # trainer config, when set, wins
+    trainer_cfg["benchmark"] = speed.cudnn_benchmark
     trainer = make_trainer(
         trainer_cfg,
         strategy=strategy,

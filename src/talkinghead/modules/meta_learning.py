@@ -86,12 +86,13 @@ class MetaLearningModule(pl.LightningModule):
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Images go channels-last on the device when the networks are (one copy per batch, on the device)."""
+        """Image batches (B, 3, H, W) go channels-last on the device when the networks are.  Episodes (5-D) are
+        laid out once, where they are split (``sources``)."""
         if self.channels_last and isinstance(batch, Mapping):
             batch = dict(batch)
             for key in ("frames", "landmark_images"):
-                if key in batch:
-                    batch[key] = to_memory_format(batch[key], torch.channels_last)
+                if key in batch and batch[key].dim() == 4:
+                    batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
         return batch
 
     def on_train_start(self) -> None:
@@ -179,11 +180,12 @@ class MetaLearningModule(pl.LightningModule):
         return logs
 
     def sources(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """``split_episode``, with the K sources copied channels-last when the networks are: their (B*K, ...)
-        view cannot be taken from the episode's layout, and a plain reshape would copy them to NCHW."""
+        """``split_episode``, laid out channels-last when the networks are: one copy of the K sources into a dense
+        (B, K) layout whose (B*K, ...) view is channels-last (a reshape would copy them to NCHW), one of the target."""
         x_src, y_src, x, y = split_episode(batch)
         if self.channels_last:
             x_src, y_src = (to_memory_format(t, torch.channels_last) for t in (x_src, y_src))
+            x, y = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
         return x_src, y_src, x, y
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
