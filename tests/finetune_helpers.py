@@ -11,8 +11,12 @@ TINY_MODEL = [
     *[
         f"model.{n}.{k}={v}"
         for n in ("embedder", "generator", "discriminator")
-        for k, v in (("base_channels", 8), ("max_channels", 32), ("attn_res", 16))
+        for k, v in (("base_channels", 8), ("max_channels", 32))
     ],
+    "model.embedder.attn_res=16",
+    "model.discriminator.attn_res=16",
+    "model.generator.attn_res_down=16",
+    "model.generator.attn_res_up=16",
     "model.generator.num_down=2",
     "model.generator.num_res=1",
 ]
