@@ -199,7 +199,7 @@ class MetaLearningModule(pl.LightningModule):
         with torch.no_grad():  # W_i read after D's steps: how far the two kinds of video embeddings are apart
             w_i = self.discriminator.w_rows(idx).float()
             e_d = e_hat.detach().float()
-            self.log_dict({"train/w_e_dist": match_loss(w_i, e_d), "train/w_norm": w_i.norm(dim=1).mean(),
+            self.log_dict({"train/w_e_dist": (w_i - e_d).abs().mean(), "train/w_norm": w_i.norm(dim=1).mean(),
                            "train/e_norm": e_d.norm(dim=1).mean()}, on_step=True, batch_size=x.shape[0])
         opt_g, opt_d = self.optimizers()
         # Host numbers are logged as CPU tensors: Lightning turns a Python float into a tensor on the module's
