@@ -48,7 +48,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_psi_and_w_are_initialised_to_P_e_new_and_w0_plus_e_new(ckpt) -> None:
     meta = load_meta_learned(ckpt)
     torch.manual_seed(0)
-    meta.discriminator.w0.data.normal_()  # a non-zero w0, so that the sum is really tested
+    meta.discriminator.w0_b.parametrizations.weight.original.data.normal_()  # another w0, so the sum is really tested
     e_new = torch.rand(meta.discriminator.emb_dim)
     module = FineTuningModule(
         meta.generator, meta.discriminator, e_new, {"pixel": 1.0}, torch.optim.Adam, torch.optim.Adam
