@@ -94,6 +94,17 @@ def test_old_checkpoint_layout_is_a_one_line_error() -> None:
     assert num_videos_in_state({"discriminator.W.parametrizations.weight.original": torch.zeros(5, 4)}) == 5
 
 
+def test_loading_an_old_checkpoint_says_why_in_one_line(tmp_path) -> None:
+    from talkinghead.avatar import CheckpointError, load_meta_learned
+
+    old = {"hyper_parameters": {"config": {"model": {"image_size": 64, "generator": {"attn_res": 16}}}},
+           "state_dict": {"discriminator.W.weight": torch.zeros(3, 4), "discriminator.w0": torch.zeros(4)}}
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(CheckpointError, match="earlier talkinghead.*meta-learn again") as info:
+        load_meta_learned(tmp_path / "old.ckpt")
+    assert "\n" not in str(info.value)
+
+
 # ----------------------------------------------------------------------------------------------- the match term
 def test_match_term_compares_per_frame_embeddings() -> None:
     w = torch.tensor([[0.0, 0.0]])
