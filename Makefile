@@ -12,7 +12,7 @@ need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: EXP=embedded|vox2_paper|vox1_paper  DATA=vox1|vox2  DATA_ROOT=path  ARGS='key=value ...'"
+	@echo "Variables: EXP=embedded|vox2_paper|vox1_paper|vox2_paper_ff|vox1_paper_ff  DATA=vox1|vox2  DATA_ROOT=path  ARGS='key=value ...'"
 
 install:  ## install talkinghead (editable, with test extras); keeps an installed torch, else torch==2.13.*
 	@$(PYTHON) -c "import torch" 2>/dev/null && echo "keeping installed torch $$($(PYTHON) -c 'import torch; print(torch.__version__)')" \
@@ -33,8 +33,8 @@ reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE
 	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) \
 		$(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
 
-evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, ARGS=)
-	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, ARGS=)
+	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) $(ARGS)
 
 test:  ## run the test suite (CPU; voxmini tests skip where ../shared/data/voxmini is absent)
 	$(PYTHON) -m pytest

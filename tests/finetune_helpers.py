@@ -11,8 +11,12 @@ TINY_MODEL = [
     *[
         f"model.{n}.{k}={v}"
         for n in ("embedder", "generator", "discriminator")
-        for k, v in (("base_channels", 8), ("max_channels", 32), ("attn_res", 16))
+        for k, v in (("base_channels", 8), ("max_channels", 32))
     ],
+    "model.embedder.attn_res=16",
+    "model.discriminator.attn_res=16",
+    "model.generator.attn_res_down=16",
+    "model.generator.attn_res_up=16",
     "model.generator.num_down=2",
     "model.generator.num_res=1",
 ]
@@ -33,17 +37,20 @@ QUIET = [
 ]
 
 
-def tiny_checkpoint(run_dir: Path, iterations: int = 3, data: list[str] | None = None) -> Path:
+def tiny_checkpoint(
+    run_dir: Path, iterations: int = 3, data: list[str] | None = None, extra: list[str] | None = None
+) -> Path:
     """Meta-learn a 32² model with 8-32 channels for a few iterations (K=2); returns its last.ckpt.
 
-    ``data``: data overrides (default: a small synthetic population of 6 identities, 2 held out).
+    ``data``: data overrides (default: a small synthetic population of 6 identities, 2 held out);
+    ``extra``: more overrides (e.g. ``loss.weights.match=0``).
     """
     from talkinghead.config import compose
     from talkinghead.train import build_meta_learning
 
     data = TINY_SYNTHETIC_DATA if data is None else data
     cfg = compose(
-        "meta_learn", [*QUIET, *TINY_MODEL, *data, "K=2", f"iterations={iterations}", f"run_dir={run_dir}"]
+        "meta_learn", [*QUIET, *TINY_MODEL, *data, "K=2", f"iterations={iterations}", f"run_dir={run_dir}", *(extra or [])]
     )
     run = build_meta_learning(cfg)
     run.trainer.num_sanity_val_steps = 0

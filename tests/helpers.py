@@ -10,6 +10,7 @@ from talkinghead.modules.meta_learning import MetaLearningModule
 from talkinghead.nets import Embedder, Generator, ProjectionDiscriminator
 
 TINY = dict(emb_dim=32, base_channels=8, max_channels=32, attn_res=16)
+TINY_G = dict(emb_dim=32, base_channels=8, max_channels=32, attn_res_down=16, attn_res_up=16)
 
 
 def tiny_module(num_videos: int, size: int = 32, d_steps: int = 1, lr: float = 1e-3, **weights: float):
@@ -17,7 +18,7 @@ def tiny_module(num_videos: int, size: int = 32, d_steps: int = 1, lr: float = 1
     loss_weights.update(weights)
     return MetaLearningModule(
         Embedder(size, **TINY),
-        Generator(size, num_down=2, num_res=1, **TINY),
+        Generator(size, num_down=2, num_res=1, **TINY_G),
         ProjectionDiscriminator(num_videos, size, **TINY),
         loss_weights=loss_weights,
         optimizer_g=partial(torch.optim.Adam, lr=lr, betas=(0.5, 0.999)),

@@ -78,3 +78,39 @@ def test_bad_settings_are_clear_errors(ckpt, tmp_path) -> None:
             ]
         )
     assert not (tmp_path / "ev").exists(), "no output before the inputs are checked"
+
+
+def test_ff_rows_use_ff_ckpt_and_say_which_model_they_are(ckpt, tmp_path, monkeypatch) -> None:
+    """Without ff_ckpt the table says its FF rows are the FT model un-fine-tuned; with one, the FF rows are made
+    from it (and it is reported as having the match term or not); another model size is a one-line error."""
+    import talkinghead.evaluate as ev
+    from talkinghead.avatar import load_meta_learned
+
+    used: list[tuple[str, str]] = []
+    real = ev.make_avatar
+
+    def spy(meta, shots, mode, **kw):
+        used.append((mode, str(meta.path)))
+        return real(meta, shots, mode=mode, **kw)
+
+    monkeypatch.setattr(ev, "make_avatar", spy)
+    common = ["T_values=[1]", "num_targets=2", "max_videos=1", "finetune.steps=1", "finetune.epochs=null",
+              "~logger", "progress=false"]
+    out = evaluate_main([f"ckpt={ckpt}", f"out_dir={tmp_path}/a", *common])
+    assert "NOT the paper's FF model" in (out.parent / "table.md").read_text()
+
+    ff = tiny_checkpoint(tmp_path / "ff", iterations=1, extra=["loss.weights.match=0"])
+    used.clear()
+    out = evaluate_main([f"ckpt={ckpt}", f"ff_ckpt={ff}", f"out_dir={tmp_path}/b", *common])
+    assert used == [("FT", str(ckpt)), ("FF", str(ff))]
+    table = (out.parent / "table.md").read_text()
+    assert f"FF rows: {ff}, a separate model meta-learned without the match term" in table
+
+    out = evaluate_main([f"ckpt={ckpt}", f"ff_ckpt={ckpt}", "methods=[FF]", f"out_dir={tmp_path}/c", *common])
+    assert "WITH the match term (loss.weights.match=10)" in (out.parent / "table.md").read_text()
+
+    meta = load_meta_learned(ckpt)
+    meta.config.model.image_size = 64  # as if the FT model were another size
+    with pytest.raises(EvaluationError, match="another model size") as info:
+        ev.load_ff_model(str(ff), meta)
+    assert "\n" not in str(info.value)

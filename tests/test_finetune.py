@@ -48,7 +48,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_psi_and_w_are_initialised_to_P_e_new_and_w0_plus_e_new(ckpt) -> None:
     meta = load_meta_learned(ckpt)
     torch.manual_seed(0)
-    meta.discriminator.w0.data.normal_()  # a non-zero w0, so that the sum is really tested
+    meta.discriminator.w0_b.parametrizations.weight.original.data.normal_()  # another w0, so the sum is really tested
     e_new = torch.rand(meta.discriminator.emb_dim)
     module = FineTuningModule(
         meta.generator, meta.discriminator, e_new, {"pixel": 1.0}, torch.optim.Adam, torch.optim.Adam
@@ -81,7 +81,7 @@ def test_ff_changes_no_weight_and_psi_is_P_times_mean_embedding(ckpt, shots) -> 
 def test_ft_trains_psi_lowers_l1_and_leaves_the_meta_model_alone(ckpt, shots) -> None:
     meta = load_meta_learned(ckpt)
     before = states(meta.generator, meta.discriminator)
-    settings = FineTuneSettings(steps=25, lr_g=1e-3, lr_d=1e-3, batch_size=4)
+    settings = FineTuneSettings(steps=25, epochs=None, lr_g=1e-3, lr_d=1e-3, batch_size=4)
     result = make_avatar(meta, shots, mode="FT", settings=settings)
     ff = make_avatar(meta, shots, mode="FF")
     assert result.avatar.steps == 25
@@ -94,7 +94,7 @@ def test_ft_trains_psi_lowers_l1_and_leaves_the_meta_model_alone(ckpt, shots) ->
 def test_avatar_round_trip_renders_identical_frames(ckpt, shots, tmp_path) -> None:
     meta = load_meta_learned(ckpt)
     result = make_avatar(
-        meta, shots, mode="FT", settings=FineTuneSettings(steps=3, batch_size=2), person_id="syn0005"
+        meta, shots, mode="FT", settings=FineTuneSettings(steps=3, epochs=None, batch_size=2), person_id="syn0005"
     )
     path = save_avatar(result.avatar, tmp_path / "a" / "avatar.pt")
     assert [p.name for p in path.parent.iterdir()] == ["avatar.pt"], "no temporary file left"
@@ -211,4 +211,18 @@ def test_epochs_count_passes_over_the_T_frames() -> None:
 
     s = FineTuneSettings.from_config({"steps": 40, "epochs": 40, "batch_size": 4})
     assert [s.steps_for(T) for T in (1, 8, 32)] == [40, 80, 320]
-    assert FineTuneSettings.from_config({"steps": 40, "batch_size": 4}).steps_for(32) == 40
+    assert FineTuneSettings.from_config({"steps": 40, "epochs": None, "batch_size": 4}).steps_for(32) == 40
+
+
+def test_finetune_defaults_agree_with_finetune_yaml_and_the_paper() -> None:
+    """FineTuneSettings() and experiments/finetune.yaml give the same settings: the paper's (Sec. 4) learning
+    rates and two D steps per G step, FSTH's Adam betas/eps, 40 epochs over the T frames."""
+    from omegaconf import OmegaConf
+
+    from talkinghead.finetune import FineTuneSettings
+
+    yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments" / "finetune.yaml")
+    from_yaml, default = FineTuneSettings.from_config(yaml), FineTuneSettings()
+    for key in ("steps", "lr_g", "lr_d", "betas", "eps", "d_steps_per_g", "batch_size", "epochs", "seed"):
+        assert getattr(from_yaml, key) == getattr(default, key), key
+    assert (default.lr_g, default.lr_d, default.d_steps_per_g, default.betas) == (5e-5, 2e-4, 2, (0.0, 0.999))

@@ -28,7 +28,7 @@ def test_overfits_one_fixed_batch() -> None:
     assert end < 0.5 * start, f"generator L1 {start:.3f} -> {end:.3f}: did not overfit one batch"
 
 
-def test_match_loss_pulls_W_towards_embeddings() -> None:
+def test_match_loss_pulls_the_embeddings_towards_W() -> None:
     pl.seed_everything(0, verbose=False)
     data = FixedEpisodes(n=2, K=2)
     module = tiny_module(num_videos=2, pixel=0.0, adversarial=0.0, feature_matching=0.0, match=10.0)

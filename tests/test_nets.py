@@ -87,9 +87,9 @@ def test_projection_output_equals_formula() -> None:
     torch.manual_seed(0)
     D = ProjectionDiscriminator(7, 64, **SMALL).eval()
     with torch.no_grad():
-        D.w0.normal_()
+        D.w0_b.parametrizations.weight.original.normal_()
         D.b.fill_(0.37)
-        D.W.weight.normal_()
+        D.W.parametrizations.weight.original.normal_()
     x, y = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
     idx = torch.tensor([0, 6, 3])
     with torch.no_grad():

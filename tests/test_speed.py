@@ -24,7 +24,7 @@ from talkinghead.speed import Speed, to_memory_format
 from talkinghead.train import build_module
 
 REPO = Path(__file__).resolve().parents[1]
-LOSSES = ("train/d_hinge", "train/d_match", "train/g_pixel", "train/g_adversarial", "train/g_feature_matching",
+LOSSES = ("train/d_hinge", "train/w_e_dist", "train/g_pixel", "train/g_adversarial", "train/g_feature_matching",
           "train/g_match", "train/g_total")
 
 
@@ -245,7 +245,7 @@ def test_state_dicts_of_torch_spectral_norm_load_unchanged() -> None:
 
 
 def test_baking_a_copy_keeps_outputs_and_leaves_the_original_parametrised() -> None:
-    g = Generator(32, emb_dim=16, base_channels=8, max_channels=16, num_down=2, num_res=1, attn_res=16).eval()
+    g = Generator(32, emb_dim=16, base_channels=8, max_channels=16, num_down=2, num_res=1, attn_res_down=16, attn_res_up=16).eval()
     y, e = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
     before = g(y, e)
     baked = bake(copy.deepcopy(g))
@@ -273,7 +273,7 @@ def test_renderer_fast_path_matches_plain_within_bf16_tolerance() -> None:
     from talkinghead.render import FrameRenderer
 
     torch.manual_seed(0)
-    g = Generator(32, emb_dim=16, base_channels=8, max_channels=16, num_down=2, num_res=1, attn_res=16)
+    g = Generator(32, emb_dim=16, base_channels=8, max_channels=16, num_down=2, num_res=1, attn_res_down=16, attn_res_up=16)
     psi = g.eval().project(torch.rand(1, 16))[0].detach()
     y = torch.rand(5, 3, 32, 32) * 2 - 1
     plain = FrameRenderer(g, psi, "cpu", Speed.plain()).render(y, batch_size=2)

@@ -195,4 +195,4 @@ def test_hydra_configs_instantiate(synthetic_shards, monkeypatch):
         monkeypatch.setenv("DATA_ROOT", str(root))
         dm = instantiate(cfg.data, num_workers=0)
         assert isinstance(dm, cls) and dm.K == 2 and dm.image_size == 32 and dm.num_videos == 8
-        assert "HorizontalFlip" in dm.augment
+        assert dm.augment == {}, "the paper uses no augmentation: off by default"

@@ -82,13 +82,21 @@ def test_a_few_meta_learning_steps_from_voxmini_shards(voxmini_shards):
     dm = VoxCeleb2DataModule(out, K=2, image_size=32, batch_size=2, num_workers=0, test_fraction=0.2)
     module = tiny_module(num_videos=dm.num_videos)
     w_before = module.discriminator.W.weight.detach().clone()
+    seen: list[int] = []
+    step = module.training_step
+
+    def spy(batch, batch_idx):
+        seen.extend(batch["video_index"].tolist())
+        return step(batch, batch_idx)
+
+    module.training_step = spy
     trainer = pl.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, datamodule=dm)
     assert module.iteration == 3
     w_after = module.discriminator.W.weight.detach()
     assert torch.isfinite(w_after).all() and not torch.equal(w_before, w_after)
-    changed = (w_after - w_before).abs().sum(1) > 0
-    test_rows = [v.index for v in dm.test_videos]
-    assert not changed[test_rows].any(), "test persons' W rows are never trained"
+    # (every row of W / sigma(W) moves a little through sigma, as with FSTH's spectrally normalised table)
+    test_rows = {v.index for v in dm.test_videos}
+    assert seen and not test_rows & set(seen), "test persons' videos are never trained on"
     assert np.isfinite(module.reconstruct(next(iter(dm.val_dataloader()))).detach().numpy()).all()

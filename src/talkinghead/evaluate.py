@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from talkinghead.avatar import atomic_write_text, load_meta_learned, resolve_checkpoint
+from talkinghead.avatar import MetaLearned, atomic_write_text, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.finetune import FineTuneSettings, make_avatar, stage_logger, wandb_loggers
 
@@ -107,6 +107,36 @@ def csv_text(rows: Sequence[Row]) -> str:
     return buf.getvalue()
 
 
+def load_ff_model(ff_ckpt: str | None, meta: MetaLearned) -> tuple[MetaLearned, str]:
+    """The model of the FF rows and the table note that says what it is.
+
+    The paper's FF model is meta-learned apart, without the match term (``experiment=vox2_paper_ff``).  Without
+    ``ff_ckpt`` the FF rows use ``meta`` with no fine-tuning, and the note says so; an ``ff_ckpt`` meta-learned
+    with the match term is used and reported as such; one of another model than ``meta`` is an error.
+    """
+    if ff_ckpt in (None, "", "null", "None"):
+        return meta, (
+            f"FF rows: the FT model ({meta.path}) with no fine-tuning (psi' = P e_new), NOT the paper's FF model, "
+            "which is meta-learned apart without the match term (experiment=vox2_paper_ff); give ff_ckpt= for it"
+        )
+    ff = load_meta_learned(resolve_checkpoint(ff_ckpt))
+    mine = OmegaConf.to_container(meta.config.model, resolve=True)
+    theirs = OmegaConf.to_container(ff.config.model, resolve=True)
+    if mine != theirs:
+        raise EvaluationError(
+            f"ff_ckpt {ff.path} is a model with image_size={theirs.get('image_size')}, emb_dim="
+            f"{theirs.get('emb_dim')} and the FT checkpoint {meta.path} one with image_size={mine.get('image_size')}, "
+            f"emb_dim={mine.get('emb_dim')}: give an FF model of the same size (was it saved by another model size?)"
+        )
+    weight = float((ff.config.get("loss") or {}).get("weights", {}).get("match", 0.0) or 0.0)
+    if weight:
+        return ff, (
+            f"FF rows: {ff.path}, meta-learned WITH the match term (loss.weights.match={weight:g}), unlike the "
+            "paper's FF model (experiment=vox2_paper_ff has none)"
+        )
+    return ff, f"FF rows: {ff.path}, a separate model meta-learned without the match term (the paper's FF)"
+
+
 def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
     from talkinghead.config import compose
 
@@ -144,6 +174,7 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
         raise EvaluationError(f"metrics: {str(exc).splitlines()[0]}") from exc
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     meta = load_meta_learned(ckpt)
+    ff_meta, ff_note = load_ff_model(cfg.get("ff_ckpt"), meta) if "FF" in methods else (meta, "")
     size = meta.image_size
     videos = held_out_videos(meta.config, cfg.get("data_root"))
     if cfg.get("videos"):
@@ -188,7 +219,8 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
             shots = person.load(shots_mod.evenly(half, T))
             for m in methods:
                 result = make_avatar(
-                    meta, shots, mode=m, settings=settings, person_id=person.person_id, source=video
+                    ff_meta if m == "FF" else meta, shots, mode=m, settings=settings,
+                    person_id=person.person_id, source=video,
                 )
                 fake = result.render(targets["landmark_images"])
                 suites[(T, m)].update(fake, targets["frames"])
@@ -228,6 +260,7 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
         f"checkpoint: {ckpt}; {len(videos)} held-out videos; {int(cfg.num_targets)} target frames each "
         f"(second half of the video), T sources from the first half; FT: {ft}"
     ]
+    footer += [ff_note] if ff_note else []
     footer += [csim_note] if csim_note else []
     table = markdown_table(done, footer + notes)
     csv_path = atomic_write_text(out_dir / "table.csv", csv_text(done))

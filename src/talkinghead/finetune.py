@@ -47,15 +47,16 @@ class FineTuneSettings:
     """Optimisation settings of fine-tuning (``experiments/finetune.yaml``)."""
 
     steps: int = 40
-    lr_g: float = 5e-5
+    lr_g: float = 5e-5  # paper Sec. 4 (the meta-learning rates; vt fine-tunes with them too)
     lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    d_steps_per_g: int = 1
+    betas: tuple[float, float] = (0.0, 0.999)  # the authors' FSTH code (beta1 = 0, eps = 1e-5)
+    eps: float = 1e-5
+    d_steps_per_g: int = 2  # paper Sec. 4: two D updates per G update
     batch_size: int = 4
     loss_weights: Mapping[str, float] | None = None  # None: the meta-learning run's weights
     seed: int = 0
     device: str = "auto"
-    epochs: float | None = None  # when set, steps = epochs x T / batch (the paper counts fine-tuning in epochs)
+    epochs: float | None = 40  # steps = epochs x T / batch (the paper counts fine-tuning in epochs); None: steps
     speed: Speed = field(default_factory=Speed)  # fast path (default) or Speed.plain(); compile auto = off here
 
     def steps_for(self, T: int) -> int:
@@ -77,13 +78,14 @@ class FineTuneSettings:
             steps=int(cfg.get("steps", 40)),
             lr_g=float(cfg.get("lr_g", 5e-5)),
             lr_d=float(cfg.get("lr_d", 2e-4)),
-            betas=tuple(cfg.get("betas", (0.5, 0.999))),
-            d_steps_per_g=int(cfg.get("d_steps_per_g", 1)),
+            betas=tuple(cfg.get("betas", (0.0, 0.999))),
+            eps=float(cfg.get("eps", 1e-5)),
+            d_steps_per_g=int(cfg.get("d_steps_per_g", 2)),
             batch_size=int(cfg.get("batch_size", 4)),
             loss_weights=None if weights is None else {k: float(v) for k, v in dict(weights).items()},
             seed=int(cfg.get("seed", 0)),
             device=str(cfg.get("device", "auto")),
-            epochs=None if cfg.get("epochs") is None else float(cfg.get("epochs")),
+            epochs=None if cfg.get("epochs", 40) is None else float(cfg.get("epochs", 40)),
             speed=Speed.from_config(speed),
         )
         s.check()
@@ -203,8 +205,10 @@ def make_avatar(
             copy.deepcopy(meta.discriminator),
             e_new,
             weights,
-            optimizer_g=partial(torch.optim.Adam, lr=settings.lr_g, betas=settings.betas, **speed.optimizer_kwargs()),
-            optimizer_d=partial(torch.optim.Adam, lr=settings.lr_d, betas=settings.betas, **speed.optimizer_kwargs()),
+            optimizer_g=partial(torch.optim.Adam, lr=settings.lr_g, betas=settings.betas, eps=settings.eps,
+                                **speed.optimizer_kwargs()),
+            optimizer_d=partial(torch.optim.Adam, lr=settings.lr_d, betas=settings.betas, eps=settings.eps,
+                                **speed.optimizer_kwargs()),
             d_steps_per_g=settings.d_steps_per_g,
             content_loss=content,
             channels_last=speed.channels_last,

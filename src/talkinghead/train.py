@@ -144,6 +144,12 @@ def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
     old_model = saved.get("hyper_parameters", {}).get("config", {}).get("model")
     new_model = OmegaConf.to_container(cfg.model, resolve=True)
     fix = f"use resume=false (keeps the old checkpoints) or another name= (this run dir: {cfg.run_dir})"
+    from talkinghead.nets.discriminator import num_videos_in_state
+
+    try:
+        rows = num_videos_in_state(saved.get("state_dict", {}))
+    except ValueError as exc:
+        raise ConfigError(f"{ckpt}: {exc} ({fix})") from exc
     if old_model is not None and old_model != new_model:
         def leaves(d: Any, prefix: str = "model") -> dict[str, Any]:
             if not isinstance(d, dict):
@@ -154,19 +160,21 @@ def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         shown = ", ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in diff[:3]) + (" ..." if len(diff) > 3 else "")
         raise ConfigError(f"{ckpt} was made with another model ({shown}): {fix}")
-    w = saved.get("state_dict", {}).get("discriminator.W.weight")
-    if w is not None and w.shape[0] != num_videos:
-        raise ConfigError(f"{ckpt} has a W table of {w.shape[0]} videos but the data has {num_videos}: {fix}")
+    if rows is not None and rows != num_videos:
+        raise ConfigError(f"{ckpt} has a W table of {rows} videos but the data has {num_videos}: {fix}")
 
 
 def check_config(cfg: DictConfig) -> None:
-    for key in ("K", "iterations", "seed"):
+    epochs = cfg.get("epochs")
+    for key in ("K", "seed") + (("iterations",) if epochs is None else ()):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
             raise ConfigError(f"{key} must be a whole number, got {cfg[key]!r}")
     if int(cfg.K) < 1:
         raise ConfigError(f"K must be >= 1 (source frames per episode), got {cfg.K}")
-    if int(cfg.iterations) < 1:
+    if epochs is None and int(cfg.iterations) < 1:
         raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs <= 0):
+        raise ConfigError(f"epochs must be a number > 0 (or null to count iterations), got {epochs!r}")
     unknown = set(cfg.loss.weights) - set(GENERATOR_TERMS)
     if unknown:
         raise ConfigError(f"unknown loss term(s) {sorted(unknown)} in loss.weights; known: {list(GENERATOR_TERMS)}")
@@ -229,6 +237,18 @@ def build_module(
     return module
 
 
+def resolve_iterations(cfg: DictConfig, datamodule: pl.LightningDataModule) -> int:
+    """Generator updates to run: ``epochs`` passes over the training data when set (the paper counts epochs; one
+    epoch is one batch per ``batch_size`` training samples, i.e. every training video once with
+    ``samples_per_video: 1``), else ``iterations``."""
+    import math
+
+    if cfg.get("epochs") is None:
+        return int(cfg.iterations)
+    batches = len(datamodule.train_dataloader())
+    return max(1, math.ceil(float(cfg.epochs) * batches))
+
+
 def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> MetaLearningRun:
     """Instantiate data, networks, losses, loggers, callbacks and the Trainer; no training yet."""
     check_config(cfg)
@@ -279,7 +299,7 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     trainer = make_trainer(
         trainer_cfg,
         strategy=strategy,
-        max_steps=int(cfg.iterations) * steps_per_iter,
+        max_steps=resolve_iterations(cfg, datamodule) * steps_per_iter,
         max_epochs=-1,
         val_check_interval=int(cb.val_every_n_iterations),
         check_val_every_n_epoch=None,

@@ -114,7 +114,8 @@ class FineTuningModule(MetaLearningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         g_params = [p for n, p in self.generator.named_parameters() if not n.startswith("P.")]
-        d_params = [p for n, p in self.discriminator.named_parameters() if not n.startswith(("W.", "w0"))]
+        # W and w0 are replaced by w' (b stays: it is the w0_b layer's bias)
+        d_params = [p for n, p in self.discriminator.named_parameters() if not n.startswith(("W.", "w0_b.param"))]
         return [
             self.optimizer_g(params=g_params + [self.psi]),
             self.optimizer_d(params=d_params + [self.w_prime]),

@@ -2,7 +2,8 @@
 
 One episode per sample: K frames of video i give e_hat_i = mean_k E(x_k, y_k); G renders the (K+1)-th frame
 from its landmarks; D judges it against the real frame.  Manual optimisation: ``d_steps_per_g`` hinge updates of
-D (plus the match term on W), then one update of G and E on the weighted sum of the named loss terms.
+D (hinge only: W moves with D's hinge, never with the match term, as in the paper, FSTH and vt), then one update of
+G and E on the weighted sum of the named loss terms, the match term pulling each E(x_k, y_k) towards W_i.
 """
 from __future__ import annotations
 
@@ -42,8 +43,7 @@ class MetaLearningModule(pl.LightningModule):
 
     Args:
         embedder, generator, discriminator: built networks (``talkinghead.nets``).
-        loss_weights: weight per term of ``GENERATOR_TERMS``; ``match`` also weighs the W side of the match
-            term in D's update.
+        loss_weights: weight per term of ``GENERATOR_TERMS`` (``match``: E's side only; W is detached).
         optimizer_g / optimizer_d: partial optimisers (``params`` still missing), from config.
         d_steps_per_g: discriminator updates per generator/embedder update (the paper uses 2).
         content_loss: ``talkinghead.losses.content.ContentLoss`` built with unit weights, whose ``terms(x_hat, x)``
@@ -112,12 +112,14 @@ class MetaLearningModule(pl.LightningModule):
         return self.global_step // (1 + self.d_steps_per_g)
 
     def generator_terms(
-        self, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, e_hat: torch.Tensor, w_i: torch.Tensor,
-        video_index: torch.Tensor | None, w: torch.Tensor | None = None,
+        self, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, e_frames: torch.Tensor | None,
+        w_i: torch.Tensor | None, video_index: torch.Tensor | None, w: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Unweighted loss terms of G (and E) for real x, fake x_hat under landmarks y.
 
-        Real and fake go through D in one batch (one forward: DDP- and spectral-norm-friendly).
+        ``e_frames`` (B, K, emb): the per-frame embeddings E(x_k, y_k) that the match term compares with W_i
+        (B, emb), which is detached.  Real and fake go through D in one batch (one forward: DDP- and
+        spectral-norm-friendly).
         """
         b = x.shape[0]
         idx = None if video_index is None else torch.cat([video_index, video_index])
@@ -130,8 +132,8 @@ class MetaLearningModule(pl.LightningModule):
             terms.update(self.content_loss.terms(x_hat, x))
         terms["adversarial"] = adversarial_loss(scores[b:])
         terms["feature_matching"] = feature_matching_loss([f[b:] for f in feats], [f[:b] for f in feats])
-        if wts["match"] and e_hat is not None:
-            terms["match"] = match_loss(w_i.detach(), e_hat)
+        if wts["match"] and e_frames is not None and w_i is not None:
+            terms["match"] = match_loss(w_i.detach(), e_frames)
         return terms
 
     def weighted_total(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -139,34 +141,32 @@ class MetaLearningModule(pl.LightningModule):
 
     def discriminator_step(
         self, opt_d: Any, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, video_index: torch.Tensor | None,
-        e_hat: torch.Tensor | None, w: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One hinge update of D (real and fake in one batch), with the match term pulling W_i to e_hat_i."""
+        """One hinge update of D (real and fake in one batch).  No match term: the paper updates D's parameters,
+        W included, by minimising L_DSC alone (FSTH detaches W in L_MCH; vt zeroes its gradient before D's step)."""
         power_iteration(self.discriminator)  # spectral norm: one power iteration per optimiser step
         idx = None if video_index is None else torch.cat([video_index, video_index])
         scores, _ = self.discriminator(torch.cat([x, x_hat.detach()]), torch.cat([y, y]), idx, w)
         real, fake = scores.chunk(2)
         logs = {"d_hinge": hinge_d_loss(real, fake), "d_real": real.detach().mean(), "d_fake": fake.detach().mean()}
         loss = logs["d_hinge"]
-        if self.loss_weights["match"] and e_hat is not None and video_index is not None:
-            logs["d_match"] = match_loss(self.discriminator.W(video_index), e_hat.detach())
-            loss = loss + self.loss_weights["match"] * logs["d_match"]
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_d.step()
         return logs
 
     def adversarial_update(
-        self, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, e_hat: torch.Tensor | None,
+        self, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, e_frames: torch.Tensor | None,
         w_i: torch.Tensor | None, video_index: torch.Tensor | None, w: torch.Tensor | None = None,
         prefix: str = "train",
     ) -> dict[str, torch.Tensor]:
         """``d_steps_per_g`` updates of D, then one of G (and E, when x_hat depends on it); logs every term
-        as ``<prefix>/...``.  Fine-tuning calls it with an explicit projection vector ``w`` and no e_hat."""
+        as ``<prefix>/...``.  Fine-tuning calls it with an explicit projection vector ``w`` and no embeddings."""
         opt_g, opt_d = self.optimizers()
         for _ in range(self.d_steps_per_g):
-            d_logs = self.discriminator_step(opt_d, x, y, x_hat, video_index, e_hat, w=w)
-        terms = self.generator_terms(x, y, x_hat, e_hat, w_i, video_index, w=w)
+            d_logs = self.discriminator_step(opt_d, x, y, x_hat, video_index, w=w)
+        terms = self.generator_terms(x, y, x_hat, e_frames, w_i, video_index, w=w)
         g_total = self.weighted_total(terms)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_total)
@@ -192,9 +192,15 @@ class MetaLearningModule(pl.LightningModule):
         x_src, y_src, x, y = self.sources(batch)
         idx = batch["video_index"]
         power_iteration(self.embedder, self.generator)  # once per G/E update (D's runs in discriminator_step)
-        e_hat = self.embedder.embed(x_src, y_src)
+        e_frames = self.embedder.embed_frames(x_src, y_src)  # (B, K, emb): E(x_k, y_k)
+        e_hat = e_frames.mean(dim=1)
         x_hat = self.generator(y, e_hat)
-        self.adversarial_update(x, y, x_hat, e_hat, self.discriminator.W(idx), idx)
+        self.adversarial_update(x, y, x_hat, e_frames, self.discriminator.w_rows(idx), idx)
+        with torch.no_grad():  # W_i read after D's steps: how far the two kinds of video embeddings are apart
+            w_i = self.discriminator.w_rows(idx).float()
+            e_d = e_hat.detach().float()
+            self.log_dict({"train/w_e_dist": (w_i - e_d).abs().mean(), "train/w_norm": w_i.norm(dim=1).mean(),
+                           "train/e_norm": e_d.norm(dim=1).mean()}, on_step=True, batch_size=x.shape[0])
         opt_g, opt_d = self.optimizers()
         # Host numbers are logged as CPU tensors: Lightning turns a Python float into a tensor on the module's
         # device, and on CUDA that copy waits for the GPU (a host-device synchronisation in every step).

@@ -1,26 +1,37 @@
 """Projection discriminator D(x, y, i) = V(x, y)^T (W_i + w0) + b (paper, Sec. 3.2)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from talkinghead.nets.layers import ResBlock
+from talkinghead.nets.layers import ResBlock, sn_linear
+from talkinghead.nets.spectral import SpectralNorm, spectral_norm
 from talkinghead.nets.trunk import DownTrunk
+
+#: State-dict key of the (un-normalised) W table, relative to the discriminator.
+W_TABLE_KEY = "W.parametrizations.weight.original"
+#: Keys that only a discriminator from before the spectrally normalised W / w0-b layer had (plain ``W.weight``,
+#: a ``w0`` vector and a ``b`` scalar).
+OLD_LAYOUT_KEYS = ("W.weight", "w0", "b")
 
 
 class ProjectionDiscriminator(nn.Module):
     """D(x, y, i): realism score of frame x under landmarks y for training video i.
 
     V(x, y) is the trunk + one residual block + global sum pooling + ReLU, (B, emb_dim).
-    ``W`` holds one emb_dim vector per training video (the paper's columns W_i, stored as rows here),
-    pulled towards the embedder's output by the match loss; ``w0`` and ``b`` are shared.
-    ``W`` is not spectrally normalised: it is compared with E's output element by element by the match
-    loss, and a rescaled table would break that match (every conv and linear layer is).
+    ``W`` holds one emb_dim vector per training video (the paper's columns W_i, stored as rows here), pulled
+    towards the embedder's output by the match loss; ``w0`` and ``b`` are shared.  As in the authors' FSTH
+    discriminator (``discriminators/FSTH.py``): the W table is spectrally normalised as one (videos x emb_dim)
+    matrix and initialised uniform in [-0.1, 0.1], and (w0, b) is one spectrally normalised linear layer
+    ``w0_b`` (emb_dim -> 1), so V^T w0 + b = w0_b(V).  Only the rows of a batch are divided by sigma(W) (the
+    whole normalised table is never formed: VoxCeleb2 has ~145k rows).
 
     ``forward(x (B,3,S,S), y (B,3,S,S), video_index (B,) | None, w (B,emb)|(emb,) | None)``
-    -> ``(score (B,), features [block outputs])``.  Give ``w`` instead of ``video_index`` to score with an
-    explicit projection vector (fine-tuning's w' = w0 + e_new).
+    -> ``(score (B,), features [outputs of D's residual blocks])``.  Give ``w`` instead of ``video_index`` to score
+    with an explicit projection vector (fine-tuning's w' = w0 + e_new).
     """
 
     def __init__(
@@ -38,10 +49,26 @@ class ProjectionDiscriminator(nn.Module):
         self.image_size, self.emb_dim, self.num_videos = image_size, emb_dim, num_videos
         self.trunk = DownTrunk(6, image_size, base_channels, max_channels, emb_dim, attn_res)
         self.last = ResBlock(emb_dim)
-        self.W = nn.Embedding(num_videos, emb_dim)
-        nn.init.normal_(self.W.weight, 0.0, 0.02)
-        self.w0 = nn.Parameter(torch.zeros(emb_dim))
-        self.b = nn.Parameter(torch.zeros(1))
+        W = nn.Embedding(num_videos, emb_dim)
+        nn.init.uniform_(W.weight, -0.1, 0.1)
+        self.W = spectral_norm(W)
+        self.w0_b = sn_linear(emb_dim, 1)
+
+    @property
+    def w0(self) -> torch.Tensor:
+        """w0, (emb_dim,): the spectrally normalised weight of the ``w0_b`` layer."""
+        return self.w0_b.weight[0]
+
+    @property
+    def b(self) -> torch.Tensor:
+        """b, (1,)."""
+        return self.w0_b.bias
+
+    def w_rows(self, video_index: torch.Tensor) -> torch.Tensor:
+        """W_i for a batch of video indices, (B,) -> (B, emb_dim): rows of the table divided by sigma(W)."""
+        table = self.W.parametrizations.weight.original
+        sn: SpectralNorm = self.W.parametrizations.weight[0]
+        return (F.embedding(video_index, table).float() / sn.sigma(table)).to(table.dtype)
 
     def features(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """V(x, y) (B, emb_dim) and the intermediate activations used by feature matching."""
@@ -62,6 +89,22 @@ class ProjectionDiscriminator(nn.Module):
         if w is None:
             if video_index is None:
                 raise ValueError("give the video index i (meta-learning) or a projection vector w (fine-tuning)")
-            w = self.W(video_index) + self.w0
+            w = self.w_rows(video_index) + self.w0
         score = (v * w.expand_as(v)).sum(dim=1) + self.b
         return score, feats
+
+
+def num_videos_in_state(state: Mapping[str, torch.Tensor], prefix: str = "discriminator.") -> int | None:
+    """Rows of the W table in a state dict (None when there is none).
+
+    Raises ``ValueError`` (one line) for the layout of earlier versions (plain W, w0 vector), which today's
+    networks cannot load.
+    """
+    if f"{prefix}{W_TABLE_KEY}" in state:
+        return int(state[f"{prefix}{W_TABLE_KEY}"].shape[0])
+    if any(f"{prefix}{k}" in state for k in OLD_LAYOUT_KEYS):
+        raise ValueError(
+            "it was written by an earlier talkinghead whose networks differ from today's (plain W table and w0 "
+            "vector in D, narrower G decoder, one attention resolution): it cannot be loaded, meta-learn again"
+        )
+    return None

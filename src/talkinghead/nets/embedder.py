@@ -12,7 +12,8 @@ class Embedder(nn.Module):
     """E(x, y) -> e: down-sampling residual trunk, global sum pooling, ReLU.
 
     ``forward(x (B,3,S,S), y (B,3,S,S)) -> (B, emb_dim)``;
-    ``embed(x (B,K,3,S,S), y (B,K,3,S,S)) -> (B, emb_dim)`` is the person's embedding, the mean over K frames.
+    ``embed(x (B,K,3,S,S), y (B,K,3,S,S)) -> (B, emb_dim)`` is the person's embedding, the mean over K frames;
+    ``embed_frames`` gives the K per-frame embeddings (B, K, emb_dim) that the match term compares with W_i.
     """
 
     def __init__(
@@ -32,7 +33,11 @@ class Embedder(nn.Module):
         h = self.trunk(torch.cat([x, y], dim=1))[-1]
         return F.relu(h.sum(dim=(2, 3)))
 
-    def embed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def embed_frames(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-frame embeddings E(x_k, y_k): (B,K,3,S,S) x 2 -> (B, K, emb_dim)."""
         b, k = x.shape[:2]
-        e = self(x.flatten(0, 1), y.flatten(0, 1))
-        return e.view(b, k, -1).mean(dim=1)
+        return self(x.flatten(0, 1), y.flatten(0, 1)).view(b, k, -1)
+
+    def embed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The person's embedding e_hat = mean_k E(x_k, y_k): (B,K,3,S,S) x 2 -> (B, emb_dim)."""
+        return self.embed_frames(x, y).mean(dim=1)

@@ -22,7 +22,10 @@ class Generator(nn.Module):
 
     Encoder: ``num_down`` residual down-sampling blocks with instance norm (64 -> 512 channels in the paper);
     bottleneck: ``num_res`` residual blocks with AdaIN; decoder: ``num_down`` residual up-sampling blocks with
-    AdaIN; self-attention at ``attn_res`` in encoder and decoder; AdaIN -> ReLU -> conv -> tanh out.
+    AdaIN whose widths mirror the encoder's (512 -> 512 -> 256 -> 128 -> 64 in the paper's model, as in the
+    authors' FSTH generator); self-attention after the encoder block that outputs ``attn_res_down`` and after the
+    decoder block that outputs ``attn_res_up`` (paper, Sec. 3.3: 32x32 in the down-sampling parts, 64x64 in the
+    generator's up-sampling part); AdaIN -> ReLU -> conv -> tanh out.
 
     Every AdaIN scale/bias comes from one vector psi = P e_hat, P a (num_adain_params x emb_dim) matrix.
     ``forward(y (B,3,S,S), e (B,emb) | None, psi (B,n)|(n,) | None) -> (B,3,S,S) in [-1, 1]``; give ``psi``
@@ -37,12 +40,19 @@ class Generator(nn.Module):
         max_channels: int = 512,
         num_down: int = 4,
         num_res: int = 4,
-        attn_res: int | None = 32,
+        attn_res_down: int | None = 32,
+        attn_res_up: int | None = 64,
     ) -> None:
         super().__init__()
         levels = check_image_size(image_size)
         if num_down >= levels - 1:
             raise ValueError(f"num_down={num_down} too deep for image_size {image_size}")
+        bottom = image_size >> num_down
+        for name, r, lo, hi in (("attn_res_down", attn_res_down, bottom, image_size // 2),
+                                ("attn_res_up", attn_res_up, bottom * 2, image_size)):
+            if r is not None and not (lo <= r <= hi and r & (r - 1) == 0):
+                raise ValueError(f"{name}={r}: the {name[9:]}-sampling blocks output {lo}..{hi} (powers of two); "
+                                 "give one of those, or null for no self-attention there")
         self.image_size, self.emb_dim = image_size, emb_dim
         chans = channel_plan(num_down, base_channels, max_channels)
 
@@ -51,7 +61,7 @@ class Generator(nn.Module):
         for i, cout in enumerate(chans):
             down.append(ResBlockDown(cin, cout, norm=True, preactivate=i > 0))
             res //= 2
-            if attn_res is not None and res == attn_res:
+            if res == attn_res_down:
                 down.append(SelfAttention(cout))
             cin = cout
         self.down = nn.ModuleList(down)
@@ -59,10 +69,10 @@ class Generator(nn.Module):
         self.res = nn.ModuleList([ResBlock(cin, adain=True) for _ in range(num_res)])
 
         up: list[nn.Module] = []
-        for cout in list(reversed(chans[:-1])) + [base_channels]:
+        for cout in reversed(chans):  # FSTH: the first up-sampling block keeps the bottleneck's width
             up.append(ResBlockUp(cin, cout))
             res *= 2
-            if attn_res is not None and res == attn_res:
+            if res == attn_res_up:
                 up.append(SelfAttention(cout))
             cin = cout
         self.up = nn.ModuleList(up)

@@ -44,11 +44,14 @@ class SpectralNorm(nn.Module):
                 self._u.copy_(F.normalize(torch.mv(mat, self._v), dim=0, eps=self.eps))
                 self._v.copy_(F.normalize(torch.mv(mat.t(), self._u), dim=0, eps=self.eps))
 
+    def sigma(self, weight: torch.Tensor) -> torch.Tensor:
+        """sigma = u^T W v, fp32, differentiable in W (for layers that read a few rows of W / sigma only)."""
+        with torch.autocast(weight.device.type, enabled=False):
+            return torch.dot(self._u, torch.mv(weight.float().flatten(1), self._v))
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(weight.device.type, enabled=False):
-            w = weight.float()
-            sigma = torch.dot(self._u, torch.mv(w.flatten(1), self._v))
-            return (w / sigma).to(weight.dtype)
+            return (weight.float() / self.sigma(weight)).to(weight.dtype)
 
 
 def spectral_norm(module: nn.Module, name: str = "weight") -> nn.Module:

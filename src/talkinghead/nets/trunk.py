@@ -10,8 +10,9 @@ from talkinghead.nets.layers import ResBlockDown, SelfAttention, channel_plan, c
 class DownTrunk(nn.Module):
     """Residual down-sampling blocks from ``base`` to ``out_channels``, self-attention at ``attn_res``.
 
-    (B, in_channels, S, S) -> list of block outputs; the last is (B, out_channels, bottom, bottom).
-    The number of blocks is log2(S / bottom): 6 for the paper's 256² model (256 -> 4).
+    (B, in_channels, S, S) -> list of the residual blocks' outputs (the self-attention layer's output is not one of
+    them: D's feature matching reads "after each residual block", paper Sec. 3.2); the last is
+    (B, out_channels, bottom, bottom).  The number of blocks is log2(S / bottom): 6 for the paper's 256² model.
     """
 
     def __init__(
@@ -28,6 +29,9 @@ class DownTrunk(nn.Module):
         num_blocks = check_image_size(image_size) - check_image_size(bottom, min_size=1)
         if num_blocks < 2:
             raise ValueError(f"image_size {image_size} too small for a trunk down to {bottom}x{bottom}")
+        if attn_res is not None and not (bottom < attn_res < image_size and attn_res & (attn_res - 1) == 0):
+            raise ValueError(f"attn_res={attn_res}: self-attention goes after a down-sampling block that outputs "
+                             f"{image_size // 2}..{bottom * 2} (powers of two), or null for none")
         chans = channel_plan(num_blocks, base_channels, max_channels)
         chans[-1] = out_channels
         blocks: list[nn.Module] = []
@@ -45,5 +49,6 @@ class DownTrunk(nn.Module):
         feats = []
         for block in self.blocks:
             x = block(x)
-            feats.append(x)
+            if isinstance(block, ResBlockDown):
+                feats.append(x)
         return feats
