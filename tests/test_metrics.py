@@ -29,7 +29,12 @@ from talkinghead.metrics import (
     build_fid,
     try_build_fid,
 )
-from talkinghead.metrics.face_encoders import ARCFACE_TEMPLATE_112, align_arcface, five_points_from_68
+from talkinghead.metrics.face_encoders import (
+    ARCFACE_TEMPLATE_112,
+    align_arcface,
+    arcface_input,
+    five_points_from_68,
+)
 
 VOX_VIDEO = Path("dev/mp4/id90001/d0/00001.mp4")
 
@@ -235,6 +240,31 @@ def test_arcface_ir_se50_loads_published_layout_and_embeds(tmp_path: Path, astro
     metric.update(to_tensor(images), to_tensor(images))
     assert metric.encoder_name == "arcface-ir-se50"
     assert abs(float(metric.compute()) - 1.0) < 1e-5
+
+
+def test_arcface_sees_bgr_as_treb1en_trained_it(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """model_ir_se50.pth was trained on BGR (TreB1eN decodes with OpenCV and never converts): the encoder must
+    hand the network the aligned crop's channels reversed. Fails if RGB goes in."""
+    pixel = np.zeros((1, 112, 112, 3), dtype=np.uint8)
+    pixel[..., 0], pixel[..., 1], pixel[..., 2] = 255, 0, 51  # R, G, B
+    x = arcface_input(pixel)
+    assert x.shape == (1, 3, 112, 112)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([51 / 127.5 - 1, -1.0, 1.0]))  # B, G, R in [-1, 1]
+
+    torch.manual_seed(1)
+    state = {k: v for k, v in IRSE50().state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "model_ir_se50.pth")
+    encoder = ArcFaceEncoder(tmp_path / "model_ir_se50.pth")
+    crops = encoder.align(astronaut[None])
+    emb = encoder.encode(astronaut[None])
+    as_float = torch.from_numpy(crops.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        bgr = encoder.net(as_float.flip(1)).numpy()
+        rgb = encoder.net(as_float).numpy()
+    np.testing.assert_allclose(emb, bgr, atol=1e-5)
+    cos_rgb = float((emb * rgb).sum())
+    print(f"cosine of the BGR and RGB embeddings of one crop (random-weight replica): {cos_rgb:.3f}")
+    assert cos_rgb < 0.99  # the two orders give different identities: the order matters, and is BGR
 
 
 def test_arcface_alignment_puts_the_five_points_on_the_template() -> None:

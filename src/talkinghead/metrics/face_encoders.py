@@ -11,8 +11,8 @@ detection falls back to a box in the middle of the crop, and the encoder counts 
   aligned by ``dlib.get_face_chip`` from the 5-point (or 68-point) landmarks; 128-d descriptors.
 * ``ArcFaceEncoder`` (``"arcface-ir-se50"``): the IR-SE50 network of InsightFace as
   TreB1eN/InsightFace_Pytorch publishes it (``model_ir_se50.pth``), on 112x112 crops aligned to the standard
-  ArcFace 5-point template (eye centres, nose tip, mouth corners taken from the 68 landmarks); 512-d,
-  L2-normalised.
+  ArcFace 5-point template (eye centres, nose tip, mouth corners taken from the 68 landmarks), fed in the
+  BGR channel order it was trained on (see ``ARCFACE_CHANNEL_ORDER``); 512-d, L2-normalised.
 """
 from __future__ import annotations
 
@@ -72,6 +72,23 @@ ARCFACE_SPEC = WeightSpec(
 )
 if ARCFACE_WEIGHTS not in REGISTRY:
     register(ARCFACE_SPEC)
+
+
+#: The channel order ``model_ir_se50.pth`` was trained on. TreB1eN/InsightFace_Pytorch unpacks its training
+#: record files with mxnet's ``recordio.unpack_img`` (OpenCV: BGR arrays) and writes them with PIL as if they
+#: were RGB, so the JPEGs its ImageFolder then reads hold BGR in "RGB" order (``data/data_pipe.py``,
+#: ``load_mx_rec``); its validation pairs are converted RGB -> BGR explicitly (``load_bin``), and
+#: ``face_verify.py`` feeds OpenCV camera frames unconverted (the BGR -> RGB line is commented out). Input
+#: range: ``ToTensor`` + ``Normalize(0.5, 0.5)``, i.e. [-1, 1] (``config.py``, ``test_transform``).
+ARCFACE_CHANNEL_ORDER = "BGR"
+
+
+def arcface_input(crops: np.ndarray) -> Tensor:
+    """Aligned uint8 ``(N, 112, 112, 3)`` RGB crops -> float ``(N, 3, 112, 112)`` in BGR order, in [-1, 1]:
+    what ``model_ir_se50.pth`` was trained on (``ARCFACE_CHANNEL_ORDER``)."""
+    crops = check_uint8_batch(crops, "arcface_input")
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x.flip(1) if ARCFACE_CHANNEL_ORDER == "BGR" else x
 
 
 class MissingArcFaceWeightsError(FileNotFoundError):
@@ -324,7 +341,8 @@ IR50_STAGES: tuple[tuple[int, int, int], ...] = ((64, 64, 3), (64, 128, 4), (128
 
 
 class IRSE50(FrozenBackbone):
-    """ArcFace IR-SE50: 112x112 RGB in [-1, 1] ``(N, 3, 112, 112)`` -> L2-normalised ``(N, 512)``.
+    """ArcFace IR-SE50: 112x112 BGR in [-1, 1] ``(N, 3, 112, 112)`` -> L2-normalised ``(N, 512)``
+    (``arcface_input`` makes that from RGB crops).
 
     State-dict keys are those of ``model_ir_se50.pth``: ``input_layer.{0: conv3x3, 1: BN, 2: PReLU}``,
     ``body.{0..23}.*`` (``BottleneckIRSE``), ``output_layer.{0: BN2d(512), 3: Linear(25088, 512),
@@ -353,7 +371,7 @@ class IRSE50(FrozenBackbone):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (ARCFACE_INPUT_SIZE, ARCFACE_INPUT_SIZE):
-            raise ValueError(f"IRSE50 takes aligned RGB crops (N, 3, 112, 112), got {tuple(x.shape)}")
+            raise ValueError(f"IRSE50 takes aligned BGR crops (N, 3, 112, 112), got {tuple(x.shape)}")
         out = self.output_layer(self.body(self.input_layer(x)))
         return F.normalize(out, dim=1)
 
@@ -394,12 +412,13 @@ class ArcFaceEncoder:
 
     @torch.no_grad()
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """uint8 ``(N, H, W, 3)`` RGB face crops -> float32 ``(N, 512)`` unit-norm embeddings."""
+        """uint8 ``(N, H, W, 3)`` RGB face crops -> float32 ``(N, 512)`` unit-norm embeddings (the aligned
+        crops enter the network in BGR order, see ``ARCFACE_CHANNEL_ORDER``)."""
         crops = self.align(images)
         out = []
         for i in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(crops[i:i + self.batch_size]).to(self.device).permute(0, 3, 1, 2).float()
-            out.append(self.net(x / 127.5 - 1.0).float().cpu())
+            x = arcface_input(crops[i:i + self.batch_size]).to(self.device)
+            out.append(self.net(x).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim), dtype=np.float32)
 
 
