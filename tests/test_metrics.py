@@ -163,6 +163,22 @@ def test_fid_of_a_set_against_itself_is_zero_through_the_real_loading_code(fid_w
     assert abs(same) < 1e-6 * spread
 
 
+def test_fid_works_in_float64(fid_weights: Path) -> None:
+    """torchmetrics' ``set_dtype(torch.float64)`` converts the Inception too: its input must follow."""
+    g = torch.Generator().manual_seed(3)
+    real, fake = torch.rand(4, 3, 80, 80, generator=g) * 2 - 1, torch.rand(4, 3, 80, 80, generator=g) * 2 - 1
+    values = []
+    for dtype in (torch.float32, torch.float64):
+        fid = build_fid(fid_weights, resize_input=False)
+        fid.set_dtype(dtype)
+        assert fid.inception.Conv2d_1a_3x3.conv.weight.dtype == dtype
+        fid.update(real, real=True)
+        fid.update(fake, real=False)
+        values.append(float(fid.compute()))
+    assert values[0] > 0 and math.isfinite(values[1])
+    assert values[1] == pytest.approx(values[0], rel=1e-3)
+
+
 def test_frechet_distance_matches_torchmetrics_formula() -> None:
     from torchmetrics.image.fid import _compute_fid
 
@@ -291,6 +307,26 @@ def test_missing_arcface_weights_are_a_clear_error(tmp_path: Path) -> None:
     assert "metrics.arcface_weights" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(MissingArcFaceWeightsError, match="metrics.arcface_weights"):
         MetricsSuite({"csim_encoder": "arcface", "weights_dir": str(tmp_path), "fid": False})
+
+
+def test_missing_file_messages_name_the_keys_of_the_stage(tmp_path: Path) -> None:
+    """Meta-learning keeps its metrics config under callbacks.metrics; make evaluate under metrics."""
+    from omegaconf import OmegaConf
+
+    callbacks_yaml = Path(__file__).resolve().parents[1] / "experiments" / "callbacks" / "default.yaml"
+    assert "fid_weights" in OmegaConf.load(callbacks_yaml).metrics
+    assert MetricsCallback().config_key == "callbacks.metrics"
+    suite = MetricsSuite({"weights_dir": str(tmp_path), "csim": False}, config_key="callbacks.metrics")
+    assert "set callbacks.metrics.fid_weights to the file" in suite.unavailable["fid"]
+    assert "set metrics.fid_weights" in MetricsSuite({"weights_dir": str(tmp_path), "csim": False}).unavailable["fid"]
+    with pytest.raises(MissingArcFaceWeightsError) as info:
+        MetricsSuite({"csim_encoder": "arcface", "weights_dir": str(tmp_path), "fid": False},
+                     config_key="callbacks.metrics")
+    msg = str(info.value)
+    assert "callbacks.metrics.arcface_weights=<path>" in msg and "callbacks.metrics.csim_encoder=dlib" in msg
+    assert " metrics.arcface_weights" not in msg and "\n" not in msg
+    with pytest.raises(ValueError, match=r"callbacks\.metrics\.csim_encoder must be"):
+        MetricsSuite({"csim_encoder": "facenet", "fid": False}, config_key="callbacks.metrics")
 
 
 def test_metrics_suite_rejects_bad_config() -> None:

@@ -96,9 +96,14 @@ class MissingArcFaceWeightsError(FileNotFoundError):
 
 
 def resolve_arcface_weights(
-    path: str | os.PathLike[str] | None = None, directory: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None = None, directory: str | os.PathLike[str] | None = None,
+    config_prefix: str = "metrics",
 ) -> Path:
     """The on-disk ``model_ir_se50.pth``: ``path``, else ``<weights dir>/model_ir_se50.pth``.
+
+    Args:
+        config_prefix: where the metrics config sits in the caller's stage (``metrics`` for ``make evaluate``,
+            ``callbacks.metrics`` for meta-learning), for the keys the message names.
 
     Raises:
         MissingArcFaceWeightsError: one line saying where to get the file and which config key takes its path.
@@ -113,8 +118,9 @@ def resolve_arcface_weights(
         raise MissingArcFaceWeightsError(
             f"ArcFace IR-SE50 weights {ARCFACE_SPEC.filename!r} not found at {where}; `make weights` cannot "
             f"fetch them: download IR-SE50 from the OneDrive/BaiduNetdisk link in the README of "
-            f"github.com/TreB1eN/InsightFace_Pytorch ({ARCFACE_SPEC.url}), then set {ARCFACE_CONFIG_KEY}="
-            f"<path> or put it in the weights directory; or use metrics.csim_encoder=dlib (works offline)"
+            f"github.com/TreB1eN/InsightFace_Pytorch ({ARCFACE_SPEC.url}), then set {config_prefix}."
+            f"arcface_weights=<path> or put it in the weights directory; or use {config_prefix}.csim_encoder=dlib "
+            f"(works offline)"
         ) from None
 
 
@@ -385,6 +391,7 @@ class ArcFaceEncoder:
         device: where the network runs.
         batch_size: crops per forward pass.
         fallback_fraction: see ``FaceLocator``.
+        config_prefix: see ``resolve_arcface_weights``.
 
     Raises:
         MissingArcFaceWeightsError: the file is absent (the message says where to get it).
@@ -395,8 +402,9 @@ class ArcFaceEncoder:
 
     def __init__(self, weights_path: str | os.PathLike[str] | None = None,
                  weights_dir: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",
-                 batch_size: int = 32, fallback_fraction: float = 1 / 1.8) -> None:
-        path = resolve_arcface_weights(weights_path, weights_dir)
+                 batch_size: int = 32, fallback_fraction: float = 1 / 1.8,
+                 config_prefix: str = "metrics") -> None:
+        path = resolve_arcface_weights(weights_path, weights_dir, config_prefix)
         self.net = IRSE50.from_file(path).to(device)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -427,10 +435,14 @@ def make_face_encoder(
     arcface_weights: str | os.PathLike[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    config_prefix: str = "metrics",
 ) -> DlibFaceEncoder | ArcFaceEncoder:
-    """``"dlib"`` -> ``DlibFaceEncoder``; ``"arcface"`` -> ``ArcFaceEncoder`` (its file must exist)."""
+    """``"dlib"`` -> ``DlibFaceEncoder``; ``"arcface"`` -> ``ArcFaceEncoder`` (its file must exist).
+
+    ``config_prefix``: the metrics config's place in the caller's stage, for the keys error messages name.
+    """
     if kind == "dlib":
         return DlibFaceEncoder()
     if kind == "arcface":
-        return ArcFaceEncoder(arcface_weights, weights_dir, device=device)
-    raise ValueError(f"metrics.csim_encoder must be 'dlib' or 'arcface', got {kind!r}")
+        return ArcFaceEncoder(arcface_weights, weights_dir, device=device, config_prefix=config_prefix)
+    raise ValueError(f"{config_prefix}.csim_encoder must be 'dlib' or 'arcface', got {kind!r}")
