@@ -10,7 +10,7 @@ trained on (see ``talkinghead.backbones.vgg19`` / ``.vggface``).
 Calibration. The paper's weights were set for the Caffe-trained networks ("we use Caffe trained versions for
 both"), whose inputs are 0-255 pixels: its VGG19 is therefore the Caffe VGG19 ``vgg19-d01eb7cb.pth`` fed BGR
 0-255 minus the BGR mean (``vgg19_input_norm="caffe"``), not torchvision's ImageNet-normalised one, whose
-activations are ~1/50 as large (so 1.5e-1 would weigh a far weaker term). Where the paper is silent this
+input (and so its activations) lives on a much smaller scale, so that 1.5e-1 would weigh a far weaker term. Where the paper is silent this
 follows its authors' code (FSTH, ``criterions/common/perceptual_loss.py`` of shrubb/latent-pose-reenactment):
 each layer's term is ``F.l1_loss`` (mean over its elements), the layers are summed with equal weight, the
 real image is detached, and the pools are 2x2 AVERAGE pools (``pool="avg"``; FSTH swaps every max-pool).
