@@ -42,7 +42,7 @@ test:  ## run the test suite (CPU; voxmini tests skip where ../shared/data/voxmi
 test-fast:  ## the test suite without the slow training tests
 	$(PYTHON) -m pytest -m "not slow"
 
-weights:  ## download the pretrained weight files (VGG19, VGGFace, FID InceptionV3) into weights/ (needs internet)
+weights:  ## download the pretrained weight files (Caffe + torchvision VGG19, VGGFace, FID InceptionV3) into weights/ (needs internet)
 	$(PYTHON) -m talkinghead.backbones.weights download
 
 weights-list:  ## show which weight files are present

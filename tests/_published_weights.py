@@ -30,11 +30,13 @@ def _he_init(module: nn.Module) -> nn.Module:
 
 
 def published_state(name: str, seed: int = 0, *, batches_tracked: bool = False) -> dict[str, torch.Tensor]:
-    """A random state dict keyed like the public file ``name`` ("vgg19", "vggface", "inception_fid")."""
+    """A random state dict keyed like the public file ``name`` ("vgg19", "vgg19_caffe", "vggface",
+    "inception_fid")."""
     torch.manual_seed(seed)
-    if name == "vgg19":
+    if name in ("vgg19", "vgg19_caffe"):
         state = dict(_he_init(vgg19_mod.VGG19()).state_dict())
-        heads = vgg19_mod.CLASSIFIER_SHAPES
+        # torchvision's file: classifier.{0,3,6}; jcjohnson's Caffe conversion (2017 torchvision): .{1,4,6}
+        heads = vgg19_mod.CAFFE_CLASSIFIER_SHAPES if name == "vgg19_caffe" else vgg19_mod.CLASSIFIER_SHAPES
     elif name == "vggface":
         state = dict(_he_init(vggface_mod.VGGFace()).state_dict())
         heads = vggface_mod.CLASSIFIER_SHAPES

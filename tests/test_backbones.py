@@ -26,9 +26,15 @@ VGG19_PUBLISHED: dict[str, tuple[int, ...]] = {}
 for _i, _cin, _cout in _VGG19_CONVS:
     VGG19_PUBLISHED[f"features.{_i}.weight"] = (_cout, _cin, 3, 3)
     VGG19_PUBLISHED[f"features.{_i}.bias"] = (_cout,)
+VGG19_CAFFE_PUBLISHED = dict(VGG19_PUBLISHED)
 VGG19_PUBLISHED.update({"classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,),
                         "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,),
                         "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)})
+# jcjohnson's Caffe conversion was saved from the 2017 torchvision VGG, whose classifier began with Dropout:
+# Linear layers at 1, 4, 6 (FSTH's loader renames classifier.6 -> classifier.7 for today's torchvision).
+VGG19_CAFFE_PUBLISHED.update({"classifier.1.weight": (4096, 25088), "classifier.1.bias": (4096,),
+                              "classifier.4.weight": (4096, 4096), "classifier.4.bias": (4096,),
+                              "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)})
 
 _VGGFACE_CONVS = [("conv1_1", 3, 64), ("conv1_2", 64, 64), ("conv2_1", 64, 128), ("conv2_2", 128, 128),
                   ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256),
@@ -89,7 +95,7 @@ def _layout(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def test_published_layout_fixture_sizes() -> None:
-    assert len(VGG19_PUBLISHED) == 38 and len(VGGFACE_PUBLISHED) == 32
+    assert len(VGG19_PUBLISHED) == 38 and len(VGGFACE_PUBLISHED) == 32 and len(VGG19_CAFFE_PUBLISHED) == 38
     assert len(_inception_units()) == 94 and len(INCEPTION_PUBLISHED) == 472
     assert INCEPTION_PUBLISHED["Mixed_7c.branch_pool.conv.weight"] == (192, 2048, 1, 1)
 
@@ -101,6 +107,32 @@ def test_vgg19_state_dict_is_torchvision_layout() -> None:
     assert _layout(feats) == {k: s for k, s in VGG19_PUBLISHED.items() if k.startswith("features.")}
     assert len(full.features) == 37
     assert _layout(full)["features.0.weight"] == (64, 3, 3, 3)
+
+
+def test_caffe_vgg19_is_the_jcjohnson_layout_and_is_registered_for_make_weights() -> None:
+    with torch.device("meta"):
+        full = VGG19(input_norm="caffe", include_classifier=True)
+    assert _layout(full) == VGG19_CAFFE_PUBLISHED
+    assert W.published_layout("vgg19_caffe") == VGG19_CAFFE_PUBLISHED
+    assert W.published_layout("vgg19") == VGG19_PUBLISHED and W.published_layout("vggface") == VGGFACE_PUBLISHED
+    spec = W.get_spec("vgg19_caffe")
+    assert spec.filename == "vgg19-d01eb7cb.pth" and spec.sha256_prefix == "d01eb7cb"
+    assert spec.url == "https://s3-us-west-2.amazonaws.com/jcjohns-models/vgg19-d01eb7cb.pth"
+    assert spec.mirrors == ("https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth",)
+    assert full.weight_file == "vgg19_caffe" and VGG19().weight_file == "vgg19"
+
+
+def test_each_vgg19_file_loads_only_with_its_own_input_convention(weight_dir: Path, tmp_path: Path) -> None:
+    caffe = write_published("vgg19_caffe", tmp_path, seed=2)
+    net = VGG19.from_file(caffe, input_norm="caffe", pool="avg")
+    saved = torch.load(caffe, weights_only=True)
+    assert torch.equal(net.features[34].weight, saved["features.34.weight"])
+    assert isinstance(net.features[4], torch.nn.AvgPool2d) and isinstance(VGG19().features[4], torch.nn.MaxPool2d)
+    with pytest.raises(W.WeightLayoutError, match=r"it is the other VGG19 file \(vgg19-d01eb7cb\.pth, trained on "
+                                                  r"'caffe' input\): set vgg19_input_norm=caffe"):
+        VGG19.from_file(caffe)  # default input_norm: torchvision's
+    with pytest.raises(W.WeightLayoutError, match=r"vgg19-dcbb9e9d\.pth, trained on 'imagenet'"):
+        VGG19.from_file(weight_dir / "vgg19-dcbb9e9d.pth", input_norm="caffe")
 
 
 def test_vggface_state_dict_is_vgg_face_dag_layout() -> None:
@@ -349,6 +381,41 @@ def test_download_verifies_checksum_and_writes_atomically(tmp_path: Path) -> Non
     assert list((tmp_path / "out2").iterdir()) == []  # no partial or wrong file left behind
     with pytest.raises(W.ChecksumError, match="sha256"):
         W.download(dataclasses.replace(good, sha256="ab" * 32, sha256_prefix=None), out, progress=False)
+
+
+def test_a_download_without_checksum_must_have_the_published_layout(weight_dir: Path, tmp_path: Path) -> None:
+    """vgg_face_dag.pth has no published checksum: its key layout is what is verified, before it is kept."""
+    spec = W.get_spec("vggface")
+    assert not spec.has_checksum and spec.network is not None
+    good = dataclasses.replace(spec, url=(weight_dir / "vgg_face_dag.pth").as_uri())
+    out = tmp_path / "ok"
+    assert W.download(good, out, progress=False) == out / "vgg_face_dag.pth"
+    assert W.download(good, out, progress=False) == out / "vgg_face_dag.pth"  # present: re-checked, kept
+    wrong = dataclasses.replace(spec, url=(weight_dir / "vgg19-dcbb9e9d.pth").as_uri())
+    with pytest.raises(W.WeightLayoutError, match=r"published vggface key layout.*missing keys: conv1_1\.weight"
+                                                  r".*no checksum is published for vgg_face_dag\.pth") as info:
+        W.download(wrong, tmp_path / "bad", progress=False)
+    assert "\n" not in str(info.value)
+    assert list((tmp_path / "bad").iterdir()) == []  # refused: nothing kept
+    # an existing file of the wrong layout is moved aside, so that `make weights` fetches the real one
+    (tmp_path / "bad" / "vgg_face_dag.pth").write_bytes((weight_dir / "vgg19-dcbb9e9d.pth").read_bytes())
+    with pytest.raises(W.WeightLayoutError, match="moved it aside"):
+        W.download(good, tmp_path / "bad", progress=False)
+    assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == ["vgg_face_dag.pth.rejected"]
+    assert W.download(good, tmp_path / "bad", progress=False).is_file()
+
+
+def test_download_falls_back_to_the_mirror(tmp_path: Path) -> None:
+    payload = b"caffe" * 1000
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload)
+    spec = dataclasses.replace(W.get_spec("vgg19_caffe"), url="http://127.0.0.1:9/vgg19-d01eb7cb.pth",
+                               mirrors=(src.as_uri(),), sha256_prefix=hashlib.sha256(payload).hexdigest()[:8])
+    assert W.download(spec, tmp_path / "out", progress=False).read_bytes() == payload
+    none = dataclasses.replace(spec, mirrors=("http://127.0.0.1:9/mirror.pth",))
+    with pytest.raises(W.DownloadError, match=r"127\.0\.0\.1:9/vgg19-d01eb7cb\.pth: .*127\.0\.0\.1:9/mirror"):
+        W.download(none, tmp_path / "none", progress=False)
+    assert list((tmp_path / "none").iterdir()) == []
 
 
 def test_download_cli_fails_clearly_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

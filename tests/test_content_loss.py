@@ -15,7 +15,7 @@ from talkinghead.losses.content import PAPER_WEIGHT_VGG19, PAPER_WEIGHT_VGGFACE,
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("weights")
-    write_published("vgg19", d, seed=3)
+    write_published("vgg19_caffe", d, seed=3)
     write_published("vggface", d, seed=4)
     return d
 
@@ -36,6 +36,7 @@ def test_paper_defaults(loss: ContentLoss) -> None:
     assert (PAPER_WEIGHT_VGG19, PAPER_WEIGHT_VGGFACE) == (0.15, 0.025)
     assert (loss.weight_vgg19, loss.weight_vggface) == (0.15, 0.025)
     assert loss.vgg19_layers == (1, 6, 11, 20, 29) and loss.vggface_layers == (1, 6, 11, 18, 25)
+    assert loss.vgg19 is not None and loss.vgg19.input_norm == "caffe" and loss.vgg19.pool == "avg"
 
 
 def test_identical_images_give_zero(loss: ContentLoss) -> None:
@@ -90,7 +91,7 @@ def test_function_form_matches_module(loss: ContentLoss) -> None:
 def test_a_zero_weight_needs_no_file(weights_dir: Path, tmp_path: Path) -> None:
     only_vgg19 = tmp_path / "w"
     only_vgg19.mkdir()
-    (only_vgg19 / "vgg19-dcbb9e9d.pth").symlink_to(weights_dir / "vgg19-dcbb9e9d.pth")
+    (only_vgg19 / "vgg19-d01eb7cb.pth").symlink_to(weights_dir / "vgg19-d01eb7cb.pth")
     with pytest.raises(MissingWeightsError,
                        match=r"vgg_face_dag\.pth.*make weights.*loss\.weights\.content_vggface=0"):
         ContentLoss(weights_dir=only_vgg19)
@@ -110,3 +111,88 @@ def test_bad_input_is_refused(loss: ContentLoss) -> None:
         loss(torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32))
     with pytest.raises(ValueError, match=">= 0"):
         ContentLoss(weight_vgg19=-1.0, weight_vggface=0.0)
+
+
+# ------------------------------------------------------------------------------ the paper's configuration
+CAFFE_MEAN_BGR = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+VGGFACE_MEAN_RGB = torch.tensor([129.186279296875, 104.76238250732422, 93.59396362304688]).view(1, 3, 1, 1)
+
+
+def _reference_l1(state: dict[str, torch.Tensor], fake: torch.Tensor, real: torch.Tensor, *, caffe_vgg19: bool,
+                  relus: set[int]) -> torch.Tensor:
+    """Σ_l mean|f_l(fake) − f_l(real)| written out by hand from a weight file's tensors: the input conversion
+    (VGG19: BGR 0-255 minus the BGR mean; VGG-Face: RGB 0-255 minus its RGB mean), 3x3 convs, ReLUs and 2x2
+    AVERAGE pools (FSTH), features at the sequence indices ``relus``."""
+    if caffe_vgg19:
+        names = [f"features.{i}" for i in (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)]
+        pools_after = {"features.2", "features.7", "features.16", "features.25", "features.34"}
+    else:  # conv1_1 < conv1_2 < conv2_1 < ... < conv5_3
+        names = sorted(k[:-len(".weight")] for k in state if k.startswith("conv") and k.endswith(".weight"))
+        pools_after = {"conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"}
+
+    def feats(x: torch.Tensor) -> list[torch.Tensor]:
+        x = (x + 1) / 2 * 255
+        z = x.flip(1) - CAFFE_MEAN_BGR if caffe_vgg19 else x - VGGFACE_MEAN_RGB
+        out, idx = [], 0
+        for name in names:
+            z = F.relu(F.conv2d(z, state[f"{name}.weight"], state[f"{name}.bias"], padding=1))
+            idx += 2  # conv, relu
+            if idx - 1 in relus:
+                out.append(z)
+            if name in pools_after:
+                z = F.avg_pool2d(z, 2)
+                idx += 1
+            if idx > max(relus):
+                break
+        return out
+
+    return sum(F.l1_loss(a, b) for a, b in zip(feats(fake), feats(real)))
+
+
+def test_the_paper_loss_is_the_caffe_vgg19_and_its_weight_reaches_the_loss(weights_dir: Path) -> None:
+    from talkinghead.config import compose
+    from talkinghead.train import build_module
+
+    cfg = compose("meta_learn", ["experiment=vox2_paper", "model=small", f"weights_dir={weights_dir}"])
+    assert cfg.loss.vgg19_input_norm == "caffe" and cfg.loss.vgg_pool == "avg"
+    assert Path(cfg.loss.vgg19_path).name == "vgg19-d01eb7cb.pth"  # the Caffe file, not torchvision's
+    module = build_module(cfg, num_videos=2)  # builds the content loss from cfg.loss, as training does
+    vgg19 = module.content_loss.vgg19
+    assert vgg19.input_norm == "caffe" and vgg19.weight_file == "vgg19_caffe"
+    assert module.loss_weights["content_vgg19"] == 0.15 and module.loss_weights["content_vggface"] == 0.025
+    fake, real = _face_like(size=32, seed=11), _face_like(size=32, seed=12)
+    with torch.no_grad():
+        got = module.weighted_total(module.content_loss.terms(fake, real))
+    s19 = torch.load(weights_dir / "vgg19-d01eb7cb.pth", weights_only=True)
+    sface = torch.load(weights_dir / "vgg_face_dag.pth", weights_only=True)
+    l19 = _reference_l1(s19, fake, real, caffe_vgg19=True, relus={1, 6, 11, 20, 29})
+    lface = _reference_l1(sface, fake, real, caffe_vgg19=False, relus={1, 6, 11, 18, 25})
+    assert float(l19) > 0 and float(lface) > 0
+    assert torch.allclose(got, 0.15 * l19 + 0.025 * lface, rtol=1e-4), (got, l19, lface)
+    # swapping the channel order (RGB into the Caffe net) would give another value: the test can fail
+    wrong = _reference_l1(s19, fake.flip(1), real.flip(1), caffe_vgg19=True, relus={1, 6, 11, 20, 29})
+    assert not torch.allclose(0.15 * wrong + 0.025 * lface, got, rtol=1e-3)
+
+
+def test_the_torchvision_file_is_refused_as_the_caffe_vgg19(tmp_path: Path) -> None:
+    tv = write_published("vgg19", tmp_path)
+    with pytest.raises(Exception, match=r"vgg19-dcbb9e9d\.pth, trained on 'imagenet' input.*"
+                                        r"vgg19_input_norm=imagenet") as info:
+        ContentLoss(weight_vggface=0.0, vgg19_weights=tv)
+    assert "\n" not in str(info.value)
+    # the explicit choice of torchvision's VGG19 still works, with its own input convention
+    loss = ContentLoss(weight_vggface=0.0, vgg19_weights=tv, vgg19_input_norm="imagenet", pool="max")
+    assert loss.vgg19 is not None and loss.vgg19.input_norm == "imagenet"
+    with pytest.raises(ValueError, match="vgg19_input_norm"):
+        ContentLoss(weight_vggface=0.0, vgg19_weights=tv, vgg19_input_norm="bgr")
+
+
+def test_a_config_saved_before_the_input_norm_key_keeps_its_training_setup(tmp_path: Path) -> None:
+    from talkinghead.losses.content import content_loss_from_config
+
+    tv = write_published("vgg19", tmp_path)
+    old = {"weights": {"content_vgg19": 0.15, "content_vggface": 0.0}, "vgg19_path": str(tv)}
+    loss = content_loss_from_config(old)
+    assert loss is not None and loss.vgg19.input_norm == "imagenet" and loss.vgg19.pool == "max"
+    assert loss.weight_vgg19 == 1.0  # unit weight: the training module applies 0.15
+    assert content_loss_from_config({"weights": {"content_vgg19": 0, "content_vggface": 0}}) is None

@@ -29,7 +29,12 @@ from talkinghead.metrics import (
     build_fid,
     try_build_fid,
 )
-from talkinghead.metrics.face_encoders import ARCFACE_TEMPLATE_112, align_arcface, five_points_from_68
+from talkinghead.metrics.face_encoders import (
+    ARCFACE_TEMPLATE_112,
+    align_arcface,
+    arcface_input,
+    five_points_from_68,
+)
 
 VOX_VIDEO = Path("dev/mp4/id90001/d0/00001.mp4")
 
@@ -158,6 +163,22 @@ def test_fid_of_a_set_against_itself_is_zero_through_the_real_loading_code(fid_w
     assert abs(same) < 1e-6 * spread
 
 
+def test_fid_works_in_float64(fid_weights: Path) -> None:
+    """torchmetrics' ``set_dtype(torch.float64)`` converts the Inception too: its input must follow."""
+    g = torch.Generator().manual_seed(3)
+    real, fake = torch.rand(4, 3, 80, 80, generator=g) * 2 - 1, torch.rand(4, 3, 80, 80, generator=g) * 2 - 1
+    values = []
+    for dtype in (torch.float32, torch.float64):
+        fid = build_fid(fid_weights, resize_input=False)
+        fid.set_dtype(dtype)
+        assert fid.inception.Conv2d_1a_3x3.conv.weight.dtype == dtype
+        fid.update(real, real=True)
+        fid.update(fake, real=False)
+        values.append(float(fid.compute()))
+    assert values[0] > 0 and math.isfinite(values[1])
+    assert values[1] == pytest.approx(values[0], rel=1e-3)
+
+
 def test_frechet_distance_matches_torchmetrics_formula() -> None:
     from torchmetrics.image.fid import _compute_fid
 
@@ -237,6 +258,31 @@ def test_arcface_ir_se50_loads_published_layout_and_embeds(tmp_path: Path, astro
     assert abs(float(metric.compute()) - 1.0) < 1e-5
 
 
+def test_arcface_sees_bgr_as_treb1en_trained_it(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """model_ir_se50.pth was trained on BGR (TreB1eN decodes with OpenCV and never converts): the encoder must
+    hand the network the aligned crop's channels reversed. Fails if RGB goes in."""
+    pixel = np.zeros((1, 112, 112, 3), dtype=np.uint8)
+    pixel[..., 0], pixel[..., 1], pixel[..., 2] = 255, 0, 51  # R, G, B
+    x = arcface_input(pixel)
+    assert x.shape == (1, 3, 112, 112)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([51 / 127.5 - 1, -1.0, 1.0]))  # B, G, R in [-1, 1]
+
+    torch.manual_seed(1)
+    state = {k: v for k, v in IRSE50().state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "model_ir_se50.pth")
+    encoder = ArcFaceEncoder(tmp_path / "model_ir_se50.pth")
+    crops = encoder.align(astronaut[None])
+    emb = encoder.encode(astronaut[None])
+    as_float = torch.from_numpy(crops.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        bgr = encoder.net(as_float.flip(1)).numpy()
+        rgb = encoder.net(as_float).numpy()
+    np.testing.assert_allclose(emb, bgr, atol=1e-5)
+    cos_rgb = float((emb * rgb).sum())
+    print(f"cosine of the BGR and RGB embeddings of one crop (random-weight replica): {cos_rgb:.3f}")
+    assert cos_rgb < 0.99  # the two orders give different identities: the order matters, and is BGR
+
+
 def test_arcface_alignment_puts_the_five_points_on_the_template() -> None:
     angle, scale, shift = math.radians(20), 1.7, np.array([30.0, 12.0])
     rot = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
@@ -261,6 +307,26 @@ def test_missing_arcface_weights_are_a_clear_error(tmp_path: Path) -> None:
     assert "metrics.arcface_weights" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(MissingArcFaceWeightsError, match="metrics.arcface_weights"):
         MetricsSuite({"csim_encoder": "arcface", "weights_dir": str(tmp_path), "fid": False})
+
+
+def test_missing_file_messages_name_the_keys_of_the_stage(tmp_path: Path) -> None:
+    """Meta-learning keeps its metrics config under callbacks.metrics; make evaluate under metrics."""
+    from omegaconf import OmegaConf
+
+    callbacks_yaml = Path(__file__).resolve().parents[1] / "experiments" / "callbacks" / "default.yaml"
+    assert "fid_weights" in OmegaConf.load(callbacks_yaml).metrics
+    assert MetricsCallback().config_key == "callbacks.metrics"
+    suite = MetricsSuite({"weights_dir": str(tmp_path), "csim": False}, config_key="callbacks.metrics")
+    assert "set callbacks.metrics.fid_weights to the file" in suite.unavailable["fid"]
+    assert "set metrics.fid_weights" in MetricsSuite({"weights_dir": str(tmp_path), "csim": False}).unavailable["fid"]
+    with pytest.raises(MissingArcFaceWeightsError) as info:
+        MetricsSuite({"csim_encoder": "arcface", "weights_dir": str(tmp_path), "fid": False},
+                     config_key="callbacks.metrics")
+    msg = str(info.value)
+    assert "callbacks.metrics.arcface_weights=<path>" in msg and "callbacks.metrics.csim_encoder=dlib" in msg
+    assert " metrics.arcface_weights" not in msg and "\n" not in msg
+    with pytest.raises(ValueError, match=r"callbacks\.metrics\.csim_encoder must be"):
+        MetricsSuite({"csim_encoder": "facenet", "fid": False}, config_key="callbacks.metrics")
 
 
 def test_metrics_suite_rejects_bad_config() -> None:

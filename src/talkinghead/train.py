@@ -70,19 +70,11 @@ def build(cfg: Any, **kwargs: Any) -> Any:
 
 
 def build_content_loss(loss_cfg: DictConfig) -> Any:
-    """The VGG19 + VGGFace content loss, or None when both of its weights are 0."""
-    w = loss_cfg.weights
-    if not (w.get("content_vgg19", 0) or w.get("content_vggface", 0)):
-        return None
-    from talkinghead.losses.content import ContentLoss
+    """The VGG19 + VGGFace content loss of ``loss_cfg`` with unit weights (the module weighs every term from
+    config itself), or None when both of its weights are 0; see ``content_loss_from_config``."""
+    from talkinghead.losses.content import content_loss_from_config
 
-    # Built with unit weights for the terms that are on: the module weighs every term from config itself.
-    return ContentLoss(
-        weight_vgg19=1.0 if w.get("content_vgg19", 0) else 0.0,
-        weight_vggface=1.0 if w.get("content_vggface", 0) else 0.0,
-        vgg19_weights=loss_cfg.get("vgg19_path"),
-        vggface_weights=loss_cfg.get("vggface_path"),
-    )
+    return content_loss_from_config(loss_cfg)
 
 
 def build_networks(model_cfg: DictConfig, num_videos: int) -> tuple[Any, Any, Any]:

@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from torch import Tensor, nn
 
 _B = TypeVar("_B", bound="FrozenBackbone")
+
+#: How a VGG's 2x2 stride-2 pooling layers pool: ``"max"`` as the nets were trained, ``"avg"`` as FSTH's
+#: perceptual loss runs them (``criterions/common/perceptual_loss.py`` swaps every MaxPool2d for AvgPool2d).
+Pool = Literal["max", "avg"]
+
+
+def make_pool(pool: Pool) -> nn.Module:
+    """A 2x2 stride-2 pooling layer of kind ``pool`` (no weights: the key layout is the same for both)."""
+    if pool == "max":
+        return nn.MaxPool2d(kernel_size=2, stride=2)
+    if pool == "avg":
+        return nn.AvgPool2d(kernel_size=2, stride=2)
+    raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
 
 
 def to_unit_range(images: Tensor, value_range: tuple[float, float]) -> Tensor:
@@ -93,7 +106,7 @@ def run_layers(
     wanted = sorted({int(i) for i in layers})
     if not wanted or wanted[0] < 0 or wanted[-1] >= n:
         raise ValueError(f"{what} layer indices must lie in 0..{n - 1}, got {list(layers)}")
-    pools = sum(isinstance(sequence[i], nn.MaxPool2d) for i in range(wanted[-1]))
+    pools = sum(isinstance(sequence[i], (nn.MaxPool2d, nn.AvgPool2d)) for i in range(wanted[-1]))
     check_images(images, what, min_size=2 ** pools)
     x = images if preprocess is None else preprocess(images)
     out: list[Tensor] = []

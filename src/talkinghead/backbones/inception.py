@@ -210,16 +210,21 @@ class FIDInceptionV3(FrozenBackbone):
         return net.freeze()
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """uint8 [0, 255] or float [0, 1] ``(N, 3, H, W)`` -> [-1, 1] floats, 299x299 if ``resize_input``."""
+        """uint8 [0, 255] or float [0, 1] ``(N, 3, H, W)`` -> [-1, 1] floats, 299x299 if ``resize_input``.
+
+        The result has the dtype of the network's weights (float32, or float64 after torchmetrics'
+        ``set_dtype(torch.float64)`` converted the metric and this module with it).
+        """
         check_images(images, "FIDInceptionV3", min_size=1 if self.resize_input else 75)
+        dtype = self.Conv2d_1a_3x3.conv.weight.dtype
         if images.dtype == torch.uint8:
-            x = images.float() / 255.0
+            x = images.to(dtype) / 255.0
         elif images.is_floating_point():
             lo, hi = float(images.min()), float(images.max())
             if lo < -1e-3 or hi > 1.0 + 1e-3:
                 raise ValueError(f"FIDInceptionV3 takes float images in [0, 1] (or uint8 in [0, 255]); got "
                                  f"values in [{lo:.3g}, {hi:.3g}]: map [-1, 1] images with (x + 1) / 2")
-            x = images.float()
+            x = images.to(dtype)
         else:
             raise TypeError(f"FIDInceptionV3 takes uint8 or float images, got dtype {images.dtype}")
         if self.resize_input and tuple(x.shape[-2:]) != (FID_INPUT_SIZE, FID_INPUT_SIZE):
@@ -227,7 +232,7 @@ class FIDInceptionV3(FrozenBackbone):
         return 2.0 * x - 1.0
 
     def forward(self, images: Tensor) -> Tensor:
-        """``(N, 3, H, W)`` uint8 or [0, 1] float -> ``(N, 2048)`` float32 pool3 features."""
+        """``(N, 3, H, W)`` uint8 or [0, 1] float -> ``(N, 2048)`` pool3 features (in the weights' dtype)."""
         x = self.preprocess(images)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)

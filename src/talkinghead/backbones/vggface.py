@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import FrozenBackbone, run_layers, to_unit_range
+from .base import FrozenBackbone, Pool, make_pool, run_layers, to_unit_range
 
 #: meta['mean'] of vgg_face_dag (RGB, 0-255 scale).
 VGGFACE_MEAN_RGB: tuple[float, float, float] = (129.186279296875, 104.76238250732422, 93.59396362304688)
@@ -61,6 +61,7 @@ class VGGFace(FrozenBackbone):
         mean_rgb: per-channel RGB mean subtracted on the ``pixel_scale`` scale (default: the model's meta).
         pixel_scale: the value of a full-intensity pixel the net was trained with (255).
         include_classifier: also build fc6/fc7/fc8 (fc6 alone is 103 M parameters) for the full layout.
+        pool: ``"max"`` (as trained) or ``"avg"`` (FSTH's perceptual loss) for the five 2x2 pools.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class VGGFace(FrozenBackbone):
         mean_rgb: Sequence[float] = VGGFACE_MEAN_RGB,
         pixel_scale: float = 255.0,
         include_classifier: bool = False,
+        pool: Pool = "max",
     ) -> None:
         super().__init__()
         if len(mean_rgb) != 3:
@@ -83,8 +85,9 @@ class VGGFace(FrozenBackbone):
                 # not in-place: a requested conv output must not be overwritten by the next layer
                 self.add_module(name, nn.ReLU())
             else:
-                self.add_module(name, nn.MaxPool2d(kernel_size=2, stride=2))
+                self.add_module(name, make_pool(pool))
         self.layer_names: tuple[str, ...] = tuple(vgg16_layer_names())
+        self.pool: Pool = pool
         self.include_classifier = include_classifier
         if include_classifier:
             self.fc6 = nn.Linear(512 * 7 * 7, 4096)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,9 @@ class WeightSpec:
         sha256_prefix: the leading hex digits of the SHA-256 that the published file name carries
             (torch.hub's ``name-<prefix>.pth`` convention), else ``None``.
         description: one line for ``list``.
+        mirrors: further addresses of the same file, tried in order when ``url`` fails.
+        network: builds the network in the file's FULL published layout (classifier heads included); a file
+            without a published checksum is checked against it when downloaded (``verify_layout``).
     """
 
     name: str
@@ -54,6 +57,12 @@ class WeightSpec:
     sha256: str | None = None
     sha256_prefix: str | None = None
     description: str = ""
+    mirrors: tuple[str, ...] = ()
+    network: Callable[[], nn.Module] | None = None
+
+    @property
+    def has_checksum(self) -> bool:
+        return bool(self.sha256 or self.sha256_prefix)
 
     def checks(self) -> str:
         """What the download is verified against, in words."""
@@ -61,6 +70,8 @@ class WeightSpec:
             return f"sha256 {self.sha256}"
         if self.sha256_prefix:
             return f"sha256 prefix {self.sha256_prefix}"
+        if self.network is not None:
+            return "no published checksum: the published key layout is checked"
         return "no published checksum (key layout is checked when loaded)"
 
 
@@ -75,20 +86,60 @@ def register(spec: WeightSpec, *, replace: bool = False) -> WeightSpec:
     return spec
 
 
+def _vgg19_torchvision() -> nn.Module:
+    from .vgg19 import VGG19
+
+    return VGG19(input_norm="imagenet", include_classifier=True)
+
+
+def _vgg19_caffe() -> nn.Module:
+    from .vgg19 import VGG19
+
+    return VGG19(input_norm="caffe", include_classifier=True)
+
+
+def _vggface() -> nn.Module:
+    from .vggface import VGGFace
+
+    return VGGFace(include_classifier=True)
+
+
+def _inception_fid() -> nn.Module:
+    from .inception import FIDInceptionV3
+
+    return FIDInceptionV3()
+
+
+# The Caffe VGG19 of the VGG group (VGG_ILSVRC_19_layers.caffemodel) as converted by J. Johnson
+# (github.com/jcjohnson/pytorch-vgg, whose README gives both addresses and the BGR/0-255/mean input); the
+# file FSTH's perceptual loss loads. The name's d01eb7cb is its sha256 prefix (the converter names the file
+# after `sha256sum`, torch.hub's convention). The paper's content loss (loss=paper) uses it.
+register(WeightSpec(
+    name="vgg19_caffe",
+    url="https://s3-us-west-2.amazonaws.com/jcjohns-models/vgg19-d01eb7cb.pth",
+    filename="vgg19-d01eb7cb.pth",
+    sha256_prefix="d01eb7cb",
+    description="Caffe VGG19 (jcjohnson/pytorch-vgg; BGR 0-255 input), for the paper's content loss",
+    mirrors=("https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth",),
+    network=_vgg19_caffe,
+))
 # torchvision's ImageNet VGG19 (hash prefix in the name is torch.hub's sha256 prefix).
 register(WeightSpec(
     name="vgg19",
     url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
     filename="vgg19-dcbb9e9d.pth",
     sha256_prefix="dcbb9e9d",
-    description="torchvision VGG19 (ImageNet), for the content loss",
+    description="torchvision VGG19 (ImageNet input), for loss.vgg19_input_norm=imagenet",
+    network=_vgg19_torchvision,
 ))
 # Albanie's MatConvNet->PyTorch conversion of Parkhi et al.'s VGG-Face (VGG16 layout, 2622 identities).
+# No checksum is published for it: a download is accepted only with the published key layout.
 register(WeightSpec(
     name="vggface",
     url="https://www.robots.ox.ac.uk/~albanie/models/pytorch-mcn/vgg_face_dag.pth",
     filename="vgg_face_dag.pth",
     description="VGG-Face (vgg_face_dag, pytorch-mcn), for the content loss",
+    network=_vggface,
 ))
 # The TF 2015-12-05 Inception graph ported by pytorch-fid; the FID reference network.
 register(WeightSpec(
@@ -98,6 +149,7 @@ register(WeightSpec(
     filename="pt_inception-2015-12-05-6726825d.pth",
     sha256_prefix="6726825d",
     description="pytorch-fid InceptionV3 (TF 2015-12-05 graph), for FID",
+    network=_inception_fid,
 ))
 
 
@@ -187,12 +239,48 @@ def read_state_dict(path: str | os.PathLike[str], name: str) -> dict[str, torch.
     return {str(k): v for k, v in obj.items()}
 
 
+def layout_problems(
+    state: Mapping[str, tuple[int, ...]],
+    expected: Mapping[str, tuple[int, ...]],
+    *,
+    drop: Mapping[str, tuple[int, ...]] | None = None,
+) -> list[str]:
+    """What keeps the key -> shape map ``state`` from being the layout ``expected`` (+ ``drop``); [] if none.
+
+    ``*.num_batches_tracked`` entries of ``expected`` are optional (files saved before PyTorch 0.4.1 lack them).
+    """
+    drop = dict(drop or {})
+    absent_drop = [k for k in drop if k not in state]
+    bad_drop = [f"{k} {tuple(state[k])}!={tuple(s)}" for k, s in drop.items()
+                if k in state and tuple(state[k]) != tuple(s)]
+    rest = {k: v for k, v in state.items() if k not in drop}
+    optional = {k for k in expected if k.endswith("num_batches_tracked")}
+    missing = [k for k in expected if k not in rest and k not in optional]
+    unexpected = [k for k in rest if k not in expected]
+    wrong = [f"{k} {tuple(rest[k])}!={tuple(v)}" for k, v in expected.items()
+             if k in rest and tuple(rest[k]) != tuple(v)]
+    problems: list[str] = []
+    if missing or absent_drop:
+        problems.append(f"missing keys: {_first(missing + absent_drop)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_first(unexpected)}")
+    if wrong or bad_drop:
+        problems.append(f"wrong shapes (file!=network): {_first(wrong + bad_drop)}")
+    return problems
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
 def load_state_dict_checked(
     module: nn.Module,
     path: str | os.PathLike[str],
     name: str,
     *,
     drop: Mapping[str, tuple[int, ...]] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+    hint: str | None = None,
 ) -> nn.Module:
     """Load the weight file ``path`` into ``module``, refusing any layout mismatch.
 
@@ -203,43 +291,57 @@ def load_state_dict_checked(
         drop: keys the published file has that ``module`` deliberately does not hold (e.g. a classifier
             head the feature extractor never runs), with their published shapes. They must be present
             with those shapes (so a wrong file is still caught) and are then discarded.
+        state: the file's state dict when the caller has read it already (``read_state_dict``).
+        hint: what the file probably is instead, added to the error.
 
     ``*.num_batches_tracked`` entries are optional (files saved before PyTorch 0.4.1 lack them).
 
     Raises:
         WeightLayoutError: missing / unexpected keys or wrong shapes; lists the first few of each.
     """
-    state = read_state_dict(path, name)
-    drop = dict(drop or {})
-    problems: list[str] = []
-
-    absent_drop = [k for k in drop if k not in state]
-    bad_drop = [f"{k} {tuple(state[k].shape)}!={tuple(s)}" for k, s in drop.items()
-                if k in state and tuple(state[k].shape) != tuple(s)]
-    for k in drop:
-        state.pop(k, None)
-
+    state = dict(read_state_dict(path, name) if state is None else state)
     expected = module.state_dict()
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = [k for k in expected if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)}!={tuple(v.shape)}" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or absent_drop:
-        problems.append(f"missing keys: {_first(missing + absent_drop)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_first(unexpected)}")
-    if wrong or bad_drop:
-        problems.append(f"wrong shapes (file!=network): {_first(wrong + bad_drop)}")
+    problems = layout_problems(_shapes(state), _shapes(expected), drop=drop)
     if problems:
+        also = f"; {hint}" if hint else ""
         raise WeightLayoutError(
-            f"{path} does not have the published {name} key layout ({'; '.join(problems)}); "
+            f"{path} does not have the published {name} key layout ({'; '.join(problems)}){also}; "
             f"is it the right file? re-download it with `make weights`")
-    for k in optional:
-        if k not in state:
+    for k in drop or {}:
+        state.pop(k, None)
+    for k in expected:
+        if k.endswith("num_batches_tracked") and k not in state:
             state[k] = expected[k]
     module.load_state_dict(state, strict=True)
     return module
+
+
+def published_layout(name: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the published file ``name`` (its network built on the meta device: no memory)."""
+    spec = get_spec(name)
+    if spec.network is None:
+        raise KeyError(f"no published key layout is declared for {name!r}")
+    with torch.device("meta"):
+        net = spec.network()
+    return _shapes(net.state_dict())
+
+
+def verify_layout(path: str | os.PathLike[str], name: str) -> None:
+    """Raise ``WeightLayoutError`` unless the file at ``path`` has the published key layout of ``name``.
+
+    Reads the file memory-mapped where its format allows (a 500 MB file is not copied into memory).
+    """
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+        state = {str(k): v for k, v in obj.items()} if isinstance(obj, Mapping) else None
+        if state is None or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError("not a state dict")
+    except Exception:  # legacy (pre-zip) format or not a state dict: read_state_dict says which
+        state = read_state_dict(path, name)
+    problems = layout_problems(_shapes(state), published_layout(name))
+    if problems:
+        raise WeightLayoutError(
+            f"{path} does not have the published {name} key layout ({'; '.join(problems)})")
 
 
 # ----------------------------------------------------------------------------------------------- download
@@ -264,6 +366,36 @@ def verify_checksum(spec: WeightSpec, digest: str, where: str) -> None:
                             f"official file")
 
 
+def _fetch(url: str, tmp: Path, fd: int | None, filename: str, timeout: float, progress: bool) -> str:
+    """Stream ``url`` into ``tmp`` (or its open ``fd``); returns the bytes' sha256 hex digest."""
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": "talkinghead-weights"})
+    out = os.fdopen(fd, "wb") if fd is not None else tmp.open("wb")
+    with out as fh, urllib.request.urlopen(request, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=filename,
+                  disable=not progress) as bar:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                fh.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _check_unverified(spec: WeightSpec, path: Path, where: str) -> None:
+    """For a file without a published checksum: its key layout must be the published one."""
+    if spec.has_checksum or spec.network is None:
+        return
+    try:
+        verify_layout(path, spec.name)
+    except WeightLayoutError as exc:
+        raise WeightLayoutError(f"{where}: {exc.args[0]}; no checksum is published for {spec.filename}, "
+                                f"so its key layout is what proves it is the official file") from None
+
+
 def download(
     spec: WeightSpec,
     directory: str | os.PathLike[str] | None = None,
@@ -272,18 +404,19 @@ def download(
     timeout: float = 30.0,
     progress: bool = True,
 ) -> Path:
-    """Fetch ``spec.url`` into ``<directory>/<spec.filename>``, verifying its checksum; atomic.
+    """Fetch ``spec.url`` (else its ``mirrors``) into ``<directory>/<spec.filename>``, verified; atomic.
 
     The bytes go to a temporary file in the same directory, which is renamed onto the final name only
-    after the checksum matched, so an interrupted or corrupt download never leaves a file that looks done.
-    An existing file is kept (and its checksum checked) unless ``force``.
+    after they passed the check: the published checksum, or, for a file without one (``vgg_face_dag.pth``),
+    the published key layout (``verify_layout``). So an interrupted, corrupt or wrong download never leaves
+    a file that looks done. An existing file is kept (and checked the same way) unless ``force``; an
+    existing file without a checksum whose layout is wrong is moved aside to ``<name>.rejected``.
 
     Raises:
-        DownloadError: no network / HTTP error / unreachable host.
+        DownloadError: no network / HTTP error / unreachable host, at every address.
         ChecksumError: the bytes are not the published file.
+        WeightLayoutError: a file without a published checksum does not have the published key layout.
     """
-    from tqdm import tqdm
-
     out_dir = weights_dir(directory)
     target = out_dir / spec.filename
     if target.is_file() and not force:
@@ -291,34 +424,38 @@ def download(
             verify_checksum(spec, _sha256(target), str(target))
         except ChecksumError as exc:
             raise ChecksumError(f"{exc.args[0]}; delete it or download again with --force") from None
+        try:
+            _check_unverified(spec, target, str(target))
+        except WeightLayoutError as exc:
+            aside = target.with_name(target.name + ".rejected")
+            os.replace(target, aside)
+            raise WeightLayoutError(f"{exc.args[0]}; moved it aside to {aside}, run `make weights` "
+                                    f"again") from None
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=out_dir)
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    try:
+    urls = (spec.url, *spec.mirrors)
+    failures: list[str] = []
+    for i, url in enumerate(urls):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=out_dir)
+        tmp = Path(tmp_name)
         try:
-            request = urllib.request.Request(spec.url, headers={"User-Agent": "talkinghead-weights"})
-            with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(request, timeout=timeout) as response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                          desc=spec.filename, disable=not progress) as bar:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        fh.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DownloadError(
-                f"could not download {spec.filename} from {spec.url}: {reason}; without internet access, "
-                f"fetch that URL elsewhere and copy the file to {target}") from exc
-        verify_checksum(spec, digest.hexdigest(), spec.url)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+            try:
+                digest = _fetch(url, tmp, fd, spec.filename, timeout, progress)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
+                if i + 1 < len(urls):
+                    continue
+                raise DownloadError(
+                    f"could not download {spec.filename} from {'; '.join(failures)}; without internet "
+                    f"access, fetch that URL elsewhere and copy the file to {target}") from exc
+            verify_checksum(spec, digest, url)
+            _check_unverified(spec, tmp, url)
+            os.replace(tmp, target)
+            return target
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    raise DownloadError(f"could not download {spec.filename}: no address")  # unreachable: urls is never empty
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -338,11 +475,11 @@ def _cmd_download(args: argparse.Namespace) -> int:
         try:
             spec = get_spec(name)
             path = download(spec, args.dir, force=args.force, progress=not args.quiet)
-        except (KeyError, DownloadError, ChecksumError) as exc:
+        except (KeyError, DownloadError, ChecksumError, WeightLayoutError) as exc:
             print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
             failed += 1
             continue
-        note = "" if (spec.sha256 or spec.sha256_prefix) else f" (unverified: sha256 {_sha256(path)})"
+        note = "" if spec.has_checksum else f" ({spec.checks()}; sha256 {_sha256(path)})"
         print(f"ok: {name} -> {path}{note}")
     return 1 if failed else 0
 

@@ -33,6 +33,7 @@ class MetricsCallback(pl.Callback):
         at_end: also evaluate in ``on_train_end`` (unless the last iteration was just evaluated).
         suite: a ready ``MetricsSuite`` (built with ``sync_on_compute=False``) instead of one built from
             ``config`` at fit start.
+        config_key: where ``config`` sits in the stage's config, for the keys messages name.
 
     Attributes:
         last_results: ``{"ssim": .., "fid": .., "csim": ..}`` of the latest evaluation (None: unavailable).
@@ -41,13 +42,14 @@ class MetricsCallback(pl.Callback):
 
     def __init__(self, every_n_iterations: int = 1000, max_batches: int = 8,
                  config: Mapping[str, Any] | None = None, at_end: bool = True,
-                 suite: MetricsSuite | None = None) -> None:
+                 suite: MetricsSuite | None = None, config_key: str = "callbacks.metrics") -> None:
         if max_batches < 1:
             raise ValueError(f"max_batches must be >= 1, got {max_batches}")
         self.every = int(every_n_iterations)
         self.max_batches = int(max_batches)
         self.config = dict(config or {})
         self.at_end = at_end
+        self.config_key = config_key
         self.suite: MetricsSuite | None = suite
         self.last_evaluated = -1
         self.last_results: dict[str, float | None] = {}
@@ -62,7 +64,8 @@ class MetricsCallback(pl.Callback):
             raise RuntimeError(
                 "MetricsCallback needs trainer.fit(..., datamodule=...) with a val_dataloader()")
         if self.suite is None:
-            self.suite = MetricsSuite(self.config, device=pl_module.device, sync_on_compute=False)
+            self.suite = MetricsSuite(self.config, device=pl_module.device, sync_on_compute=False,
+                                      config_key=self.config_key)
         self.announce(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:

@@ -7,21 +7,34 @@ with the paper's layers relu1_1..relu5_1 (VGG19 ``features`` indices 1, 6, 11, 2
 w_19 = 1.5e-1, w_F = 2.5e-2. Images enter in [-1, 1]; each backbone converts them to what its weights were
 trained on (see ``talkinghead.backbones.vgg19`` / ``.vggface``).
 
+Calibration. The paper's weights were set for the Caffe-trained networks ("we use Caffe trained versions for
+both"), whose inputs are 0-255 pixels: its VGG19 is therefore the Caffe VGG19 ``vgg19-d01eb7cb.pth`` fed BGR
+0-255 minus the BGR mean (``vgg19_input_norm="caffe"``), not torchvision's ImageNet-normalised one, whose
+input (and so its activations) lives on a much smaller scale, so that 1.5e-1 would weigh a far weaker term. Where the paper is silent this
+follows its authors' code (FSTH, ``criterions/common/perceptual_loss.py`` of shrubb/latent-pose-reenactment):
+each layer's term is ``F.l1_loss`` (mean over its elements), the layers are summed with equal weight, the
+real image is detached, and the pools are 2x2 AVERAGE pools (``pool="avg"``; FSTH swaps every max-pool).
+Deliberate differences from FSTH: FSTH sums 13 ReLU outputs (relu1_1..relu5_1 of VGG19, relu1_1..relu5_3 of
+VGG16) where the paper names 5 per network, and FSTH subtracts the BGR mean from RGB channels without
+reordering them (its frames are RGB), which is not the convention either Caffe network was trained on.
+
 The backbones are frozen (eval, no parameter gradients; gradients do flow to x̂). A weight of 0 means
 that backbone is neither built nor loaded, so a user without its file can turn the term off.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones.base import check_images
+from ..backbones.base import Pool, check_images
 from ..backbones.vgg19 import DEFAULT_LAYERS as VGG19_LAYERS
 from ..backbones.vgg19 import VGG19
+from ..backbones.vgg19 import WEIGHT_FILES as VGG19_FILES
 from ..backbones.vggface import DEFAULT_LAYERS as VGGFACE_LAYERS
 from ..backbones.vggface import VGGFace
 from ..backbones.weights import resolve
@@ -29,6 +42,13 @@ from ..backbones.weights import resolve
 #: The paper's weights of the two terms.
 PAPER_WEIGHT_VGG19 = 1.5e-1
 PAPER_WEIGHT_VGGFACE = 2.5e-2
+#: The paper's VGG19 input: the Caffe network's (BGR 0-255 minus mean), from ``vgg19-d01eb7cb.pth``.
+PAPER_VGG19_INPUT_NORM = "caffe"
+#: FSTH's pooling inside both networks (the paper does not say).
+PAPER_POOL: Pool = "avg"
+#: What a loss config without ``vgg19_input_norm`` / ``vgg_pool`` (saved before they existed) was trained with.
+LEGACY_VGG19_INPUT_NORM = "imagenet"
+LEGACY_POOL: Pool = "max"
 #: Smallest image side accepted: relu5_1 sits after 4 2x2 pools, 32 px -> 2x2 there.
 MIN_SIZE = 32
 
@@ -46,11 +66,14 @@ class ContentLoss(nn.Module):
     Args:
         weight_vgg19: w_19 (0 = the VGG19 term is off, its weights are not needed).
         weight_vggface: w_F (0 = the VGGFace term is off).
-        vgg19_weights: path of ``vgg19-dcbb9e9d.pth``; None = look in the weights directory.
+        vgg19_weights: path of the VGG19 file of ``vgg19_input_norm`` (``vgg19-d01eb7cb.pth`` for "caffe",
+            ``vgg19-dcbb9e9d.pth`` for "imagenet"); None = look in the weights directory.
         vggface_weights: path of ``vgg_face_dag.pth``; None = look in the weights directory.
         weights_dir: the weights directory (None: ``$TALKINGHEAD_WEIGHTS`` or ``weights/``).
         vgg19_layers / vggface_layers: feature indices (default: the paper's relu1_1..relu5_1).
-        vgg19_input_norm: see ``VGG19`` ("imagenet" for torchvision's file).
+        vgg19_input_norm: "caffe" (the paper's Caffe VGG19) or "imagenet" (torchvision's), see ``VGG19``; it
+            also selects which file is loaded, and a file of the other kind is refused.
+        pool: "avg" (FSTH) or "max" (as the networks were trained) for the 2x2 pools of both networks.
         config_key_vgg19 / config_key_vggface: the config keys named in a missing-weights error.
         vgg19 / vggface: backbones built by the caller instead of loaded from files (``make bench`` times
             random-weight ones when the files are absent, and says so; training never does).
@@ -68,7 +91,8 @@ class ContentLoss(nn.Module):
         weights_dir: str | os.PathLike[str] | None = None,
         vgg19_layers: Sequence[int] = VGG19_LAYERS,
         vggface_layers: Sequence[int] = VGGFACE_LAYERS,
-        vgg19_input_norm: str = "imagenet",
+        vgg19_input_norm: str = PAPER_VGG19_INPUT_NORM,
+        pool: Pool = PAPER_POOL,
         config_key_vgg19: str = "loss.weights.content_vgg19",
         config_key_vggface: str = "loss.weights.content_vggface",
         vgg19: VGG19 | None = None,
@@ -89,13 +113,18 @@ class ContentLoss(nn.Module):
             self.vggface = (vggface.freeze(in_state_dict=False)
                             if self.weight_vggface > 0 and vggface is not None else None)
             return
+        if vgg19_input_norm not in VGG19_FILES:
+            raise ValueError(f"vgg19_input_norm must be one of {sorted(VGG19_FILES)}, got {vgg19_input_norm!r}")
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         if self.weight_vgg19 > 0:
-            path = resolve("vgg19", vgg19_weights, config_key=config_key_vgg19, directory=weights_dir)
-            self.vgg19 = VGG19.from_file(path, input_norm=vgg19_input_norm).freeze(  # type: ignore[arg-type]
-                in_state_dict=False)
+            path = resolve(VGG19_FILES[vgg19_input_norm], vgg19_weights, config_key=config_key_vgg19,
+                           directory=weights_dir)
+            self.vgg19 = VGG19.from_file(path, input_norm=vgg19_input_norm,  # type: ignore[arg-type]
+                                         pool=pool).freeze(in_state_dict=False)
         if self.weight_vggface > 0:
             path = resolve("vggface", vggface_weights, config_key=config_key_vggface, directory=weights_dir)
-            self.vggface = VGGFace.from_file(path).freeze(in_state_dict=False)
+            self.vggface = VGGFace.from_file(path, pool=pool).freeze(in_state_dict=False)
 
     def terms(self, fake: Tensor, real: Tensor) -> dict[str, Tensor]:
         """The weighted terms ``{"content_vgg19": ..., "content_vggface": ...}`` (see ``content_loss``)."""
@@ -157,3 +186,42 @@ def content_loss(
     parts = content_loss_terms(fake, real, vgg19, vggface, weight_vgg19, weight_vggface,
                                vgg19_layers, vggface_layers)
     return parts["content_vgg19"] + parts["content_vggface"], parts
+
+
+def content_loss_from_config(loss_cfg: Mapping[str, Any], *, unit_weights: bool = True) -> ContentLoss | None:
+    """The content loss of a ``loss`` config group, or None when both of its weights are 0.
+
+    Keys read (all but ``weights`` optional): ``weights.content_vgg19``, ``weights.content_vggface``,
+    ``vgg19_path``, ``vggface_path``, ``vgg19_input_norm``, ``vgg_pool``, ``vgg19_layers`` (default
+    [1, 6, 11, 20, 29]), ``vggface_layers`` (default [1, 6, 11, 18, 25]), ``weights_dir``. A config without
+    ``vgg19_input_norm`` / ``vgg_pool`` (one saved in a checkpoint before these keys existed) gets what such
+    runs were trained with, "imagenet" and "max"; ``loss=paper`` sets "caffe" and "avg".
+
+    Args:
+        unit_weights: build the terms that are on with weight 1 (the training modules multiply each term by
+            its config weight themselves, so that every term is weighed in one place); False: with the
+            config weights.
+    """
+    weights = loss_cfg["weights"]
+    w19 = float(weights.get("content_vgg19", 0) or 0)
+    wf = float(weights.get("content_vggface", 0) or 0)
+    if not (w19 or wf):
+        return None
+    if unit_weights:
+        w19, wf = float(w19 > 0), float(wf > 0)
+
+    def layers(key: str, default: Sequence[int]) -> tuple[int, ...]:
+        value = loss_cfg.get(key)
+        return tuple(int(i) for i in (default if value is None else value))
+
+    return ContentLoss(
+        weight_vgg19=w19,
+        weight_vggface=wf,
+        vgg19_weights=loss_cfg.get("vgg19_path"),
+        vggface_weights=loss_cfg.get("vggface_path"),
+        weights_dir=loss_cfg.get("weights_dir"),
+        vgg19_layers=layers("vgg19_layers", VGG19_LAYERS),
+        vggface_layers=layers("vggface_layers", VGGFACE_LAYERS),
+        vgg19_input_norm=str(loss_cfg.get("vgg19_input_norm") or LEGACY_VGG19_INPUT_NORM),
+        pool=str(loss_cfg.get("vgg_pool") or LEGACY_POOL),  # type: ignore[arg-type]
+    )

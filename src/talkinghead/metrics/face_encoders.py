@@ -11,8 +11,8 @@ detection falls back to a box in the middle of the crop, and the encoder counts 
   aligned by ``dlib.get_face_chip`` from the 5-point (or 68-point) landmarks; 128-d descriptors.
 * ``ArcFaceEncoder`` (``"arcface-ir-se50"``): the IR-SE50 network of InsightFace as
   TreB1eN/InsightFace_Pytorch publishes it (``model_ir_se50.pth``), on 112x112 crops aligned to the standard
-  ArcFace 5-point template (eye centres, nose tip, mouth corners taken from the 68 landmarks); 512-d,
-  L2-normalised.
+  ArcFace 5-point template (eye centres, nose tip, mouth corners taken from the 68 landmarks), fed in the
+  BGR channel order it was trained on (see ``ARCFACE_CHANNEL_ORDER``); 512-d, L2-normalised.
 """
 from __future__ import annotations
 
@@ -74,14 +74,36 @@ if ARCFACE_WEIGHTS not in REGISTRY:
     register(ARCFACE_SPEC)
 
 
+#: The channel order ``model_ir_se50.pth`` was trained on. TreB1eN/InsightFace_Pytorch unpacks its training
+#: record files with mxnet's ``recordio.unpack_img`` (OpenCV: BGR arrays) and writes them with PIL as if they
+#: were RGB, so the JPEGs its ImageFolder then reads hold BGR in "RGB" order (``data/data_pipe.py``,
+#: ``load_mx_rec``); its validation pairs are converted RGB -> BGR explicitly (``load_bin``), and
+#: ``face_verify.py`` feeds OpenCV camera frames unconverted (the BGR -> RGB line is commented out). Input
+#: range: ``ToTensor`` + ``Normalize(0.5, 0.5)``, i.e. [-1, 1] (``config.py``, ``test_transform``).
+ARCFACE_CHANNEL_ORDER = "BGR"
+
+
+def arcface_input(crops: np.ndarray) -> Tensor:
+    """Aligned uint8 ``(N, 112, 112, 3)`` RGB crops -> float ``(N, 3, 112, 112)`` in BGR order, in [-1, 1]:
+    what ``model_ir_se50.pth`` was trained on (``ARCFACE_CHANNEL_ORDER``)."""
+    crops = check_uint8_batch(crops, "arcface_input")
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x.flip(1) if ARCFACE_CHANNEL_ORDER == "BGR" else x
+
+
 class MissingArcFaceWeightsError(FileNotFoundError):
     """``model_ir_se50.pth`` is not on disk (it cannot be downloaded automatically)."""
 
 
 def resolve_arcface_weights(
-    path: str | os.PathLike[str] | None = None, directory: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None = None, directory: str | os.PathLike[str] | None = None,
+    config_prefix: str = "metrics",
 ) -> Path:
     """The on-disk ``model_ir_se50.pth``: ``path``, else ``<weights dir>/model_ir_se50.pth``.
+
+    Args:
+        config_prefix: where the metrics config sits in the caller's stage (``metrics`` for ``make evaluate``,
+            ``callbacks.metrics`` for meta-learning), for the keys the message names.
 
     Raises:
         MissingArcFaceWeightsError: one line saying where to get the file and which config key takes its path.
@@ -96,8 +118,9 @@ def resolve_arcface_weights(
         raise MissingArcFaceWeightsError(
             f"ArcFace IR-SE50 weights {ARCFACE_SPEC.filename!r} not found at {where}; `make weights` cannot "
             f"fetch them: download IR-SE50 from the OneDrive/BaiduNetdisk link in the README of "
-            f"github.com/TreB1eN/InsightFace_Pytorch ({ARCFACE_SPEC.url}), then set {ARCFACE_CONFIG_KEY}="
-            f"<path> or put it in the weights directory; or use metrics.csim_encoder=dlib (works offline)"
+            f"github.com/TreB1eN/InsightFace_Pytorch ({ARCFACE_SPEC.url}), then set {config_prefix}."
+            f"arcface_weights=<path> or put it in the weights directory; or use {config_prefix}.csim_encoder=dlib "
+            f"(works offline)"
         ) from None
 
 
@@ -324,7 +347,8 @@ IR50_STAGES: tuple[tuple[int, int, int], ...] = ((64, 64, 3), (64, 128, 4), (128
 
 
 class IRSE50(FrozenBackbone):
-    """ArcFace IR-SE50: 112x112 RGB in [-1, 1] ``(N, 3, 112, 112)`` -> L2-normalised ``(N, 512)``.
+    """ArcFace IR-SE50: 112x112 BGR in [-1, 1] ``(N, 3, 112, 112)`` -> L2-normalised ``(N, 512)``
+    (``arcface_input`` makes that from RGB crops).
 
     State-dict keys are those of ``model_ir_se50.pth``: ``input_layer.{0: conv3x3, 1: BN, 2: PReLU}``,
     ``body.{0..23}.*`` (``BottleneckIRSE``), ``output_layer.{0: BN2d(512), 3: Linear(25088, 512),
@@ -353,7 +377,7 @@ class IRSE50(FrozenBackbone):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (ARCFACE_INPUT_SIZE, ARCFACE_INPUT_SIZE):
-            raise ValueError(f"IRSE50 takes aligned RGB crops (N, 3, 112, 112), got {tuple(x.shape)}")
+            raise ValueError(f"IRSE50 takes aligned BGR crops (N, 3, 112, 112), got {tuple(x.shape)}")
         out = self.output_layer(self.body(self.input_layer(x)))
         return F.normalize(out, dim=1)
 
@@ -367,6 +391,7 @@ class ArcFaceEncoder:
         device: where the network runs.
         batch_size: crops per forward pass.
         fallback_fraction: see ``FaceLocator``.
+        config_prefix: see ``resolve_arcface_weights``.
 
     Raises:
         MissingArcFaceWeightsError: the file is absent (the message says where to get it).
@@ -377,8 +402,9 @@ class ArcFaceEncoder:
 
     def __init__(self, weights_path: str | os.PathLike[str] | None = None,
                  weights_dir: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",
-                 batch_size: int = 32, fallback_fraction: float = 1 / 1.8) -> None:
-        path = resolve_arcface_weights(weights_path, weights_dir)
+                 batch_size: int = 32, fallback_fraction: float = 1 / 1.8,
+                 config_prefix: str = "metrics") -> None:
+        path = resolve_arcface_weights(weights_path, weights_dir, config_prefix)
         self.net = IRSE50.from_file(path).to(device)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -394,12 +420,13 @@ class ArcFaceEncoder:
 
     @torch.no_grad()
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """uint8 ``(N, H, W, 3)`` RGB face crops -> float32 ``(N, 512)`` unit-norm embeddings."""
+        """uint8 ``(N, H, W, 3)`` RGB face crops -> float32 ``(N, 512)`` unit-norm embeddings (the aligned
+        crops enter the network in BGR order, see ``ARCFACE_CHANNEL_ORDER``)."""
         crops = self.align(images)
         out = []
         for i in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(crops[i:i + self.batch_size]).to(self.device).permute(0, 3, 1, 2).float()
-            out.append(self.net(x / 127.5 - 1.0).float().cpu())
+            x = arcface_input(crops[i:i + self.batch_size]).to(self.device)
+            out.append(self.net(x).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim), dtype=np.float32)
 
 
@@ -408,10 +435,14 @@ def make_face_encoder(
     arcface_weights: str | os.PathLike[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    config_prefix: str = "metrics",
 ) -> DlibFaceEncoder | ArcFaceEncoder:
-    """``"dlib"`` -> ``DlibFaceEncoder``; ``"arcface"`` -> ``ArcFaceEncoder`` (its file must exist)."""
+    """``"dlib"`` -> ``DlibFaceEncoder``; ``"arcface"`` -> ``ArcFaceEncoder`` (its file must exist).
+
+    ``config_prefix``: the metrics config's place in the caller's stage, for the keys error messages name.
+    """
     if kind == "dlib":
         return DlibFaceEncoder()
     if kind == "arcface":
-        return ArcFaceEncoder(arcface_weights, weights_dir, device=device)
-    raise ValueError(f"metrics.csim_encoder must be 'dlib' or 'arcface', got {kind!r}")
+        return ArcFaceEncoder(arcface_weights, weights_dir, device=device, config_prefix=config_prefix)
+    raise ValueError(f"{config_prefix}.csim_encoder must be 'dlib' or 'arcface', got {kind!r}")

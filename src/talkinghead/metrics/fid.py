@@ -153,12 +153,15 @@ def build_fid(
 def try_build_fid(
     weights_path: str | os.PathLike[str] | None,
     weights_dir: str | os.PathLike[str] | None = None,
+    *,
+    config_key: str = FID_CONFIG_KEY,
     **kwargs: object,
 ) -> tuple[FID | None, str | None]:
     """``(metric, None)``, or ``(None, reason)`` when the weight file is missing.
 
     The reason reads like ``"weights/pt_inception-2015-12-05-6726825d.pth missing: run `make weights` (or set
-    metrics.fid_weights to the file)"``. A file that IS there but has the wrong layout still raises.
+    metrics.fid_weights to the file)"``, naming ``config_key`` (``callbacks.metrics.fid_weights`` in
+    meta-learning). A file that IS there but has the wrong layout still raises.
     """
     try:
         return build_fid(weights_path, weights_dir, **kwargs), None
@@ -167,5 +170,5 @@ def try_build_fid(
 
         spec = get_spec(FID_WEIGHTS)
         where = weights_path if weights_path not in (None, "") else default_dir(weights_dir) / spec.filename
-        return None, (f"{where} missing: run `make weights` (or set {FID_CONFIG_KEY} to the file); "
+        return None, (f"{where} missing: run `make weights` (or set {config_key} to the file); "
                       f"FID is never computed on random weights")

@@ -36,6 +36,8 @@ class MetricsSuite:
         device: where SSIM and FID run (CSIM's encoders choose their own: dlib is CPU only).
         sync_on_compute: torchmetrics' cross-process reduction in ``compute()``; False when only one rank
             updates (a rank-0-only callback), or ``compute()`` would wait forever for the others.
+        config_key: where ``config`` sits in the stage's config (``metrics`` in ``make evaluate``,
+            ``callbacks.metrics`` in meta-learning): messages name the keys the user would set.
 
     Attributes:
         metrics: the metrics that are computed, by name.
@@ -44,11 +46,12 @@ class MetricsSuite:
     """
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, device: str | torch.device = "cpu",
-                 sync_on_compute: bool = True) -> None:
+                 sync_on_compute: bool = True, config_key: str = "metrics") -> None:
         cfg = dict(config or {})
         unknown = sorted(set(cfg) - set(CONFIG_KEYS))
         if unknown:
-            raise ValueError(f"unknown metrics config key(s) {unknown}; known: {list(CONFIG_KEYS)}")
+            raise ValueError(f"unknown {config_key} config key(s) {unknown}; known: {list(CONFIG_KEYS)}")
+        self.config_key = config_key
         opts = {"sync_on_compute": sync_on_compute}
         self.metrics: dict[str, Metric] = {}
         self.unavailable: dict[str, str] = {}
@@ -56,7 +59,8 @@ class MetricsSuite:
         if cfg.get("ssim", True):
             self.metrics["ssim"] = SSIM(**opts)
         if cfg.get("fid", True):
-            fid, reason = try_build_fid(cfg.get("fid_weights"), cfg.get("weights_dir"), **opts)
+            fid, reason = try_build_fid(cfg.get("fid_weights"), cfg.get("weights_dir"),
+                                        config_key=f"{config_key}.fid_weights", **opts)
             if fid is None:
                 self.unavailable["fid"] = str(reason)
             else:
@@ -64,7 +68,7 @@ class MetricsSuite:
         self.csim_encoder: str | None = None
         if cfg.get("csim", True):
             encoder = make_face_encoder(str(cfg.get("csim_encoder") or "dlib"), cfg.get("arcface_weights"),
-                                        cfg.get("weights_dir"), device=device)
+                                        cfg.get("weights_dir"), device=device, config_prefix=config_key)
             self.metrics["csim"] = CSIM(encoder, **opts)
             self.csim_encoder = encoder.name
         self.to(device)
