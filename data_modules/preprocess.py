@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--landmarks",
         default="track",
         choices=("track", "detect"),
-        help="track: detect the face on key frames (first, every 16th sampled frame, scene cuts, tracking "
+        help="track: detect the face on key frames (first, every 32nd sampled frame, scene cuts, tracking "
         "failures) and fit the 68 points from the previous frame's box in between (~3x faster); detect: run the "
         "detector on every sampled frame (earlier versions' shards, byte for byte)",
     )

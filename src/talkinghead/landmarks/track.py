@@ -103,10 +103,16 @@ def _grey(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
 
 
+def _strided(image: np.ndarray, side: int) -> np.ndarray:
+    """Every k-th pixel, k such that the result keeps at least 2 * ``side`` pixels a side (cheap pre-shrinking)."""
+    k = max(1, min(image.shape[:2]) // (2 * side))
+    return image[::k, ::k]
+
+
 def thumbnail(frame: np.ndarray, side: int = 32) -> np.ndarray:
     import cv2
 
-    return cv2.resize(_grey(frame), (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return cv2.resize(_grey(_strided(frame, side)), (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def face_patch(frame: np.ndarray, box: np.ndarray, side: int = 24) -> np.ndarray | None:
@@ -118,7 +124,8 @@ def face_patch(frame: np.ndarray, box: np.ndarray, side: int = 24) -> np.ndarray
     x1, y1 = int(min(w, np.ceil(box[2]))), int(min(h, np.ceil(box[3])))
     if x1 - x0 < 4 or y1 - y0 < 4:
         return None
-    patch = cv2.resize(_grey(frame[y0:y1, x0:x1]), (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    patch = cv2.resize(_grey(_strided(frame[y0:y1, x0:x1], side)), (side, side), interpolation=cv2.INTER_AREA)
+    patch = patch.astype(np.float32)
     patch -= patch.mean()
     norm = float(np.linalg.norm(patch))
     return patch / norm if norm > 1e-6 else None
@@ -163,7 +170,7 @@ class FaceTracker:
     def __init__(
         self,
         detector: Any,
-        key_interval: int = 16,
+        key_interval: int = 32,
         cut_threshold: float = 20.0,
         min_iou: float = 0.5,
         min_ncc: float = 0.6,
