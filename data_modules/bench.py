@@ -194,3 +194,15 @@ def reenact_loop_rate(avatar: Path, driver: Path, out: Path, landmarks: str, thr
     with av.open(str(out)) as c:
         n = sum(1 for _ in c.decode(video=0))
     return n / max(total - start_up, 1e-9), n
+
+
+def driver_stage_rate(driver: Path, landmarks: str, threads: str | None, size: int = 64) -> float:
+    """Frames/s of the driver stage of reenactment alone: decode -> landmarks -> one crop box -> crops (``size``²)."""
+    from talkinghead.reenact import load_driver
+    from talkinghead.shots import make_landmark_detector
+
+    detector = make_landmark_detector("dlib", landmarks)
+    with decode_threads(threads):
+        t0 = time.perf_counter()
+        drv = load_driver(str(driver), {}, size, detector=detector, landmarks=landmarks)
+    return len(drv.landmarks) / (time.perf_counter() - t0)

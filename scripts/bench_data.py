@@ -23,6 +23,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 from data_modules.bench import (  # noqa: E402
     LANDMARK_SETUPS,
     describe_preprocess,
+    driver_stage_rate,
     embedded_avatar,
     preprocess_rate_landmarks,
     reenact_loop_rate,
@@ -72,6 +73,11 @@ def bench_reenact(args: argparse.Namespace, tmp: Path) -> None:
               f"encode), embedded avatar, {n}-frame {args.driver.name} driver, {label}: {fps[landmarks]:.1f} "
               "frames/s (start-up excluded)")
     print(f"reenact: track / detect = {fps['track'] / fps['detect']:.2f}x frames/s")
+    stage = {}
+    for label, landmarks, threads, _ in LANDMARK_SETUPS:
+        stage[landmarks] = driver_stage_rate(args.driver, landmarks, threads)
+        print(f"  of which the driver stage (decode -> landmarks -> crops), {label}: {stage[landmarks]:.1f} frames/s")
+    print(f"  driver stage: track / detect = {stage['track'] / stage['detect']:.2f}x frames/s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,3 +166,49 @@ def test_landmarks_detect_reproduces_the_shards_of_the_code_before_tracking(voxm
     assert shards == sorted(p.name for p in (tmp_path / "now").glob("shard-*.tar")) and len(shards) == 2
     for name in (*shards, "manifest.json", "config.json"):
         assert (tmp_path / "now" / name).read_bytes() == (tmp_path / "before" / name).read_bytes(), name
+
+
+# ------------------------------------------------------------------------------------------------ face-alignment
+class _FakeFaceAlignment:
+    """Stands in for ``face_alignment.FaceAlignment``: S3FD finds one face at a fixed box; FAN returns points
+    inside the box it is given, with a heatmap score the test chooses per frame."""
+
+    def __init__(self, scores: dict[int, float]) -> None:
+        self.batches: list[int] = []
+        self.fits = 0
+        self.scores = scores
+        fake = self
+
+        class Detector:
+            def detect_from_batch(self, batch):
+                fake.batches.append(len(batch))
+                return [[np.array([100.0, 120.0, 300.0, 340.0, 0.99])] for _ in range(len(batch))]
+
+        self.face_detector = Detector()
+
+    def get_landmarks_from_image(self, image, detected_faces=None, return_landmark_score=False):
+        pts = []
+        for b in detected_faces:
+            u = np.linspace(0, 1, 68)
+            pts.append(np.stack([b[0] + (b[2] - b[0]) * u, b[1] + (b[3] - b[1]) * (0.5 + 0.4 * np.sin(7 * u))], 1))
+        if not return_landmark_score:
+            return pts
+        self.fits += 1
+        frame_id = int(image[0, 0, 0])
+        return pts, [np.full(68, self.scores.get(frame_id, 0.9))], None
+
+
+def test_face_alignment_detects_key_frames_in_one_batch_and_fits_the_rest():
+    from talkinghead.landmarks.detectors import FaceAlignmentDetector
+
+    fake = _FakeFaceAlignment(scores={7: 0.05})  # frame 7: FAN is unsure -> re-detected
+    det = FaceAlignmentDetector(device="cpu", batch_size=16, _model=fake)
+    texture = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    frames = np.repeat(texture[None], 12, axis=0)  # a still scene
+    frames[:, 0, 0, 0] = np.arange(12)  # the frame number, for the fake's score (invisible to the cut test)
+    tracker = FaceTracker(det, key_interval=5)
+    out = tracker.detect(frames)
+    assert fake.batches[0] == 3  # key frames 0, 5, 10 in one S3FD batch
+    assert tracker.stats.reasons.get("score") == 1 and 7 in tracker.stats.key
+    assert fake.batches[1:] == [1]  # the failed frame, detected on its own
+    assert tracker.stats.tracked == 12 - 4 and all(p is not None and p.shape == (68, 2) for p in out)
