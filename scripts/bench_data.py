@@ -1,12 +1,15 @@
 """Data throughput: samples/s the VoxCeleb DataModule delivers, videos/min preprocessing handles per backend.
 
     python scripts/bench_data.py [--src VOXCELEB_TREE] [--shards SHARD_FOLDER] [--workers 0 1 2]
+                                 [--frames-per-video 32 64] [--only preprocess reenact loader]
 
 Preprocessing is timed with dlib on ``--src`` (default: ../shared/data/voxmini when present, else synthetic
-heads encoded to mp4 with a known-landmarks stand-in detector, labelled as such), and with face-alignment
-where its weights are cached (else it prints why it is unavailable). The loader is timed on the shards
-written (or on ``--shards``) at 256², K=8, batch 8, with and without the augmentation of
-experiments/data/vox2.yaml, for each loader worker count.
+heads encoded to mp4 with a known-landmarks stand-in detector, labelled as such): on real faces with per-frame
+detection and one decoding thread (as before face tracking) and then with tracking and threaded decoding, back to
+back; and with face-alignment where its weights are cached (else it prints why it is unavailable). Reenactment is
+timed end to end (decode -> landmarks -> render -> encode, start-up excluded) on a 512² voxmini driver with the
+same two settings. The loader is timed on the shards written (or on ``--shards``) at 256², K=8, batch 8, with and
+without the augmentation of experiments/data/vox2.yaml, for each loader worker count.
 """
 
 from __future__ import annotations
@@ -41,13 +44,17 @@ def bench_preprocess(args: argparse.Namespace, src: Path, detector, tmp: Path) -
     from talkinghead.landmarks.detectors import face_alignment_status
 
     if detector is None:  # real faces
-        rates = {}
-        for label, landmarks, threads, _ in LANDMARK_SETUPS:
-            rate, report = preprocess_rate_landmarks(src, tmp / landmarks, landmarks, threads, args.preprocess_workers)
-            rates[landmarks] = rate
-            print(describe_preprocess(rate, report, args.preprocess_workers, 32).replace("[dlib]", f"[dlib, {label}]"))
-        print(f"preprocess: track / detect = {rates['track'] / rates['detect']:.2f}x videos/min")
-        (tmp / "dlib").symlink_to(tmp / "track")
+        for n in args.frames_per_video:
+            rates = {}
+            for label, landmarks, threads, _ in LANDMARK_SETUPS:
+                rate, report = preprocess_rate_landmarks(src, tmp / f"{landmarks}{n}", landmarks, threads,
+                                                         args.preprocess_workers, n)
+                rates[landmarks] = rate
+                print(describe_preprocess(rate, report, args.preprocess_workers, n).replace(
+                    "[dlib]", f"[dlib, {label}]"))
+            print(f"preprocess at {n} frames/video: track / detect = {rates['track'] / rates['detect']:.2f}x "
+                  "videos/min")
+        (tmp / "dlib").symlink_to(tmp / f"track{args.frames_per_video[0]}")
     else:
         rate, report = preprocess_rate(src, tmp / "dlib", "dlib", detector, args.preprocess_workers)
         print(describe_preprocess(rate, report, args.preprocess_workers, 32))
@@ -87,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=Path, default=None, help="time the loader on these shards instead")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="loader worker counts to time")
     p.add_argument("--preprocess-workers", type=int, default=None, help="default: one per CPU core")
+    p.add_argument("--frames-per-video", type=int, nargs="+", default=[32],
+                   help="frames sampled per clip in the detect/track preprocessing comparison (e.g. 32 64)")
     p.add_argument("--driver", type=Path, default=DRIVER,
                    help="512² driver video for the end-to-end reenactment rate (default: a voxmini clip)")
     p.add_argument("--only", choices=("preprocess", "reenact", "loader"), nargs="+",
