@@ -7,7 +7,9 @@ Usage (``make preprocess SRC=... OUT=...`` runs this)::
 For every clip (VoxCeleb utterance, video-preprocessing clip, image folder or single video) it
 
 1. decodes ``--frames-per-video`` frames spread evenly over the clip (PyAV),
-2. finds the largest face and its 68 landmarks in each (``--backend``: face-alignment or dlib),
+2. finds the largest face and its 68 landmarks in each (``--backend``: face-alignment or dlib); with
+   ``--landmarks track`` (default) the face is detected on key frames only and followed in between
+   (``talkinghead.landmarks.track``), ``--landmarks detect`` runs the detector on every sampled frame,
 3. builds ONE crop box for the clip (a face track): the union of the per-frame landmark boxes after
    dropping frames whose face jumps away from the track, made square, enlarged by ``--margin`` and padded
    with black where it leaves the frame, and resizes the crop to ``--size``; landmarks are mapped into

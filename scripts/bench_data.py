@@ -72,6 +72,13 @@ def bench_reenact(args: argparse.Namespace, tmp: Path) -> None:
         print(f"reenact: no driver video ({args.driver}): skipped")
         return
     avatar = embedded_avatar(tmp / "avatar")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    import torch
+
+    print(f"reenact: torch renders with {torch.get_num_threads()} threads")
     fps = {}
     for label, landmarks, threads, smooth in LANDMARK_SETUPS:
         fps[landmarks], n = reenact_loop_rate(avatar, args.driver, tmp / f"{landmarks}.mp4", landmarks, threads,
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="512² driver video for the end-to-end reenactment rate (default: a voxmini clip)")
     p.add_argument("--only", choices=("preprocess", "reenact", "loader"), nargs="+",
                    default=["preprocess", "reenact", "loader"], help="parts to run")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch intra-op threads while rendering (default: torch's; 1 helps on a shared, busy CPU)")
     p.add_argument("--seconds", type=float, default=15.0, help="timing window per loader setting")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_data_"))
