@@ -61,5 +61,5 @@ preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BA
 bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/results/ [QUICK=1 smoke run] [ARGS=--help]
 	$(PYTHON) -m talkinghead.bench $(if $(QUICK),--quick) $(ARGS)
 
-bench-data:  ## loader samples/s at 256², K=8 per worker count, and preprocessing videos/min per backend
-	$(PYTHON) scripts/bench_data.py
+bench-data:  ## loader samples/s at 256², K=8 per worker count, preprocessing videos/min (track vs detect), reenact frames/s [ARGS=]
+	$(PYTHON) scripts/bench_data.py $(ARGS)

@@ -77,3 +77,16 @@ def test_reenact_refuses_an_unknown_smooth_mode(tmp_path):
 
     with pytest.raises(ReenactError, match="--smooth must be on or off"):
         reenact_main(tmp_path / "avatar.pt", "driver.mp4", tmp_path / "out.mp4", smooth="sometimes")
+
+
+def test_cli_flags_choose_landmarks_and_smoothing():
+    from data_modules.preprocess import build_parser as preprocess_parser
+    from talkinghead.cli import build_parser
+
+    args = build_parser().parse_args(["reenact", "a.pt", "d.mp4", "o.mp4"])
+    assert (args.landmarks, args.smooth) == ("track", "on")
+    args = build_parser().parse_args(["reenact", "a.pt", "d.mp4", "o.mp4", "--smooth", "off", "--landmarks", "detect"])
+    assert (args.landmarks, args.smooth) == ("detect", "off")
+    assert preprocess_parser().parse_args(["--src", "s", "--out", "o"]).landmarks == "track"
+    with pytest.raises(SystemExit):
+        preprocess_parser().parse_args(["--src", "s", "--out", "o", "--landmarks", "guess"])
