@@ -27,11 +27,11 @@ finetune:  ## avatar of one person from T frames (ID=person/video id or path, T=
 	$(call need,ID,a person or video id such as syn0035/v00 or id90007 or a video or image-folder path)
 	$(PYTHON) -m talkinghead.cli finetune id="$(ID)" T=$(T) $(if $(CKPT),ckpt=$(CKPT)) $(if $(MODE),mode=$(MODE)) $(ARGS)
 
-reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [ADAPT=auto|on|off] [CKPT=]
+reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [ADAPT=auto|on|off] [CKPT=] [SMOOTH=on|off] [LANDMARKS=track|detect]
 	$(call need,AVATAR,the avatar.pt that make finetune printed)
 	$(call need,DRIVER,a driver video / image folder or an id such as syn0020/v01)
 	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) \
-		$(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
+		$(if $(CKPT),--ckpt $(CKPT)) $(if $(SMOOTH),--smooth $(SMOOTH)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(ARGS)
 
 evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, ARGS=)
 	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) $(ARGS)
@@ -52,14 +52,14 @@ clean:  ## remove caches (keeps runs/ and weights/)
 	rm -rf .pytest_cache build dist *.egg-info src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BACKEND=auto|dlib|face-alignment] [WORKERS=N]
+preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BACKEND=auto|dlib|face-alignment] [WORKERS=N] [LANDMARKS=track|detect]
 	$(call need,SRC,the video folder such as /data/voxceleb2/dev/mp4)
 	$(call need,OUT,the shard folder to write such as /data/vox2-shards)
 	$(PYTHON) -m data_modules.preprocess --src "$(SRC)" --out "$(OUT)" --backend $(or $(BACKEND),auto) \
-		$(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(ARGS)
 
 bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/results/ [QUICK=1 smoke run] [ARGS=--help]
 	$(PYTHON) -m talkinghead.bench $(if $(QUICK),--quick) $(ARGS)
 
-bench-data:  ## loader samples/s at 256², K=8 per worker count, and preprocessing videos/min per backend
-	$(PYTHON) scripts/bench_data.py
+bench-data:  ## loader samples/s at 256², K=8 per worker count, preprocessing videos/min (track vs detect), reenact frames/s [ARGS=]
+	$(PYTHON) scripts/bench_data.py $(ARGS)

@@ -108,3 +108,101 @@ def loader_rate(
     return n / (time.perf_counter() - t0)
 
 
+
+
+# ------------------------------------------------------------------------------- tracking vs detection (issue 13)
+class decode_threads:
+    """Context: ``data_modules.sources.DECODE_THREADS`` set to ``value`` (None = one decoding thread, as before)."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def __enter__(self) -> None:
+        from data_modules import sources
+
+        self.old, sources.DECODE_THREADS = sources.DECODE_THREADS, self.value
+
+    def __exit__(self, *exc: object) -> None:
+        from data_modules import sources
+
+        sources.DECODE_THREADS = self.old
+
+
+#: the two ways of finding landmarks compared by ``make bench-data``: (label, --landmarks, decode threads, smooth)
+LANDMARK_SETUPS = (
+    ("detect (every frame, one decoding thread: before tracking)", "detect", None, "off"),
+    ("track (key frames + tracking, threaded decoding)", "track", "AUTO", "on"),
+)
+
+
+def preprocess_rate_landmarks(
+    src: Path, out: Path, landmarks: str, threads: str | None, workers: int | None = None, frames_per_video: int = 32
+) -> tuple[float, PreprocessReport]:
+    """``preprocess_rate`` with dlib and ``--landmarks`` = ``landmarks``, decoding with ``threads``."""
+    cfg = PreprocessConfig(size=256, frames_per_video=frames_per_video)
+    with decode_threads(threads):
+        report = preprocess(src, out, cfg, backend="dlib", workers=workers, progress=False, overwrite=True,
+                            landmarks=landmarks)
+    return 60 * report.videos_read / max(report.seconds, 1e-9), report
+
+
+def embedded_avatar(root: Path) -> Path:
+    """An avatar of the embedded model (64², meta-learned for one iteration: timing needs no good weights)."""
+    from talkinghead.avatar import load_meta_learned, save_avatar
+    from talkinghead.config import compose
+    from talkinghead.finetune import make_avatar
+    from talkinghead.shots import evenly, resolve
+    from talkinghead.train import build_meta_learning
+
+    cfg = compose("meta_learn", ["experiment=embedded", "~logger", "iterations=1", f"run_dir={root / 'run'}",
+                                 "trainer.enable_progress_bar=false", "callbacks.val_every_n_iterations=1000",
+                                 "callbacks.sample_every_n_iterations=1000"])
+    run = build_meta_learning(cfg)
+    run.trainer.num_sanity_val_steps = 0
+    run.fit()
+    meta = load_meta_learned(root / "run" / "checkpoints" / "last.ckpt")
+    person = resolve("syn0004/v00", meta.config.data, meta.image_size, synthetic_video_length=8)
+    result = make_avatar(meta, person.load(evenly(8, 2)), mode="FF", person_id="syn0004", source="syn0004/v00")
+    return save_avatar(result.avatar, root / "avatar.pt")
+
+
+def reenact_loop_rate(avatar: Path, driver: Path, out: Path, landmarks: str, threads: str | None,
+                      smooth: str) -> tuple[float, int]:
+    """Frames/s of ``make reenact`` on ``driver`` (decode -> landmarks -> render -> encode), start-up excluded.
+
+    The start-up (loading the avatar and checkpoint, building the renderer and detector) is timed on its own with
+    a one-frame driver of the avatar's data and subtracted.  Returns (frames/s, driver frames).
+    """
+    import contextlib
+    import io
+
+    from talkinghead.reenact import reenact_main
+    from talkinghead.shots import make_landmark_detector
+
+    detector = make_landmark_detector("dlib", landmarks)
+    kw = dict(progress=False, device="cpu", landmarks=landmarks, smooth=smooth, detector=detector)
+    with decode_threads(threads), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        t0 = time.perf_counter()
+        reenact_main(avatar, "syn0005/v01", out, synthetic_frames=1, **kw)
+        start_up = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reenact_main(avatar, str(driver), out, **kw)
+        total = time.perf_counter() - t0
+    import av
+
+    with av.open(str(out)) as c:
+        n = sum(1 for _ in c.decode(video=0))
+    return n / max(total - start_up, 1e-9), n
+
+
+def driver_stage_rate(driver: Path, landmarks: str, threads: str | None, size: int = 64) -> float:
+    """Frames/s of the driver stage of reenactment alone: decode -> landmarks -> one crop box -> crops (``size``²)."""
+    from talkinghead.reenact import load_driver
+    from talkinghead.shots import make_landmark_detector
+
+    detector = make_landmark_detector("dlib", landmarks)
+    with decode_threads(threads):
+        t0 = time.perf_counter()
+        drv = load_driver(str(driver), {}, size, detector=detector, landmarks=landmarks)
+    return len(drv.landmarks) / (time.perf_counter() - t0)

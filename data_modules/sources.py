@@ -180,6 +180,10 @@ def even_indices(num_frames: int, count: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
 
 
+#: PyAV ``thread_type`` for decoding ("AUTO": frame + slice threads; None: one thread, as before)
+DECODE_THREADS: str | None = "AUTO"
+
+
 def _count_frames(container) -> int:  # noqa: ANN001 (av container)
     stream = container.streams.video[0]
     if stream.frames and stream.frames > 0:
@@ -205,6 +209,8 @@ def read_video(path: str | Path, count: int = 0) -> tuple[np.ndarray, np.ndarray
             if not container.streams.video:
                 raise DecodeError(f"{path.name}: no video stream")
             stream = container.streams.video[0]
+            if DECODE_THREADS:
+                stream.thread_type = DECODE_THREADS  # same pixels as one thread (FFmpeg's threading is exact)
             fps = float(stream.average_rate or stream.guessed_rate or 25)
             total = _count_frames(container)
             wanted = even_indices(total, count)

@@ -79,6 +79,7 @@ def _reenact(args: argparse.Namespace) -> int:
         detector=args.detector, reference=args.reference, max_frames=args.max_frames, fps=args.fps,
         data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress,
         batch_size=args.batch_size, device=args.device, speed=args.speed,
+        landmarks=args.landmarks, smooth=args.smooth,
     )
     return 0
 
@@ -127,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="driver frame aligned with the avatar's reference frame in adapt mode")
     p.add_argument("--ckpt", default=None, help="meta-learned checkpoint (default: the one the avatar was made from)")
     p.add_argument("--detector", default="auto", choices=("auto", "dlib", "face-alignment"))
+    p.add_argument("--landmarks", default="track", choices=("track", "detect"),
+                   help="track: detect the face on key frames and follow it between (fast); detect: every frame")
+    p.add_argument("--smooth", default="on", choices=("on", "off"),
+                   help="One-Euro filter over a driver video's landmarks (steadier avatar); off: raw landmarks")
     p.add_argument("--max-frames", type=int, default=0, help="driver frames used, evenly spaced (0 = all)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the driver's)")
     p.add_argument("--data-root", default=None, help="shard folder for a driver id of a VoxCeleb model")

@@ -101,6 +101,7 @@ def load_driver(
     max_frames: int = 0,
     synthetic_frames: int = 64,
     data_root: str | None = None,
+    landmarks: str = "track",
 ) -> Driver:
     """A real video / image folder (landmarks detected, faceless frames hold the last good landmarks), or an
     id of the avatar's data (synthetic population or shard folder)."""
@@ -109,7 +110,7 @@ def load_driver(
     path = Path(driver).expanduser()
     if path.exists():
         if isinstance(detector, str):
-            detector = shots.make_landmark_detector(detector)
+            detector = shots.make_landmark_detector(detector, landmarks)
         frames, fps = shots.read_user_frames(path, max_frames)
         crops, points, found = shots.crop_faces(frames, detector, size, hold=True, source=str(path))
         sample = shots.to_sample(crops, points, size)
@@ -143,6 +144,8 @@ def reenact_main(
     wandb: bool = False,
     device: str = "auto",
     speed: str = "fast",
+    landmarks: str = "track",
+    smooth: str = "on",
 ) -> Path:
     """Render ``avatar`` driven by ``driver`` into ``out`` (mp4).  Returns ``out``.
 
@@ -150,6 +153,8 @@ def reenact_main(
     same person), ``on`` or ``off`` (raw landmarks, the paper's behaviour).  ``reference``: the driver frame that
     is aligned with the avatar's reference frame (motion is measured from it): ``neutral`` (most upright, frontal,
     mouth-closed frame) or ``first``.  ``speed``: ``fast`` or ``plain`` (``experiments/speed/<speed>.yaml``).
+    ``landmarks``: ``track`` or ``detect`` (``talkinghead.landmarks.track``); ``smooth``: ``on`` (One-Euro filter
+    over a real driver's landmarks, ``talkinghead.landmarks.smooth``) or ``off``.
     """
     from tqdm.auto import tqdm
 
@@ -163,6 +168,8 @@ def reenact_main(
         raise ReenactError(f"--batch-size must be >= 1, got {batch_size}")
     if reference not in ("first", "neutral"):
         raise ReenactError(f"--reference must be first or neutral, got {reference!r}")
+    if smooth not in ("on", "off"):
+        raise ReenactError(f"--smooth must be on or off, got {smooth!r}")
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ReenactError(f"OUT must be an .mp4 file, got {out}")
@@ -185,6 +192,7 @@ def reenact_main(
         max_frames=max_frames,
         synthetic_frames=synthetic_frames,
         data_root=data_root,
+        landmarks=landmarks,
     )
     n = len(drv.landmarks)
     if drv.missing:
@@ -194,6 +202,10 @@ def reenact_main(
         )
     adapted = should_adapt(adapt, drv.person_id, av_.person_id)
     points = drv.landmarks
+    if smooth == "on" and drv.person_id is None:  # detected landmarks jitter; a data id's are exact
+        from talkinghead.landmarks.smooth import smooth_landmarks
+
+        points = smooth_landmarks(points, drv.fps)
     if adapted:
         ref = points[0] if reference == "first" else points[neutral_index(points)]
         points = adapt_landmarks(points, av_.reference_landmarks.numpy(), ref)

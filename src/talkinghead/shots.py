@@ -48,12 +48,18 @@ class DetectorError(TalkingHeadError, RuntimeError):
     """The landmark detector asked for cannot run here."""
 
 
-def make_landmark_detector(backend: str = "auto") -> Any:
-    """``talkinghead.landmarks.detectors.make_detector`` with its errors as one-line user errors."""
-    from talkinghead.landmarks.detectors import make_detector
+def make_landmark_detector(backend: str = "auto", landmarks: str = "track") -> Any:
+    """``talkinghead.landmarks.detectors.make_detector`` with its errors as one-line user errors.
 
+    ``landmarks``: ``track`` (detect on key frames, track in between: ``talkinghead.landmarks.track``) or
+    ``detect`` (the detector on every frame)."""
+    from talkinghead.landmarks.detectors import make_detector
+    from talkinghead.landmarks.track import LANDMARK_MODES, make_landmarker
+
+    if landmarks not in LANDMARK_MODES:
+        raise DetectorError(f"--landmarks must be one of {', '.join(LANDMARK_MODES)}, got {landmarks!r}")
     try:
-        return make_detector(backend)
+        return make_landmarker(make_detector(backend), landmarks)
     except (RuntimeError, ValueError) as exc:
         raise DetectorError(f"landmark detector {backend!r}: {exc}") from exc
 

@@ -89,9 +89,13 @@ class DlibDetector:
         self._predictor = dlib.shape_predictor(str(dlib_predictor_path()))
 
     def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
+        return [_largest([pts for _, pts in faces]) for faces in self.faces(frames)]
+
+    def faces(self, frames: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Every face of each frame: ``(box float (4,) x0 y0 x1 y1, points float32 (68, 2))`` (for tracking)."""
         import cv2
 
-        out: list[np.ndarray | None] = []
+        out: list[list[tuple[np.ndarray, np.ndarray]]] = []
         for frame in frames:
             frame = np.ascontiguousarray(frame)
             h, w = frame.shape[:2]
@@ -113,9 +117,16 @@ class DlibDetector:
                     int(r.bottom() / scale),
                 )
                 shape = self._predictor(frame, r)
-                faces.append(np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32))
-            out.append(_largest(faces))
+                pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+                faces.append((np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), pts))
+            out.append(faces)
         return out
+
+    def fit(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, None]:
+        """The shape predictor alone inside ``box`` (x0 y0 x1 y1): (68, 2) points; dlib gives no confidence."""
+        r = self._dlib.rectangle(*(int(round(v)) for v in box[:4]))
+        shape = self._predictor(np.ascontiguousarray(frame), r)
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32), None
 
 
 # --------------------------------------------------------------------------------------------- face-alignment
@@ -201,6 +212,33 @@ class FaceAlignmentDetector:
                 pts = np.asarray(pts, dtype=np.float32).reshape(-1, NUM_LANDMARKS, pts.shape[-1])[..., :2]
                 out.append(_largest(list(pts)))
         return out
+
+
+    def faces(self, frames: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Every face of each frame, S3FD run over the frames in batches: ``(box (4,), points (68, 2))``."""
+        import torch
+
+        out: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        for start in range(0, len(frames), self.batch_size):
+            chunk = np.ascontiguousarray(frames[start : start + self.batch_size])
+            batch = torch.from_numpy(chunk).permute(0, 3, 1, 2).to(self.device).float()
+            boxes = self._fa.face_detector.detect_from_batch(batch)
+            for frame, fboxes in zip(chunk, boxes):
+                fboxes = [np.asarray(b, dtype=np.float64) for b in fboxes]
+                if not fboxes:
+                    out.append([])
+                    continue
+                pts = self._fa.get_landmarks_from_image(frame, detected_faces=fboxes)
+                out.append([(b[:4], np.asarray(p, dtype=np.float32)[:, :2]) for b, p in zip(fboxes, pts or [])])
+        return out
+
+    def fit(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float]:
+        """FAN on the crop of ``box`` (x0 y0 x1 y1) alone: (68, 2) points and their mean heatmap peak."""
+        pts, scores, _ = self._fa.get_landmarks_from_image(
+            np.ascontiguousarray(frame), detected_faces=[np.asarray(box[:4], dtype=np.float64)],
+            return_landmark_score=True,
+        )
+        return np.asarray(pts[0], dtype=np.float32)[:, :2], float(np.mean(scores[0]))
 
 
 # ----------------------------------------------------------------------------------------------------- choose
