@@ -193,6 +193,16 @@ def landmarks_to_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndar
     return ((points - np.array([x0, y0], dtype=np.float32)) * (size / side)).astype(np.float32)
 
 
+def _relative_source(path: Path, src_root: Path) -> str:
+    """``path`` relative to ``--src`` as found (through symlinked folders too), else resolved, else its name."""
+    for a, b in ((path, src_root), (path.resolve(), src_root.resolve())):
+        try:
+            return str(a.relative_to(b))
+        except ValueError:
+            continue
+    return path.name
+
+
 def process_clip(clip: Clip, detector, cfg: PreprocessConfig, src_root: Path) -> ClipResult:  # noqa: ANN001
     """Decode, detect, crop one clip; never raises for bad input (the reason goes into the result)."""
     res = ClipResult(clip.video_id, clip.person_id, clip.split)
@@ -212,10 +222,7 @@ def process_clip(clip: Clip, detector, cfg: PreprocessConfig, src_root: Path) ->
     box, kept, face_w = track
     jpgs = [encode_jpeg(crop_frame(frames[i], box, cfg.size), cfg.jpeg_quality) for i in kept]
     pts = np.stack([landmarks_to_crop(landmarks[i], box, cfg.size) for i in kept])
-    try:
-        source = str(Path(clip.path).resolve().relative_to(src_root.resolve()))
-    except ValueError:
-        source = Path(clip.path).name
+    source = _relative_source(Path(clip.path), src_root)
     meta = {
         "person_id": clip.person_id,
         "video_id": clip.video_id,

@@ -313,3 +313,44 @@ def test_face_alignment_detector_keeps_the_largest_face():
     np.testing.assert_allclose(out[0], large)
     assert out[1] is None
     np.testing.assert_allclose(out[2], large)
+
+
+# ------------------------------------------------------------------------------------------ symlinked roots
+def test_symlinked_dataset_root_is_followed_and_a_link_cycle_ends(tmp_path, synthetic_vox):
+    """``src/dev/mp4 -> /big/disk/...`` as users lay out large sets; a link back up the tree must not hang."""
+    import threading
+
+    real, _ = synthetic_vox
+    src = tmp_path / "src"
+    (src / "dev").mkdir(parents=True)
+    (src / "dev" / "mp4").symlink_to(real, target_is_directory=True)
+    # a person folder that is itself a link, and a cycle: a link inside the tree pointing back at the root
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copytree(real / "id00001", tmp_path / "elsewhere" / "id00009")
+    (src / "dev" / "id00009").symlink_to(tmp_path / "elsewhere" / "id00009", target_is_directory=True)
+    (src / "dev" / "loop").symlink_to(src, target_is_directory=True)
+
+    found: list = []
+    t = threading.Thread(target=lambda: found.append(discover(src)), daemon=True)
+    t.start()
+    t.join(timeout=60)
+    assert not t.is_alive(), "discover() loops on a symlink cycle"
+    clips = found[0]
+    expected = sorted([f"id{i:05d}/v{j}/00001" for i in range(1, 5) for j in range(2)]
+                      + [f"id00009/v{j}/00001" for j in range(2)])
+    assert [c.video_id for c in clips] == expected
+    assert {c.split for c in clips} == {"train"}
+    assert str(clips[0].path).startswith(str(src)), "clips keep their path through the link"
+
+
+def test_symlinked_root_gives_the_same_shards_as_a_copy(tmp_path, synthetic_vox, synthetic_shards):
+    real, oracle = synthetic_vox
+    shards, _ = synthetic_shards
+    src = tmp_path / "src" / "dev"
+    src.mkdir(parents=True)
+    (src / "mp4").symlink_to(real, target_is_directory=True)
+    out = tmp_path / "out"
+    report = preprocess(src / "mp4", out, CFG, detector=oracle, workers=0, progress=False)
+    assert report.complete and report.kept == 8
+    for tar in sorted(shards.glob("shard-*.tar")):
+        assert (out / tar.name).read_bytes() == tar.read_bytes()
