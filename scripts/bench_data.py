@@ -21,9 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from data_modules.bench import (  # noqa: E402
+    batch_bytes,
     describe_preprocess,
     loader_rate,
     preprocess_rate,
+    serve_folder,
     synthetic_source,
     vox2_augment,
 )
@@ -63,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
             rate = loader_rate(shards, w, aug, args.seconds)
             per = f", {rate / w:.1f} per worker" if w else ""
             print(f"loader 256², K=8, batch 8, {aug_name}, num_workers={w}: {rate:.1f} samples/s{per}")
+    sent, as_float = batch_bytes(shards)
+    print(f"host -> device images per 256² batch of 8, K=8: {sent / 1e6:.1f} MB as uint8 "
+          f"({as_float / 1e6:.1f} MB as float32)")
+    url, server = serve_folder(shards)  # remote shards: the same shards over HTTP from 127.0.0.1
+    try:
+        for w in args.workers:
+            rate = loader_rate(url, w, vox2_augment(), args.seconds)
+            print(f"loader 256², K=8, batch 8, vox2.yaml augmentation, remote shards over HTTP (127.0.0.1), "
+                  f"num_workers={w}: {rate:.1f} samples/s")
+    finally:
+        server.shutdown()
     return 0
 
 
