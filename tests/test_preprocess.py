@@ -313,4 +313,3 @@ def test_face_alignment_detector_keeps_the_largest_face():
     np.testing.assert_allclose(out[0], large)
     assert out[1] is None
     np.testing.assert_allclose(out[2], large)
-

@@ -162,3 +162,59 @@ def test_a_truncated_remote_shard_names_the_shard(served, serve, tmp_path, monke
     (served / bad).write_bytes(data)
     with pytest.raises(ShardError, match=r"ended after \d+ of its"):
         _train_stream(url, workers=0)
+
+
+@pytest.mark.slow
+def test_training_from_an_http_root_that_drops_halfway_names_the_shard_and_resumes(served, tmp_path):
+    """The server cuts one shard short mid-run: training stops with that shard named in one line; once the shard
+    is whole again the same command resumes from the last checkpoint and finishes."""
+    from finetune_helpers import QUIET, TINY_MODEL
+
+    from talkinghead.config import compose
+    from talkinghead.train import build_meta_learning
+
+    broken: set[str] = set()
+
+    class Flaky(_Quiet):
+        def do_GET(self) -> None:
+            name = self.path.lstrip("/")
+            if name not in broken:
+                return super().do_GET()
+            data = (served / name).read_bytes()[:5000]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Flaky, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        overrides = [*QUIET, *TINY_MODEL, "data=vox2", f"data.root={url}", "data.num_workers=2",
+                     "data.batch_size=2", "data.test_fraction=0.2", "data.max_val_videos=1", "~data.augment", "K=2",
+                     "iterations=25", "callbacks.ckpt_every_n_iterations=1", f"run_dir={tmp_path / 'run'}",
+                     "trainer=cpu"]
+        run = build_meta_learning(compose("meta_learn", overrides))
+        run.trainer.num_sanity_val_steps = 0
+        shard = load_manifest(served).shards[-1]
+
+        class DropAt(__import__("pytorch_lightning").Callback):
+            def on_train_batch_end(self, trainer, pl_module, *args) -> None:  # noqa: ANN001, ANN002
+                if pl_module.iteration == 5:
+                    broken.add(shard)  # from the next epoch's read of it on, the server cuts it short
+
+        run.trainer.callbacks.append(DropAt())
+        with pytest.raises(RemoteError) as info:
+            run.fit()
+        msg = str(info.value)
+        assert f"{url}{shard}" in msg and "\n" not in msg, msg
+        assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file(), "nothing lost"
+        broken.clear()
+        again = build_meta_learning(compose("meta_learn", overrides))
+        assert again.ckpt_path is not None
+        again.trainer.num_sanity_val_steps = 0
+        again.fit()
+        assert again.module.iteration == 25
+    finally:
+        server.shutdown()
+        server.server_close()
