@@ -58,6 +58,13 @@ preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BA
 	$(PYTHON) -m data_modules.preprocess --src "$(SRC)" --out "$(OUT)" --backend $(or $(BACKEND),auto) \
 		$(if $(WORKERS),--workers $(WORKERS)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(ARGS)
 
+.PHONY: preprocess-slurm
+preprocess-slurm:  ## submit preprocessing as a SLURM array of PARTS=64 parts (submitit), ARGS='--slurm-partition=cpu --wait ...'
+	$(call need,SRC,the video folder such as /data/voxceleb2)
+	$(call need,OUT,a shard folder every node can write such as /shared/vox2-shards)
+	$(PYTHON) -m data_modules.slurm --parts $(or $(PARTS),64) --src "$(SRC)" --out "$(OUT)" \
+		--backend $(or $(BACKEND),auto) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
+
 bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/results/ [QUICK=1 smoke run] [ARGS=--help]
 	$(PYTHON) -m talkinghead.bench $(if $(QUICK),--quick) $(ARGS)
 

@@ -206,3 +206,26 @@ def driver_stage_rate(driver: Path, landmarks: str, threads: str | None, size: i
         t0 = time.perf_counter()
         drv = load_driver(str(driver), {}, size, detector=detector, landmarks=landmarks)
     return len(drv.landmarks) / (time.perf_counter() - t0)
+def serve_folder(folder: Path) -> tuple[str, Any]:
+    """Serve ``folder`` over HTTP on 127.0.0.1 from a thread (remote-shard figures without a network);
+    returns ``(url, server)``; ``server.shutdown()`` stops it."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/", server
+
+
+def batch_bytes(shards: Path | str, image_size: int = 256, K: int = 8, batch_size: int = 8) -> tuple[int, int]:
+    """Bytes of the images of one training batch as the loader sends them (uint8) and as float32 would be."""
+    dm = VoxCeleb2DataModule(shards, K=K, image_size=image_size, batch_size=batch_size, num_workers=0,
+                             augment=None, samples_per_video=1000)
+    batch = next(iter(dm.train_dataloader()))
+    sent = sum(batch[k].numel() * batch[k].element_size() for k in ("frames", "landmark_images"))
+    return sent, sum(batch[k].numel() * 4 for k in ("frames", "landmark_images"))

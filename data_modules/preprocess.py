@@ -24,6 +24,13 @@ same shards as one uninterrupted run. ``manifest.json`` is rebuilt from the ledg
 
 A clip is skipped, with its reason in the report, when it does not decode, is truncated, has no face in
 enough frames, or its face is narrower than ``--min-face`` pixels.
+
+On many machines (``--part i/N``, then ``--merge``): part ``i`` of ``N`` (1-based) processes the ``i``-th of N
+contiguous, balanced runs of shard groups. Parts may run at the same time on different machines writing to one
+shared OUT: each keeps its own settings, ledger and report under ``OUT/parts/`` and only ever touches the shards of
+its own groups, so parts can run in any order and be killed and re-run. The shards are byte-identical to one
+single-machine run. ``--merge`` writes ``manifest.json`` and ``report.json`` once every group is committed, and
+otherwise names the parts still missing. ``data_modules.slurm`` submits the parts with submitit.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from data_modules.shards import (
     JPEG_QUALITY,
     MANIFEST,
     SHARD_NAME,
+    TMP_SUFFIX,
     Manifest,
     VideoRecord,
     VideoSample,
@@ -59,6 +67,7 @@ from data_modules.sources import LAYOUTS, Clip, DecodeError, LayoutError, discov
 LEDGER = "ledger.jsonl"
 CONFIG = "config.json"
 REPORT = "report.json"
+PARTS = "parts"  # OUT/parts/part-0003-of-0064.{settings.json,ledger.jsonl,report.json}: one set per --part i/N
 
 
 class PreprocessError(RuntimeError):
@@ -110,6 +119,7 @@ class Report:
     shards: int = 0
     seconds: float = 0.0
     stopped: str | None = None  # why the run stopped early (None: finished)
+    part: str | None = None  # "3/64" for a --part run, "merge" for --merge, None for a whole run
 
     @property
     def complete(self) -> bool:
@@ -117,8 +127,9 @@ class Report:
 
     def summary(self) -> str:
         rate = 60.0 * self.videos_read / self.seconds if self.seconds > 0 else 0.0
+        what = f" part {self.part}" if self.part and self.part != "merge" else (" --merge" if self.part else "")
         lines = [
-            f"preprocess {self.src} -> {self.out} (backend {self.backend})",
+            f"preprocess{what} {self.src} -> {self.out} (backend {self.backend})",
             f"  videos read this run: {self.videos_read} ({rate:.1f} videos/min), "
             f"already done: {self.videos_resumed}, total in source: {self.videos_total}",
             f"  kept: {self.kept}   skipped: {len(self.skipped)}   frames written: {self.frames_written}"
@@ -128,6 +139,8 @@ class Report:
             lines.append(f"  skipped {s['video_id']}: {s['reason']}")
         if self.stopped:
             lines.append(f"  STOPPED: {self.stopped}")
+        elif self.part and self.part != "merge":
+            lines.append(f"  finished part {self.part}: run --merge once every part is done")
         else:
             lines.append("  finished: manifest.json is complete")
         return "\n".join(lines)
@@ -195,6 +208,16 @@ def landmarks_to_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndar
     return ((points - np.array([x0, y0], dtype=np.float32)) * (size / side)).astype(np.float32)
 
 
+def _relative_source(path: Path, src_root: Path) -> str:
+    """``path`` relative to ``--src`` as found (through symlinked folders too), else resolved, else its name."""
+    for a, b in ((path, src_root), (path.resolve(), src_root.resolve())):
+        try:
+            return str(a.relative_to(b))
+        except ValueError:
+            continue
+    return path.name
+
+
 def process_clip(clip: Clip, detector, cfg: PreprocessConfig, src_root: Path) -> ClipResult:  # noqa: ANN001
     """Decode, detect, crop one clip; never raises for bad input (the reason goes into the result)."""
     res = ClipResult(clip.video_id, clip.person_id, clip.split)
@@ -214,10 +237,7 @@ def process_clip(clip: Clip, detector, cfg: PreprocessConfig, src_root: Path) ->
     box, kept, face_w = track
     jpgs = [encode_jpeg(crop_frame(frames[i], box, cfg.size), cfg.jpeg_quality) for i in kept]
     pts = np.stack([landmarks_to_crop(landmarks[i], box, cfg.size) for i in kept])
-    try:
-        source = str(Path(clip.path).resolve().relative_to(src_root.resolve()))
-    except ValueError:
-        source = Path(clip.path).name
+    source = _relative_source(Path(clip.path), src_root)
     meta = {
         "person_id": clip.person_id,
         "video_id": clip.video_id,
@@ -235,6 +255,14 @@ def process_clip(clip: Clip, detector, cfg: PreprocessConfig, src_root: Path) ->
 
 
 # ---------------------------------------------------------------------------------------- worker processes
+def _usable_cpus() -> int:
+    """CPUs this process may use (a SLURM task's allocation, not the whole node)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 _WORKER: dict[str, Any] = {}
 
 
@@ -251,46 +279,113 @@ def _work(item: tuple[int, Clip]) -> tuple[int, ClipResult]:
 
 # ------------------------------------------------------------------------------------------------ ledger etc.
 def read_ledger(out: Path) -> dict[int, dict[str, Any]]:
-    """Committed shard groups from ``ledger.jsonl`` (a torn last line from a kill is ignored)."""
+    """Committed shard groups from ``ledger.jsonl`` and every part's ledger in ``OUT/parts`` (a torn last line
+    from a kill is ignored; an entry whose shard is gone does not count)."""
     done: dict[int, dict[str, Any]] = {}
-    path = out / LEDGER
-    if not path.is_file():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
+    for path in [out / LEDGER, *sorted((out / PARTS).glob("*.ledger.jsonl"))]:
+        if not path.is_file():
             continue
-        shard = entry.get("shard")
-        if shard is None or (out / shard).is_file():
-            done[int(entry["group"])] = entry
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            shard = entry.get("shard")
+            if shard is None or (out / shard).is_file():
+                done[int(entry["group"])] = entry
     return done
 
 
-def _append_ledger(out: Path, entry: dict[str, Any]) -> None:
-    with open(out / LEDGER, "a") as fh:
+@dataclass(frozen=True)
+class Part:
+    """Part ``index`` (1-based) of ``count``: the ``index``-th of ``count`` contiguous runs of shard groups."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Part:
+        """``"3/64"`` -> ``Part(3, 64)``; anything else, or an index outside 1..N, is a ``PreprocessError``."""
+        try:
+            i, n = (int(v) for v in str(text).strip().split("/"))
+        except ValueError:
+            raise PreprocessError(f"--part {text!r}: expected i/N such as 3/64 (part i of N, 1 <= i <= N)") from None
+        if n < 1 or not 1 <= i <= n:
+            raise PreprocessError(f"--part {text}: part index out of range, must be 1..{max(n, 1)} of {n}")
+        return cls(i, n)
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:04d}-of-{self.count:04d}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def groups(self, num_groups: int) -> range:
+        """The shard groups of this part (balanced: sizes differ by at most one)."""
+        return range((self.index - 1) * num_groups // self.count, self.index * num_groups // self.count)
+
+
+def _ledger_path(out: Path, part: Part | None) -> Path:
+    return out / LEDGER if part is None else out / PARTS / f"{part.name}.ledger.jsonl"
+
+
+def _append_ledger(out: Path, entry: dict[str, Any], part: Part | None = None) -> None:
+    with open(_ledger_path(out, part), "a") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def _fingerprint(cfg: PreprocessConfig, backend: str, clips: list[Clip]) -> dict[str, Any]:
+def _fingerprint(cfg: PreprocessConfig, backend: str, clips: list[Clip], landmarks: str = "detect") -> dict[str, Any]:
     h = hashlib.sha256("\n".join(c.video_id for c in clips).encode()).hexdigest()
-    return {"settings": asdict(cfg), "backend": backend, "num_clips": len(clips), "clips_sha256": h}
+    fp = {"settings": asdict(cfg), "backend": backend, "num_clips": len(clips), "clips_sha256": h}
+    if landmarks != "detect":  # detect-mode folders keep the fingerprint (and resume) of earlier versions
+        fp["landmarks"] = landmarks
+    return fp
 
 
-def _check_resume(out: Path, fp: dict[str, Any]) -> None:
-    path = out / CONFIG
-    if not path.is_file():
-        path.write_text(json.dumps(fp, indent=1, sort_keys=True))
-        return
-    old = json.loads(path.read_text())
-    diffs = [f"{k}: {old.get(k)!r} then, {v!r} now" for k, v in fp.items() if old.get(k) != v]
-    if diffs:
-        raise PreprocessError(
-            f"{out} holds shards made with other settings or another source ({'; '.join(diffs)}): "
-            "use a new --out, re-run with the same arguments to continue, or add --overwrite to start again"
-        )
+def _settings_files(out: Path) -> list[Path]:
+    """The settings of the whole run (``config.json``) and of every part (``parts/part-*.json``) in ``out``."""
+    return [p for p in [out / CONFIG, *sorted((out / PARTS).glob("part-*-of-*.settings.json"))] if p.is_file()]
+
+
+def _who(path: Path) -> str:
+    """``parts/part-0003-of-0064.settings.json`` -> ``part 3/64``; ``config.json`` -> ``the whole run``."""
+    if path.name == CONFIG:
+        return "the whole run"
+    i, n = path.name.split(".")[0].split("-")[1::2]
+    return f"part {int(i)}/{int(n)}"
+
+
+def _settings_diffs(path: Path, fp: dict[str, Any]) -> list[str]:
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []  # torn by a kill before it was renamed into place: cannot be (tmp + rename)
+    return [f"{k}: {old.get(k)!r} then, {v!r} now" for k, v in fp.items() if old.get(k) != v]
+
+
+def _check_resume(out: Path, fp: dict[str, Any], part: Part | None = None) -> None:
+    """Refuse to add to ``out`` shards made with other settings (by a whole run or any part); record ours."""
+    for path in _settings_files(out):
+        diffs = _settings_diffs(path, fp)
+        if diffs:
+            who = "" if path.name == CONFIG else f" ({_who(path)})"
+            raise PreprocessError(
+                f"{out} holds shards made with other settings or another source{who} ({'; '.join(diffs)}): "
+                "use a new --out, re-run with the same arguments to continue, or add --overwrite to start again"
+            )
+    own = out / CONFIG if part is None else out / PARTS / f"{part.name}.settings.json"
+    if not own.is_file():
+        _write_json(own, {**fp, "part": None if part is None else str(part)})
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically (a reader, or a killed run, never leaves half a file)."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _clear_out(out: Path) -> None:
@@ -298,6 +393,14 @@ def _clear_out(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     for p in out.glob("shard-*.tar*"):
         p.unlink()
+    for p in (out / PARTS).glob("part-*"):
+        p.unlink()
+
+
+def _remove_partial_groups(out: Path, groups: range) -> None:
+    """Temporary files a killed part left, of its own groups only (other parts may be writing theirs now)."""
+    for g in groups:
+        (out / (SHARD_NAME.format(g) + TMP_SUFFIX)).unlink(missing_ok=True)
 
 
 def write_manifest(
@@ -335,6 +438,7 @@ def preprocess(
     overwrite: bool = False,
     progress: bool = True,
     landmarks: str = "track",
+    part: Part | str | None = None,
 ) -> Report:
     """Preprocess every clip of ``src`` into shards in ``out``; resume an interrupted run. Returns the report.
 
@@ -345,9 +449,18 @@ def preprocess(
     face-alignment: 0, the GPU batches). Raises ``LayoutError`` for a source that is no supported layout,
     ``PreprocessError`` when ``out`` holds shards made with other settings. A full disk stops the run with
     ``report.stopped`` set; committed shards stay intact.
+
+    ``part`` (``Part`` or ``"i/N"``): process only the shard groups of that part and record them under
+    ``out/parts/`` (no manifest: ``merge`` writes it once every part is in); see the module doc.
     """
     t0 = time.time()
     src, out = Path(src), Path(out)
+    if isinstance(part, str):
+        part = Part.parse(part)
+    if part is not None and overwrite:
+        raise PreprocessError(
+            "--overwrite with --part would delete the other parts' shards: empty --out once, then submit the parts"
+        )
     clips = discover(src, layout)
     src_root = src if src.is_dir() else src.parent
     if detector is None:
@@ -357,22 +470,26 @@ def preprocess(
     backend_name = getattr(detector, "name", type(detector).__name__)
     detector = _landmarker(detector, landmarks)
     if workers is None:  # dlib: one process per core; face-alignment batches on one GPU in this process
-        workers = 0 if backend_name == "face-alignment" else (os.cpu_count() or 1)
+        workers = 0 if backend_name == "face-alignment" else _usable_cpus()
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         _clear_out(out)
-    remove_partial(out)
-    fp = _fingerprint(cfg, backend_name, clips)
-    if landmarks != "detect":  # detect-mode folders keep the fingerprint (and resume) of earlier versions
-        fp["landmarks"] = landmarks
-    _check_resume(out, fp)
-
     vps = max(1, cfg.videos_per_shard)
     groups = [clips[i : i + vps] for i in range(0, len(clips), vps)]
-    done = read_ledger(out)
-    report = Report(str(src), str(out), backend_name, videos_total=len(clips))
-    report.videos_resumed = sum(len(groups[g]) for g in done if g < len(groups))
-    todo = [(g, clip) for g, group in enumerate(groups) if g not in done for clip in group]
+    mine = range(len(groups)) if part is None else part.groups(len(groups))
+    if part is None:
+        remove_partial(out)
+    else:
+        (out / PARTS).mkdir(exist_ok=True)
+        _remove_partial_groups(out, mine)
+    fp = _fingerprint(cfg, backend_name, clips, landmarks)
+    _check_resume(out, fp, part)
+
+    done = {g: e for g, e in read_ledger(out).items() if g in mine}
+    report = Report(str(src), str(out), backend_name, videos_total=sum(len(groups[g]) for g in mine))
+    report.part = None if part is None else str(part)
+    report.videos_resumed = sum(len(groups[g]) for g in done)
+    todo = [(g, clip) for g in mine if g not in done for clip in groups[g]]
     pending: dict[int, list[ClipResult]] = {}
 
     bar = None
@@ -408,7 +525,7 @@ def preprocess(
             ],
             "skipped": [{"video_id": r.video_id, "reason": r.reason} for r in results if r.sample is None],
         }
-        _append_ledger(out, entry)
+        _append_ledger(out, entry, part)
         done[g] = entry
 
     def counts() -> tuple[int, int]:
@@ -453,7 +570,7 @@ def preprocess(
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        remove_partial(out)
+        remove_partial(out) if part is None else _remove_partial_groups(out, mine)
         report.stopped = (
             f"output disk is full ({e.strerror or e}) while writing to {out}: the {len(done)} shard "
             "groups committed before are intact; free space and re-run the same command to continue"
@@ -469,16 +586,84 @@ def preprocess(
     report.shards = sum(1 for e in done.values() if e["shard"])
     report.seconds = time.time() - t0
     try:
-        write_manifest(out, groups, done, cfg.size, backend_name)
-        (out / REPORT).write_text(json.dumps({**asdict(report), "complete": report.complete}, indent=1))
+        if part is None:
+            write_manifest(out, groups, done, cfg.size, backend_name)
+            (out / REPORT).write_text(json.dumps({**asdict(report), "complete": report.complete}, indent=1))
+        else:
+            _write_json(out / PARTS / f"{part.name}.report.json", {**asdict(report), "complete": report.complete})
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        remove_partial(out)
+        remove_partial(out) if part is None else _remove_partial_groups(out, mine)
         report.stopped = report.stopped or (
             f"output disk is full ({e.strerror}): manifest.json could not be "
             "written; free space and re-run the same command"
         )
+    return report
+
+
+def merge(
+    src: str | Path,
+    out: str | Path,
+    cfg: PreprocessConfig = PreprocessConfig(),
+    backend: str = "auto",
+    layout: str = "auto",
+    landmarks: str = "track",
+) -> Report:
+    """Write ``manifest.json`` and ``report.json`` of ``out`` once every part has committed all its groups.
+
+    Builds no detector and reads no video: it re-lists ``src`` (the clip list decides the groups) and the
+    ledgers. Raises ``PreprocessError`` naming the parts still missing, or the parts made with other settings
+    than ``cfg``/``backend`` (``auto``: whichever backend the parts used).
+    """
+    t0 = time.time()
+    src, out = Path(src), Path(out)
+    clips = discover(src, layout)
+    settings = _settings_files(out) if out.is_dir() else []
+    if not settings:
+        raise PreprocessError(f"nothing to merge in {out}: run `--part i/N` for i = 1..N with --out {out} first")
+    recorded = {p: json.loads(p.read_text()) for p in settings}
+    if backend == "auto":
+        used = sorted({str(c.get("backend")) for c in recorded.values()})
+        if len(used) > 1:
+            raise PreprocessError(f"parts in {out} used different landmark backends ({', '.join(used)}): "
+                                  "re-run the odd ones with the same --backend")
+        backend = used[0]
+    fp = _fingerprint(cfg, backend, clips, landmarks)
+    bad = [(p, d) for p in settings if (d := _settings_diffs(p, fp))]
+    if bad:
+        names = ", ".join(_who(p) for p, _ in bad[:5])
+        raise PreprocessError(
+            f"cannot merge {out}: {len(bad)} part(s) were made with other settings than this merge's ({names}; "
+            f"{'; '.join(bad[0][1])}): merge with the arguments the parts were run with"
+        )
+    vps = max(1, cfg.videos_per_shard)
+    groups = [clips[i : i + vps] for i in range(0, len(clips), vps)]
+    done = {g: e for g, e in read_ledger(out).items() if g < len(groups)}
+    missing = [g for g in range(len(groups)) if g not in done]
+    if missing:
+        counts = [int(str(c["part"]).split("/")[1]) for c in recorded.values() if c.get("part")]
+        if not counts:
+            raise PreprocessError(f"cannot merge {out}: {len(missing)} of {len(groups)} shard groups are not done; "
+                                  "re-run the same preprocess command to finish them")
+        n = max(counts)
+        parts = [Part(i, n) for i in range(1, n + 1) if any(g in Part(i, n).groups(len(groups)) for g in missing)]
+        listed = ", ".join(str(p) for p in parts[:32]) + (f", ... ({len(parts) - 32} more)" if len(parts) > 32 else "")
+        raise PreprocessError(
+            f"cannot merge {out}: {len(parts)} of {n} parts missing or unfinished: {listed}; run "
+            f"`--part i/{n}` for each (re-running a part continues it)"
+        )
+    if not (out / CONFIG).is_file():
+        _write_json(out / CONFIG, {**fp, "part": None})  # a later whole run in OUT sees the same settings
+    report = Report(str(src), str(out), backend, videos_total=len(clips), part="merge")
+    report.videos_resumed = len(clips)
+    report.kept = sum(len(e["videos"]) for e in done.values())
+    report.skipped = sorted((s for e in done.values() for s in e["skipped"]), key=lambda s: s["video_id"])
+    report.frames_written = sum(v["num_frames"] for e in done.values() for v in e["videos"])
+    report.shards = sum(1 for e in done.values() if e["shard"])
+    write_manifest(out, groups, done, cfg.size, backend)
+    report.seconds = time.time() - t0
+    _write_json(out / REPORT, {**asdict(report), "complete": report.complete})
     return report
 
 
@@ -566,13 +751,26 @@ def build_parser() -> argparse.ArgumentParser:
         "GPU) for face-alignment",
     )
     p.add_argument("--overwrite", action="store_true", help="delete earlier shards in --out and start again")
+    p.add_argument(
+        "--part",
+        default=None,
+        metavar="I/N",
+        help="process only part I of N (1 <= I <= N) of the shard groups, e.g. on one machine of a cluster; "
+        "parts may run at once into one shared --out; then run --merge",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="write manifest.json + report.json once every --part is done (else list the missing parts); "
+        "give the same settings as the parts",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = PreprocessConfig(
+def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
+    """The shard-deciding settings of parsed command-line arguments."""
+    return PreprocessConfig(
         size=args.size,
         frames_per_video=args.frames_per_video,
         min_face=args.min_face,
@@ -580,7 +778,18 @@ def main(argv: list[str] | None = None) -> int:
         min_detected=args.min_detected,
         videos_per_shard=args.videos_per_shard,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
     try:
+        if args.merge:
+            if args.part:
+                raise PreprocessError("--merge and --part exclude each other: run the parts, then --merge once")
+            report = merge(args.src, args.out, cfg, backend=args.backend, layout=args.layout, landmarks=args.landmarks)
+            print(report.summary())
+            return 0
         report = preprocess(
             args.src,
             args.out,
@@ -592,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             landmarks=args.landmarks,
+            part=args.part,
         )
     except (LayoutError, FileNotFoundError, PreprocessError) as e:
         print(f"error: {e}", file=sys.stderr)

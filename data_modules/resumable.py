@@ -37,3 +37,28 @@ class ResumableDataLoader(DataLoader):
                           "epoch; they will be seen again", stacklevel=2)
             return
         self.sampler.start = done * int(self.batch_size or 1)
+
+
+class ResumableStreamLoader(DataLoader):
+    """``DataLoader`` of a stream (``IterableDataset`` with ``epoch``, ``resume_batches``, ``batch_workers``) that
+    Lightning checkpoints can resume mid-epoch, with any number of workers.
+
+    The stream is a pure function of (seed, epoch, rank, worker): ``state_dict`` records the epoch and the batches
+    of it trained on (``progress`` reads them from the trainer); ``load_state_dict`` hands both to the dataset
+    before its workers start, and each worker then skips exactly what it had produced (see
+    ``VoxCelebStream.resume_role``). Workers are persistent, so the epoch counter lives on in them.
+    """
+
+    def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self.progress() if self.progress is not None else (0, 0)
+        return {"epoch": int(epoch), "batches_done": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, done = int(state.get("epoch", 0)), int(state.get("batches_done", 0))
+        if done >= len(self.dataset.batch_workers(max(1, self.num_workers), epoch)):
+            epoch, done = epoch + 1, 0  # saved at the end of an epoch: the next one starts afresh
+        self.dataset.epoch, self.dataset.resume_batches = epoch, done

@@ -158,11 +158,33 @@ def _to_sample(raw: dict[str, Any]) -> VideoSample:
 
 
 def iter_shard(path: str | Path) -> Iterator[VideoSample]:
-    """Stream the videos of one shard in stored order (WebDataset's tar iterator; no random access)."""
+    """Stream the videos of one shard in stored order (WebDataset's tar iterator; no random access).
+
+    ``path`` may be a remote URL (``data_modules.remote``): a broken or truncated stream is a ``RemoteError``
+    naming the shard."""
     from webdataset.tariterators import tar_file_iterator
 
-    with open(path, "rb") as fh:
-        yield from _group((s["fname"], s["data"]) for s in tar_file_iterator(fh))
+    from data_modules.remote import RemoteError, is_remote, open_url
+
+    if not is_remote(path):
+        with open(path, "rb") as fh:
+            yield from _group((s["fname"], s["data"]) for s in tar_file_iterator(fh))
+        return
+
+    def members(fh) -> Iterator[tuple[str, bytes]]:  # noqa: ANN001
+        it = tar_file_iterator(fh)
+        while True:
+            try:
+                member = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - tar or transport error mid-stream
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise RemoteError(f"remote shard {path} broke off or is truncated ({reason})") from exc
+            yield member["fname"], member["data"]
+
+    with open_url(str(path)) as fh:
+        yield from _group(members(fh))
 
 
 # --------------------------------------------------------------------------------------------------- manifest
@@ -181,9 +203,10 @@ class VideoRecord:
 
 @dataclass
 class Manifest:
-    """The contents of ``manifest.json`` (see module doc)."""
+    """The contents of ``manifest.json`` (see module doc). ``root``: a local folder, or a remote root's URL
+    (``data_modules.remote``)."""
 
-    root: Path
+    root: Path | str
     image_size: int
     videos: list[VideoRecord]
     shards: list[str]
@@ -201,6 +224,18 @@ class Manifest:
 
     def by_id(self) -> dict[str, VideoRecord]:
         return {v.video_id: v for v in self.videos}
+
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.root, str)
+
+    def locate(self, name: str) -> Path | str:
+        """Where file ``name`` of the set is: a local path, or a remote URL."""
+        if isinstance(self.root, str):
+            from data_modules.remote import join
+
+            return join(self.root, name)
+        return self.root / name
 
     def to_json(self) -> dict[str, Any]:
         persons: dict[str, list[str]] = {}
@@ -241,8 +276,18 @@ class Manifest:
 
 
 def load_manifest(root: str | Path) -> Manifest:
-    """Read ``root/manifest.json``; raise ``ManifestError`` saying how to make one when it is absent."""
-    root = Path(root)
+    """Read ``root/manifest.json``; raise ``ManifestError`` saying how to make one when it is absent.
+
+    ``root`` may be remote (``data_modules.remote``): then a ``RemoteError`` says why it cannot be fetched."""
+    from data_modules.remote import is_remote, join, local_path, read_bytes
+
+    if is_remote(root):
+        url = join(str(root), MANIFEST)
+        try:
+            return _parse_manifest(json.loads(read_bytes(url)), str(root))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ManifestError(f"{url} is unreadable ({e}): is {root} a shard folder made by `make preprocess`?") from e
+    root = local_path(root)
     path = root / MANIFEST
     if not root.is_dir():
         raise ManifestError(
@@ -255,31 +300,33 @@ def load_manifest(root: str | Path) -> Manifest:
             f"SRC=<VoxCeleb mp4 folder> OUT={root}` (re-running it finishes an interrupted run)"
         )
     try:
-        data = json.loads(path.read_text())
-        videos = [
-            VideoRecord(
-                i, v["video_id"], v["person_id"], v["shard"], v["key"], int(v["num_frames"]), v.get("split")
-            )
-            for i, v in enumerate(data["videos"])
-        ]
-        return Manifest(
-            root,
-            int(data["image_size"]),
-            videos,
-            list(data["shards"]),
-            list(data.get("skipped", [])),
-            data.get("backend", ""),
-            bool(data.get("complete", True)),
-        )
+        return _parse_manifest(json.loads(path.read_text()), root)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ManifestError(f"{path} is unreadable ({e}): re-run `make preprocess` on {root}") from e
+
+
+def _parse_manifest(data: dict[str, Any], root: Path | str) -> Manifest:
+    videos = [
+        VideoRecord(i, v["video_id"], v["person_id"], v["shard"], v["key"], int(v["num_frames"]), v.get("split"))
+        for i, v in enumerate(data["videos"])
+    ]
+    return Manifest(
+        root,
+        int(data["image_size"]),
+        videos,
+        list(data["shards"]),
+        list(data.get("skipped", [])),
+        data.get("backend", ""),
+        bool(data.get("complete", True)),
+    )
 
 
 class ShardReader:
     """Random access to single videos of a shard folder via the manifest (map-style, for
     val/test/fine-tuning).
 
-    Keeps one open ``tarfile`` index per shard it touched.
+    Keeps one open ``tarfile`` index per shard it touched. Shards of a remote root are fetched whole into the
+    local cache first (``data_modules.remote.fetch_shard``).
     """
 
     def __init__(self, manifest: Manifest) -> None:
@@ -287,20 +334,27 @@ class ShardReader:
         self._records = manifest.by_id()
         self._index: dict[str, dict[str, tarfile.TarInfo]] = {}
 
+    def _path(self, shard: str) -> Path:
+        if self.manifest.remote:
+            from data_modules.remote import fetch_shard
+
+            return fetch_shard(str(self.manifest.root), shard)
+        return Path(self.manifest.root) / shard
+
     def _members(self, shard: str) -> dict[str, tarfile.TarInfo]:
         if shard not in self._index:
-            with tarfile.open(self.manifest.root / shard, "r") as tar:
+            with tarfile.open(self._path(shard), "r") as tar:
                 self._index[shard] = {m.name: m for m in tar.getmembers()}
         return self._index[shard]
 
     def read(self, video_id: str) -> VideoSample:
         """All frames (JPEG bytes), landmarks and metadata of ``video_id``."""
         if video_id not in self._records:
-            raise KeyError(f"video {video_id!r} is not in {self.manifest.root / MANIFEST}")
+            raise KeyError(f"video {video_id!r} is not in {self.manifest.locate(MANIFEST)}")
         rec = self._records[video_id]
         members = self._members(rec.shard)
         raw: dict[str, Any] = {"__key__": rec.key}
-        with open(self.manifest.root / rec.shard, "rb") as fh:
+        with open(self._path(rec.shard), "rb") as fh:
             for name, info in members.items():
                 if name.startswith(rec.key + "."):
                     fh.seek(info.offset_data)

@@ -25,6 +25,7 @@ Decoding uses PyAV (FFmpeg bindings); nothing shells out.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -81,9 +82,26 @@ def _split_of(parts: tuple[str, ...]) -> str | None:
     return None
 
 
+def walk_files(root: Path, suffix: str) -> list[Path]:
+    """Files under ``root`` whose name ends with ``suffix``, following symlinked folders (large datasets are
+    often laid out as links to other disks), each real folder visited once: a link cycle ends the descent
+    instead of looping. Paths keep the linked names (``root/dev/mp4/id1/...``), sorted."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link (a cycle or a second link): skip
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        found += [Path(folder) / f for f in sorted(files) if f.lower().endswith(suffix)]
+    return found
+
+
 def _voxceleb_clips(root: Path) -> list[Clip]:
     clips = []
-    for mp4 in root.rglob("*.mp4"):
+    for mp4 in walk_files(root, ".mp4"):
         rel = mp4.relative_to(root).parts
         if len(rel) < 3 or not _VOX_PERSON.match(rel[-3]):
             continue

@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads
 from data_modules.resumable import ResumableDataLoader
-from talkinghead.landmarks.draw import landmark_image_tensor
-from talkinghead.visualize import from_uint8
+from talkinghead.landmarks.draw import draw_landmarks
+from talkinghead.visualize import from_uint8, uint8_chw
 
 __all__ = [
     "SyntheticHeads",
@@ -66,19 +66,20 @@ def _parse_video_id(video_id: str) -> tuple[int, int]:
             f"not a synthetic video id: {video_id!r} (expected like 'syn0003/v01')") from None
 
 
-def render_clip(heads: SyntheticHeads, identity: int, video: int, ts: Sequence[float], size: int
-                ) -> dict[str, torch.Tensor]:
+def render_clip(heads: SyntheticHeads, identity: int, video: int, ts: Sequence[float], size: int,
+                uint8: bool = False) -> dict[str, torch.Tensor]:
     """Frames ``ts`` of a video as tensors.
 
     Returns:
-        ``frames`` ``(N, 3, H, W)`` and ``landmark_images`` ``(N, 3, H, W)`` float32 in [-1, 1],
-        ``landmarks`` ``(N, 68, 2)`` float32 pixels.
+        ``frames`` ``(N, 3, H, W)`` and ``landmark_images`` ``(N, 3, H, W)`` float32 in [-1, 1] (``uint8``: uint8
+        0..255, converted on the device by the LightningModule), ``landmarks`` ``(N, 68, 2)`` float32 pixels.
     """
     frames, lmk_imgs, lmks = [], [], []
+    to_tensor = uint8_chw if uint8 else from_uint8
     for t in ts:
         img, lm = heads.render(identity, video, t, size)
-        frames.append(from_uint8(img))
-        lmk_imgs.append(landmark_image_tensor(lm, size))
+        frames.append(to_tensor(img))
+        lmk_imgs.append(to_tensor(draw_landmarks(lm, size)))
         lmks.append(torch.from_numpy(np.array(lm, dtype=np.float32)))
     return {"frames": torch.stack(frames), "landmark_images": torch.stack(lmk_imgs),
             "landmarks": torch.stack(lmks)}
@@ -98,11 +99,12 @@ class SyntheticTalkingHeads(Dataset):
         seed: item ``i`` uses ``np.random.default_rng([seed, i])`` to pick its frames.
         length: ``len(self)`` (default: number of videos). Any index ``i >= 0`` is valid, also
             ``i >= len``: the video is ``i % num_videos`` and the frame choice depends on the whole ``i``.
+        uint8: images as uint8 0..255 (the training split: converted on the device), else float in [-1, 1].
     """
 
     def __init__(self, heads: SyntheticHeads, identities: Sequence[int], K: int, image_size: int,
                  frames_per_video: int, frame_offset: int = 0, seed: int = 0,
-                 length: int | None = None) -> None:
+                 length: int | None = None, uint8: bool = False) -> None:
         if K < 1:
             raise SyntheticDataError(f"K must be >= 1 source frame, got K={K}")
         if K + 1 > frames_per_video:
@@ -127,6 +129,7 @@ class SyntheticTalkingHeads(Dataset):
                                               for v in range(heads.videos_per_identity)]
         self.video_ids: list[str] = [video_id_of(i, v) for i, v in self.videos]
         self.length = int(length) if length is not None else len(self.videos)
+        self.uint8 = bool(uint8)
 
     @property
     def num_videos(self) -> int:
@@ -146,7 +149,8 @@ class SyntheticTalkingHeads(Dataset):
             raise IndexError(f"negative index {index} is not supported by SyntheticTalkingHeads")
         vi = index % len(self.videos)
         identity, video = self.videos[vi]
-        clip = render_clip(self.heads, identity, video, self.frame_indices(index).tolist(), self.image_size)
+        clip = render_clip(self.heads, identity, video, self.frame_indices(index).tolist(), self.image_size,
+                           uint8=self.uint8)
         clip["video_index"] = torch.tensor(vi, dtype=torch.int64)
         clip["person_id"] = person_id_of(identity)
         clip["video_id"] = self.video_ids[vi]
@@ -249,7 +253,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         common = dict(K=self._K, image_size=self._image_size, seed=self.seed)
         self.train_set = SyntheticTalkingHeads(self.heads, self.train_identities,
                                                frames_per_video=frames_per_video,
-                                               frame_offset=0, length=samples_per_epoch, **common)
+                                               frame_offset=0, length=samples_per_epoch, uint8=True, **common)
         self.val_set = SyntheticTalkingHeads(self.heads, self.train_identities,
                                              frames_per_video=heldout_frames,
                                              frame_offset=frames_per_video, **common)

@@ -47,7 +47,9 @@ from data_modules.shards import (
     iter_shard,
     load_manifest,
 )
-from talkinghead.visualize import from_uint8
+from data_modules.remote import ShardError, is_remote, local_path
+from data_modules.resumable import ResumableStreamLoader
+from talkinghead.visualize import from_uint8, uint8_chw
 
 # iBUG-68 index of each point's mirror image (x -> -x): jaw, brows, nose, eyes, outer and inner lips.
 IBUG68_FLIP = np.array(
@@ -132,9 +134,13 @@ def apply_augment(augment, frames: np.ndarray, landmarks: np.ndarray) -> tuple[n
 
 # ---------------------------------------------------------------------------------------------- sample making
 def make_sample(
-    frames: np.ndarray, landmarks: np.ndarray, record: VideoRecord, image_size: int, augment=None
+    frames: np.ndarray, landmarks: np.ndarray, record: VideoRecord, image_size: int, augment=None,
+    uint8: bool = False,
 ) -> dict[str, Any]:  # noqa: ANN001
-    """uint8 (K+1, S, S, 3) frames + (K+1, 68, 2) landmarks (S px) -> ``SampleDict`` at ``image_size``."""
+    """uint8 (K+1, S, S, 3) frames + (K+1, 68, 2) landmarks (S px) -> ``SampleDict`` at ``image_size``.
+
+    ``uint8``: images stay uint8 (K+1, 3, H, W) (training loaders: converted on the device, see
+    ``talkinghead.visualize.batch_to_float``); else float32 in [-1, 1]."""
     import cv2
 
     from talkinghead.landmarks.draw import draw_landmarks
@@ -148,9 +154,10 @@ def make_sample(
         frames, landmarks = apply_augment(augment, frames, landmarks)
     landmarks = np.ascontiguousarray(landmarks, dtype=np.float32)
     drawn = np.stack([draw_landmarks(p, image_size) for p in landmarks])
+    to_tensor = uint8_chw if uint8 else from_uint8
     return {
-        "frames": from_uint8(frames),
-        "landmark_images": from_uint8(drawn),
+        "frames": to_tensor(frames),
+        "landmark_images": to_tensor(drawn),
         "landmarks": torch.from_numpy(landmarks),
         "video_index": torch.tensor(record.index, dtype=torch.int64),
         "person_id": record.person_id,
@@ -227,8 +234,11 @@ class VoxCelebStream(IterableDataset):
         if len(self.videos) < self.world_size:
             raise ValueError(f"{len(self.videos)} training videos cannot feed {self.world_size} DDP ranks")
         self.epoch = 0
+        self.resume_batches = 0  # batches of `epoch` already trained on (a resumed run); see ResumableStreamLoader
+        self.batch_size = 1  # the loader's (only used to resume mid-epoch)
         self._shards = sorted({v.shard for v in self.videos})
         self._by_shard = {s: [v for v in self.videos if v.shard == s] for s in self._shards}
+        self._ids_by_shard = {s: {v.video_id for v in vs} for s, vs in self._by_shard.items()}
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (over all its workers)."""
@@ -254,45 +264,84 @@ class VoxCelebStream(IterableDataset):
         q = quotas([len(m) for m in mine], len(self))
         return mine[worker], q[worker]
 
+    def batch_workers(self, num_workers: int, epoch: int) -> list[int]:
+        """The loader worker each batch of ``epoch`` comes from, in the order the DataLoader yields them: round
+        robin over the workers that still have a full batch (each drops its last partial one)."""
+        n = [self.assignment(w, num_workers, epoch)[1] // max(1, self.batch_size) for w in range(num_workers)]
+        return [w for r in range(max(n, default=0)) for w in range(num_workers) if r < n[w]]
+
+    def resume_role(self, worker: int, num_workers: int, epoch: int, done: int) -> tuple[int, int]:
+        """(role, samples to skip) of loader ``worker`` when ``done`` batches of ``epoch`` were trained on.
+
+        A fresh DataLoader asks worker 0 first; the next batch of the interrupted epoch belongs to worker
+        ``w0``: so worker p plays worker ``(p + w0) % num_workers`` for the rest of this epoch (the round robin
+        then yields the same batches in the same order) and skips what that role had already produced."""
+        order = self.batch_workers(num_workers, epoch)
+        if not 0 < done < len(order):
+            return worker, 0
+        role = (worker + order[done]) % num_workers
+        return role, order[:done].count(role) * max(1, self.batch_size)
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch
         self.epoch += 1
+        skip = 0
+        if self.resume_batches:  # the first epoch of a resumed run (in each worker's copy), then never again
+            worker, skip = self.resume_role(worker, num_workers, epoch, self.resume_batches)
+            self.resume_batches = 0
         videos, quota = self.assignment(worker, num_workers, epoch)
         if quota == 0 or not videos:
             return
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
         if self._augment is None and self.augment_spec:
             self._augment = build_augment(self.augment_spec)
-        if self._augment is not None:
-            self._augment.set_random_seed(int(rng.integers(2**31)))
         wanted = {v.video_id: v for v in videos}
         shards = sorted({v.shard for v in videos})
         yielded = 0
         while yielded < quota:
             buffer: list[tuple[VideoSample, VideoRecord]] = []
             for si in rng.permutation(len(shards)):
-                for sample in iter_shard(self.manifest.root / shards[si]):
+                expected, found = len(self._by_shard[shards[si]]), 0
+                for sample in iter_shard(self.manifest.locate(shards[si])):
+                    found += int(sample.meta["video_id"] in self._ids_by_shard[shards[si]])
                     rec = wanted.get(sample.meta["video_id"])
                     if rec is None:
                         continue
                     buffer.append((sample, rec))
                     if len(buffer) >= max(1, self.shuffle_buffer):
-                        yield self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng)
+                        out = self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng, yielded < skip)
                         yielded += 1
+                        if out is not None:
+                            yield out
                         if yielded >= quota:
                             return
+                if found < expected:
+                    raise ShardError(f"shard {self.manifest.locate(shards[si])} ended after {found} of its "
+                                     f"{expected} training videos: it is truncated; re-copy it or re-run preprocessing")
             while buffer:
-                yield self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng)
+                out = self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng, yielded < skip)
                 yielded += 1
+                if out is not None:
+                    yield out
                 if yielded >= quota:
                     return
 
-    def _sample(self, item: tuple[VideoSample, VideoRecord], rng: np.random.Generator) -> dict[str, Any]:
+    def _sample(
+        self, item: tuple[VideoSample, VideoRecord], rng: np.random.Generator, skip: bool = False
+    ) -> dict[str, Any] | None:
+        """The training sample of a video; ``skip`` draws the same random numbers but decodes nothing (a
+        resumed run passing over what was already trained on)."""
         sample, rec = item
-        frames, lmk = _decode(sample, pick_frames(len(sample.frames), self.k, rng))
-        return make_sample(frames, lmk, rec, self.image_size, self._augment)
+        positions = pick_frames(len(sample.frames), self.k, rng)
+        seed = int(rng.integers(2**31)) if self._augment is not None else None
+        if skip:
+            return None
+        if seed is not None:
+            self._augment.set_random_seed(seed)  # per sample: a skipped sample leaves the next one's draw alone
+        frames, lmk = _decode(sample, positions)
+        return make_sample(frames, lmk, rec, self.image_size, self._augment, uint8=True)
 
 
 class VoxCelebVideos(Dataset):
@@ -364,7 +413,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
                 f"data.root is not set: run `make preprocess SRC=<{self.NAME} mp4 folder> "
                 f"OUT=<shards folder>` then `make meta-learn DATA={data} DATA_ROOT=<shards folder>`"
             )
-        self.root = Path(root).expanduser()
+        self.root = str(root) if is_remote(root) else local_path(root)  # a URL streams (data_modules.remote)
         self.manifest = load_manifest(self.root)
         if not self.manifest.videos:
             raise ValueError(
@@ -449,8 +498,11 @@ class VoxCelebDataModule(pl.LightningDataModule):
         return VoxCelebVideos(self.manifest, videos, self.K, self.image_size, self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_dataset(),
+        ds = self.train_dataset()
+        ds.batch_size = self.batch_size
+        return ResumableStreamLoader(
+            ds,
+            progress=self._progress,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -458,6 +510,13 @@ class VoxCelebDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
         )
+
+    def _progress(self) -> tuple[int, int]:
+        """(epoch, batches of it trained on) from the trainer's loop (read when a checkpoint is written)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 0
+        return int(trainer.current_epoch), int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def val_dataloader(self) -> DataLoader | list:
         ds = self.val_dataset()
@@ -469,6 +528,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
             num_workers=min(self.num_workers, 2),
             shuffle=False,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=min(self.num_workers, 2) > 0,  # no worker start-up at every validation
         )
 
     def test_dataloader(self) -> DataLoader | list:

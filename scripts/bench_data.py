@@ -25,6 +25,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from data_modules.bench import (  # noqa: E402
     LANDMARK_SETUPS,
+    batch_bytes,
     describe_preprocess,
     driver_stage_rate,
     embedded_avatar,
@@ -32,6 +33,7 @@ from data_modules.bench import (  # noqa: E402
     reenact_loop_rate,
     loader_rate,
     preprocess_rate,
+    serve_folder,
     synthetic_source,
     vox2_augment,
 )
@@ -135,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
                 rate = loader_rate(shards, w, aug, args.seconds)
                 per = f", {rate / w:.1f} per worker" if w else ""
                 print(f"loader 256², K=8, batch 8, {aug_name}, num_workers={w}: {rate:.1f} samples/s{per}")
+        sent, as_float = batch_bytes(shards)
+        print(f"host -> device images per 256² batch of 8, K=8: {sent / 1e6:.1f} MB as uint8 "
+              f"({as_float / 1e6:.1f} MB as float32)")
+        url, server = serve_folder(shards)  # remote shards: the same shards over HTTP from 127.0.0.1
+        try:
+            for w in args.workers:
+                rate = loader_rate(url, w, vox2_augment(), args.seconds)
+                print(f"loader 256², K=8, batch 8, vox2.yaml augmentation, remote shards over HTTP (127.0.0.1), "
+                      f"num_workers={w}: {rate:.1f} samples/s")
+        finally:
+            server.shutdown()
     return 0
 
 

@@ -17,6 +17,7 @@ from data_modules.synthetic import (
     SyntheticTalkingHeads,
 )
 from talkinghead.landmarks.draw import landmark_image_tensor
+from talkinghead.visualize import batch_to_float, from_uint8
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,10 @@ def test_bad_render_arguments(heads: SyntheticHeads) -> None:
 # ---------------------------------------------------------------- dataset
 
 def test_sample_dict(dm: SyntheticDataModule) -> None:
-    s = dm.train_set[5]
+    raw = dm.train_set[5]  # the training split goes to the device as uint8; the module converts it there
+    assert raw["frames"].dtype == raw["landmark_images"].dtype == torch.uint8
+    s = batch_to_float(raw)
+    torch.testing.assert_close(s["frames"], from_uint8(raw["frames"].movedim(-3, -1).numpy()))
     K, H = 3, 64
     assert s["frames"].shape == (K + 1, 3, H, H) and s["frames"].dtype == torch.float32
     assert s["landmark_images"].shape == (K + 1, 3, H, H) and s["landmark_images"].dtype == torch.float32
@@ -141,7 +145,7 @@ def test_sample_dict(dm: SyntheticDataModule) -> None:
 
 
 def test_landmark_images_are_drawn_from_landmarks(dm: SyntheticDataModule) -> None:
-    s = dm.train_set[3]
+    s = batch_to_float(dm.train_set[3])
     for k in range(s["frames"].shape[0]):
         expect = landmark_image_tensor(s["landmarks"][k].numpy(), 64)
         torch.testing.assert_close(s["landmark_images"][k], expect)
@@ -247,7 +251,7 @@ class _Recorder(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self.seen.append(list(batch["video_id"]))
-        return (self.w * batch["frames"].mean()).sum()
+        return (self.w * batch["frames"].float().mean()).sum()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.0)

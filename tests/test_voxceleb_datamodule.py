@@ -26,7 +26,12 @@ def test_samples_have_the_common_format(synthetic_shards):
     dm = VoxCeleb2DataModule(root, K=3, image_size=48, batch_size=2, num_workers=0, test_persons=["id00004"],
                              augment=AUG)
     assert dm.num_videos == 8 and dm.train_persons == ["id00001", "id00002", "id00003"]
-    batch = next(iter(dm.train_dataloader()))
+    raw = next(iter(dm.train_dataloader()))
+    # training batches go to the device as uint8 (4x less traffic) and become [-1, 1] floats there
+    assert raw["frames"].dtype == raw["landmark_images"].dtype == torch.uint8
+    from talkinghead.visualize import batch_to_float
+
+    batch = batch_to_float(raw)
     assert batch["frames"].shape == (2, 4, 3, 48, 48) and batch["frames"].dtype == torch.float32
     assert batch["landmark_images"].shape == (2, 4, 3, 48, 48)
     assert batch["landmarks"].shape == (2, 4, 68, 2) and batch["video_index"].dtype == torch.int64
@@ -45,7 +50,9 @@ def test_landmark_images_are_drawn_from_the_landmarks(synthetic_shards):
 
     root, _ = synthetic_shards
     dm = VoxCeleb2DataModule(root, K=2, image_size=64, num_workers=0, augment=AUG)
-    s = next(iter(dm.train_dataset()))
+    from talkinghead.visualize import batch_to_float
+
+    s = batch_to_float(next(iter(dm.train_dataset())))
     for lmk_img, pts in zip(s["landmark_images"], s["landmarks"]):
         assert torch.allclose(lmk_img, landmark_image_tensor(pts.numpy(), 64), atol=1e-6)
 

@@ -7,7 +7,10 @@ An *id* names a person or one video of them:
 * a video or person id of a preprocessed shard folder (``id90007``, ``id90007/abc/00001``), read via its
   ``manifest.json``;
 * a path to the user's own video file or folder of images: frames are decoded, landmarks detected, and the face
-  cropped as ``make preprocess`` does.
+  cropped as ``make preprocess`` does;
+* one photo (the paper's one-shot case, paintings included) or a list of photos of one person: a single image
+  file, several separated by spaces or commas (``"a.jpg b.png"``), a glob (``"photos/*.jpg"``) or a list
+  (``[a.jpg, b.jpg]``). Each photo gets its own face crop (photos do not share a camera as video frames do).
 
 A person id pools the frames of all of that person's videos.  ``PersonFrames`` holds the addressable frames
 (``positions`` 0..N-1) and loads any subset of them at the model's resolution.
@@ -16,6 +19,7 @@ A person id pools the frames of all of that person's videos.  ``PersonFrames`` h
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,7 @@ import torch
 from talkinghead.errors import TalkingHeadError
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 class UnknownIdError(TalkingHeadError, KeyError):
@@ -253,13 +258,86 @@ def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0)
     return PersonFrames(str(path), None, [str(path)], len(crops), loader, notes)
 
 
+def read_photo(path: Path) -> np.ndarray:
+    """One image file -> uint8 (1, H, W, 3) RGB; a clear error naming the file when it is no readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))[None]
+    except (UnidentifiedImageError, OSError) as exc:
+        raise NoFaceError(f"cannot read {path}: not a readable image ({exc})") from exc
+
+
+def photo_frames(paths: Sequence[Path], image_size: int, detector: Any) -> PersonFrames:
+    """Frames of one photo or a list of photos of one person: each photo is cropped around its own face.
+
+    A photo without a face is skipped with a note when others have one; none with a face is a ``NoFaceError``.
+    """
+    crops, points, notes = [], [], []
+    for path in paths:
+        frames = read_photo(path)
+        try:
+            c, p, _ = crop_faces(frames, detector, image_size, source=str(path))
+        except NoFaceError as exc:
+            if len(paths) == 1:
+                raise
+            notes.append(f"{exc}: skipped")
+            continue
+        crops.append(c)
+        points.append(p)
+    if not crops:
+        raise NoFaceError(f"no usable face in any of the {len(paths)} photos ({paths[0]}, ...)")
+    sample = to_sample(np.concatenate(crops), np.concatenate(points), image_size)
+    source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} photos ({paths[0]}, ...)"
+
+    def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        return {k: v[list(positions)] for k, v in sample.items()}
+
+    return PersonFrames(source, None, [str(p) for p in paths], len(sample["frames"]), loader, notes)
+
+
+def photo_list(id_: str | Sequence[str]) -> list[Path] | None:
+    """The image files an id names (one photo, ``"a.jpg b.jpg"``, ``"a.jpg,b.jpg"``, a glob, a list), or None
+    when it names no image file. Raises ``UnknownIdError`` for a list with a missing or non-image entry."""
+    import ast
+    import glob
+
+    if isinstance(id_, str):
+        text = id_.strip()
+        if Path(text).expanduser().is_file():
+            return [Path(text).expanduser()] if Path(text).suffix.lower() in IMAGE_SUFFIXES else None
+        if text.startswith("[") and text.endswith("]"):  # a Hydra list, or its str()
+            try:
+                items = [str(x) for x in ast.literal_eval(text)]
+            except (ValueError, SyntaxError):
+                items = [x.strip(" '\"") for x in text[1:-1].split(",")]
+        elif any(ch in text for ch in "*?[") and not Path(text).exists():
+            items = sorted(glob.glob(str(Path(text).expanduser())))
+            if not items:
+                if Path(text).suffix.lower() in IMAGE_SUFFIXES:
+                    raise UnknownIdError(f"no file matches {text}")
+                return None
+        else:
+            items = [x for x in re.split(r"[,\s]+", text) if x]
+    else:
+        items = [str(x) for x in id_]
+    if not items or not all(Path(x).suffix.lower() in IMAGE_SUFFIXES for x in items):
+        return None
+    paths = [Path(x).expanduser() for x in items]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UnknownIdError(f"no such image file: {', '.join(missing[:5])}")
+    return paths
+
+
 # ------------------------------------------------------------------------------------------------ resolve
 def looks_like_path(id_: str) -> bool:
-    return id_.startswith(("/", "./", "../", "~")) or Path(id_).suffix.lower() in VIDEO_SUFFIXES
+    return id_.startswith(("/", "./", "../", "~")) or Path(id_).suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES
 
 
 def resolve(
-    id_: str,
+    id_: str | Sequence[str],
     data_cfg: Mapping[str, Any],
     image_size: int,
     *,
@@ -270,6 +348,11 @@ def resolve(
     max_frames: int = 0,
 ) -> PersonFrames:
     """The frames of ``id_`` (see the module docstring); ``data_cfg`` is the meta-learned model's data config."""
+    photos = photo_list(id_ if not isinstance(id_, str) and isinstance(id_, Sequence) else str(id_))
+    if photos:
+        if detector is None:
+            detector = make_landmark_detector(detector_backend)
+        return photo_frames(photos, image_size, detector)
     id_ = str(id_).strip()
     if not id_:
         raise UnknownIdError(

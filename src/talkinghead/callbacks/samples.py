@@ -10,7 +10,7 @@ import torch
 
 from talkinghead.callbacks import logging_step
 from talkinghead.modules.meta_learning import split_episode
-from talkinghead.visualize import make_grid, sample_rows, save_png
+from talkinghead.visualize import batch_to_float, make_grid, sample_rows, save_png
 
 
 def fixed_batch(loader: Any, n: int) -> dict[str, Any] | None:
@@ -22,11 +22,11 @@ def fixed_batch(loader: Any, n: int) -> dict[str, Any] | None:
     if (ds is not None and not isinstance(ds, torch.utils.data.IterableDataset) and hasattr(ds, "__len__")
             and len(ds) > 0):
         picks = sorted({int(i) for i in torch.linspace(0, len(ds) - 1, n)})
-        return torch.utils.data.default_collate([ds[i] for i in picks])
+        return batch_to_float(torch.utils.data.default_collate([ds[i] for i in picks]))
     batch = next(iter(loader), None)
     if batch is None:
         return None
-    return {k: (v[:n] if isinstance(v, (torch.Tensor, list)) else v) for k, v in batch.items()}
+    return batch_to_float({k: (v[:n] if isinstance(v, (torch.Tensor, list)) else v) for k, v in batch.items()})
 
 
 class SampleGridCallback(pl.Callback):

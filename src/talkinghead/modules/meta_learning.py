@@ -22,6 +22,7 @@ from talkinghead.losses.pixel import pixel_loss
 from talkinghead.nets import Embedder, Generator, ProjectionDiscriminator
 from talkinghead.nets.spectral import power_iteration
 from talkinghead.speed import match_state_layout, to_memory_format
+from talkinghead.visualize import batch_to_float
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -87,7 +88,10 @@ class MetaLearningModule(pl.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Image batches (B, 3, H, W) go channels-last on the device when the networks are.  Episodes (5-D) are
-        laid out once, where they are split (``sources``)."""
+        laid out once, where they are split (``sources``).  Training loaders send frames and landmark images as
+        uint8 (4x less host-to-device traffic); they become [-1, 1] float32 here, on the device."""
+        if isinstance(batch, Mapping):
+            batch = batch_to_float(dict(batch))
         if self.channels_last and isinstance(batch, Mapping):
             batch = dict(batch)
             for key in ("frames", "landmark_images"):
