@@ -16,10 +16,13 @@ TINY_G = dict(emb_dim=32, base_channels=8, max_channels=32, attn_res_down=16, at
 def tiny_module(num_videos: int, size: int = 32, d_steps: int = 1, lr: float = 1e-3, **weights: float):
     loss_weights = dict(pixel=10.0, adversarial=1.0, feature_matching=10.0, match=10.0)
     loss_weights.update(weights)
+    tiny, tiny_g = dict(TINY), dict(TINY_G)
+    if size <= 16:  # no 16² map to attend to inside a 16² network
+        tiny["attn_res"] = tiny_g["attn_res_down"] = tiny_g["attn_res_up"] = None
     return MetaLearningModule(
-        Embedder(size, **TINY),
-        Generator(size, num_down=2, num_res=1, **TINY_G),
-        ProjectionDiscriminator(num_videos, size, **TINY),
+        Embedder(size, **tiny),
+        Generator(size, num_down=2, num_res=1, **tiny_g),
+        ProjectionDiscriminator(num_videos, size, **tiny),
         loss_weights=loss_weights,
         optimizer_g=partial(torch.optim.Adam, lr=lr, betas=(0.5, 0.999)),
         optimizer_d=partial(torch.optim.Adam, lr=lr, betas=(0.5, 0.999)),

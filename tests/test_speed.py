@@ -192,6 +192,7 @@ def test_episode_layout_is_channels_last_per_frame_and_keeps_values() -> None:
 
 # ------------------------------------------------------------------------------------------------ spectral norm
 def test_sigma_converges_to_the_top_singular_value() -> None:
+    torch.manual_seed(0)  # 50 iterations fall short of 1e-3 for ~1 random 8x72 matrix in 40 (a close 2nd value)
     conv = spectral_norm(nn.Conv2d(8, 16, 3))
     w = conv.parametrizations.weight.original.detach()
     (sn,) = [p for _, p in spectral_norms(conv)]
