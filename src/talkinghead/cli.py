@@ -162,6 +162,12 @@ def reenact_main(
     return result.path
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from talkinghead.demo import main as demo_main
+
+    return demo_main(args.demo_args)
+
+
 def _reenact(args: argparse.Namespace) -> int:
     reenact_main(
         args.avatar, args.driver, args.out, side_by_side=args.side_by_side, adapt=args.adapt, ckpt=args.ckpt,
@@ -226,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast: bf16 where native, channels-last (experiments/speed/fast.yaml); plain: fp32 reference")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_reenact)
+
+    p = sub.add_parser("demo", help="a web page to make avatars and drive them (Gradio; pip install -e '.[demo]')",
+                       description="Serve the demo page (talkinghead.demo); its options follow.", add_help=False)
+    p.add_argument("demo_args", nargs=argparse.REMAINDER, help="--ckpt, --host, --port, ... (demo --help)")
+    p.set_defaults(func=_demo)
 
     _add_config_stage(
         sub, "evaluate", "the paper's Table 1 protocol (FID/SSIM/CSIM, FT and FF, T=1/8/32)",
