@@ -102,9 +102,10 @@ def test_held_out_person_by_id(server) -> None:
 
 
 def test_bad_input_shows_one_line_and_the_server_stays_up(server, tmp_path) -> None:
-    demo, client, _ = server
+    demo, client, root = server
     status, chosen, *_ = make(client, photos=[demo_helpers.no_face_photo(tmp_path / "wall.png")], T=1)
-    assert status.startswith("**Error:** no usable face") and "\n" not in status and chosen == [], status
+    assert status.startswith("**Error:** no usable face in your photos") and "\n" not in status and chosen == [], status
+    assert str(root) not in status, "the page names no server folder"
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video")
     status, *_ = make(client, video=bad)

@@ -200,7 +200,7 @@ def make_avatar(
         + ("FF | FT" if mode == "FT" else "FF")
         + (" | real (frames outside the T)" if preview_pos else " | real (frames of the T)")
     )
-    _report(progress, 1.0, f"avatar saved: {out.name}")
+    _report(progress, 1.0, "avatar written")
     return AvatarResult(
         out, fitted.avatar, fitted, dict(shots), preview, bool(preview_pos), grid_path, video_path, caption,
         person.num_frames, notes, logger,

@@ -187,6 +187,15 @@ class Demo:
         roots.append(Path(gradio_tmp))
         return roots
 
+    def public(self, message: str) -> str:
+        """``message`` without the server's folders: the page names uploads as the user knows them."""
+        root = re.escape(str(self.session_root))
+        message = re.sub(root + r"/[^/\s]+/photos_\d+", "your photos", message)
+        message = re.sub(root + r"/[^/\s]+/source_\d+\.\w+", "your video", message)
+        message = re.sub(root + r"/[^/\s]+/driver_\d+\.\w+", "the driver video", message)
+        message = re.sub(root + r"[^\s:,;]*", "your upload", message)
+        return message.replace(str(self.avatars_dir.resolve()) + "/", "").replace(str(self.avatars_dir) + "/", "")
+
     def require_model(self) -> Any:
         if self.meta is None:
             raise DemoError(self.model_error or NO_CHECKPOINT)
@@ -278,10 +287,10 @@ class Demo:
                 settings=FineTuneSettings(epochs=epochs), progress=report,
             )
         except TalkingHeadError as exc:
-            return _error(exc), [], [], None, self._avatar_choices()
+            return self.public(_error(exc)), [], [], None, self._avatar_choices()
         except Exception as exc:  # noqa: BLE001 - the page shows one line; the server log keeps the trace
             traceback.print_exc()
-            return _error(exc, unexpected=True), [], [], None, self._avatar_choices()
+            return self.public(_error(exc, unexpected=True)), [], [], None, self._avatar_choices()
         chosen = [
             (img, f"frame {i + 1}")
             for i, img in enumerate(landmarks_over(made.shots["frames"], made.shots["landmarks"]))
@@ -353,10 +362,10 @@ class Demo:
                 max_frames=max_frames, progress=report,
             )
         except TalkingHeadError as exc:
-            return _error(exc), None, None
+            return self.public(_error(exc)), None, None
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
-            return _error(exc, unexpected=True), None, None
+            return self.public(_error(exc, unexpected=True)), None, None
         mode = "adapted to the avatar's face shape" if clip.adapted else "raw driver landmarks"
         lines = [
             f"**{clip.frames} frames** (driver | landmarks | avatar), {mode}: **{clip.fps:.1f} frames/s** rendered "
