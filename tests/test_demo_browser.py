@@ -97,10 +97,13 @@ def wait_text(browser, css: str, *needles: str, timeout: float = 120, before: st
     return WebDriverWait(browser, timeout, poll_frequency=0.5).until(found)
 
 
-def upload(browser, css: str, path: Path) -> None:
+def upload(browser, css: str, path: Path, timeout: float = 60) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.find_element(By.CSS_SELECTOR, f"{css} input[type=file]").send_keys(str(path))
+    sel = (By.CSS_SELECTOR, f"{css} input[type=file]")
+    WebDriverWait(browser, timeout, poll_frequency=0.5).until(ec.presence_of_element_located(sel)).send_keys(str(path))
 
 
 def click(browser, css: str) -> None:

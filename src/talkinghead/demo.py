@@ -394,7 +394,8 @@ class Demo:
             if run is None:
                 raise DemoError(f"no run named {name!r}")
             curves = api.loss_curves(run)
-            rows = [(s, v, k) for k, pts in curves.items() if k.startswith(("train/loss", "val/")) for s, v in pts]
+            rows = [(s, v, k) for k, pts in curves.items()
+                    if k.startswith(("train/", "val/")) and k != "train/iteration" for s, v in pts]
             df = pd.DataFrame(rows, columns=["step", "value", "metric"]) if rows else empty
             grids = [(str(p), f"iteration {i}") for i, p in run.samples]
             lines = [
@@ -442,7 +443,8 @@ def build_app(demo: Demo) -> Any:
 
     cfg = demo.config
     banner = (
-        f"**Model:** `{demo.meta.path}` ({demo.meta.image_size}² px)" if demo.meta is not None
+        f"**Model:** `{Path(demo.meta.path).parent.parent.name}/{Path(demo.meta.path).name}` "
+        f"({demo.meta.image_size}² px)" if demo.meta is not None
         else f"**Error:** {demo.model_error}"
     )
     with gr.Blocks(title="talkinghead demo", analytics_enabled=False) as app:
@@ -457,7 +459,7 @@ def build_app(demo: Demo) -> Any:
                 with gr.Column():
                     video = gr.Video(label=f"A video of the person (up to {cfg.max_file_mb} MB; longer than "
                                            f"{cfg.max_frames} frames: sampled)", sources=["upload"],
-                                     elem_id="avatar-video")
+                                     height=240, elem_id="avatar-video")
                     photos = gr.File(label=f"…or 1–{MAX_PHOTOS} photos", file_count="multiple",
                                      file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="avatar-photos")
                     held = gr.Dropdown(choices=[""] + demo.held_out, value="",
@@ -484,7 +486,7 @@ def build_app(demo: Demo) -> Any:
                     avatar = gr.Dropdown(choices=names, value=names[0] if names else None,
                                          label="Avatar (made in this page or saved earlier)", elem_id="drive-avatar")
                     driver = gr.Video(label="Driver: upload a video or record one with the webcam",
-                                      sources=["upload", "webcam"], elem_id="driver-video")
+                                      sources=["upload", "webcam"], height=240, elem_id="driver-video")
                     driver_held = gr.Dropdown(choices=[""] + demo.held_out, value="",
                                               label="…or a held-out video of the model's data", elem_id="driver-heldout")
                     adapt = gr.Radio(["auto", "on", "off"], value="auto",
@@ -494,7 +496,7 @@ def build_app(demo: Demo) -> Any:
                 with gr.Column():
                     drive_status = gr.Markdown(elem_id="drive-status")
                     result = gr.Video(label="driver | landmarks | avatar", interactive=False, autoplay=True,
-                                      loop=True, elem_id="result-video")
+                                      loop=True, height=260, elem_id="result-video")
                     download = gr.File(label="Download the mp4", interactive=False, elem_id="result-file")
         with gr.Tab("Runs"):
             with gr.Row():
