@@ -8,7 +8,7 @@ ADAPT ?= auto
 need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn finetune reenact evaluate test test-fast weights weights-list preprocess bench bench-data clean
+.PHONY: help install meta-learn finetune reenact evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,9 @@ reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE
 
 evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, ARGS=)
 	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) $(ARGS)
+
+demo:  ## web page: make an avatar from photos/a video and drive it (CKPT=newest run; ARGS="--host 0.0.0.0 --port 8080")
+	$(PYTHON) -m talkinghead.cli demo $(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
 
 test:  ## run the test suite (CPU; voxmini tests skip where ../shared/data/voxmini is absent)
 	$(PYTHON) -m pytest

@@ -150,7 +150,7 @@ def embedded_avatar(root: Path) -> Path:
     """An avatar of the embedded model (64², meta-learned for one iteration: timing needs no good weights)."""
     from talkinghead.avatar import load_meta_learned, save_avatar
     from talkinghead.config import compose
-    from talkinghead.finetune import make_avatar
+    from talkinghead.fewshot import fit_avatar as make_avatar
     from talkinghead.shots import evenly, resolve
     from talkinghead.train import build_meta_learning
 
@@ -176,7 +176,7 @@ def reenact_loop_rate(avatar: Path, driver: Path, out: Path, landmarks: str, thr
     import contextlib
     import io
 
-    from talkinghead.reenact import reenact_main
+    from talkinghead.cli import reenact_main
     from talkinghead.shots import make_landmark_detector
 
     detector = make_landmark_detector("dlib", landmarks)

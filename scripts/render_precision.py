@@ -13,7 +13,7 @@ import sys
 
 from talkinghead import shots
 from talkinghead.avatar import load_meta_learned, resolve_checkpoint
-from talkinghead.finetune import make_avatar
+from talkinghead.fewshot import fit_avatar
 from talkinghead.render import FrameRenderer
 from talkinghead.speed import Speed
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     meta = load_meta_learned(resolve_checkpoint(args.ckpt))
     person = shots.resolve(args.id, meta.config.data, meta.image_size, synthetic_video_length=64)
-    avatar = make_avatar(meta, person.load(shots.evenly(person.num_frames // 2, args.T)), mode="FF")
+    avatar = fit_avatar(meta, person.load(shots.evenly(person.num_frames // 2, args.T)), mode="FF")
     targets = person.load(list(range(person.num_frames // 2, person.num_frames))[:32])
     y, real = targets["landmark_images"], targets["frames"]
     plain = FrameRenderer(avatar.generator, avatar.avatar.psi, "cpu", Speed.plain()).render(y)

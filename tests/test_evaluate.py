@@ -87,13 +87,13 @@ def test_ff_rows_use_ff_ckpt_and_say_which_model_they_are(ckpt, tmp_path, monkey
     from talkinghead.avatar import load_meta_learned
 
     used: list[tuple[str, str]] = []
-    real = ev.make_avatar
+    real = ev.fit_avatar
 
     def spy(meta, shots, mode, **kw):
         used.append((mode, str(meta.path)))
         return real(meta, shots, mode=mode, **kw)
 
-    monkeypatch.setattr(ev, "make_avatar", spy)
+    monkeypatch.setattr(ev, "fit_avatar", spy)
     common = ["T_values=[1]", "num_targets=2", "max_videos=1", "finetune.steps=1", "finetune.epochs=null",
               "~logger", "progress=false"]
     out = evaluate_main([f"ckpt={ckpt}", f"out_dir={tmp_path}/a", *common])

@@ -20,7 +20,8 @@ from talkinghead.avatar import (
     load_meta_learned,
     save_avatar,
 )
-from talkinghead.finetune import FineTuneSettings, finetune_main, make_avatar
+from talkinghead.cli import finetune_main
+from talkinghead.fewshot import FineTuneSettings, fit_avatar
 from talkinghead.modules.finetune import FineTuningModule
 from talkinghead.shots import NotEnoughFramesError, UnknownIdError, evenly, resolve
 
@@ -64,7 +65,7 @@ def test_psi_and_w_are_initialised_to_P_e_new_and_w0_plus_e_new(ckpt) -> None:
 def test_ff_changes_no_weight_and_psi_is_P_times_mean_embedding(ckpt, shots) -> None:
     meta = load_meta_learned(ckpt)
     before = states(meta.embedder, meta.generator, meta.discriminator)
-    result = make_avatar(meta, shots, mode="FF")
+    result = fit_avatar(meta, shots, mode="FF")
     after = states(meta.embedder, meta.generator, meta.discriminator)
     assert all(same(a, b) for a, b in zip(before, after)), "FF must not change any weight or buffer"
     assert result.avatar.generator_delta == {} and result.avatar.steps == 0
@@ -82,8 +83,8 @@ def test_ft_trains_psi_lowers_l1_and_leaves_the_meta_model_alone(ckpt, shots) ->
     meta = load_meta_learned(ckpt)
     before = states(meta.generator, meta.discriminator)
     settings = FineTuneSettings(steps=25, epochs=None, lr_g=1e-3, lr_d=1e-3, batch_size=4)
-    result = make_avatar(meta, shots, mode="FT", settings=settings)
-    ff = make_avatar(meta, shots, mode="FF")
+    result = fit_avatar(meta, shots, mode="FT", settings=settings)
+    ff = fit_avatar(meta, shots, mode="FF")
     assert result.avatar.steps == 25
     assert not torch.equal(result.avatar.psi, ff.avatar.psi), "psi' must be trained"
     assert result.avatar.generator_delta, "G's shared weights are fine-tuned too"
@@ -93,7 +94,7 @@ def test_ft_trains_psi_lowers_l1_and_leaves_the_meta_model_alone(ckpt, shots) ->
 
 def test_avatar_round_trip_renders_identical_frames(ckpt, shots, tmp_path) -> None:
     meta = load_meta_learned(ckpt)
-    result = make_avatar(
+    result = fit_avatar(
         meta, shots, mode="FT", settings=FineTuneSettings(steps=3, epochs=None, batch_size=2), person_id="syn0005"
     )
     path = save_avatar(result.avatar, tmp_path / "a" / "avatar.pt")
@@ -109,7 +110,7 @@ def test_avatar_round_trip_renders_identical_frames(ckpt, shots, tmp_path) -> No
 
 def test_avatar_with_another_model_is_a_clear_error(ckpt, shots, tmp_path) -> None:
     meta = load_meta_learned(ckpt)
-    avatar = make_avatar(meta, shots, mode="FF").avatar
+    avatar = fit_avatar(meta, shots, mode="FF").avatar
     data = torch.load(ckpt, map_location="cpu", weights_only=False)
     key = next(k for k in data["state_dict"] if k.startswith("generator.") and k.endswith("original"))
     data["state_dict"][key] = data["state_dict"][key] + 0.01
@@ -207,7 +208,7 @@ def test_finetune_on_a_users_video(ckpt, tmp_path) -> None:
 
 
 def test_epochs_count_passes_over_the_T_frames() -> None:
-    from talkinghead.finetune import FineTuneSettings
+    from talkinghead.fewshot import FineTuneSettings
 
     s = FineTuneSettings.from_config({"steps": 40, "epochs": 40, "batch_size": 4})
     assert [s.steps_for(T) for T in (1, 8, 32)] == [40, 80, 320]
@@ -219,10 +220,31 @@ def test_finetune_defaults_agree_with_finetune_yaml_and_the_paper() -> None:
     rates and two D steps per G step, FSTH's Adam betas/eps, 40 epochs over the T frames."""
     from omegaconf import OmegaConf
 
-    from talkinghead.finetune import FineTuneSettings
+    from talkinghead.fewshot import FineTuneSettings
 
     yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments" / "finetune.yaml")
     from_yaml, default = FineTuneSettings.from_config(yaml), FineTuneSettings()
     for key in ("steps", "lr_g", "lr_d", "betas", "eps", "d_steps_per_g", "batch_size", "epochs", "seed"):
         assert getattr(from_yaml, key) == getattr(default, key), key
     assert (default.lr_g, default.lr_d, default.d_steps_per_g, default.betas) == (5e-5, 2e-4, 2, (0.0, 0.999))
+
+
+def test_fine_tuning_prints_no_lightning_banner_and_reports_each_step(ckpt, shots, capfd) -> None:
+    """``make evaluate`` fine-tunes 60 avatars: Lightning's banner must not be printed for each."""
+    meta = load_meta_learned(ckpt)
+    seen: list[tuple[int, int]] = []
+    fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings(steps=3, epochs=None, batch_size=2),
+               on_step=lambda i, n: seen.append((i, n)))
+    out = "".join(capfd.readouterr())
+    for banner in ("GPU available", "litlogger", "validation_step", "TPU available", "LeafSpec"):
+        assert banner not in out, f"{banner!r} printed:\n{out}"
+    assert seen and seen[-1] == (3, 3) and [i for i, _ in seen] == sorted(i for i, _ in seen)
+
+
+def test_rendering_an_ft_avatar_leaves_the_loaded_model_alone(ckpt, shots) -> None:
+    meta = load_meta_learned(ckpt)
+    before = states(meta.generator)
+    result = fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings(steps=2, epochs=None, batch_size=2))
+    assert result.avatar.generator_delta
+    AvatarRenderer(result.avatar, meta)
+    assert same(before[0], states(meta.generator)[0]), "a cached model (the demo's) must stay the meta-learned one"

@@ -11,9 +11,11 @@ import pytest
 from conftest import OracleDetector, synthetic_heads, write_mp4
 from finetune_helpers import tiny_checkpoint
 from talkinghead.avatar import AvatarMismatchError, load_meta_learned, save_avatar
-from talkinghead.finetune import make_avatar
+from talkinghead.fewshot import fit_avatar
 from talkinghead.landmarks.adapt import adapt_landmarks, fit_similarity, should_adapt
-from talkinghead.reenact import ReenactError, load_driver, reenact_main, write_video
+from talkinghead.cli import reenact_main
+from talkinghead.reenact import ReenactError, load_driver
+from talkinghead.video import VideoWriteError, write_video
 from talkinghead.shots import evenly, resolve
 
 
@@ -26,7 +28,7 @@ def ckpt(tmp_path_factory) -> Path:
 def avatar(ckpt, tmp_path_factory) -> Path:
     meta = load_meta_learned(ckpt)
     person = resolve("syn0004/v00", meta.config.data, meta.image_size, synthetic_video_length=64)
-    result = make_avatar(
+    result = fit_avatar(
         meta, person.load(evenly(32, 2)), mode="FF", person_id="syn0004", source="syn0004/v00"
     )
     return save_avatar(result.avatar, tmp_path_factory.mktemp("avatar") / "avatar.pt")
@@ -79,7 +81,7 @@ def test_a_failed_write_leaves_no_output_file(tmp_path) -> None:
     with pytest.raises(KeyboardInterrupt):
         write_video(tmp_path / "x.mp4", frames())
     assert not any(tmp_path.iterdir()), "neither the output nor its temporary file may remain"
-    with pytest.raises(ReenactError, match="no frame"):
+    with pytest.raises(VideoWriteError, match="no frame"):
         write_video(tmp_path / "y.mp4", iter([]))
     assert not any(tmp_path.iterdir())
 
@@ -151,7 +153,7 @@ def test_adapt_auto_is_on_for_other_or_unknown_people() -> None:
 @pytest.mark.voxmini
 def test_voxmini_chain_preprocess_metalearn_finetune_reenact(voxmini_shards, voxmini_dir, tmp_path) -> None:
     """Real faces end to end: shards -> meta-learning -> avatar of id90007 -> driven by id90003's video (dlib)."""
-    from talkinghead.finetune import finetune_main
+    from talkinghead.cli import finetune_main
 
     shards, _ = voxmini_shards
     ckpt = tiny_checkpoint(

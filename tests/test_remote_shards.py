@@ -76,7 +76,7 @@ def test_meta_learning_finetune_and_evaluate_from_an_http_root(served, serve, tm
 
     from talkinghead.config import compose
     from talkinghead.evaluate import evaluate_main
-    from talkinghead.finetune import finetune_main
+    from talkinghead.cli import finetune_main
     from talkinghead.train import build_meta_learning
 
     url = serve(served)

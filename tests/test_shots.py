@@ -86,7 +86,7 @@ def test_finetune_from_one_photo(photos, tmp_path):
     from finetune_helpers import tiny_checkpoint
 
     from talkinghead.avatar import load_avatar
-    from talkinghead.finetune import finetune_main
+    from talkinghead.cli import finetune_main
 
     paths, oracle = photos
     ckpt = tiny_checkpoint(tmp_path / "meta")

@@ -11,6 +11,7 @@ Every file is written atomically (temporary name in the same folder, then ``os.r
 
 from __future__ import annotations
 
+import copy
 import glob
 import hashlib
 import json
@@ -262,8 +263,10 @@ class AvatarRenderer:
             raise AvatarMismatchError(
                 f"avatar holds generator tensors the model lacks: {sorted(unknown)[:3]}"
             )
-        state.update(avatar.generator_delta)
-        generator.load_state_dict(state)
+        if avatar.generator_delta:  # FT: a copy with the avatar's weights; ``meta`` stays the meta-learned model
+            generator = copy.deepcopy(generator)
+            state.update(avatar.generator_delta)
+            generator.load_state_dict(state)
         self.frames = FrameRenderer(generator, avatar.psi, device, Speed() if speed is None else speed)
         self.generator = self.frames.generator
         self.psi = self.frames.psi

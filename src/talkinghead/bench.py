@@ -325,7 +325,7 @@ def random_meta(experiment: str, overrides: Sequence[str] = ()) -> Any:
 def bench_finetune(res: Results, args: argparse.Namespace) -> None:
     from talkinghead import shots as shots_mod
     from talkinghead.config import compose
-    from talkinghead.finetune import FineTuneSettings, make_avatar
+    from talkinghead.fewshot import FineTuneSettings, fit_avatar
 
     device = res.device
     ft_cfg = compose("finetune", ["id=syn0035/v00"])
@@ -337,7 +337,7 @@ def bench_finetune(res: Results, args: argparse.Namespace) -> None:
         person = shots_mod.resolve("syn0035/v00", meta.config.data, meta.image_size, synthetic_video_length=64)
         shots = person.load(shots_mod.evenly(person.num_frames, T))
         # untimed: device start-up, allocator and cuDNN warm-up would otherwise count against the first row
-        make_avatar(meta, shots, mode="FT", settings=replace(FineTuneSettings.from_config(ft_cfg), epochs=None,
+        fit_avatar(meta, shots, mode="FT", settings=replace(FineTuneSettings.from_config(ft_cfg), epochs=None,
                                                              steps=1, device=str(device)))
         for name, speed in (("plain", Speed.plain()), ("fast", Speed())):
             settings = FineTuneSettings.from_config(ft_cfg)
@@ -346,7 +346,7 @@ def bench_finetune(res: Results, args: argparse.Namespace) -> None:
                 settings = replace(settings, epochs=None, steps=4)
             sync(device)
             t0 = time.perf_counter()
-            make_avatar(meta, shots, mode="FT", settings=settings)
+            fit_avatar(meta, shots, mode="FT", settings=settings)
             sync(device)
             seconds = time.perf_counter() - t0
             label = "embedded" if exp == "embedded" else "paper 256²"

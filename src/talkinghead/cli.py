@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from talkinghead.errors import TalkingHeadError
 
@@ -67,13 +69,106 @@ def _config_stage(module: str, compose_name: str, main_name: str) -> Callable[[a
     return run
 
 
-_finetune = _config_stage("talkinghead.finetune", "compose_finetune", "finetune_main")
+_finetune = _config_stage("talkinghead.cli", "compose_finetune", "finetune_main")
 _evaluate = _config_stage("talkinghead.evaluate", "compose_evaluate", "evaluate_main")
 
 
-def _reenact(args: argparse.Namespace) -> int:
-    from talkinghead.reenact import reenact_main
+# ------------------------------------------------------------------------------------------------ finetune
+def compose_finetune(overrides: Sequence[str]) -> Any:
+    """``experiments/finetune.yaml`` with ``overrides``, checked."""
+    from talkinghead.config import compose
+    from talkinghead.errors import ConfigError
+    from talkinghead.fewshot import MODES
 
+    cfg = compose("finetune", overrides)
+    if str(cfg.mode) not in MODES:
+        raise ConfigError(f"mode must be FT (fine-tune) or FF (feed-forward, no fine-tuning), got {cfg.mode}")
+    if int(cfg.T) < 1:
+        raise ConfigError(f"T must be >= 1 (frames of the new person), got {cfg.T}")
+    return cfg
+
+
+def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
+    """``talkinghead finetune``: ``talkinghead.api.make_avatar`` with Hydra's config; returns the avatar file.
+    ``detector`` overrides the landmark backend."""
+    from talkinghead import api
+    from talkinghead.avatar import resolve_checkpoint
+    from talkinghead.fewshot import FineTuneSettings, stage_logger, wandb_loggers
+
+    cfg = compose_finetune(overrides)
+    settings = FineTuneSettings.from_config(cfg)
+    ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    T, mode = int(cfg.T), str(cfg.mode)
+    name = f"{api.slug(str(cfg.id))}_T{T}_{mode}"
+    out = Path(cfg.out) if cfg.get("out") else Path(cfg.out_dir) / name / "avatar.pt"
+    print(
+        f"{'fine-tuning' if mode == 'FT' else 'feed-forward (FF)'} {cfg.id} on T={T} frames with {ckpt}"
+        + (f" for {settings.describe(T)}" if mode == "FT" else "")
+    )
+    made = api.make_avatar(
+        str(cfg.id), T=T, mode=mode, ckpt=ckpt, settings=settings, out=out, data_root=cfg.get("data_root"),
+        detector=detector if detector is not None else str(cfg.detector), max_frames=int(cfg.max_frames),
+        synthetic_video_length=int(cfg.synthetic_video_length), preview_frames=int(cfg.preview_frames),
+        make_logger=lambda folder, name: stage_logger(cfg.get("logger"), folder, name),
+        progress_bar=bool(cfg.progress),
+    )
+    for note in made.notes:
+        print(note, file=sys.stderr)
+    for lg in wandb_loggers(made.logger):
+        import wandb
+
+        lg.log_image(key="finetune/samples", images=[str(made.grid_path)], caption=[made.caption])
+        lg.experiment.log({"finetune/preview": wandb.Video(str(made.video_path), format="mp4")})
+        lg.experiment.finish()
+    av = made.avatar
+    print(
+        f"avatar: {out}  ({av.mode}, T={T}, {av.steps} steps, "
+        f"{len(av.generator_delta)} changed generator tensors, {made.fitted.seconds:.0f} s)"
+    )
+    print(f"  L1 on its T frames: {made.fitted.l1_before:.4f} (FF) -> {made.fitted.l1_after:.4f}")
+    print(f"  samples: {made.grid_path} ({made.caption})")
+    print(f"  preview: {made.video_path} (real | landmarks | avatar)")
+    print(f"  reenact: make reenact AVATAR={out} DRIVER=<video or id> OUT=out.mp4")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ reenact
+def reenact_main(
+    avatar: str | Path,
+    driver: str,
+    out: str | Path,
+    side_by_side: bool = False,
+    adapt: str = "auto",
+    *,
+    wandb: bool = False,
+    progress: bool = True,
+    **kwargs: Any,
+) -> Path:
+    """``talkinghead reenact``: ``talkinghead.api.drive`` plus its printout; returns ``out``.  ``kwargs``: the
+    keyword arguments of :func:`talkinghead.api.drive` (ckpt, detector, reference, max_frames, fps, ...)."""
+    from talkinghead import api
+    from talkinghead.reenact import log_video_to_wandb
+
+    result = api.drive(avatar, driver, out, side_by_side=side_by_side, adapt=adapt, progress_bar=progress, **kwargs)
+    for note in result.notes:
+        print(note, file=sys.stderr)
+    mode = "adapted to the avatar's face shape" if result.adapted else "raw driver landmarks"
+    print(
+        f"wrote {result.path} ({result.frames} frames, {'driver | landmarks | avatar' if side_by_side else 'avatar'}, "
+        f"{mode}; {result.fps:.1f} frames/s rendered)"
+    )
+    if wandb:
+        log_video_to_wandb(result.path, name=f"reenact-{Path(str(avatar)).parent.name}", save_dir=result.path.parent)
+    return result.path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from talkinghead.demo import main as demo_main
+
+    return demo_main(args.demo_args)
+
+
+def _reenact(args: argparse.Namespace) -> int:
     reenact_main(
         args.avatar, args.driver, args.out, side_by_side=args.side_by_side, adapt=args.adapt, ckpt=args.ckpt,
         detector=args.detector, reference=args.reference, max_frames=args.max_frames, fps=args.fps,
@@ -143,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_reenact)
 
+    p = sub.add_parser("demo", help="a web page to make avatars and drive them (Gradio; pip install -e '.[demo]')",
+                       description="Serve the demo page (talkinghead.demo); its options follow.", add_help=False)
+    p.add_argument("demo_args", nargs=argparse.REMAINDER, help="--ckpt, --host, --port, ... (demo --help)")
+    p.set_defaults(func=_demo)
+
     _add_config_stage(
         sub, "evaluate", "the paper's Table 1 protocol (FID/SSIM/CSIM, FT and FF, T=1/8/32)",
         "Evaluate a meta-learned checkpoint on its held-out videos.\n"
@@ -155,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # the page has its own options (talkinghead demo --help)
+        from talkinghead.demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.avatar import MetaLearned, atomic_write_text, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import ConfigError, TalkingHeadError
-from talkinghead.finetune import FineTuneSettings, make_avatar, stage_logger, wandb_loggers
+from talkinghead.fewshot import FineTuneSettings, fit_avatar, stage_logger, wandb_loggers
 
 #: The paper's FIDs (Zakharov et al. 2019, Table 1): "Ours" on VoxCeleb1 (fine-tuned), Ours-FT on VoxCeleb2.
 PAPER_FID = {
@@ -218,7 +218,7 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
                 continue
             shots = person.load(shots_mod.evenly(half, T))
             for m in methods:
-                result = make_avatar(
+                result = fit_avatar(
                     ff_meta if m == "FF" else meta, shots, mode=m, settings=settings,
                     person_id=person.person_id, source=video,
                 )

@@ -1,16 +1,19 @@
-"""``talkinghead reenact``: drive an avatar with the landmarks of a driver video and write an mp4.
+"""Reenactment: drive an avatar with the landmarks of a driver video (the ``reenact`` command and the demo page
+run it through ``talkinghead.api.drive``).
 
 Per driver frame: landmarks (detected in a real video, or exact for a synthetic id) -> optionally adapted to the
 avatar's face shape (``talkinghead.landmarks.adapt``) -> landmark image -> G(y; ψ') -> frame.  ψ' is the avatar's
 stored vector, so no embedder or projection runs per frame; frames are rendered in batches.  Frames where the
 detector finds no face keep the last good landmarks (and are counted).  The video is written with PyAV (H.264,
-yuv420p) to a temporary name and renamed when complete.
+yuv420p) to a temporary name and renamed when complete (``talkinghead.video``).
+
+The steps, one function each: :func:`load_driver` (frames + raw landmarks) -> :func:`driver_points` (the landmarks
+the avatar follows, per frame) -> :func:`render_frames` (landmark images -> avatar frames, in batches).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,65 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from talkinghead.avatar import (
-    AvatarRenderer,
-    atomic_path,
-    load_avatar,
-    load_meta_learned,
-    resolve_checkpoint,
-)
+from talkinghead.avatar import Avatar, AvatarRenderer, load_avatar, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.adapt import ADAPT_MODES, adapt_landmarks, neutral_index, should_adapt
+from talkinghead.video import side_by_side_frames, write_video
+
+__all__ = [
+    "ADAPT_MODES", "Driver", "ReenactError", "check_options", "driver_points", "load_driver", "modes_figure",
+    "render_frames", "side_by_side_frames", "write_video",
+]
 
 
 class ReenactError(TalkingHeadError, ValueError):
     """Bad reenactment arguments."""
-
-
-# ------------------------------------------------------------------------------------------------ video
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0) -> Path:
-    """uint8 (H, W, 3) RGB frames -> H.264 mp4 (yuv420p), written atomically; returns ``path``.
-
-    Odd sizes are padded by one black pixel (yuv420p needs even sides).  No frame -> ReenactError, no file.
-    """
-    import av
-    from fractions import Fraction
-
-    path = Path(path)
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with atomic_path(path) as tmp:
-        n = 0
-        with av.open(str(tmp), "w", format="mp4") as container:
-            stream = None
-            for frame in frames:
-                h, w = frame.shape[:2]
-                if stream is None:
-                    stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-                    stream.width, stream.height = w + w % 2, h + h % 2
-                    stream.pix_fmt = "yuv420p"
-                    if codec == "libx264":
-                        stream.options = {"crf": "18", "preset": "medium"}
-                if (h % 2) or (w % 2):
-                    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                for pkt in stream.encode(vf):
-                    container.mux(pkt)
-                n += 1
-            if stream is None:
-                raise ReenactError(f"no frame to write to {path}")
-            for pkt in stream.encode():
-                container.mux(pkt)
-    return path
-
-
-def side_by_side_frames(
-    driver: torch.Tensor, landmark_images: torch.Tensor, result: torch.Tensor
-) -> Iterator[np.ndarray]:
-    """(N, 3, S, S) x 3 in [-1, 1] -> N frames uint8 (S, 3S, 3): driver | landmark image | result."""
-    from talkinghead.visualize import to_uint8
-
-    for d, y, r in zip(driver, landmark_images, result):
-        yield np.concatenate([to_uint8(d), to_uint8(y), to_uint8(r)], axis=1)
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -123,43 +80,11 @@ def load_driver(
     return Driver(sample["frames"], sample["landmarks"].numpy(), person.person_id, 10.0, 0, driver)
 
 
-# ------------------------------------------------------------------------------------------------ the stage
-def reenact_main(
-    avatar: str | Path,
-    driver: str,
-    out: str | Path,
-    side_by_side: bool = False,
-    adapt: str = "auto",
-    *,
-    ckpt: str | None = None,
-    detector: Any = "auto",
-    reference: str = "neutral",
-    batch_size: int = 16,
-    max_frames: int = 0,
-    synthetic_frames: int = 64,
-    fps: float | None = None,
-    data_root: str | None = None,
-    runs_dir: str = "runs",
-    progress: bool = True,
-    wandb: bool = False,
-    device: str = "auto",
-    speed: str = "fast",
-    landmarks: str = "track",
-    smooth: str = "on",
-) -> Path:
-    """Render ``avatar`` driven by ``driver`` into ``out`` (mp4).  Returns ``out``.
-
-    ``adapt``: ``auto`` (adapt the driver's landmarks to the avatar's face shape unless both are known to be the
-    same person), ``on`` or ``off`` (raw landmarks, the paper's behaviour).  ``reference``: the driver frame that
-    is aligned with the avatar's reference frame (motion is measured from it): ``neutral`` (most upright, frontal,
-    mouth-closed frame) or ``first``.  ``speed``: ``fast`` or ``plain`` (``experiments/speed/<speed>.yaml``).
-    ``landmarks``: ``track`` or ``detect`` (``talkinghead.landmarks.track``); ``smooth``: ``on`` (One-Euro filter
-    over a real driver's landmarks, ``talkinghead.landmarks.smooth``) or ``off``.
-    """
-    from tqdm.auto import tqdm
-
-    from talkinghead.finetune import pick_device
-
+# ------------------------------------------------------------------------------------------------ the steps
+def check_options(
+    adapt: str, reference: str = "neutral", batch_size: int = 16, speed: str = "fast", smooth: str = "on"
+) -> None:
+    """One-line errors for reenactment options, before any work."""
     if adapt not in ADAPT_MODES:
         raise ReenactError(f"--adapt must be one of {', '.join(ADAPT_MODES)}, got {adapt!r}")
     if speed not in ("fast", "plain"):
@@ -170,37 +95,20 @@ def reenact_main(
         raise ReenactError(f"--reference must be first or neutral, got {reference!r}")
     if smooth not in ("on", "off"):
         raise ReenactError(f"--smooth must be on or off, got {smooth!r}")
-    out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise ReenactError(f"OUT must be an .mp4 file, got {out}")
-    av_ = load_avatar(avatar)
-    if ckpt is None and Path(av_.checkpoint).is_file():
-        ckpt_path = Path(av_.checkpoint)
-    else:
-        ckpt_path = resolve_checkpoint(ckpt, runs_dir)
-    meta = load_meta_learned(ckpt_path)
-    from talkinghead.speed import Speed
 
-    renderer = AvatarRenderer(av_, meta, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain())
-    size = av_.image_size
 
-    drv = load_driver(
-        driver,
-        av_.data_config,
-        size,
-        detector=detector,
-        max_frames=max_frames,
-        synthetic_frames=synthetic_frames,
-        data_root=data_root,
-        landmarks=landmarks,
-    )
-    n = len(drv.landmarks)
-    if drv.missing:
-        print(
-            f"driver: no face in {drv.missing} of {n} frames: held the last good landmarks there",
-            file=sys.stderr,
-        )
-    adapted = should_adapt(adapt, drv.person_id, av_.person_id)
+def driver_points(
+    drv: Driver, avatar: Avatar, adapt: str = "auto", reference: str = "neutral", smooth: str = "on"
+) -> tuple[np.ndarray, bool]:
+    """The per-frame landmark step: the driver's (N, 68, 2) landmarks -> the ones the avatar follows.
+
+    ``smooth="on"`` runs a One-Euro filter over a real driver's landmarks (``talkinghead.landmarks.smooth``); a
+    data id's landmarks are exact and stay as they are.
+    With adaptation (``adapt`` on, or auto and driver/avatar not known to be one person) the driver's motion,
+    measured from its ``reference`` frame (``neutral`` or ``first``), is moved onto the avatar's face shape.
+    Returns ``(points (N, 68, 2), adapted)``.
+    """
+    adapted = should_adapt(adapt, drv.person_id, avatar.person_id)
     points = drv.landmarks
     if smooth == "on" and drv.person_id is None:  # detected landmarks jitter; a data id's are exact
         from talkinghead.landmarks.smooth import smooth_landmarks
@@ -208,32 +116,34 @@ def reenact_main(
         points = smooth_landmarks(points, drv.fps)
     if adapted:
         ref = points[0] if reference == "first" else points[neutral_index(points)]
-        points = adapt_landmarks(points, av_.reference_landmarks.numpy(), ref)
-    mode = "adapted to the avatar's face shape" if adapted else "raw driver landmarks"
-    print(f"reenacting {av_.source} ({av_.mode}, T={av_.T}) with {drv.source}: {n} frames, {mode}")
+        points = adapt_landmarks(points, avatar.reference_landmarks.numpy(), ref)
+    return points, adapted
 
+
+def render_frames(
+    renderer: AvatarRenderer,
+    points: np.ndarray,
+    driver_frames: torch.Tensor | None = None,
+    *,
+    batch_size: int = 16,
+    on_frames: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """(N, 68, 2) landmarks -> N uint8 frames (S, S, 3), or (S, 3S, 3) driver | landmarks | avatar when
+    ``driver_frames`` (N, 3, S, S) is given.  ``on_frames(k)`` after each batch of k frames."""
     from talkinghead.landmarks.draw import landmark_image_tensor
+    from talkinghead.visualize import to_uint8
 
-    def frames() -> Iterator[np.ndarray]:
-        from talkinghead.visualize import to_uint8
-
-        bar = tqdm(total=n, desc="reenact", unit="frame", disable=not progress)
-        for start in range(0, n, batch_size):
-            pts = points[start : start + batch_size]
-            y = torch.stack([landmark_image_tensor(p, size) for p in pts])
-            x_hat = renderer.render(y, batch_size)
-            if side_by_side:
-                yield from side_by_side_frames(drv.frames[start : start + batch_size], y, x_hat)
-            else:
-                yield from to_uint8(x_hat)
-            bar.update(len(pts))
-        bar.close()
-
-    write_video(out, frames(), fps=fps or drv.fps)
-    print(f"wrote {out} ({n} frames, {'driver | landmarks | avatar' if side_by_side else 'avatar'})")
-    if wandb:
-        log_video_to_wandb(out, name=f"reenact-{Path(str(avatar)).parent.name}", save_dir=out.parent)
-    return out
+    size = renderer.avatar.image_size
+    for start in range(0, len(points), batch_size):
+        pts = points[start : start + batch_size]
+        y = torch.stack([landmark_image_tensor(p, size) for p in pts])
+        x_hat = renderer.render(y, batch_size)
+        if driver_frames is not None:
+            yield from side_by_side_frames(driver_frames[start : start + batch_size], y, x_hat)
+        else:
+            yield from to_uint8(x_hat)
+        if on_frames is not None:
+            on_frames(len(pts))
 
 
 def log_video_to_wandb(video: Path, name: str, save_dir: Path) -> None:

@@ -43,3 +43,10 @@ class FrameRenderer:
             y = to_memory_format(y.to(self.device, self.dtype, non_blocking=True), self.speed.memory_format)
             out.append(self.generator(y, psi=self.psi).float().cpu())
         return torch.cat(out)
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` -> cuda when present, else cpu; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

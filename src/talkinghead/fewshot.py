@@ -1,20 +1,20 @@
-"""``talkinghead finetune``: make an avatar of one person from T frames (paper Sec. 3.4), FT or FF.
+"""Few-shot avatars (paper Sec. 3.4): ê_new from T frames, then fine-tuning (FT) or not (FF).
 
-Steps: compose ``experiments/finetune.yaml`` -> load the meta-learned checkpoint (given, or the newest run's) ->
-find the person's frames (``talkinghead.shots``) -> pick T of them -> ê_new = mean E over them -> fine-tune
-(:class:`~talkinghead.modules.finetune.FineTuningModule`) or not (FF) -> write the avatar file, a sample grid and
-a preview video (also to W&B when that logger is on).
+:func:`fit_avatar` turns T frames of one person (already loaded, see ``talkinghead.shots``) into an
+:class:`~talkinghead.avatar.Avatar`: ê_new = mean E over them -> ψ' = P ê_new (FF), or fine-tuning of G and D with
+:class:`~talkinghead.modules.finetune.FineTuningModule` (FT).  Finding the frames, saving, previews and progress
+are ``talkinghead.api``'s; the ``finetune`` command and the demo page call that API.
 """
 
 from __future__ import annotations
 
-import math
-
+import contextlib
 import copy
-import re
-import sys
+import logging
+import math
+import warnings
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,18 +25,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 
-from talkinghead.avatar import (
-    Avatar,
-    MetaLearned,
-    generator_delta,
-    load_meta_learned,
-    resolve_checkpoint,
-    save_avatar,
-)
+from talkinghead.avatar import Avatar, MetaLearned, generator_delta
 from talkinghead.errors import ConfigError
 from talkinghead.landmarks.adapt import neutral_index
 from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
 from talkinghead.modules.meta_learning import GENERATOR_TERMS
+from talkinghead.render import pick_device
 from talkinghead.speed import Speed
 
 MODES = ("FT", "FF")
@@ -108,10 +102,39 @@ class FineTuneSettings:
                 )
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence what a short Trainer prints each time it starts ("GPU available…", the litlogger tip, the
+    ``validation_step`` warning): fine-tuning runs once per avatar, 60 times in one ``make evaluate``."""
+    names = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+             "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*validation_step.*")
+            warnings.filterwarnings("ignore", message=r".*val_dataloader.*")
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+class _StepReport(pl.Callback):
+    """Calls ``on_step(iteration, total)`` after each generator update of fine-tuning."""
+
+    def __init__(self, on_step: Callable[[int, int], None], total: int) -> None:
+        self.on_step, self.total, self.last = on_step, total, -1
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, *args: Any, **kwargs: Any) -> None:
+        it = int(getattr(module, "iteration", trainer.global_step))
+        if it != self.last:
+            self.last = it
+            self.on_step(min(it, self.total), self.total)
 
 
 @torch.no_grad()
@@ -127,7 +150,7 @@ def embed_person(embedder: Any, frames: torch.Tensor, landmark_images: torch.Ten
 
 @dataclass
 class FineTuned:
-    """What :func:`make_avatar` returns: the avatar and the generator to render it with (eval mode)."""
+    """What :func:`fit_avatar` returns: the avatar and the generator to render it with (eval mode)."""
 
     avatar: Avatar
     generator: Any
@@ -154,7 +177,7 @@ def _loss_terms(meta: MetaLearned, settings: FineTuneSettings) -> tuple[dict[str
     return weights, build_content_loss(loss_cfg)
 
 
-def make_avatar(
+def fit_avatar(
     meta: MetaLearned,
     shots: Mapping[str, torch.Tensor],
     *,
@@ -164,11 +187,13 @@ def make_avatar(
     source: str = "",
     logger: Any = False,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> FineTuned:
     """Fine-tune (FT) or not (FF) the meta-learned model on the T frames ``shots``.
 
     ``shots``: ``frames``, ``landmark_images`` (T, 3, S, S) in [-1, 1] and ``landmarks`` (T, 68, 2).
     ``meta`` is left unchanged: FT trains copies of G and D; FF only computes ψ' = P ê_new.
+    ``progress``: Lightning's progress bar; ``on_step(iteration, total)``: called after each generator update.
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be FT or FF, got {mode!r}")
@@ -226,24 +251,26 @@ def make_avatar(
             generator=torch.Generator().manual_seed(settings.seed),
         )
         loader = DataLoader(FewShotFrames(x, y), batch_size=bs, sampler=sampler, drop_last=True)
-        trainer = pl.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=1,
-            precision=speed.precision,
-            benchmark=speed.cudnn_benchmark,
-            max_steps=num_steps * (1 + settings.d_steps_per_g),
-            max_epochs=1,
-            logger=logger,
-            enable_checkpointing=False,
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-            log_every_n_steps=max(1, min(10, num_steps)),
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(settings.seed)
-            trainer.fit(module, loader)
+        with quiet_lightning():
+            trainer = pl.Trainer(
+                accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=1,
+                precision=speed.precision,
+                benchmark=speed.cudnn_benchmark,
+                max_steps=num_steps * (1 + settings.d_steps_per_g),
+                max_epochs=1,
+                logger=logger,
+                enable_checkpointing=False,
+                enable_progress_bar=progress,
+                enable_model_summary=False,
+                log_every_n_steps=max(1, min(10, num_steps)),
+                num_sanity_val_steps=0,
+                limit_val_batches=0,
+                callbacks=[_StepReport(on_step, num_steps)] if on_step is not None else None,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(settings.seed)
+                trainer.fit(module, loader)
         generator.eval()
         psi = module.psi.detach().cpu()
         w_prime = module.w_prime.detach().cpu()
@@ -272,13 +299,7 @@ def make_avatar(
     return FineTuned(avatar, generator.eval(), time.time() - start, before, after, speed, str(device))
 
 
-# ------------------------------------------------------------------------------------------------ the stage
-def slug(text: str) -> str:
-    """A folder-safe name for an id or path."""
-    text = Path(text).stem if ("." in Path(text).name and "/" in text and Path(text).suffix) else text
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "avatar"
-
-
+# ------------------------------------------------------------------------------------------------ stage helpers
 def stage_logger(logger_cfg: DictConfig | None, save_dir: Path, name: str) -> Any:
     """A fresh logger per run (never resumes another run's W&B id), or False."""
     if logger_cfg is None:
@@ -305,105 +326,3 @@ def wandb_loggers(logger: Any) -> list[Any]:
     return [lg for lg in loggers if isinstance(lg, pl.loggers.WandbLogger)]
 
 
-def compose_finetune(overrides: Sequence[str]) -> DictConfig:
-    from talkinghead.config import compose
-
-    cfg = compose("finetune", overrides)
-    if str(cfg.mode) not in MODES:
-        raise ConfigError(f"mode must be FT (fine-tune) or FF (feed-forward, no fine-tuning), got {cfg.mode}")
-    if int(cfg.T) < 1:
-        raise ConfigError(f"T must be >= 1 (frames of the new person), got {cfg.T}")
-    return cfg
-
-
-def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
-    """Run the fine-tuning stage; returns the avatar file's path.  ``detector`` overrides the landmark backend."""
-    from talkinghead import shots as shots_mod
-    from talkinghead.visualize import make_grid, save_png
-
-    cfg = compose_finetune(overrides)
-    settings = FineTuneSettings.from_config(cfg)
-    ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
-    meta = load_meta_learned(ckpt)
-    size = meta.image_size
-    person = shots_mod.resolve(
-        str(cfg.id),
-        meta.config.data,
-        size,
-        data_root=cfg.get("data_root"),
-        synthetic_video_length=int(cfg.synthetic_video_length),
-        detector=detector,
-        detector_backend=str(cfg.detector),
-        max_frames=int(cfg.max_frames),
-    )
-    for note in person.notes:
-        print(note, file=sys.stderr)
-    T = int(cfg.T)
-    person.require(T)
-    positions = shots_mod.evenly(person.num_frames, T)
-    shots = person.load(positions)
-    name = f"{slug(str(cfg.id))}_T{T}_{cfg.mode}"
-    out = Path(cfg.out) if cfg.get("out") else Path(cfg.out_dir) / name / "avatar.pt"
-    run_dir = out.parent
-    logger = stage_logger(cfg.get("logger"), run_dir, name)
-    print(
-        f"{'fine-tuning' if cfg.mode == 'FT' else 'feed-forward (FF)'} {cfg.id} on T={T} frames with {ckpt}"
-        + (f" for {settings.describe(T)}" if cfg.mode == "FT" else "")
-    )
-    result = make_avatar(
-        meta,
-        shots,
-        mode=str(cfg.mode),
-        settings=settings,
-        person_id=person.person_id,
-        source=str(cfg.id),
-        logger=logger,
-        progress=bool(cfg.progress),
-    )
-    save_avatar(result.avatar, out)
-
-    # sample grid (+ FF beside FT) and a preview video on frames outside the T
-    rest = sorted(set(range(person.num_frames)) - set(positions))
-    preview_pos = shots_mod.evenly(len(rest), int(cfg.preview_frames)) if rest else []
-    preview = person.load([rest[i] for i in preview_pos]) if preview_pos else shots
-    fake = result.render(preview["landmark_images"])
-    rows = []
-    ff = None
-    if cfg.mode == "FT":
-        with torch.no_grad():
-            ff = meta.generator(
-                preview["landmark_images"][:4], psi=initial_psi(meta.generator, result.avatar.e_new)
-            )
-    for i in range(min(4, fake.shape[0])):
-        row = list(shots["frames"][:4]) + [preview["landmark_images"][i]]
-        row += ([ff[i]] if ff is not None else []) + [fake[i], preview["frames"][i]]
-        rows.append(row)
-    grid = make_grid(rows)
-    grid_path = save_png(grid, run_dir / "samples.png")
-    from talkinghead.reenact import side_by_side_frames, write_video
-
-    video_path = write_video(
-        run_dir / "preview.mp4",
-        side_by_side_frames(preview["frames"], preview["landmark_images"], fake),
-        fps=10,
-    )
-    caption = (
-        "T sources (<=4) | target landmarks | "
-        + ("FF | FT" if ff is not None else "FF")
-        + " | real (frames outside the T)"
-    )
-    for lg in wandb_loggers(logger):
-        import wandb
-
-        lg.log_image(key="finetune/samples", images=[grid], caption=[caption])
-        lg.experiment.log({"finetune/preview": wandb.Video(str(video_path), format="mp4")})
-        lg.experiment.finish()
-    print(
-        f"avatar: {out}  ({result.avatar.mode}, T={T}, {result.avatar.steps} steps, "
-        f"{len(result.avatar.generator_delta)} changed generator tensors, {result.seconds:.0f} s)"
-    )
-    print(f"  L1 on its T frames: {result.l1_before:.4f} (FF) -> {result.l1_after:.4f}")
-    print(f"  samples: {grid_path} ({caption})")
-    print(f"  preview: {video_path} (real | landmarks | avatar)")
-    print(f"  reenact: make reenact AVATAR={out} DRIVER=<video or id> OUT=out.mp4")
-    return out

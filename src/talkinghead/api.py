@@ -1,0 +1,457 @@
+"""The Python API of talkinghead's user-facing steps: make an avatar, drive it, list what the runs folder holds.
+
+The ``finetune`` and ``reenact`` commands (``talkinghead.cli``) and the demo page (``talkinghead.demo``) are thin
+layers over these functions; neither calls the other.  Long steps report through ``progress(fraction, message)``
+(fraction in [0, 1]) when a callback is given.
+
+    from talkinghead import api
+    made = api.make_avatar("syn0035/v00", T=8, mode="FT")                 # -> AvatarResult (made.path: avatar.pt)
+    clip = api.drive(made.path, "syn0020/v01", "out.mp4", side_by_side=True)   # -> DriveResult
+    for run in api.list_runs("runs"): print(run.name, run.iterations, len(run.samples))
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from talkinghead.avatar import (
+    Avatar,
+    AvatarRenderer,
+    MetaLearned,
+    load_avatar,
+    load_meta_learned,
+    resolve_checkpoint,
+    save_avatar,
+)
+from talkinghead.errors import ConfigError
+from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar
+
+#: ``progress(fraction in [0, 1], message)``
+Progress = Callable[[float, str], None]
+
+
+def _report(progress: Progress | None, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(float(min(1.0, max(0.0, fraction))), message)
+
+
+def slug(text: str) -> str:
+    """A folder-safe name for an id or path."""
+    text = Path(text).stem if ("." in Path(text).name and "/" in text and Path(text).suffix) else text
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "avatar"
+
+
+def load_model(ckpt: str | Path | None = None, runs_dir: str | Path = "runs") -> MetaLearned:
+    """The meta-learned model of ``ckpt``, or of the newest ``runs_dir/*/checkpoints/last.ckpt``."""
+    return load_meta_learned(resolve_checkpoint(None if ckpt is None else str(ckpt), runs_dir))
+
+
+def held_out_ids(meta: MetaLearned, data_root: str | None = None) -> list[str]:
+    """Video ids of the persons the model never saw in meta-learning (the ones ``make evaluate`` scores)."""
+    from talkinghead.evaluate import held_out_videos
+
+    return held_out_videos(meta.config, data_root)
+
+
+# ------------------------------------------------------------------------------------------------ avatars
+@dataclass
+class AvatarResult:
+    """What :func:`make_avatar` made.
+
+    ``shots``: the T frames used (``frames``, ``landmark_images`` (T, 3, S, S) in [-1, 1], ``landmarks``
+    (T, 68, 2)); ``preview``: frames outside the T (the T frames themselves when there are none, see
+    ``preview_unseen``) with the avatar's renders ``fake`` and, for FT, the FF renders ``ff`` (N, 3, S, S).
+    """
+
+    path: Path
+    avatar: Avatar
+    fitted: FineTuned
+    shots: dict[str, torch.Tensor]
+    preview: dict[str, torch.Tensor]
+    preview_unseen: bool
+    grid_path: Path
+    video_path: Path
+    caption: str
+    num_frames: int
+    notes: list[str] = field(default_factory=list)
+    logger: Any = False
+
+
+def make_avatar(
+    source: str | Path,
+    *,
+    T: int = 8,
+    mode: str = "FT",
+    meta: MetaLearned | None = None,
+    ckpt: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    settings: FineTuneSettings | None = None,
+    out: str | Path | None = None,
+    out_dir: str | Path = "runs/avatars",
+    data_root: str | None = None,
+    detector: Any = "auto",
+    max_frames: int = 0,
+    synthetic_video_length: int = 64,
+    preview_frames: int = 32,
+    logger: Any = False,
+    make_logger: Callable[[Path, str], Any] | None = None,
+    progress_bar: bool = False,
+    progress: Progress | None = None,
+) -> AvatarResult:
+    """An avatar of the person of ``source`` from T of its frames, saved as ``make finetune`` saves it.
+
+    ``source``: a person/video id of the model's data (``syn0035/v00``, ``id90007``) or a video file / folder of
+    images (landmarks detected with ``detector``: a backend name or a ``LandmarkDetector``).  T frames are
+    picked evenly; the rest (up to ``preview_frames``) are rendered for the preview.  Writes ``out`` (default
+    ``out_dir/<source>_T<T>_<mode>/avatar.pt``) and beside it ``samples.png`` and ``preview.mp4``.  ``logger``:
+    Lightning logger(s) of fine-tuning, or ``make_logger(folder, name)`` makes one once the frames are found
+    (nothing is written for a bad source).
+    """
+    from talkinghead import shots as shots_mod
+    from talkinghead.landmarks.detectors import LandmarkDetector
+    from talkinghead.visualize import make_grid, save_png
+    from talkinghead.video import side_by_side_frames, write_video
+
+    if mode not in MODES:
+        raise ConfigError(f"mode must be FT (fine-tune) or FF (feed-forward, no fine-tuning), got {mode!r}")
+    if int(T) < 1:
+        raise ConfigError(f"T must be >= 1 (frames of the new person), got {T}")
+    T = int(T)
+    settings = settings or FineTuneSettings()
+    _report(progress, 0.0, "loading the model")
+    meta = meta if meta is not None else load_model(ckpt, runs_dir)
+    size = meta.image_size
+    _report(progress, 0.02, f"reading {source} and finding its landmarks")
+    person = shots_mod.resolve(
+        str(source),
+        meta.config.data,
+        size,
+        data_root=data_root,
+        synthetic_video_length=synthetic_video_length,
+        detector=detector if isinstance(detector, LandmarkDetector) else None,
+        detector_backend=detector if isinstance(detector, str) else "auto",
+        max_frames=max_frames,
+    )
+    notes = list(person.notes)
+    person.require(T)
+    positions = shots_mod.evenly(person.num_frames, T)
+    shots = person.load(positions)
+    name = f"{slug(str(source))}_T{T}_{mode}"
+    out = Path(out) if out else Path(out_dir) / name / "avatar.pt"
+    run_dir = out.parent
+    if make_logger is not None:
+        logger = make_logger(run_dir, name)
+    steps = settings.steps_for(T) if mode == "FT" else 0
+    what = f"fine-tuning on T={T} frames for {settings.describe(T)}" if mode == "FT" else f"FF on T={T} frames"
+    _report(progress, 0.05, what)
+
+    def on_step(i: int, total: int) -> None:
+        _report(progress, 0.05 + 0.85 * i / max(1, total), f"fine-tuning: step {i}/{total}")
+
+    fitted = fit_avatar(
+        meta,
+        shots,
+        mode=mode,
+        settings=settings,
+        person_id=person.person_id,
+        source=str(source),
+        logger=logger,
+        progress=progress_bar,
+        on_step=on_step if steps else None,
+    )
+    save_avatar(fitted.avatar, out)
+    _report(progress, 0.92, "rendering the preview")
+
+    # preview: FF beside FT on frames outside the T (the T frames themselves when there are none)
+    rest = sorted(set(range(person.num_frames)) - set(positions))
+    preview_pos = shots_mod.evenly(len(rest), int(preview_frames)) if rest else []
+    preview = dict(person.load([rest[i] for i in preview_pos])) if preview_pos else dict(shots)
+    if not preview_pos:
+        notes.append(f"all {person.num_frames} frames were used to make the avatar: the preview shows them")
+    preview["fake"] = fitted.render(preview["landmark_images"])
+    if mode == "FT":
+        from talkinghead.modules.finetune import initial_psi
+        from talkinghead.render import FrameRenderer
+
+        psi_ff = initial_psi(meta.generator, fitted.avatar.e_new)
+        preview["ff"] = FrameRenderer(meta.generator, psi_ff).render(preview["landmark_images"][:8])
+    rows = []
+    for i in range(min(4, preview["fake"].shape[0])):
+        row = list(shots["frames"][:4]) + [preview["landmark_images"][i]]
+        row += ([preview["ff"][i]] if "ff" in preview else []) + [preview["fake"][i], preview["frames"][i]]
+        rows.append(row)
+    grid_path = save_png(make_grid(rows), run_dir / "samples.png")
+    video_path = write_video(
+        run_dir / "preview.mp4",
+        side_by_side_frames(preview["frames"], preview["landmark_images"], preview["fake"]),
+        fps=10,
+    )
+    caption = (
+        "T sources (<=4) | target landmarks | "
+        + ("FF | FT" if mode == "FT" else "FF")
+        + (" | real (frames outside the T)" if preview_pos else " | real (frames of the T)")
+    )
+    _report(progress, 1.0, "avatar written")
+    return AvatarResult(
+        out, fitted.avatar, fitted, dict(shots), preview, bool(preview_pos), grid_path, video_path, caption,
+        person.num_frames, notes, logger,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ driving
+@dataclass
+class DriveResult:
+    """What :func:`drive` wrote: ``path`` (mp4) with ``frames`` frames at ``video_fps``; ``fps``: frames per
+    second reached by the render-and-encode loop; ``first_frame_s``: seconds from the call to the first frame
+    rendered (loading and landmark detection included)."""
+
+    path: Path
+    frames: int
+    video_fps: float
+    fps: float
+    seconds: float
+    first_frame_s: float
+    adapted: bool
+    missing: int
+    side_by_side: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def drive(
+    avatar: str | Path | Avatar,
+    driver: str | Path,
+    out: str | Path,
+    *,
+    side_by_side: bool = False,
+    adapt: str = "auto",
+    reference: str = "neutral",
+    meta: MetaLearned | None = None,
+    ckpt: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    detector: Any = "auto",
+    max_frames: int = 0,
+    synthetic_frames: int = 64,
+    fps: float | None = None,
+    data_root: str | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    speed: str = "fast",
+    landmarks: str = "track",
+    smooth: str = "on",
+    progress: Progress | None = None,
+    progress_bar: bool = False,
+) -> DriveResult:
+    """Render ``avatar`` driven by the landmarks of ``driver`` into the mp4 ``out``.
+
+    ``driver``: a video file / folder of images, or a person/video id of the avatar's data.  ``adapt``: ``auto``
+    (adapt the driver's landmarks to the avatar's face shape unless both are known to be one person), ``on``,
+    or ``off`` (raw landmarks, the paper).  ``meta``: the model, when already loaded (else the avatar's own
+    checkpoint, or ``ckpt``).  ``max_frames``: driver frames used, evenly spaced (0 = all).  ``landmarks``:
+    ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
+    ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.
+    """
+    from tqdm.auto import tqdm
+
+    from talkinghead.reenact import ReenactError, check_options, driver_points, load_driver, render_frames
+    from talkinghead.render import pick_device
+    from talkinghead.speed import Speed
+    from talkinghead.video import write_video
+
+    start = time.perf_counter()
+    check_options(adapt, reference, batch_size, speed, smooth)
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise ReenactError(f"OUT must be an .mp4 file, got {out}")
+    _report(progress, 0.0, "loading the avatar and the model")
+    av_ = avatar if isinstance(avatar, Avatar) else load_avatar(avatar)
+    if meta is None:
+        if ckpt is None and Path(av_.checkpoint).is_file():
+            meta = load_meta_learned(av_.checkpoint)
+        else:
+            meta = load_model(ckpt, runs_dir)
+    renderer = AvatarRenderer(av_, meta, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain())
+    _report(progress, 0.05, f"reading the driver {driver} and finding its landmarks")
+    drv = load_driver(
+        str(driver),
+        av_.data_config,
+        av_.image_size,
+        detector=detector,
+        max_frames=max_frames,
+        synthetic_frames=synthetic_frames,
+        data_root=data_root,
+        landmarks=landmarks,
+    )
+    n = len(drv.landmarks)
+    notes = []
+    if drv.missing:
+        notes.append(f"driver: no face in {drv.missing} of {n} frames: held the last good landmarks there")
+    points, adapted = driver_points(drv, av_, adapt, reference, smooth)
+    bar = tqdm(total=n, desc="reenact", unit="frame", disable=not progress_bar)
+    done = [0]
+    first: list[float] = []
+    t0 = time.perf_counter()
+
+    def on_frames(k: int) -> None:
+        if not first:
+            first.append(time.perf_counter() - start)
+        done[0] += k
+        bar.update(k)
+        _report(progress, 0.3 + 0.7 * done[0] / n, f"rendering: frame {done[0]}/{n}")
+
+    _report(progress, 0.3, f"rendering {n} frames")
+    frames = render_frames(
+        renderer, points, drv.frames if side_by_side else None, batch_size=batch_size, on_frames=on_frames
+    )
+    write_video(out, frames, fps=fps or drv.fps)
+    bar.close()
+    took = time.perf_counter() - t0
+    return DriveResult(
+        out, n, float(fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
+        first[0] if first else 0.0, adapted, drv.missing, side_by_side, notes,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ runs
+_ITER = re.compile(r"iter_(\d+)\.png$")
+
+
+@dataclass
+class RunInfo:
+    """One meta-learning run folder: ``samples`` [(iteration, png)], ``metrics_csv`` (CSV logger files),
+    ``checkpoint`` (last.ckpt or None)."""
+
+    name: str
+    path: Path
+    samples: list[tuple[int, Path]]
+    metrics_csv: list[Path]
+    checkpoint: Path | None
+
+    @property
+    def iterations(self) -> int | None:
+        return self.samples[-1][0] if self.samples else None
+
+
+@dataclass
+class EvaluationInfo:
+    """One ``make evaluate`` output folder: its markdown table and example frames."""
+
+    name: str
+    path: Path
+    table: str
+    rows: list[dict[str, str]]
+    examples: Path | None
+
+
+def list_runs(runs_dir: str | Path = "runs") -> list[RunInfo]:
+    """The meta-learning runs under ``runs_dir`` (folders with ``checkpoints/`` or ``samples/``), newest first."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    runs = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        if not ((d / "checkpoints").is_dir() or (d / "samples").is_dir()):
+            continue
+        samples = sorted(
+            (int(m.group(1)), p) for p in (d / "samples").glob("iter_*.png") if (m := _ITER.search(p.name))
+        )
+        ckpt = d / "checkpoints" / "last.ckpt"
+        runs.append(RunInfo(d.name, d, samples, sorted(d.glob("**/metrics.csv")), ckpt if ckpt.is_file() else None))
+    return sorted(runs, key=lambda r: max((p.stat().st_mtime for p in [r.path, *r.metrics_csv]), default=0), reverse=True)
+
+
+def loss_curves(run: RunInfo, keys: Sequence[str] | None = None) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value)]} from the run's CSV logger files (``logger=csv``); ``keys`` None = all
+    columns except step/epoch."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for path in run.metrics_csv:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                step = row.get("step")
+                if not step:
+                    continue
+                for k, v in row.items():
+                    if k in ("step", "epoch") or not v or (keys is not None and k not in keys):
+                        continue
+                    try:
+                        curves.setdefault(k, []).append((int(float(step)), float(v)))
+                    except ValueError:
+                        continue
+    return {k: sorted(v) for k, v in sorted(curves.items())}
+
+
+def list_evaluations(out_dir: str | Path = "runs/evaluate") -> list[EvaluationInfo]:
+    """The ``make evaluate`` outputs under ``out_dir`` (folders with ``table.md``), newest first."""
+    root = Path(out_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        table = d / "table.md"
+        if d.is_symlink() or not table.is_file():
+            continue
+        rows: list[dict[str, str]] = []
+        if (d / "table.csv").is_file():
+            with open(d / "table.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+        ex = d / "examples.png"
+        found.append(EvaluationInfo(d.name, d, table.read_text(), rows, ex if ex.is_file() else None))
+    return sorted(found, key=lambda e: e.path.stat().st_mtime, reverse=True)
+
+
+def list_avatars(out_dir: str | Path = "runs/avatars") -> list[Path]:
+    """The avatar files ``out_dir/<name>/avatar.pt`` (as ``make finetune`` writes them), newest first."""
+    root = Path(out_dir)
+    if not root.is_dir():
+        return []
+    files = [p for p in root.glob("*/avatar.pt") if p.is_file() and not p.is_symlink() and not p.parent.is_symlink()]
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def print_progress(stream: Any = sys.stderr) -> Progress:
+    """A ``progress`` callback that prints each new message once (for scripts)."""
+    last: list[str] = [""]
+
+    def report(fraction: float, message: str) -> None:
+        key = message.split(":")[0]
+        if key != last[0]:
+            last[0] = key
+            print(message, file=stream)
+
+    return report
+
+
+def frames_of(video: str | Path) -> tuple[int, float]:
+    """(frame count, fps) of a video file, from its header (decoded and counted when the header has none)."""
+    import av
+
+    from talkinghead.shots import NoFaceError
+
+    try:
+        with av.open(str(video)) as c:
+            if not c.streams.video:
+                raise NoFaceError(f"{Path(video).name} holds no video stream")
+            s = c.streams.video[0]
+            fps = float(s.average_rate or 25.0)
+            if s.frames:
+                return int(s.frames), fps
+            return sum(1 for _ in c.decode(s)), fps
+    except NoFaceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise NoFaceError(f"cannot read {Path(video).name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+
+
+__all__ = [
+    "AvatarResult", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "frames_of", "held_out_ids",
+    "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar", "print_progress",
+    "slug",
+]

@@ -1,0 +1,185 @@
+"""The demo page's handlers, called over HTTP with gradio_client (as the browser calls them), and its refusals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e '.[demo]')")
+gradio_client = pytest.importorskip("gradio_client")
+
+import demo_helpers  # noqa: E402
+from finetune_helpers import tiny_checkpoint  # noqa: E402
+from talkinghead.demo import Demo, DemoConfig, DemoError, build_app, checked_upload, launch, safe_child  # noqa: E402
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    tiny_checkpoint(root / "runs" / "tiny")
+    demo = Demo(DemoConfig(runs_dir=root / "runs", avatars_dir=root / "runs" / "avatars",
+                           evaluate_dir=root / "runs" / "evaluate", detector=demo_helpers.detector(),
+                           session_root=root / "sessions", default_epochs=2))
+    app = build_app(demo)
+    port = free_port()
+    launch(app, demo, port=port, block=False)
+    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield demo, client, root
+    app.close()
+
+
+def make(client, video=None, photos=None, held="", T=4, mode="FT", epochs=2):
+    from gradio_client import handle_file
+
+    return client.predict(
+        handle_file(str(video)) if video else None,
+        [handle_file(str(p)) for p in photos] if photos else None,
+        held, T, mode, epochs, api_name="/make_avatar",
+    )
+
+
+def drive(client, avatar, video=None, held="", adapt="auto"):
+    from gradio_client import handle_file
+
+    return client.predict(avatar, handle_file(str(video)) if video else None, held, adapt, api_name="/drive")
+
+
+def test_a_video_makes_an_ft_avatar_that_drives(server, tmp_path) -> None:
+    import av
+
+    demo, client, root = server
+    status, chosen, compare, preview, choice = make(client, video=demo_helpers.write_video("person", tmp_path / "p.mp4"))
+    assert "saved (FT, T=4, " in status, status
+    assert len(chosen) == 4 and [c["caption"] for c in compare[:3]] == ["FF 1", "FT 1", "real 1"]
+    assert preview and Path(preview).is_file()
+    name = choice["value"]
+    assert (root / "runs" / "avatars" / name / "avatar.pt").is_file(), "saved where make finetune saves"
+    assert (root / "runs" / "avatars" / name / "samples.png").is_file()
+
+    status, video, download = drive(client, name, video=demo_helpers.write_video("driver", tmp_path / "d.mp4"))
+    assert "frames/s" in status and "**10 frames**" in status, status
+    with av.open(video) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name in ("h264", "libx264") and (s.width, s.height) == (96, 32)
+        assert sum(1 for _ in c.decode(s)) == 10
+    assert download and Path(download).is_file()
+
+    status, video, _ = drive(client, name, held=demo.held_out[0], adapt="off")
+    assert "raw driver landmarks" in status and video, status
+
+
+def test_photos_make_an_ff_avatar(server, tmp_path) -> None:
+    from PIL import Image
+
+    _, client, _ = server
+    frames, _ = demo_helpers.render("person")
+    photos = []
+    for i in (0, 5, 9):
+        photos.append(tmp_path / f"me{i}.png")
+        Image.fromarray(frames[i]).save(photos[-1])
+    status, chosen, compare, _, _ = make(client, photos=photos, T=3, mode="FF")
+    assert "saved (FF, T=3, 0 fine-tuning steps" in status, status
+    assert len(chosen) == 3 and "all 3 frames were used" in status
+    assert [c["caption"] for c in compare[:2]] == ["FF 1", "real 1"]
+
+
+def test_held_out_person_by_id(server) -> None:
+    demo, client, _ = server
+    status, chosen, *_ = make(client, held=demo.held_out[1], T=2, mode="FF")
+    assert "saved (FF, T=2" in status and len(chosen) == 2, status
+
+
+def test_bad_input_shows_one_line_and_the_server_stays_up(server, tmp_path) -> None:
+    demo, client, root = server
+    status, chosen, *_ = make(client, photos=[demo_helpers.no_face_photo(tmp_path / "wall.png")], T=1)
+    assert status.startswith("**Error:** no usable face in your photos") and "\n" not in status and chosen == [], status
+    assert str(root) not in status, "the page names no server folder"
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video")
+    status, *_ = make(client, video=bad)
+    assert status.startswith("**Error:** cannot read") and "Traceback" not in status, status
+    status, *_ = make(client)
+    assert status == "**Error:** give 1-32 photos, a video, or pick a held-out person"
+    from conftest import write_mp4
+
+    grey = tmp_path / "grey.mp4"
+    write_mp4(grey, np.full((6, 64, 64, 3), 120, np.uint8))
+    name = demo.saved_avatars()[0]
+    status, video, _ = drive(client, name, video=grey)
+    assert status.startswith("**Error:** no usable face") and video is None, status
+    status, *_ = make(client, held=demo.held_out[1], T=1, mode="FF")
+    assert "saved" in status, "the server must keep working after errors"
+
+
+def test_names_that_are_paths_are_refused(server, tmp_path) -> None:
+    demo, client, root = server
+    avatars = root / "runs" / "avatars"
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(avatars / demo.saved_avatars()[0], outside)
+    os.symlink(outside, avatars / "linked")
+    for name in ("../tiny", "/etc", str(outside), "linked", "a/../../b"):
+        status, video, _ = demo.drive(name, None, demo.held_out[0], "auto")
+        assert status.startswith("**Error:** refused") and video is None, (name, status)
+        try:  # over HTTP: Gradio's own check of the dropdown's choices, or ours
+            status, video, _ = drive(client, name, held=demo.held_out[0])
+            assert status.startswith("**Error:**") and video is None, (name, status)
+        except gradio_client.exceptions.AppError:
+            pass
+    for held in ("../../etc/passwd", "/etc/passwd", "syn9999/v00"):
+        status, *_ = demo.make_avatar(None, None, held, 1, "FF", 1)
+        assert status.startswith("**Error:** refused"), status
+    with pytest.raises(DemoError, match="refused"):
+        safe_child(avatars, "..")
+
+
+def test_uploads_outside_the_upload_folders_are_refused(tmp_path) -> None:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "ok.png").write_bytes(b"x")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"x")
+    os.symlink(secret, uploads / "link.png")
+    assert checked_upload(uploads / "ok.png", [uploads]) == (uploads / "ok.png").resolve()
+    for bad in (secret, "/etc/passwd", uploads / ".." / "secret.png", uploads / "link.png", uploads / "none.png"):
+        with pytest.raises(DemoError, match="refused"):
+            checked_upload(bad, [uploads])
+
+
+def test_missing_checkpoint_is_one_message_on_the_page(tmp_path) -> None:
+    demo = Demo(DemoConfig(runs_dir=tmp_path / "runs", avatars_dir=tmp_path / "av", session_root=tmp_path / "s"))
+    assert demo.meta is None and "no meta-learned checkpoint" in demo.model_error
+    build_app(demo)  # the page still builds (and says so in its banner)
+    status, *_ = demo.make_avatar(None, None, "syn0001/v00", 1, "FF", 1)
+    assert status.startswith("**Error:** no meta-learned checkpoint") and "\n" not in status
+    status, *_ = demo.drive("x", None, "", "auto")
+    assert status.startswith("**Error:** no meta-learned checkpoint")
+
+
+def test_runs_tab_lists_sample_grids_and_loss_curves(server) -> None:
+    from PIL import Image
+
+    demo, client, root = server
+    run = root / "runs" / "tiny"
+    (run / "samples").mkdir(exist_ok=True)
+    for i in (100, 200):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(run / "samples" / f"iter_{i:06d}.png")
+    (run / "csv").mkdir(exist_ok=True)
+    (run / "csv" / "metrics.csv").write_text("epoch,step,train/loss_g,val/l1\n0,9,1.5,\n0,19,1.2,0.4\n")
+    status, grids, curves = client.predict("tiny", api_name="/show_run")
+    assert "up to iteration 200" in status, status
+    assert [g["caption"] for g in grids][-2:] == ["iteration 100", "iteration 200"]
+    assert sorted({r[2] for r in curves["data"]}) == ["train/loss_g", "val/l1"], curves
+    status, *_ = demo.show_run("../tiny")
+    assert status.startswith("**Error:** refused")
