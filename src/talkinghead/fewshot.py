@@ -41,11 +41,11 @@ class FineTuneSettings:
     """Optimisation settings of fine-tuning (``experiments/finetune.yaml``)."""
 
     steps: int = 40
-    lr_g: float = 5e-5  # paper Sec. 4 (the meta-learning rates; vt fine-tunes with them too)
+    lr_g: float = 5e-5  # paper "Implementation details" (the meta-learning rates; vt fine-tunes with them too)
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.0, 0.999)  # the authors' FSTH code (beta1 = 0, eps = 1e-5)
     eps: float = 1e-5
-    d_steps_per_g: int = 2  # paper Sec. 4: two D updates per G update
+    d_steps_per_g: int = 2  # paper "Implementation details": two D updates per G update
     batch_size: int = 4
     loss_weights: Mapping[str, float] | None = None  # None: the meta-learning run's weights
     seed: int = 0

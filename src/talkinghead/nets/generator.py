@@ -24,7 +24,7 @@ class Generator(nn.Module):
     bottleneck: ``num_res`` residual blocks with AdaIN; decoder: ``num_down`` residual up-sampling blocks with
     AdaIN whose widths mirror the encoder's (512 -> 512 -> 256 -> 128 -> 64 in the paper's model, as in the
     authors' FSTH generator); self-attention after the encoder block that outputs ``attn_res_down`` and after the
-    decoder block that outputs ``attn_res_up`` (paper, Sec. 3.3: 32x32 in the down-sampling parts, 64x64 in the
+    decoder block that outputs ``attn_res_up`` (paper, "Implementation details": 32x32 in the down-sampling parts, 64x64 in the
     generator's up-sampling part); AdaIN -> ReLU -> conv -> tanh out.
 
     Every AdaIN scale/bias comes from one vector psi = P e_hat, P a (num_adain_params x emb_dim) matrix.

@@ -1,4 +1,4 @@
-"""The down-sampling trunk shared by the embedder E and the discriminator D (paper, Sec. 3.3 and App.)."""
+"""The down-sampling trunk shared by the embedder E and the discriminator D (paper, "Implementation details")."""
 from __future__ import annotations
 
 import torch
