@@ -106,3 +106,51 @@ def test_bad_sizes_raise() -> None:
         Embedder(100)
     with pytest.raises(ValueError, match="num_videos"):
         ProjectionDiscriminator(0, 64)
+
+
+# ------------------------------------------------------------------ layout-preserving norm and up-sampling
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_instance_norm_matches_torch_and_keeps_the_memory_format(channels_last: bool) -> None:
+    from talkinghead.nets.layers import InstanceNorm
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(3, 8, 10, 12) * 4 + 30).contiguous(memory_format=fmt)  # a large mean: cancellation is exercised
+    ref = nn.InstanceNorm2d(8, affine=True)
+    nn.init.uniform_(ref.weight, 0.5, 2.0)
+    nn.init.normal_(ref.bias)
+    mine = InstanceNorm(8)
+    mine.load_state_dict(ref.state_dict())  # same parameter names: checkpoints of nn.InstanceNorm2d load
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, want = mine(xa), ref(xb)
+    assert out.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-5)
+    g = torch.randn_like(want)
+    (out * g).sum().backward()
+    (want * g).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(mine.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_adain_in_bf16_normalises_in_fp32() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8) * 3 + 100  # bf16 keeps 3 significant digits: 100 +- 3 must not cancel in bf16
+    params = torch.randn(2, 8) * 0.1
+    want = AdaIN(4)(x.bfloat16().float(), params)
+    got = AdaIN(4)(x.bfloat16(), params.bfloat16())
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_up2_is_nearest_upsampling(channels_last: bool) -> None:
+    import torch.nn.functional as F
+
+    from talkinghead.nets.layers import up2
+
+    x = torch.randn(2, 5, 3, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = up2(x)
+    assert torch.equal(out, F.interpolate(x, scale_factor=2, mode="nearest"))
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
