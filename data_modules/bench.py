@@ -197,7 +197,8 @@ def reenact_loop_rate(avatar: Path, driver: Path, out: Path, landmarks: str, thr
 
 
 def driver_stage_rate(driver: Path, landmarks: str, threads: str | None, size: int = 64) -> float:
-    """Frames/s of the driver stage of reenactment alone: decode -> landmarks -> one crop box -> crops (``size``²)."""
+    """Frames/s of the driver stage of reenactment alone: decode -> landmarks -> one crop box, the landmarks in
+    its ``size``² crop (the crops themselves are made only for side-by-side output)."""
     from talkinghead.reenact import load_driver
     from talkinghead.shots import make_landmark_detector
 

@@ -234,12 +234,16 @@ def read_video(path: str | Path, count: int = 0) -> tuple[np.ndarray, np.ndarray
             wanted = even_indices(total, count)
             wanted_set = set(wanted.tolist())
             last = int(wanted[-1]) if len(wanted) else -1
-            frames, got = [], []
+            frames: np.ndarray | None = None  # filled in place: no list of frames and no stacked copy of it
+            got: list[int] = []
             i = 0
             try:
                 for frame in container.decode(stream):
                     if i in wanted_set:
-                        frames.append(frame.to_ndarray(format="rgb24"))
+                        rgb = frame.to_ndarray(format="rgb24")
+                        if frames is None:
+                            frames = np.empty((len(wanted), *rgb.shape), np.uint8)
+                        frames[len(got)] = rgb
                         got.append(i)
                     i += 1
                     if i > last:
@@ -250,9 +254,9 @@ def read_video(path: str | Path, count: int = 0) -> tuple[np.ndarray, np.ndarray
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError, IndexError, EOFError) as e:
         raise DecodeError(f"cannot decode {path.name}: {e}") from e
-    if not frames:
+    if not got:
         raise DecodeError(f"cannot decode {path.name}: no frame decodes (corrupt or truncated)")
-    return np.stack(frames), np.asarray(got, dtype=np.int64), fps, len(wanted)
+    return frames[: len(got)], np.asarray(got, dtype=np.int64), fps, len(wanted)
 
 
 def read_images(files: tuple[Path, ...] | list[Path], count: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -92,7 +92,7 @@ def bench_reenact(args: argparse.Namespace, tmp: Path) -> None:
     stage = {}
     for label, landmarks, threads, _ in LANDMARK_SETUPS:
         stage[landmarks] = driver_stage_rate(args.driver, landmarks, threads)
-        print(f"  of which the driver stage (decode -> landmarks -> crops), {label}: {stage[landmarks]:.1f} frames/s")
+        print(f"  of which the driver stage (decode -> landmarks in crop pixels), {label}: {stage[landmarks]:.1f} frames/s")
     print(f"  driver stage: track / detect = {stage['track'] / stage['detect']:.2f}x frames/s")
 
 

@@ -51,3 +51,26 @@ def test_tracked_landmarks_agree_with_per_frame_detection(voxmini_dir, voxmini_s
     print(f"tracked vs detected on voxmini: median {median:.2f} px, 90th percentile "
           f"{np.percentile(errors, 90):.2f} px on 256² crops ({len(errors) // 68} frames)")
     assert median <= 1.5
+
+
+def test_dlib_fit_on_the_face_region_gives_the_full_frame_points(voxmini_dir):
+    """The tracker's dlib fit hands the predictor the region around the box: the points must not change."""
+    from data_modules.sources import read_video
+    from talkinghead.landmarks.detectors import DlibDetector
+
+    det = DlibDetector()
+    videos = sorted(voxmini_dir.glob("*/mp4/*/*/*.mp4"))[:6]
+    compared = 0
+    for video in videos:
+        frames, *_ = read_video(video, 6)
+        for frame in frames:
+            for box, _ in det.faces(frame[None])[0]:
+                for shift in (0.0, 40.0):  # the box as detected, and moved so that its region leaves the frame
+                    b = box - shift
+                    rect = det._dlib.rectangle(*(int(round(v)) for v in b))
+                    full = det._predictor(np.ascontiguousarray(frame), rect)
+                    want = np.array([[p.x, p.y] for p in full.parts()], dtype=np.float32)
+                    got, _ = det.fit(frame, b)
+                    np.testing.assert_array_equal(got, want)
+                    compared += 1
+    assert compared >= 40

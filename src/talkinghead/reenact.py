@@ -13,8 +13,9 @@ the avatar follows, per frame) -> :func:`render_frames` (landmark images -> avat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,19 @@ class ReenactError(TalkingHeadError, ValueError):
 # ------------------------------------------------------------------------------------------------ driver
 @dataclass
 class Driver:
-    """Driver frames cropped to the avatar's size: ``frames`` (N, 3, S, S) in [-1, 1], ``landmarks`` (N, 68, 2)."""
+    """A driver clip: ``landmarks`` (N, 68, 2) in pixels of its face crop at the avatar's size, and ``frames``
+    (N, 3, S, S) in [-1, 1], those crops, made on first use (only side-by-side output and figures show them)."""
 
-    frames: torch.Tensor
+    crops: Callable[[], torch.Tensor] = field(repr=False)
     landmarks: np.ndarray
     person_id: str | None
     fps: float
     missing: int
     source: str
+
+    @functools.cached_property
+    def frames(self) -> torch.Tensor:
+        return self.crops()
 
 
 def load_driver(
@@ -69,15 +75,20 @@ def load_driver(
         if isinstance(detector, str):
             detector = shots.make_landmark_detector(detector, landmarks)
         frames, fps = shots.read_user_frames(path, max_frames)
-        crops, points, found = shots.crop_faces(frames, detector, size, hold=True, source=str(path))
-        sample = shots.to_sample(crops, points, size)
-        return Driver(sample["frames"], points, None, fps, int((~found).sum()), str(path))
+        track = shots.track_faces(frames, detector, size, source=str(path))
+
+        def crops() -> torch.Tensor:
+            from talkinghead.visualize import from_uint8
+
+            return from_uint8(track.crops(frames))
+
+        return Driver(crops, track.landmarks, None, fps, int((~track.found).sum()), str(path))
     person = shots.resolve(
         driver, data_config, size, data_root=data_root, synthetic_video_length=synthetic_frames
     )
     count = person.num_frames if not max_frames else min(max_frames, person.num_frames)
     sample = person.load(list(range(count)))
-    return Driver(sample["frames"], sample["landmarks"].numpy(), person.person_id, 10.0, 0, driver)
+    return Driver(lambda: sample["frames"], sample["landmarks"].numpy(), person.person_id, 10.0, 0, driver)
 
 
 # ------------------------------------------------------------------------------------------------ the steps

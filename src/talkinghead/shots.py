@@ -199,16 +199,29 @@ def read_user_frames(path: Path, max_frames: int = 0) -> tuple[np.ndarray, float
         raise NoFaceError(f"cannot read {path}: {exc}") from exc
 
 
-def crop_faces(
-    frames: np.ndarray, detector: Any, size: int, hold: bool = False, source: str = "video"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Detect landmarks, crop one square box around the face track (as preprocessing does), resize to ``size``.
+@dataclass
+class FaceTrack:
+    """A clip's face track in crop coordinates: ``box`` (x0, y0, side) of the one square crop, ``landmarks``
+    float32 (N, 68, 2) in pixels of the ``size``² crop, ``found`` bool (N,) (a face on the track there)."""
 
-    Returns ``(crops uint8 (N, size, size, 3), landmarks float32 (N, 68, 2) in crop pixels, found bool (N,))``.
-    With ``hold`` every frame is kept and a frame without a (on-track) face takes the last good landmarks
-    (the first good ones before the first detection); without it only frames with a face are returned.
-    """
-    from data_modules.preprocess import PreprocessConfig, crop_frame, face_track, landmarks_to_crop
+    box: np.ndarray
+    landmarks: np.ndarray
+    found: np.ndarray
+    size: int
+
+    def crops(self, frames: np.ndarray, rows: Any = None) -> np.ndarray:
+        """uint8 (N, size, size, 3): ``frames`` (the clip's, or ``rows`` of them) cropped and resized."""
+        from data_modules.preprocess import crop_frame
+
+        rows = range(len(frames)) if rows is None else rows
+        return np.stack([crop_frame(frames[i], self.box, self.size) for i in rows])
+
+
+def track_faces(frames: np.ndarray, detector: Any, size: int, source: str = "video") -> FaceTrack:
+    """Detect landmarks, fit one square box around the face track (as preprocessing does), map the landmarks into
+    its ``size``² crop.  A frame without an (on-track) face holds the last good landmarks (the first good ones
+    before the first detection).  No usable face -> NoFaceError."""
+    from data_modules.preprocess import PreprocessConfig, face_track, landmarks_to_crop
 
     detected = detector.detect(frames)
     cfg = PreprocessConfig(size=size, min_face=1, min_detected=0.0, min_frames=1)
@@ -218,15 +231,26 @@ def crop_faces(
     box, kept, _ = track
     found = np.zeros(len(frames), dtype=bool)
     found[kept] = True
-    rows = range(len(frames)) if hold else kept
-    crops = np.stack([crop_frame(frames[i], box, size) for i in rows])
     points = np.zeros((len(frames), 68, 2), np.float32)
     last = landmarks_to_crop(detected[int(kept[0])], box, size)
     for i in range(len(frames)):
         if found[i]:
             last = landmarks_to_crop(detected[i], box, size)
         points[i] = last
-    return crops, (points if hold else points[kept]), found
+    return FaceTrack(box, points, found, size)
+
+
+def crop_faces(
+    frames: np.ndarray, detector: Any, size: int, hold: bool = False, source: str = "video"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`track_faces`, then the crops: ``(crops uint8 (N, size, size, 3), landmarks float32 (N, 68, 2) in
+    crop pixels, found bool (N,))``.  With ``hold`` every frame is kept (faceless ones hold the last good
+    landmarks); without it only frames with a face are returned."""
+    track = track_faces(frames, detector, size, source)
+    if hold:
+        return track.crops(frames), track.landmarks, track.found
+    kept = np.flatnonzero(track.found)
+    return track.crops(frames, kept), track.landmarks[kept], track.found
 
 
 def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, torch.Tensor]:
