@@ -29,6 +29,20 @@ def write_video(kind: str, path: Path) -> Path:
     return path
 
 
+def write_y4m(kind: str, path: Path) -> Path:
+    """The synthetic video as YUV4MPEG2 (4:2:0): what Chromium's fake camera plays
+    (``--use-file-for-fake-video-capture``), so the browser test can record a driver with the webcam."""
+    import cv2
+
+    frames = render(kind)[0]
+    h, w = frames.shape[1:3]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
 def detector():
     from conftest import OracleDetector
 

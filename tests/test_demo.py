@@ -183,3 +183,62 @@ def test_runs_tab_lists_sample_grids_and_loss_curves(server) -> None:
     assert sorted({r[2] for r in curves["data"]}) == ["train/loss_g", "val/l1"], curves
     status, *_ = demo.show_run("../tiny")
     assert status.startswith("**Error:** refused")
+
+
+def test_two_users_at_once_wait_their_turn_and_get_their_own_videos(server, tmp_path, monkeypatch) -> None:
+    """Two browser sessions each make an avatar and drive it, at the same moment: Gradio's queue runs one job at
+    a time, each session gets its own clip (the frame count it asked for) in its own folder, and nothing fails."""
+    import threading
+    import time as time_
+
+    import av
+    from conftest import write_mp4
+    from talkinghead import api
+
+    demo, client, root = server
+    spans: list[tuple[float, float]] = []
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            t0 = time_.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spans.append((t0, time_.perf_counter()))
+        return wrapper
+
+    monkeypatch.setattr(api, "drive", timed(api.drive))
+    monkeypatch.setattr(api, "make_avatar", timed(api.make_avatar))
+    frames, _ = demo_helpers.render("driver")
+    clips = {10: tmp_path / "long.mp4", 6: tmp_path / "short.mp4"}
+    write_mp4(clips[10], frames)
+    write_mp4(clips[6], frames[:6])
+    results: dict[int, tuple] = {}
+    errors: list[BaseException] = []
+
+    def user(n: int) -> None:
+        try:
+            me = gradio_client.Client(client.src, verbose=False)  # a browser session of its own
+            status, _, _, _, choice = make(me, held=demo.held_out[n % 2], T=1, mode="FF")
+            assert "saved" in status, status
+            results[n] = drive(me, choice["value"], video=clips[n])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=user, args=(n,)) for n in clips]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and len(results) == 2, errors
+    folders = set()
+    for n, (status, video, _) in results.items():
+        assert f"**{n} frames**" in status, status
+        with av.open(video) as c:
+            assert sum(1 for _ in c.decode(video=0)) == n, "each user gets the clip of the video they sent"
+        served = [p for p in root.glob("sessions/*/driven_*.mp4") if p.name == Path(video).name]
+        assert len(served) == 1, served
+        folders.add(served[0].parent)
+    assert len(folders) == 2, "each session writes in its own folder"
+    spans.sort()
+    assert len(spans) == 4 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "one job at a time"

@@ -2,11 +2,13 @@
 chromium-driver), driven by Selenium.  Starts the page on a small checkpoint trained here, makes an FT avatar from
 an uploaded synthetic-head video, drives it with another, checks that the result video plays, that a photo with
 no face shows the error, and saves the screenshot README shows (to docs/demo.png when
-TALKINGHEAD_UPDATE_SCREENSHOT=1)."""
+TALKINGHEAD_UPDATE_SCREENSHOT=1).  Then it records a driver with the webcam (Chromium's fake camera playing a
+synthetic-head video) and drives the avatar with that recording."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -68,8 +70,11 @@ def page(tmp_path_factory):
 
         opts = Options()
         opts.binary_location = CHROMIUM
+        camera = demo_helpers.write_y4m("driver", root / "camera.y4m")
         for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                  "--window-size=1280,1100", "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
+                  "--window-size=1280,1100", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                  f"--use-file-for-fake-video-capture={camera}"):
             opts.add_argument(a)
         browser = webdriver.Chrome(service=Service(DRIVER), options=opts)
         browser.get(f"http://127.0.0.1:{port}/")
@@ -119,6 +124,42 @@ def tab(browser, name: str) -> None:
     browser.execute_script("arguments[0].click()", el)
 
 
+def playing(browser) -> dict:
+    """Wait until the result video can play, play it, and report what the browser decoded."""
+    return browser.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const t0 = Date.now();
+        (function poll() {
+          const v = document.querySelector('#result-video video');
+          if (v && v.readyState >= 2 && v.duration > 0) {
+            v.muted = true; v.play().catch(() => {});
+            setTimeout(() => done({duration: v.duration, decoded: v.webkitDecodedFrameCount ||
+                (v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0),
+                time: v.currentTime, w: v.videoWidth, h: v.videoHeight, err: v.error && v.error.code,
+                src: v.currentSrc}), 1500);
+          } else if (Date.now() - t0 > 30000) {
+            done({missing: !v, ready: v && v.readyState, err: v && v.error && v.error.code});
+          } else { setTimeout(poll, 250); }
+        })();
+        """
+    )
+
+
+def driver_button(browser, match) -> None:
+    """Click the driver video's button for which ``match(aria_label, text)`` holds (Gradio's webcam controls)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(b):
+        for el in b.find_elements(By.CSS_SELECTOR, "#driver-video button"):
+            if match(el.get_attribute("aria-label") or "", el.text.strip()):
+                return el
+        return False
+
+    browser.execute_script("arguments[0].click()", WebDriverWait(browser, 30, poll_frequency=0.25).until(find))
+
+
 def test_make_an_avatar_drive_it_and_see_the_video_play(page, tmp_path) -> None:
     browser, root = page
     wait_text(browser, "#banner", "Model:", timeout=60)
@@ -146,23 +187,7 @@ def test_make_an_avatar_drive_it_and_see_the_video_play(page, tmp_path) -> None:
     click(browser, "#drive")
     msg = wait_text(browser, "#drive-status", "frames/s", "Error:")
     assert "10 frames" in msg, msg
-    state = browser.execute_async_script(
-        """
-        const done = arguments[arguments.length - 1];
-        const t0 = Date.now();
-        (function poll() {
-          const v = document.querySelector('#result-video video');
-          if (v && v.readyState >= 2 && v.duration > 0) {
-            v.muted = true; v.play().catch(() => {});
-            setTimeout(() => done({duration: v.duration, decoded: v.webkitDecodedFrameCount ||
-                (v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0),
-                time: v.currentTime, w: v.videoWidth, h: v.videoHeight, err: v.error && v.error.code}), 1500);
-          } else if (Date.now() - t0 > 30000) {
-            done({missing: !v, ready: v && v.readyState, err: v && v.error && v.error.code});
-          } else { setTimeout(poll, 250); }
-        })();
-        """
-    )
+    state = playing(browser)
     assert state.get("duration", 0) > 0 and state.get("decoded", 0) > 0, state
     assert (state["w"], state["h"]) == (96, 32), state
     shot = tmp_path / "demo.png"
@@ -170,3 +195,23 @@ def test_make_an_avatar_drive_it_and_see_the_video_play(page, tmp_path) -> None:
     assert shot.stat().st_size > 10_000
     if os.environ.get("TALKINGHEAD_UPDATE_SCREENSHOT"):
         shutil.copyfile(shot, REPO / "docs" / "demo.png")
+
+    # the webcam: Chromium's fake camera plays the driver video; record three seconds of it and drive with that
+    before = browser.find_element("css selector", "#drive-status").text
+    driver_button(browser, lambda label, text: label == "Capture from camera")
+    driver_button(browser, lambda label, text: "Access Webcam" in text)
+    driver_button(browser, lambda label, text: label == "start recording" and text == "Record")
+    time.sleep(3)
+    driver_button(browser, lambda label, text: text == "Stop")
+    time.sleep(4)  # the recording uploads
+    click(browser, "#drive")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def finished(b):  # a new message, without the progress timer that prefixes it while the job runs
+        text = b.find_element("css selector", "#drive-status").text
+        return text if text != before and re.match(r"(\d+ frames \(driver|Error)", text) else False
+
+    msg = WebDriverWait(browser, 120, poll_frequency=0.5).until(finished)
+    assert re.match(r"\d+ frames \(driver", msg) and int(msg.split()[0]) >= 10, msg
+    state = playing(browser)
+    assert state.get("duration", 0) > 0 and state.get("decoded", 0) > 0 and (state["w"], state["h"]) == (96, 32), state

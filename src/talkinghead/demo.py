@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import os
 import re
 import shutil
@@ -152,6 +153,7 @@ class Demo:
         from talkinghead import api
 
         self.config = config
+        self._jobs = itertools.count(1)  # names files uniquely: two jobs of one session within a second
         self.avatars_dir = Path(config.avatars_dir)
         self.detector = load_detector(config.detector)
         root = config.session_root or Path(tempfile.mkdtemp(prefix="talkinghead-demo-"))
@@ -215,11 +217,15 @@ class Demo:
             return limit, f"The video has {total} frames: {limit} of them, evenly spaced, were used (the page's limit)."
         return 0, ""
 
+    def stamp(self) -> str:
+        """A file-name stamp unique to this server: time of day and a job number."""
+        return f"{time.strftime('%H%M%S')}_{next(self._jobs)}"
+
     def stage_source(self, request: Any, video: Any, photos: Any, held_out: str | None) -> tuple[str, str, list[str]]:
         """The source for ``api.make_avatar`` (a session-folder path or a held-out id), its name, and notes."""
         roots = self.upload_roots(request)
         sdir = self.session_dir(request)
-        stamp = time.strftime("%H%M%S")
+        stamp = self.stamp()
         if video:
             src = checked_upload(video, roots)
             if src.suffix.lower() not in VIDEO_SUFFIXES:
@@ -332,7 +338,7 @@ class Demo:
                 raise DemoError(f"adaptation must be auto, on or off, got {adapt!r}")
             notes: list[str] = []
             sdir = self.session_dir(request)
-            stamp = time.strftime("%H%M%S")
+            stamp = self.stamp()
             max_frames = int(self.config.drive_frames)
             if video:
                 src = checked_upload(video, self.upload_roots(request))
