@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--out", default=Path("docs/gallery"), type=Path)
     p.add_argument("--label", required=True, help="the command that made the run")
     p.add_argument("--wall", default=None, help="wall time of the run, as text (default: from its files)")
+    p.add_argument("--machine", default="a 2-core CPU", help="where the run trained, for the caption")
     p.add_argument("--rows", type=int, default=2)
     p.add_argument("--frames", type=int, default=40, help="frames of the driven clip")
     p.add_argument("--scale", type=int, default=2)
@@ -70,7 +71,7 @@ def main() -> None:
         files = [p for p in args.run.rglob("*") if p.is_file()]
         wall = max(p.stat().st_mtime for p in files) - min(p.stat().st_mtime for p in files)
         args.wall = f"{wall / 60:.0f} min"
-    head = [args.label, f"{iterations} iterations, {args.wall} wall time on a shared 2-core CPU"]
+    head = [args.label, f"{iterations} iterations, {args.wall} wall time on {args.machine}"]
     args.out.mkdir(parents=True, exist_ok=True)
 
     # sample grids over iterations (when the run has sampled any)

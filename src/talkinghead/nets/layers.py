@@ -32,8 +32,7 @@ def normalize(
     is two vectorised passes (mean, then the norm of ``x - mean``) and one multiply-add: ``nn.InstanceNorm2d``
     reshapes to (1, B*C, H, W), which copies them to NCHW and back, and ``torch.var_mean`` is a scalar loop on
     CPU; together they were a third of the generator's CPU time.  Contiguous (NCHW) activations go through
-    ``F.instance_norm``, faster there.  ``gamma``, ``beta``: broadcastable to
-    (B, C, 1, 1), or None (1 and 0).
+    ``F.instance_norm``, faster there.  ``gamma``, ``beta``: broadcastable to (B, C, 1, 1), or None (1 and 0).
     """
     d = x.float()  # a no-op in fp32; bf16/fp16 activations are normalised in fp32 and cast back
     if d.is_contiguous():  # NCHW (the plain path): torch's own kernel is the faster one there, backward included
