@@ -154,3 +154,33 @@ def test_up2_is_nearest_upsampling(channels_last: bool) -> None:
     out = up2(x)
     assert torch.equal(out, F.interpolate(x, scale_factor=2, mode="nearest"))
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_up_conv_equals_conv_of_the_upsampled_input(channels_last: bool) -> None:
+    from talkinghead.nets.layers import UpConv, up2
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, padding=1)
+    x = torch.randn(2, 6, 5, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = UpConv(conv)(x)
+    torch.testing.assert_close(out, conv(up2(x)), atol=2e-6, rtol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_the_renderer_runs_every_up_block_folded_and_matches_the_generator() -> None:
+    from talkinghead.nets.layers import ResBlockUp
+    from talkinghead.render import FrameRenderer
+    from talkinghead.speed import Speed
+
+    torch.manual_seed(0)
+    g = Generator(64, num_down=3, num_res=1, attn_res_down=16, attn_res_up=16, **SMALL).eval()
+    psi = g.project(torch.rand(1, SMALL["emb_dim"]))[0].detach()
+    renderer = FrameRenderer(g, psi, "cpu", Speed())
+    ups = [m for m in renderer.generator.modules() if isinstance(m, ResBlockUp)]
+    assert len(ups) == 3 and all(m.up_conv1 is not None for m in ups)
+    assert all(m.up_conv1 is None for m in g.modules() if isinstance(m, ResBlockUp)), "the model is left as it was"
+    y = torch.rand(3, 3, 64, 64) * 2 - 1
+    torch.testing.assert_close(renderer.render(y), g(y, psi=psi).detach(), atol=1e-4, rtol=0)  # a wrong phase: ~0.1

@@ -1,7 +1,8 @@
 """The inference path: landmark images -> frames with a fixed ψ (no embedder, no projection per frame).
 
 Reenactment, previews and evaluation render through :class:`FrameRenderer`.  It works on its own copy of the
-generator with the spectral-norm divisions baked into the weights (they do not change at inference), laid out
+generator with the spectral-norm divisions baked into the weights (they do not change at inference) and each
+up-sampling block's first convolution run at the low resolution (``talkinghead.nets.layers.UpConv``), laid out
 and run as ``talkinghead.speed.Speed`` says (channels-last, in bf16 where native, optionally compiled).
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from talkinghead.nets.layers import fold_up_convs
 from talkinghead.nets.spectral import bake
 from talkinghead.speed import Speed, to_memory_format
 
@@ -31,7 +33,7 @@ class FrameRenderer:
         # mixed precision at inference = the whole baked copy in bf16 (or fp16): autocast would re-cast every
         # weight on every forward, as weights without gradients are not cached; the error is the same
         self.dtype = self.speed.autocast_dtype or torch.float32
-        net = bake(copy.deepcopy(generator)).to(self.device, self.dtype).eval().requires_grad_(False)
+        net = fold_up_convs(bake(copy.deepcopy(generator))).to(self.device, self.dtype).eval().requires_grad_(False)
         self.speed.prepare(net)
         self.generator = net
         self.psi = psi.detach().reshape(1, -1).to(self.device, self.dtype)

@@ -174,6 +174,51 @@ class ResBlock(nn.Module):
         return x + h
 
 
+class UpConv(nn.Module):
+    """``conv3x3(up2(x))`` computed at the low resolution, (B, Cin, H, W) -> (B, Cout, 2H, 2W), for inference.
+
+    Output pixel (2i + a, 2j + b) sees input rows i-1, i (a = 0) or i, i+1 (a = 1), and the same for columns: the
+    3x3 kernel's taps that land on one repeated pixel are summed, which leaves a 2x2 kernel per phase (a, b).  The
+    four phases run as one convolution with 4 Cout outputs on the zero-padded input, then interleave: 16 instead
+    of 36 multiply-adds per output pixel and input channel, and no up-sampled copy of the input.  Same result up to
+    float rounding (tested).  ``conv``: a plain (baked) 3x3 ``nn.Conv2d`` with padding 1.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        w = conv.weight.detach()
+        assert w.shape[-2:] == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1), conv
+
+        def fold(k: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+            k0, k1, k2 = k.unbind(dim)
+            return torch.stack([k0, k1 + k2], dim), torch.stack([k0 + k1, k2], dim)
+
+        phases = [fold(rows, 3) for rows in fold(w, 2)]  # [a][b]: (Cout, Cin, 2, 2)
+        weight = torch.cat([phases[a][b] for a in (0, 1) for b in (0, 1)])
+        self.register_buffer("weight", weight.contiguous(memory_format=torch.channels_last))
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().repeat(4))
+        self.out_channels = w.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        o = self.out_channels
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), self.weight, self.bias)  # (B, 4 Cout, H+1, W+1)
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty(b, o, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=fmt)
+        for k, (a, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            out[:, :, a::2, c::2] = y[:, k * o : (k + 1) * o, a : a + h, c : c + w]
+        return out
+
+
+def fold_up_convs(module: nn.Module) -> nn.Module:
+    """Give every ``ResBlockUp`` under ``module`` its :class:`UpConv` (in place; for a baked inference copy: the
+    folded kernel is a snapshot of conv1's weight).  Returns ``module``."""
+    for block in module.modules():
+        if isinstance(block, ResBlockUp):
+            block.up_conv1 = UpConv(block.conv1)
+    return module
+
+
 class ResBlockUp(nn.Module):
     """Residual up-sampling block with AdaIN, (B, Cin, H, W) -> (B, Cout, 2H, 2W).
 
@@ -189,6 +234,7 @@ class ResBlockUp(nn.Module):
         self.norm2 = AdaIN(cout)
         self.conv2 = sn_conv(cout, cout)
         self.skip = sn_conv(cin, cout, 1)
+        self.up_conv1: UpConv | None = None  # inference: conv1(up2(.)) at the low resolution (fold_up_convs)
 
     @property
     def num_adain_params(self) -> int:
@@ -196,8 +242,9 @@ class ResBlockUp(nn.Module):
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         p1, p2 = params.split([self.norm1.num_params, self.norm2.num_params], dim=1)
-        h = up2(F.relu(self.norm1(x, p1)))
-        h = self.conv2(F.relu(self.norm2(self.conv1(h), p2)))
+        h = F.relu(self.norm1(x, p1))
+        h = self.conv1(up2(h)) if self.up_conv1 is None else self.up_conv1(h)
+        h = self.conv2(F.relu(self.norm2(h, p2)))
         return h + up2(self.skip(x))
 
 
