@@ -10,6 +10,43 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: The checkout's own folders that belong to its user: no test may read or write them.
+USER_FOLDERS = ("runs", "weights", "outputs", "lightning_logs", "wandb")
+
+
+# ------------------------------------------------------------------------------------------ hermetic
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under the user's folders of the checkout, with its size and mtime."""
+    out: dict[str, tuple[int, int]] = {}
+    for name in USER_FOLDERS:
+        for f in (root / name).rglob("*") if (root / name).is_dir() else ():
+            if f.is_file():
+                st = f.stat()
+                out[str(f.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_untouched():
+    """The suite leaves the checkout's runs/, weights/ (a user's own work) exactly as it found them."""
+    before = _listing(REPO)
+    yield
+    after = _listing(REPO)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"tests wrote into the checkout's own folders: {changed[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(tmp_path_factory, monkeypatch):
+    """Each test runs in an empty working folder, so relative defaults (``runs/``, ``weights/``, ``run_dir:
+    runs/embedded``) never find the user's runs or weights; weights come from an empty folder unless the test
+    points elsewhere."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("TALKINGHEAD_WEIGHTS", str(cwd / "weights"))
+    monkeypatch.delenv("TALKINGHEAD_CONFIG_DIR", raising=False)
+    yield cwd
+
 
 # --------------------------------------------------------------------------------------------- voxmini
 def voxmini_path() -> Path | None:

@@ -19,7 +19,7 @@ def test_meta_learn_cli_writes_checkpoint_samples_and_an_offline_wandb_run(tmp_p
         [sys.executable, "-m", "talkinghead.cli", "meta-learn", "iterations=3", "data.batch_size=2",
          f"run_dir={tmp_path / 'run'}", "callbacks.sample_every_n_iterations=2",
          "callbacks.metrics_every_n_iterations=1000", "callbacks.val_every_n_iterations=1000"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"

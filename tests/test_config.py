@@ -53,7 +53,7 @@ def test_config_mistakes_are_explained(overrides: list[str], message: str) -> No
 def test_cli_prints_one_line_and_exits_2() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "talkinghead.cli", "meta-learn", "experiment=nope"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True, text=True, cwd=Path.cwd(), timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: unknown experiment 'nope'")
@@ -63,7 +63,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     import os
 
     return subprocess.run([sys.executable, "-m", "talkinghead.cli", "meta-learn", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300, env={**os.environ, **(env or {})})
+                          text=True, cwd=Path.cwd(), timeout=300, env={**os.environ, **(env or {})})
 
 
 def test_missing_weight_file_is_one_line_naming_make_weights(tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}")
     return subprocess.run(
         [sys.executable, "-m", "data_modules.preprocess", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+        capture_output=True, text=True, env=env, cwd=Path.cwd(), timeout=120,
     )
 
 

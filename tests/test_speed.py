@@ -152,6 +152,19 @@ def test_speed_configs_compose_and_resolve() -> None:
     assert fast.optimizer_kwargs() == {"fused": True}
 
 
+@pytest.mark.parametrize("native, expected", [("1", "bf16-mixed"), ("0", "32-true")])
+def test_precision_auto_follows_the_cpu_and_can_be_forced_either_way(monkeypatch, native, expected) -> None:
+    from talkinghead.errors import ConfigError
+    from talkinghead.speed import NATIVE_BF16_ENV
+
+    monkeypatch.setenv(NATIVE_BF16_ENV, native)
+    assert Speed().resolve("cpu").precision == expected
+    assert Speed(precision="32-true").resolve("cpu").precision == "32-true"  # an explicit value is never changed
+    monkeypatch.setenv(NATIVE_BF16_ENV, "yes")
+    with pytest.raises(ConfigError, match="must be 1 or 0"):
+        Speed().resolve("cpu")
+
+
 def test_compile_auto_is_for_single_process_cuda_meta_learning() -> None:
     from talkinghead.train import resolve_speed
 
@@ -292,7 +305,7 @@ def test_renderer_fast_path_matches_plain_within_bf16_tolerance() -> None:
 def test_make_bench_quick_writes_a_well_formed_json(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "talkinghead.bench", "--quick", "--out", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = tmp_path.glob("bench_*_quick.json")

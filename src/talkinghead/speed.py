@@ -17,6 +17,7 @@ Spectral norm's power iteration runs once per optimiser step on both paths (``ta
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -32,12 +33,27 @@ OPTIMIZERS = ("fused", "foreach", "for-loop")
 AUTO_BOOL = (True, False, "auto")
 
 
-@functools.lru_cache(maxsize=None)
+#: Environment override of the native-bf16 probe ("1" or "0"): ``precision: auto`` then answers as on a CPU with
+#: (or without) AVX512-BF16, so a machine can rehearse the other kind's defaults (the test suite runs both ways).
+NATIVE_BF16_ENV = "TALKINGHEAD_NATIVE_BF16"
+
+
 def native_bf16(device_type: str) -> bool:
     """True where bf16 matrix maths runs natively: CUDA with bf16 support, x86 CPUs with AVX512-BF16 or AMX.
 
     (oneDNN also *emulates* bf16 on plain AVX512 CPUs, where it is slower than fp32: those get fp32.)
+    ``$TALKINGHEAD_NATIVE_BF16`` = 1 / 0 overrides the probe.
     """
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ConfigError(f"${NATIVE_BF16_ENV} must be 1 or 0, got {forced!r}")
+    return _probe_native_bf16(device_type)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_native_bf16(device_type: str) -> bool:
     if device_type == "cuda":
         if not torch.cuda.is_available():
             return False
