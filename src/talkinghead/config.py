@@ -16,12 +16,24 @@ from omegaconf import DictConfig, OmegaConf
 from talkinghead.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Where an installed package (a wheel, ``pip install .``) keeps its configs: setup.cfg maps ``experiments/`` to
+#: the ``talkinghead.experiments`` package data.
+PACKAGED = Path(__file__).resolve().parent / "experiments"
+CONFIG_DIR_ENV = "TALKINGHEAD_CONFIG_DIR"
 
 
 def config_dir() -> Path:
-    path = Path(os.environ.get("TALKINGHEAD_CONFIG_DIR", REPO_ROOT / "experiments")).resolve()
+    """``$TALKINGHEAD_CONFIG_DIR``, else the configs installed with the package, else the checkout's
+    ``experiments/`` (a source checkout or an editable install)."""
+    if os.environ.get(CONFIG_DIR_ENV):
+        path = Path(os.environ[CONFIG_DIR_ENV]).resolve()
+        where = f"${CONFIG_DIR_ENV}={path}"
+    else:
+        path = PACKAGED if (PACKAGED / "meta_learn.yaml").is_file() else REPO_ROOT / "experiments"
+        where = str(path)
     if not (path / "meta_learn.yaml").is_file():
-        raise ConfigError(f"no experiment configs in {path}: set TALKINGHEAD_CONFIG_DIR to the repo's experiments/")
+        raise ConfigError(f"no experiment configs (meta_learn.yaml) in {where}: point ${CONFIG_DIR_ENV} at a "
+                          "folder of talkinghead's experiments/, or reinstall talkinghead")
     return path
 
 
