@@ -72,4 +72,4 @@ bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/resul
 	$(PYTHON) -m talkinghead.bench $(if $(QUICK),--quick) $(ARGS)
 
 bench-data:  ## loader samples/s at 256², K=8 per worker count, preprocessing videos/min (track vs detect), reenact frames/s [ARGS=]
-	$(PYTHON) scripts/bench_data.py $(ARGS)
+	$(PYTHON) -m talkinghead.bench_data $(ARGS)

@@ -412,7 +412,7 @@ def bench_reenact(res: Results, args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------------------ data
 def bench_data(res: Results, args: argparse.Namespace) -> None:
-    from data_modules.bench import loader_rate, preprocess_rate, synthetic_source, vox2_augment
+    from talkinghead.bench_data import loader_rate, preprocess_rate, synthetic_source, vox2_augment
     from talkinghead.landmarks.draw import draw_landmarks
 
     heads_pts = _synthetic_points(256)

@@ -1,0 +1,48 @@
+"""The house's floors: data_modules stands below the stages.
+
+data_modules may use only the project's lower floors (landmarks, crops, visualisation, errors, configs); an
+import of a stage (training, fine-tuning, reenactment, the API, the CLI, the page, benchmarks) from data would
+put the data floor above the stages that consume it.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: talkinghead modules (and packages) that data_modules may import.
+ALLOWED_BELOW_DATA = ("talkinghead.landmarks", "talkinghead.crop", "talkinghead.visualize", "talkinghead.errors",
+                      "talkinghead.config")
+
+
+def talkinghead_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every talkinghead import in a file, at any depth (imports inside functions count)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "talkinghead"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "talkinghead":
+            found.append((node.lineno, node.module))
+    return found
+
+
+def offending(path: Path) -> list[str]:
+    return [f"{path.name}:{line} imports {mod}" for line, mod in talkinghead_imports(path)
+            if not any(mod == ok or mod.startswith(ok + ".") for ok in ALLOWED_BELOW_DATA)]
+
+
+def test_data_modules_import_no_stage_of_talkinghead() -> None:
+    files = sorted((REPO / "data_modules").rglob("*.py"))
+    assert len(files) > 5
+    bad = [line for f in files for line in offending(f)]
+    assert not bad, "data_modules must stand below the stages:\n" + "\n".join(bad)
+
+
+def test_the_rule_sees_imports_inside_functions(tmp_path: Path) -> None:
+    f = tmp_path / "x.py"
+    f.write_text("import os\nfrom talkinghead.landmarks.draw import draw_landmarks\n\ndef g():\n"
+                 "    from talkinghead.shots import resolve\n    import talkinghead.train\n")
+    assert [m for _, m in talkinghead_imports(f)] == ["talkinghead.landmarks.draw", "talkinghead.shots",
+                                                       "talkinghead.train"]
+    assert offending(f) == ["x.py:5 imports talkinghead.shots", "x.py:6 imports talkinghead.train"]
