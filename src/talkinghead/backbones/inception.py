@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import FrozenBackbone, check_images
+from .loading import load_state_dict_checked
 
 FID_INPUT_SIZE = 299
 NUM_CLASSES = 1008
@@ -203,7 +204,6 @@ class FIDInceptionV3(FrozenBackbone):
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], resize_input: bool = True) -> "FIDInceptionV3":
         """Build, load the published file at ``path`` (layout-checked) and freeze."""
-        from .weights import load_state_dict_checked
 
         net = cls(resize_input=resize_input)
         load_state_dict_checked(net, path, "inception_fid")

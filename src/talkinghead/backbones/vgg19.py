@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import FrozenBackbone, Pool, make_pool, run_layers, to_unit_range
+from .loading import load_state_dict_checked, read_state_dict
 
 #: torchvision's configuration "E": channel counts, "M" = 2x2 max-pool.
 VGG19_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
@@ -59,6 +60,8 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 InputNorm = Literal["imagenet", "caffe"]
 #: input convention -> registry name of the published file trained on it.
 WEIGHT_FILES: dict[str, str] = {"caffe": "vgg19_caffe", "imagenet": "vgg19"}
+#: The published file names of those registry entries (the registry in ``weights`` takes them from here).
+PUBLISHED_FILENAMES: dict[str, str] = {"vgg19_caffe": "vgg19-d01eb7cb.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
 
 
 def make_vgg_layers(cfg: Sequence[int | str], pool: Pool = "max") -> list[nn.Module]:
@@ -134,8 +137,6 @@ class VGG19(FrozenBackbone):
             WeightLayoutError: the file is not the published layout of ``input_norm``'s file; when it is the
                 other VGG19 file, the message says so (its weights want the other input convention).
         """
-        from .weights import load_state_dict_checked, read_state_dict
-
         net = cls(input_norm=input_norm, include_classifier=include_classifier, pool=pool)
         heads = CAFFE_CLASSIFIER_SHAPES if input_norm == "caffe" else CLASSIFIER_SHAPES
         other = "imagenet" if input_norm == "caffe" else "caffe"
@@ -143,11 +144,9 @@ class VGG19(FrozenBackbone):
         state = read_state_dict(path, net.weight_file)
         hint = None
         if set(other_heads) <= set(state) and not set(heads) <= set(state):
-            from .weights import get_spec
-
-            hint = (f"it is the other VGG19 file ({get_spec(WEIGHT_FILES[other]).filename}, trained on "
+            hint = (f"it is the other VGG19 file ({PUBLISHED_FILENAMES[WEIGHT_FILES[other]]}, trained on "
                     f"{other!r} input): set vgg19_input_norm={other} to use it, or give "
-                    f"{get_spec(net.weight_file).filename}")
+                    f"{PUBLISHED_FILENAMES[net.weight_file]}")
         load_state_dict_checked(net, path, net.weight_file, drop=None if include_classifier else heads,
                                 state=state, hint=hint)
         return net

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import FrozenBackbone, Pool, make_pool, run_layers, to_unit_range
+from .loading import load_state_dict_checked
 
 #: meta['mean'] of vgg_face_dag (RGB, 0-255 scale).
 VGGFACE_MEAN_RGB: tuple[float, float, float] = (129.186279296875, 104.76238250732422, 93.59396362304688)
@@ -100,8 +101,6 @@ class VGGFace(FrozenBackbone):
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: object) -> "VGGFace":
         """Build and load the published file at ``path`` (layout-checked); not yet frozen."""
-        from .weights import load_state_dict_checked
-
         net = cls(**kwargs)  # type: ignore[arg-type]
         drop = None if net.include_classifier else CLASSIFIER_SHAPES
         load_state_dict_checked(net, path, "vggface", drop=drop)

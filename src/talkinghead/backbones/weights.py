@@ -3,7 +3,7 @@
 Every pretrained network of talkinghead loads a PUBLIC weight file by its PUBLISHED key layout; none is ever
 replaced by random weights. This module knows where each file comes from (``REGISTRY``), where it is expected
 on disk (``weights_dir``/``resolve``), how to load it into a module with a clear error on any layout mismatch
-(``load_state_dict_checked``) and how to fetch it (``python -m talkinghead.backbones.weights download``,
+(``load_state_dict_checked``, from ``loading``) and how to fetch it (``python -m talkinghead.backbones.weights download``,
 which ``make weights`` runs).
 
 Adding a file: ``register(WeightSpec(name=..., url=..., filename=..., sha256_prefix=...))``.
@@ -29,6 +29,18 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .inception import FIDInceptionV3
+from .loading import (  # noqa: F401 - re-exported: the loading API has always been importable from here
+    MissingWeightsError,
+    WeightLayoutError,
+    layout_problems,
+    load_state_dict_checked,
+    read_state_dict,
+    shapes,
+)
+from .vgg19 import PUBLISHED_FILENAMES, VGG19
+from .vggface import VGGFace
 
 ENV_VAR = "TALKINGHEAD_WEIGHTS"
 DEFAULT_DIR = Path("weights")
@@ -87,26 +99,18 @@ def register(spec: WeightSpec, *, replace: bool = False) -> WeightSpec:
 
 
 def _vgg19_torchvision() -> nn.Module:
-    from .vgg19 import VGG19
-
     return VGG19(input_norm="imagenet", include_classifier=True)
 
 
 def _vgg19_caffe() -> nn.Module:
-    from .vgg19 import VGG19
-
     return VGG19(input_norm="caffe", include_classifier=True)
 
 
 def _vggface() -> nn.Module:
-    from .vggface import VGGFace
-
     return VGGFace(include_classifier=True)
 
 
 def _inception_fid() -> nn.Module:
-    from .inception import FIDInceptionV3
-
     return FIDInceptionV3()
 
 
@@ -117,7 +121,7 @@ def _inception_fid() -> nn.Module:
 register(WeightSpec(
     name="vgg19_caffe",
     url="https://s3-us-west-2.amazonaws.com/jcjohns-models/vgg19-d01eb7cb.pth",
-    filename="vgg19-d01eb7cb.pth",
+    filename=PUBLISHED_FILENAMES["vgg19_caffe"],
     sha256_prefix="d01eb7cb",
     description="Caffe VGG19 (jcjohnson/pytorch-vgg; BGR 0-255 input), for the paper's content loss",
     mirrors=("https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth",),
@@ -127,7 +131,7 @@ register(WeightSpec(
 register(WeightSpec(
     name="vgg19",
     url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-    filename="vgg19-dcbb9e9d.pth",
+    filename=PUBLISHED_FILENAMES["vgg19"],
     sha256_prefix="dcbb9e9d",
     description="torchvision VGG19 (ImageNet input), for loss.vgg19_input_norm=imagenet",
     network=_vgg19_torchvision,
@@ -151,14 +155,6 @@ register(WeightSpec(
     description="pytorch-fid InceptionV3 (TF 2015-12-05 graph), for FID",
     network=_inception_fid,
 ))
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A pretrained weight file is not on disk."""
-
-
-class WeightLayoutError(RuntimeError):
-    """A weight file's keys or shapes are not the published layout the network expects."""
 
 
 class ChecksumError(RuntimeError):
@@ -219,103 +215,6 @@ def resolve(
     )
 
 
-def _first(items: Sequence[str], n: int = 5) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
-
-def read_state_dict(path: str | os.PathLike[str], name: str) -> dict[str, torch.Tensor]:
-    """Load a weight file as a flat ``{key: tensor}`` dict on the CPU (``weights_only``: no code runs)."""
-    try:
-        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt / truncated / not a torch file
-        raise WeightLayoutError(
-            f"could not read {name} weights from {path}: {type(exc).__name__}: {exc}; "
-            f"delete it and run `make weights` again") from exc
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightLayoutError(
-            f"{path} is not a state dict of tensors (got {type(obj).__name__}); expected the published "
-            f"{get_spec(name).filename if name in REGISTRY else name} file")
-    return {str(k): v for k, v in obj.items()}
-
-
-def layout_problems(
-    state: Mapping[str, tuple[int, ...]],
-    expected: Mapping[str, tuple[int, ...]],
-    *,
-    drop: Mapping[str, tuple[int, ...]] | None = None,
-) -> list[str]:
-    """What keeps the key -> shape map ``state`` from being the layout ``expected`` (+ ``drop``); [] if none.
-
-    ``*.num_batches_tracked`` entries of ``expected`` are optional (files saved before PyTorch 0.4.1 lack them).
-    """
-    drop = dict(drop or {})
-    absent_drop = [k for k in drop if k not in state]
-    bad_drop = [f"{k} {tuple(state[k])}!={tuple(s)}" for k, s in drop.items()
-                if k in state and tuple(state[k]) != tuple(s)]
-    rest = {k: v for k, v in state.items() if k not in drop}
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = [k for k in expected if k not in rest and k not in optional]
-    unexpected = [k for k in rest if k not in expected]
-    wrong = [f"{k} {tuple(rest[k])}!={tuple(v)}" for k, v in expected.items()
-             if k in rest and tuple(rest[k]) != tuple(v)]
-    problems: list[str] = []
-    if missing or absent_drop:
-        problems.append(f"missing keys: {_first(missing + absent_drop)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_first(unexpected)}")
-    if wrong or bad_drop:
-        problems.append(f"wrong shapes (file!=network): {_first(wrong + bad_drop)}")
-    return problems
-
-
-def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in state.items()}
-
-
-def load_state_dict_checked(
-    module: nn.Module,
-    path: str | os.PathLike[str],
-    name: str,
-    *,
-    drop: Mapping[str, tuple[int, ...]] | None = None,
-    state: dict[str, torch.Tensor] | None = None,
-    hint: str | None = None,
-) -> nn.Module:
-    """Load the weight file ``path`` into ``module``, refusing any layout mismatch.
-
-    Args:
-        module: the network, whose ``state_dict`` keys are the published ones.
-        path: the weight file.
-        name: registry key, for messages.
-        drop: keys the published file has that ``module`` deliberately does not hold (e.g. a classifier
-            head the feature extractor never runs), with their published shapes. They must be present
-            with those shapes (so a wrong file is still caught) and are then discarded.
-        state: the file's state dict when the caller has read it already (``read_state_dict``).
-        hint: what the file probably is instead, added to the error.
-
-    ``*.num_batches_tracked`` entries are optional (files saved before PyTorch 0.4.1 lack them).
-
-    Raises:
-        WeightLayoutError: missing / unexpected keys or wrong shapes; lists the first few of each.
-    """
-    state = dict(read_state_dict(path, name) if state is None else state)
-    expected = module.state_dict()
-    problems = layout_problems(_shapes(state), _shapes(expected), drop=drop)
-    if problems:
-        also = f"; {hint}" if hint else ""
-        raise WeightLayoutError(
-            f"{path} does not have the published {name} key layout ({'; '.join(problems)}){also}; "
-            f"is it the right file? re-download it with `make weights`")
-    for k in drop or {}:
-        state.pop(k, None)
-    for k in expected:
-        if k.endswith("num_batches_tracked") and k not in state:
-            state[k] = expected[k]
-    module.load_state_dict(state, strict=True)
-    return module
-
-
 def published_layout(name: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the published file ``name`` (its network built on the meta device: no memory)."""
     spec = get_spec(name)
@@ -323,7 +222,7 @@ def published_layout(name: str) -> dict[str, tuple[int, ...]]:
         raise KeyError(f"no published key layout is declared for {name!r}")
     with torch.device("meta"):
         net = spec.network()
-    return _shapes(net.state_dict())
+    return shapes(net.state_dict())
 
 
 def verify_layout(path: str | os.PathLike[str], name: str) -> None:
@@ -338,7 +237,7 @@ def verify_layout(path: str | os.PathLike[str], name: str) -> None:
             raise ValueError("not a state dict")
     except Exception:  # legacy (pre-zip) format or not a state dict: read_state_dict says which
         state = read_state_dict(path, name)
-    problems = layout_problems(_shapes(state), published_layout(name))
+    problems = layout_problems(shapes(state), published_layout(name))
     if problems:
         raise WeightLayoutError(
             f"{path} does not have the published {name} key layout ({'; '.join(problems)})")
