@@ -27,10 +27,10 @@ finetune:  ## avatar of one person from T frames (ID=person/video id or path, T=
 	$(call need,ID,a person or video id such as syn0035/v00 or id90007 or a video or image-folder path)
 	$(PYTHON) -m talkinghead.cli finetune id="$(ID)" T=$(T) $(if $(CKPT),ckpt=$(CKPT)) $(if $(MODE),mode=$(MODE)) $(ARGS)
 
-reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [ADAPT=auto|on|off] [CKPT=] [SMOOTH=on|off] [LANDMARKS=track|detect]
+reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [FULL=1 whole source frame] [ADAPT=auto|on|off] [CKPT=] [SMOOTH=on|off] [LANDMARKS=track|detect]
 	$(call need,AVATAR,the avatar.pt that make finetune printed)
 	$(call need,DRIVER,a driver video / image folder or an id such as syn0020/v01)
-	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) \
+	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) $(if $(FULL),--full) \
 		$(if $(CKPT),--ckpt $(CKPT)) $(if $(SMOOTH),--smooth $(SMOOTH)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(ARGS)
 
 evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, ARGS=)
