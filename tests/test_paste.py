@@ -204,3 +204,22 @@ def test_an_avatar_of_a_data_id_pastes_into_its_own_crop(ckpt, tmp_path) -> None
     assert av_.crop_box == [0.0, 0.0, 32.0] and av_.source_frame().shape == (32, 32, 3)
     out = api.drive(made.path, "syn0005/v01", tmp_path / "full.mp4", full=True, synthetic_frames=3)
     assert decode_first(out.path)[0] == 3 and decode_first(out.path)[1].shape == (32, 32, 3)
+
+
+def test_a_video_avatar_keeps_its_first_frame_at_the_videos_size(heads, ckpt, tmp_path) -> None:
+    from conftest import write_mp4
+    from talkinghead import api
+
+    frames, pts = zip(*(portrait(heads, 3, 1, float(t), canvas=(120, 160), head_size=90, offset=(40, 20))
+                        for t in range(4)))
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, np.stack(frames))
+    oracle = OracleDetector()
+    oracle.add(np.stack(frames), np.stack(pts))
+    made = api.make_avatar(str(video), T=2, mode="FF", ckpt=ckpt, detector=oracle, out=tmp_path / "v" / "avatar.pt",
+                           preview_frames=2)
+    av_ = load_avatar(made.path)
+    first = av_.source_frame()
+    assert first.shape == (120, 160, 3)
+    assert np.abs(first.astype(int) - frames[0]).mean() < 6, "the clip's first frame (H.264-decoded)"
+    assert torch.allclose(av_.source_landmarks, made.shots["landmarks"][0])

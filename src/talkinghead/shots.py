@@ -297,8 +297,13 @@ def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0)
     def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
         return {k: v[list(positions)] for k, v in sample.items()}
 
+    first = frames[kept[0]].copy()  # a video avatar's source frame is its first (the decoded clip is not kept)
+    del frames
+
     def full_frame(position: int) -> tuple[np.ndarray, np.ndarray]:
-        return frames[kept[position]], track.box
+        if position != 0:
+            raise IndexError(f"only the first frame of {path} is kept as a source frame, not frame {position}")
+        return first, track.box
 
     return PersonFrames(str(path), None, [str(path)], len(crops), loader, notes, full_frame)
 
