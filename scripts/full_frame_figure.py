@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from data_modules.portraits import portrait
     from data_modules.preprocess import PreprocessConfig, face_track, landmarks_to_crop
     from data_modules.procedural_heads import SyntheticHeads
-    from talkinghead.paste import crop_to_frame, box_roi, face_mask, paste_back
+    from talkinghead.paste import crop_to_frame, face_mask, paste_back
 
     size = 64
     if args.ckpt:

@@ -36,7 +36,8 @@ import torch
 from talkinghead.landmarks.adapt import RIGID_POINTS, fit_similarity
 
 __all__ = [
-    "CROSS_COLUMNS", "CrossRow", "NON_RIGID_POINTS", "ClipScore", "cross_csv", "cross_markdown", "expression_error",
+    "CROSS_COLUMNS", "CrossRow", "NON_RIGID_POINTS", "ClipScore", "adapt_modes", "cross_csv", "cross_detector",
+    "cross_markdown", "expression_error", "run_cross",
     "inter_ocular", "landmark_jitter", "pose_error", "score_clip",
 ]
 
@@ -210,6 +211,17 @@ def adapt_modes(values: Sequence[Any]) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
+def cross_detector(backend: str) -> Any:
+    """The landmark detector run on the outputs (``cross.detector``); one that cannot run -> ConfigError."""
+    from talkinghead.errors import ConfigError
+    from talkinghead.landmarks.detectors import DetectorUnavailableError, make_detector
+
+    try:
+        return make_detector(backend)
+    except (DetectorUnavailableError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"cross.detector: {exc}") from exc
+
+
 def run_cross(
     meta: Any,
     cfg: Mapping[str, Any],
@@ -247,12 +259,7 @@ def run_cross(
     size = meta.image_size
     notes: list[str] = []
     if detector is None:
-        from talkinghead.landmarks.detectors import DetectorUnavailableError, make_detector
-
-        try:
-            detector = make_detector(str(cfg.get("detector", "auto")))
-        except (DetectorUnavailableError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"cross.detector: {exc}") from exc
+        detector = cross_detector(str(cfg.get("detector", "auto")))
     persons: dict[str, Any] = {}
     for video in videos:
         person = shots_mod.resolve(video, meta.config.data, size, data_root=data_root, synthetic_video_length=length)

@@ -184,6 +184,11 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
         suites = {(T, m): MetricsSuite(metrics_cfg, sync_on_compute=False) for T in Ts for m in methods}
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise EvaluationError(f"metrics: {str(exc).splitlines()[0]}") from exc
+    protocols = [str(p) for p in (cfg.get("protocols") or ["table1"])]
+    if "cross" in protocols and detector is None:  # a detector that cannot run fails before any work
+        from talkinghead.crossid import cross_detector
+
+        detector = cross_detector(str(cfg.cross.detector))
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     meta = load_meta_learned(ckpt)
     ff_meta, ff_note = load_ff_model(cfg.get("ff_ckpt"), meta) if "FF" in methods else (meta, "")
@@ -198,7 +203,6 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
     # T sources from the first half and num_targets from the second: a fixed length, so the frames scored
     # for one T do not depend on which other T values were asked for
     length = int(cfg.synthetic_video_length)
-    protocols = [str(p) for p in (cfg.get("protocols") or ["table1"])]
     if "table1" in protocols and length < 2 * max(max(Ts), int(cfg.num_targets)):
         raise EvaluationError(
             f"synthetic_video_length={length} is too short for T up to {max(Ts)} and {int(cfg.num_targets)} targets: "
