@@ -27,14 +27,15 @@ finetune:  ## avatar of one person from T frames (ID=person/video id or path, T=
 	$(call need,ID,a person or video id such as syn0035/v00 or id90007 or a video or image-folder path)
 	$(PYTHON) -m talkinghead.cli finetune id="$(ID)" T=$(T) $(if $(CKPT),ckpt=$(CKPT)) $(if $(MODE),mode=$(MODE)) $(ARGS)
 
-reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [ADAPT=auto|on|off] [CKPT=] [SMOOTH=on|off] [LANDMARKS=track|detect]
+reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [FULL=1 whole source frame] [ADAPT=auto|on|off] [CKPT=] [SMOOTH=on|off] [LANDMARKS=track|detect]
 	$(call need,AVATAR,the avatar.pt that make finetune printed)
 	$(call need,DRIVER,a driver video / image folder or an id such as syn0020/v01)
-	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) \
+	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) $(if $(FULL),--full) \
 		$(if $(CKPT),--ckpt $(CKPT)) $(if $(SMOOTH),--smooth $(SMOOTH)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(ARGS)
 
-evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, ARGS=)
-	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) $(ARGS)
+evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, PROTOCOLS=table1,cross, ARGS=)
+	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) \
+		$(if $(PROTOCOLS),protocols=[$(PROTOCOLS)]) $(ARGS)
 
 demo:  ## web page: make an avatar from photos/a video and drive it (CKPT=newest run; ARGS="--host 0.0.0.0 --port 8080")
 	$(PYTHON) -m talkinghead.cli demo $(if $(CKPT),--ckpt $(CKPT)) $(ARGS)

@@ -168,6 +168,8 @@ def make_avatar(
         progress=progress_bar,
         on_step=on_step if steps else None,
     )
+    frame, box = person.source_frame(positions[0])  # what full-frame output pastes the face back into
+    fitted.avatar.set_source_frame(frame, box, shots["landmarks"][0])
     save_avatar(fitted.avatar, out)
     _report(progress, 0.92, "rendering the preview")
 
@@ -224,6 +226,7 @@ class DriveResult:
     missing: int
     side_by_side: bool
     notes: list[str] = field(default_factory=list)
+    full: bool = False  # the avatar's whole source frame with the face pasted back (``talkinghead.paste``)
 
 
 def drive(
@@ -247,6 +250,7 @@ def drive(
     speed: str = "fast",
     landmarks: str = "track",
     smooth: str = "on",
+    full: bool = False,
     progress: Progress | None = None,
     progress_bar: bool = False,
 ) -> DriveResult:
@@ -257,7 +261,9 @@ def drive(
     or ``off`` (raw landmarks, the paper).  ``meta``: the model, when already loaded (else the avatar's own
     checkpoint, or ``ckpt``).  ``max_frames``: driver frames used, evenly spaced (0 = all).  ``landmarks``:
     ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
-    ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.
+    ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.  ``full``: write the avatar's
+    source frame at its original size with the rendered face pasted back where its crop came from
+    (``talkinghead.paste``); an avatar made before full-frame output is a one-line error.
     """
     from tqdm.auto import tqdm
 
@@ -273,6 +279,9 @@ def drive(
         raise ReenactError(f"OUT must be an .mp4 file, got {out}")
     _report(progress, 0.0, "loading the avatar and the model")
     av_ = avatar if isinstance(avatar, Avatar) else load_avatar(avatar)
+    if full and side_by_side:
+        raise ReenactError("FULL=1 and SIDE=1 cannot be combined: full-frame output is the avatar's frame alone")
+    source = av_.source_frame(None if isinstance(avatar, Avatar) else avatar) if full else None
     if meta is None:
         if ckpt is None and Path(av_.checkpoint).is_file():
             meta = load_meta_learned(av_.checkpoint)
@@ -311,12 +320,16 @@ def drive(
     frames = render_frames(
         renderer, points, drv.frames if side_by_side else None, batch_size=batch_size, on_frames=on_frames
     )
+    if source is not None:
+        from talkinghead.paste import paste_frames
+
+        frames = paste_frames(frames, points, source, av_.crop_box, av_.source_landmarks.numpy())
     write_video(out, frames, fps=fps or drv.fps)
     bar.close()
     took = time.perf_counter() - t0
     return DriveResult(
         out, n, float(fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
-        first[0] if first else 0.0, adapted, drv.missing, side_by_side, notes,
+        first[0] if first else 0.0, adapted, drv.missing, side_by_side, notes, full,
     )
 
 

@@ -171,6 +171,11 @@ class Avatar:
     psi: (num_adain_params,) ψ';  w_prime: (emb,) w';  e_new: (emb,) ê_new;
     generator_delta: generator state-dict entries that differ from the meta-learned model (empty for FF);
     reference_landmarks: (68, 2) pixels of one of the T frames (landmark adaptation's avatar reference).
+
+    What full-frame output (``talkinghead.paste``) needs, absent (None) in avatars made before it existed:
+    source_png: uint8 (bytes,) the PNG of the avatar's source frame (the photo, or the first of the T frames of a
+    video), at its original size; crop_box: [x0, y0, side] of the face crop in it (``crop_frame``'s box);
+    source_landmarks: (68, 2) the source frame's landmarks in pixels of the S x S crop.
     """
 
     psi: torch.Tensor
@@ -188,10 +193,47 @@ class Avatar:
     fingerprint: str
     checkpoint: str
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    source_png: torch.Tensor | None = None
+    crop_box: list[float] | None = None
+    source_landmarks: torch.Tensor | None = None
 
     @property
     def image_size(self) -> int:
         return int(self.model_config["image_size"])
+
+    @property
+    def has_source_frame(self) -> bool:
+        return self.source_png is not None and self.crop_box is not None and self.source_landmarks is not None
+
+    def set_source_frame(self, frame: Any, box: Any, landmarks: Any) -> None:
+        """Keep the source frame uint8 (H, W, 3), its crop box (x0, y0, side) and the (68, 2) crop-pixel landmarks
+        of its face (what paste-back needs).  The frame is stored as PNG (lossless, a fraction of the raw size)."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="PNG", compress_level=6)
+        self.source_png = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8).clone()
+        self.crop_box = [float(v) for v in np.asarray(box, dtype=np.float64).reshape(3)]
+        self.source_landmarks = torch.as_tensor(np.asarray(landmarks, dtype=np.float32)).reshape(68, 2).clone()
+
+    def source_frame(self, path: str | Path | None = None) -> Any:
+        """The source frame uint8 (H, W, 3); an avatar made before full-frame output -> one-line AvatarError."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        if not self.has_source_frame:
+            where = f"{path} was" if path else "this avatar was"
+            raise AvatarError(
+                f"{where} made before full-frame output and lacks its source frame: remake it with "
+                f"`make finetune ID={self.source or '<its source>'} T={self.T} MODE={self.mode}` (or drop FULL=1)"
+            )
+        with Image.open(io.BytesIO(self.source_png.numpy().tobytes())) as im:
+            return np.asarray(im.convert("RGB"))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -154,7 +154,8 @@ def reenact_main(
         print(note, file=sys.stderr)
     mode = "adapted to the avatar's face shape" if result.adapted else "raw driver landmarks"
     print(
-        f"wrote {result.path} ({result.frames} frames, {'driver | landmarks | avatar' if side_by_side else 'avatar'}, "
+        f"wrote {result.path} ({result.frames} frames, "
+        f"{'driver | landmarks | avatar' if side_by_side else 'full frame' if result.full else 'avatar'}, "
         f"{mode}; {result.fps:.1f} frames/s rendered)"
     )
     if wandb:
@@ -174,7 +175,7 @@ def _reenact(args: argparse.Namespace) -> int:
         detector=args.detector, reference=args.reference, max_frames=args.max_frames, fps=args.fps,
         data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress,
         batch_size=args.batch_size, device=args.device, speed=args.speed,
-        landmarks=args.landmarks, smooth=args.smooth,
+        landmarks=args.landmarks, smooth=args.smooth, full=args.full,
     )
     return 0
 
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("driver", help="driver video / image folder, or an id such as syn0003/v01")
     p.add_argument("out", help="output .mp4")
     p.add_argument("--side-by-side", action="store_true", help="write driver | landmarks | result")
+    p.add_argument("--full", action="store_true",
+                   help="write the avatar's whole source frame (original size) with the face pasted back")
     p.add_argument("--adapt", choices=("auto", "on", "off"), default="auto",
                    help="keep the avatar's face shape and transfer only pose/expression (auto: on when driver "
                         "and avatar are different or unknown people; off: raw driver landmarks, as the paper)")

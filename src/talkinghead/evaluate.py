@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,8 @@ PAPER_FID = {
     ("VoxCeleb2", "FT"): {1: 48.5, 8: 42.2, 32: 30.6},
 }
 COLUMNS = ("T", "method", "videos", "frames", "FID", "SSIM", "CSIM", "seconds")
+#: ``protocols``: the paper's Table 1, and reenactment across people (``talkinghead.crossid``)
+PROTOCOLS = ("table1", "cross")
 
 
 class EvaluationError(TalkingHeadError, ValueError):
@@ -151,11 +154,20 @@ def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"methods must be a non-empty subset of [FT, FF], got {list(cfg.methods)}")
     if int(cfg.num_targets) < 1:
         raise ConfigError(f"num_targets must be >= 1, got {cfg.num_targets}")
+    protocols = [str(p) for p in (cfg.get("protocols") or ["table1"])]
+    if not protocols or set(protocols) - set(PROTOCOLS):
+        raise ConfigError(f"protocols must be a non-empty subset of {list(PROTOCOLS)}, got {protocols}")
+    if "cross" in protocols:
+        from talkinghead.crossid import adapt_modes
+
+        adapt_modes(cfg.cross.adapt)
     return cfg
 
 
-def evaluate_main(overrides: Sequence[str]) -> Path:
-    """Run the protocol; returns the CSV's path (the markdown table sits beside it as ``table.md``)."""
+def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
+    """Run the protocol(s); returns the CSV's path (the markdown table sits beside it as ``table.md``; the
+    cross-identity protocol writes ``cross.csv`` / ``cross.md`` there, and its CSV is returned when it runs
+    alone).  ``detector``: a ``LandmarkDetector`` for the cross-identity protocol (else ``cross.detector``)."""
     from tqdm.auto import tqdm
 
     from talkinghead import shots as shots_mod
@@ -172,6 +184,11 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
         suites = {(T, m): MetricsSuite(metrics_cfg, sync_on_compute=False) for T in Ts for m in methods}
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise EvaluationError(f"metrics: {str(exc).splitlines()[0]}") from exc
+    protocols = [str(p) for p in (cfg.get("protocols") or ["table1"])]
+    if "cross" in protocols and detector is None:  # a detector that cannot run fails before any work
+        from talkinghead.crossid import cross_detector
+
+        detector = cross_detector(str(cfg.cross.detector))
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     meta = load_meta_learned(ckpt)
     ff_meta, ff_note = load_ff_model(cfg.get("ff_ckpt"), meta) if "FF" in methods else (meta, "")
@@ -186,12 +203,14 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
     # T sources from the first half and num_targets from the second: a fixed length, so the frames scored
     # for one T do not depend on which other T values were asked for
     length = int(cfg.synthetic_video_length)
-    if length < 2 * max(max(Ts), int(cfg.num_targets)):
+    if "table1" in protocols and length < 2 * max(max(Ts), int(cfg.num_targets)):
         raise EvaluationError(
             f"synthetic_video_length={length} is too short for T up to {max(Ts)} and {int(cfg.num_targets)} targets: "
             f"set synthetic_video_length >= {2 * max(max(Ts), int(cfg.num_targets))}")
     out_dir = Path(cfg.out_dir) / f"{Path(ckpt).parent.parent.name}_{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "table1" not in protocols:
+        return cross_protocol(cfg, meta, settings, videos, out_dir, detector)
     logger = stage_logger(cfg.get("logger"), out_dir, f"evaluate-{Path(ckpt).parent.parent.name}")
     rows = {(T, m): Row(T, m) for T in Ts for m in methods}
     notes: list[str] = []
@@ -314,4 +333,28 @@ def evaluate_main(overrides: Sequence[str]) -> Path:
         ),
         file=sys.stdout,
     )
+    if "cross" in protocols:
+        cross_protocol(cfg, meta, settings, videos, out_dir, detector)
+    return csv_path
+
+
+def cross_protocol(
+    cfg: DictConfig, meta: MetaLearned, settings: FineTuneSettings, videos: Sequence[str], out_dir: Path,
+    detector: Any = None,
+) -> Path:
+    """The cross-identity protocol (``talkinghead.crossid``): writes ``cross.csv`` and ``cross.md`` in ``out_dir``,
+    prints the table; returns the CSV's path."""
+    from talkinghead.crossid import cross_csv, cross_markdown, run_cross
+
+    metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") else {}
+    rows, notes = run_cross(
+        meta, OmegaConf.to_container(cfg.cross, resolve=True), settings, videos, metrics_cfg=metrics_cfg,
+        data_root=cfg.get("data_root"), length=int(cfg.synthetic_video_length), detector=detector,
+        progress=bool(cfg.progress),
+    )
+    table = cross_markdown(rows, [f"checkpoint: {meta.path}", *notes])
+    csv_path = atomic_write_text(out_dir / "cross.csv", cross_csv(rows))
+    atomic_write_text(out_dir / "cross.md", table + "\n")
+    print("\nCross-identity reenactment\n\n" + table)
+    print(f"\nCSV: {csv_path}\nmarkdown: {out_dir / 'cross.md'}")
     return csv_path

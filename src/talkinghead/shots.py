@@ -82,12 +82,27 @@ class PersonFrames:
     num_frames: int
     loader: Callable[[Sequence[int]], dict[str, torch.Tensor]]
     notes: list[str] = field(default_factory=list)
+    #: position -> (the whole frame the crop was cut from, uint8 (H, W, 3); its crop box (x0, y0, side));
+    #: None: the frames are crops already (data ids), so the crop is its own source frame
+    full_frame: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
 
     def load(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
         bad = [p for p in positions if not 0 <= int(p) < self.num_frames]
         if bad:
             raise IndexError(f"frame positions {bad[:5]} outside [0, {self.num_frames}) of {self.source}")
         return self.loader([int(p) for p in positions])
+
+    def source_frame(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """The frame the crop at ``position`` was cut from and its crop box: ``(uint8 (H, W, 3), (x0, y0, side))``
+        (what full-frame output pastes the rendered face back into).  A data id's frame is its crop, box
+        ``(0, 0, S)``."""
+        if self.full_frame is not None:
+            frame, box = self.full_frame(int(position))
+            return np.ascontiguousarray(frame), np.asarray(box, dtype=np.float64)
+        from talkinghead.visualize import to_uint8
+
+        crop = to_uint8(self.load([int(position)])["frames"][0])
+        return crop, np.array([0.0, 0.0, float(crop.shape[0])])
 
     def require(self, count: int, what: str = "T") -> None:
         if count < 1:
@@ -270,7 +285,10 @@ def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, 
 
 def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0) -> PersonFrames:
     frames, _ = read_user_frames(path, max_frames)
-    crops, points, found = crop_faces(frames, detector, image_size, hold=False, source=str(path))
+    track = track_faces(frames, detector, image_size, source=str(path))
+    found = track.found
+    kept = np.flatnonzero(found)
+    crops, points = track.crops(frames, kept), track.landmarks[kept]
     sample = to_sample(crops, points, image_size)
     notes = (
         [] if found.all() else [f"no face in {int((~found).sum())} of {len(found)} frames of {path}: skipped"]
@@ -279,7 +297,15 @@ def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0)
     def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
         return {k: v[list(positions)] for k, v in sample.items()}
 
-    return PersonFrames(str(path), None, [str(path)], len(crops), loader, notes)
+    first = frames[kept[0]].copy()  # a video avatar's source frame is its first (the decoded clip is not kept)
+    del frames
+
+    def full_frame(position: int) -> tuple[np.ndarray, np.ndarray]:
+        if position != 0:
+            raise IndexError(f"only the first frame of {path} is kept as a source frame, not frame {position}")
+        return first, track.box
+
+    return PersonFrames(str(path), None, [str(path)], len(crops), loader, notes, full_frame)
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -298,18 +324,20 @@ def photo_frames(paths: Sequence[Path], image_size: int, detector: Any) -> Perso
 
     A photo without a face is skipped with a note when others have one; none with a face is a ``NoFaceError``.
     """
-    crops, points, notes = [], [], []
+    crops, points, notes, origins = [], [], [], []
     for path in paths:
         frames = read_photo(path)
         try:
-            c, p, _ = crop_faces(frames, detector, image_size, source=str(path))
+            track = track_faces(frames, detector, image_size, source=str(path))
         except NoFaceError as exc:
             if len(paths) == 1:
                 raise
             notes.append(f"{exc}: skipped")
             continue
-        crops.append(c)
-        points.append(p)
+        kept = np.flatnonzero(track.found)
+        crops.append(track.crops(frames, kept))
+        points.append(track.landmarks[kept])
+        origins += [(path, track.box)] * len(kept)
     if not crops:
         raise NoFaceError(f"no usable face in any of the {len(paths)} photos ({paths[0]}, ...)")
     sample = to_sample(np.concatenate(crops), np.concatenate(points), image_size)
@@ -318,7 +346,11 @@ def photo_frames(paths: Sequence[Path], image_size: int, detector: Any) -> Perso
     def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
         return {k: v[list(positions)] for k, v in sample.items()}
 
-    return PersonFrames(source, None, [str(p) for p in paths], len(sample["frames"]), loader, notes)
+    def full_frame(position: int) -> tuple[np.ndarray, np.ndarray]:
+        path, box = origins[position]
+        return read_photo(path)[0], box
+
+    return PersonFrames(source, None, [str(p) for p in paths], len(sample["frames"]), loader, notes, full_frame)
 
 
 def photo_list(id_: str | Sequence[str]) -> list[Path] | None:

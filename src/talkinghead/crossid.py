@@ -1,0 +1,343 @@
+"""Reenactment measured across people: ``make evaluate``'s cross-identity protocol (``protocols=[table1,cross]``).
+
+Table 1 scores an avatar driven by its own person's landmarks against real frames.  What a user does is drive one
+person's avatar with *another* person's motion, where there is no real frame to compare with.  Here every held-out
+avatar (``cross.persons`` persons, T frames each, FT or FF) is driven by the clips of every other held-out person,
+once with landmark adaptation on and once off (``cross.adapt``; ``talkinghead.landmarks.adapt``), and each output
+clip is scored on
+
+* **identity** -- CSIM of each output frame to a real frame of the avatar's person (the encoder of ``metrics``);
+* **pose** -- the 68 landmarks found on the output (``cross.detector``, ``talkinghead.landmarks.detectors``)
+  against the *driving landmarks* (the ones the output was rendered from: the driver's, or with adaptation the
+  driver's motion moved onto the avatar's face), mean point error on the rigid points (jaw corners, nose, eye
+  corners: :data:`~talkinghead.landmarks.adapt.RIGID_POINTS`) over the inter-ocular distance (outer eye corners);
+* **expression** -- the same on the other points (brows, eyelids, mouth, jaw line) after the best similarity
+  from the found to the driving rigid points is taken out (the pose is not counted twice);
+* **jitter** -- ``talkinghead.landmarks.smooth.jitter`` of the found landmarks (frame-to-frame motion left after
+  the head's similarity motion) over the inter-ocular distance, beside the driving landmarks' own.
+
+Frames where the detector finds no face are left out of pose, expression and jitter and counted; when it finds
+none the three are "unavailable" (dlib does not fire on the synthetic heads of the embedded default).  With
+``cross.full`` the outputs are pasted into the avatar's source frame (``talkinghead.paste``) and scored on their
+face crop again, as a full-frame reenactment would be.
+"""
+
+from __future__ import annotations
+
+import io
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from talkinghead.landmarks.adapt import RIGID_POINTS, fit_similarity
+
+__all__ = [
+    "CROSS_COLUMNS", "CrossRow", "NON_RIGID_POINTS", "ClipScore", "adapt_modes", "cross_csv", "cross_detector",
+    "cross_markdown", "expression_error", "run_cross",
+    "inter_ocular", "landmark_jitter", "pose_error", "score_clip",
+]
+
+NON_RIGID_POINTS: tuple[int, ...] = tuple(i for i in range(68) if i not in RIGID_POINTS)
+CROSS_COLUMNS = ("adapt", "avatars", "pairs", "frames", "CSIM", "pose_NME", "expression_NME", "jitter",
+                 "driving_jitter", "faces_found")
+
+
+# ------------------------------------------------------------------------------------------------ landmark errors
+def inter_ocular(points: np.ndarray) -> np.ndarray:
+    """(..., 68, 2) -> (...): distance of the outer eye corners (iBUG points 36 and 45)."""
+    p = np.asarray(points, dtype=np.float64)
+    return np.maximum(np.linalg.norm(p[..., 36, :] - p[..., 45, :], axis=-1), 1e-6)
+
+
+def pose_error(found: np.ndarray, driving: np.ndarray) -> np.ndarray:
+    """(N, 68, 2) x 2 -> (N,): mean distance of the rigid points over the driving frame's inter-ocular distance."""
+    f, d = np.asarray(found, np.float64), np.asarray(driving, np.float64)
+    idx = list(RIGID_POINTS)
+    return np.linalg.norm(f[:, idx] - d[:, idx], axis=-1).mean(-1) / inter_ocular(d)
+
+
+def expression_error(found: np.ndarray, driving: np.ndarray) -> np.ndarray:
+    """(N, 68, 2) x 2 -> (N,): mean distance of the non-rigid points over the inter-ocular distance, after the
+    similarity that best maps the found rigid points onto the driving ones."""
+    f, d = np.asarray(found, np.float64), np.asarray(driving, np.float64)
+    rigid, other = list(RIGID_POINTS), list(NON_RIGID_POINTS)
+    out = np.empty(len(f))
+    for i in range(len(f)):
+        aligned = fit_similarity(f[i, rigid], d[i, rigid])(f[i])
+        out[i] = np.linalg.norm(aligned[other] - d[i, other], axis=-1).mean()
+    return out / inter_ocular(d)
+
+
+def landmark_jitter(points: np.ndarray, found: np.ndarray | None = None) -> float | None:
+    """Jitter (``smooth.jitter``) over the inter-ocular distance, on the runs of consecutive ``found`` frames;
+    None when no two consecutive frames have landmarks."""
+    from talkinghead.landmarks.smooth import jitter
+
+    p = np.asarray(points, np.float64)
+    ok = np.ones(len(p), bool) if found is None else np.asarray(found, bool)
+    total, steps = 0.0, 0
+    start = 0
+    while start < len(p):
+        if not ok[start]:
+            start += 1
+            continue
+        end = start
+        while end + 1 < len(p) and ok[end + 1]:
+            end += 1
+        run = p[start : end + 1]
+        if len(run) >= 2:
+            total += jitter(run / inter_ocular(run)[:, None, None]) * (len(run) - 1)
+            steps += len(run) - 1
+        start = end + 1
+    return total / steps if steps else None
+
+
+@dataclass
+class ClipScore:
+    """Scores of one output clip: per-frame ``pose`` / ``expression`` errors of the frames with a face found,
+    ``jitter`` (None: too few consecutive faces), the driving landmarks' own jitter, faces ``found`` of ``frames``."""
+
+    pose: np.ndarray
+    expression: np.ndarray
+    jitter: float | None
+    driving_jitter: float
+    found: int
+    frames: int
+
+
+def score_clip(frames: np.ndarray, driving: np.ndarray, detector: Any) -> ClipScore:
+    """Landmark scores of an output clip: ``frames`` uint8 (N, S, S, 3), ``driving`` (N, 68, 2) the landmarks it
+    was rendered from (pixels of the same S x S frames), ``detector`` a ``LandmarkDetector``."""
+    detected = detector.detect(np.ascontiguousarray(frames))
+    ok = np.array([p is not None for p in detected], bool)
+    pts = np.stack([p if p is not None else np.zeros((68, 2), np.float32) for p in detected]).astype(np.float64)
+    d = np.asarray(driving, np.float64)
+    return ClipScore(
+        pose_error(pts[ok], d[ok]) if ok.any() else np.zeros(0),
+        expression_error(pts[ok], d[ok]) if ok.any() else np.zeros(0),
+        landmark_jitter(pts, ok),
+        float(landmark_jitter(d) or 0.0),
+        int(ok.sum()),
+        len(frames),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ table
+@dataclass
+class CrossRow:
+    """One adaptation mode's totals over every (avatar, driver) pair."""
+
+    adapt: str
+    avatars: int = 0
+    pairs: int = 0
+    frames: int = 0
+    csim: float | None = None
+    pose: list[np.ndarray] = field(default_factory=list)
+    expression: list[np.ndarray] = field(default_factory=list)
+    jitter: list[float] = field(default_factory=list)
+    driving_jitter: list[float] = field(default_factory=list)
+    found: int = 0
+
+    def add(self, score: ClipScore) -> None:
+        self.pairs += 1
+        self.frames += score.frames
+        self.found += score.found
+        self.pose.append(score.pose)
+        self.expression.append(score.expression)
+        if score.jitter is not None:
+            self.jitter.append(score.jitter)
+        self.driving_jitter.append(score.driving_jitter)
+
+    def values(self) -> dict[str, float | None]:
+        pose = np.concatenate(self.pose) if self.pose else np.zeros(0)
+        expr = np.concatenate(self.expression) if self.expression else np.zeros(0)
+        return {
+            "CSIM": self.csim,
+            "pose_NME": float(pose.mean()) if pose.size else None,
+            "expression_NME": float(expr.mean()) if expr.size else None,
+            "jitter": float(np.mean(self.jitter)) if self.jitter else None,
+            "driving_jitter": float(np.mean(self.driving_jitter)) if self.driving_jitter else None,
+        }
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "unavailable" if v is None else f"{v:.{digits}f}"
+
+
+def cross_markdown(rows: Sequence[CrossRow], notes: Sequence[str] = ()) -> str:
+    lines = [
+        "| adapt | avatars | pairs | frames | CSIM ↑ | pose NME ↓ | expression NME ↓ | jitter ↓ | driving jitter "
+        "| faces found |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        v = r.values()
+        lines.append(
+            f"| {r.adapt} | {r.avatars} | {r.pairs} | {r.frames} | {_fmt(v['CSIM'])} | {_fmt(v['pose_NME'])} "
+            f"| {_fmt(v['expression_NME'])} | {_fmt(v['jitter'], 4)} | {_fmt(v['driving_jitter'], 4)} "
+            f"| {r.found}/{r.frames} |"
+        )
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def cross_csv(rows: Sequence[CrossRow]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CROSS_COLUMNS)
+    for r in rows:
+        v = r.values()
+        w.writerow([r.adapt, r.avatars, r.pairs, r.frames,
+                    *("" if v[k] is None else f"{v[k]:.6f}"
+                      for k in ("CSIM", "pose_NME", "expression_NME", "jitter", "driving_jitter")),
+                    r.found])
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ the protocol
+def adapt_modes(values: Sequence[Any]) -> list[str]:
+    """``cross.adapt`` -> ["on", "off"] (YAML reads a bare on/off as a boolean)."""
+    modes = ["on" if v is True else "off" if v is False else str(v) for v in values]
+    bad = sorted(set(modes) - {"on", "off"})
+    if bad or not modes:
+        from talkinghead.errors import ConfigError
+
+        raise ConfigError(f"cross.adapt must be a non-empty subset of [on, off], got {list(values)}")
+    return list(dict.fromkeys(modes))
+
+
+def cross_detector(backend: str) -> Any:
+    """The landmark detector run on the outputs (``cross.detector``); one that cannot run -> ConfigError."""
+    from talkinghead.errors import ConfigError
+    from talkinghead.landmarks.detectors import DetectorUnavailableError, make_detector
+
+    try:
+        return make_detector(backend)
+    except (DetectorUnavailableError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"cross.detector: {exc}") from exc
+
+
+def run_cross(
+    meta: Any,
+    cfg: Mapping[str, Any],
+    settings: Any,
+    videos: Sequence[str],
+    *,
+    metrics_cfg: Mapping[str, Any],
+    data_root: str | None = None,
+    length: int = 64,
+    detector: Any = None,
+    progress: bool = False,
+) -> tuple[list[CrossRow], list[str]]:
+    """Every held-out avatar driven by every other held-out person's clip, per adaptation mode.
+
+    ``cfg``: the ``cross`` block of ``experiments/evaluate.yaml``; ``videos``: the held-out video ids (the first
+    video of each of the first ``cross.persons`` persons is used); ``detector``: a ``LandmarkDetector`` that
+    overrides ``cross.detector``.  Returns the rows (one per mode) and the table's notes.
+    """
+    from tqdm.auto import tqdm
+
+    from talkinghead import shots as shots_mod
+    from talkinghead.errors import ConfigError
+    from talkinghead.fewshot import fit_avatar
+    from talkinghead.landmarks.draw import landmark_image_tensor
+    from talkinghead.metrics import MetricsSuite
+    from talkinghead.reenact import Driver, driver_points
+    from talkinghead.visualize import from_uint8, to_uint8
+
+    modes = adapt_modes(cfg.get("adapt", ["on", "off"]))
+    T, num_frames, method = int(cfg.get("T", 8)), int(cfg.get("num_frames", 16)), str(cfg.get("method", "FT"))
+    if method not in ("FT", "FF"):
+        raise ConfigError(f"cross.method must be FT or FF, got {method!r}")
+    if T < 1 or num_frames < 2:
+        raise ConfigError(f"cross.T must be >= 1 and cross.num_frames >= 2, got {T} and {num_frames}")
+    size = meta.image_size
+    notes: list[str] = []
+    if detector is None:
+        detector = cross_detector(str(cfg.get("detector", "auto")))
+    persons: dict[str, Any] = {}
+    for video in videos:
+        person = shots_mod.resolve(video, meta.config.data, size, data_root=data_root, synthetic_video_length=length)
+        key = person.person_id or video
+        if key not in persons:
+            persons[key] = person
+        if len(persons) >= int(cfg.get("persons", 3)):
+            break
+    if len(persons) < 2:
+        from talkinghead.evaluate import EvaluationError
+
+        raise EvaluationError(f"the cross-identity protocol needs 2 held-out persons or more, found {len(persons)}")
+    suites = {m: MetricsSuite({**dict(metrics_cfg), "fid": False, "ssim": False}, sync_on_compute=False)
+              for m in modes}
+    rows = {m: CrossRow(m) for m in modes}
+    clips: dict[str, dict[str, torch.Tensor]] = {}
+    for pid, person in persons.items():
+        half = person.num_frames // 2
+        if T > half or num_frames > person.num_frames - half:
+            raise ConfigError(
+                f"cross: {person.source} has {person.num_frames} frames; T={T} sources come from its first half and "
+                f"num_frames={num_frames} driving frames from its second: lower cross.T / cross.num_frames")
+        clips[pid] = person.load(shots_mod.evenly(person.num_frames - half, num_frames, offset=half))
+    bar = tqdm(total=len(persons) * (len(persons) - 1) * len(modes), desc="cross-identity", unit="clip",
+               disable=not progress)
+    for pid, person in persons.items():
+        positions = shots_mod.evenly(person.num_frames // 2, T)
+        shots = person.load(positions)
+        fitted = fit_avatar(meta, shots, mode=method, settings=settings, person_id=person.person_id,
+                            source=person.source)
+        avatar = fitted.avatar
+        paste = None
+        if cfg.get("full"):
+            from talkinghead.paste import paste_frames
+
+            frame, box = person.source_frame(positions[0])
+            paste = (paste_frames, frame, box, shots["landmarks"][0].numpy())
+        real = clips[pid]["frames"]
+        for m in modes:
+            rows[m].avatars += 1
+        for did, drv_frames in clips.items():
+            if did == pid:
+                continue
+            drv = Driver(lambda f=drv_frames: f["frames"], drv_frames["landmarks"].numpy(),
+                         persons[did].person_id or did, 10.0, 0, persons[did].source)
+            for m in modes:
+                points, _ = driver_points(drv, avatar, m, "neutral", "off")
+                y = torch.stack([landmark_image_tensor(p, size) for p in points])
+                fake = fitted.render(y)
+                if paste is not None:  # full-frame output, scored on its face crop
+                    from data_modules.preprocess import crop_frame
+
+                    fn, frame, box, src_lms = paste
+                    full = fn(to_uint8(fake), points, frame, box, src_lms)
+                    fake = from_uint8(np.stack([crop_frame(f, box, size) for f in full]))
+                suites[m].update(fake, real[torch.arange(len(fake)) % len(real)])
+                rows[m].add(score_clip(to_uint8(fake), points, detector))
+                bar.update(1)
+    bar.close()
+    for m in modes:
+        rows[m].csim = suites[m].compute().get("csim")
+    found = sum(r.found for r in rows.values())
+    frames = sum(r.frames for r in rows.values())
+    name = getattr(detector, "name", type(detector).__name__)
+    notes.append(
+        f"cross-identity: {len(persons)} held-out persons ({', '.join(list(persons)[:4])}{', ...' if len(persons) > 4 else ''}), "
+        f"each an avatar ({method}, T={T}) driven by the {num_frames}-frame clips of the others"
+        + ("; full-frame outputs scored on their face crop" if cfg.get("full") else "")
+    )
+    notes.append(
+        "pose / expression NME: landmarks found on the output vs the landmarks it was rendered from (adapt on: the "
+        "driver's motion on the avatar's face), over the inter-ocular distance; jitter: frame-to-frame landmark "
+        f"motion after the head's similarity motion, over the inter-ocular distance; detector: {name}"
+    )
+    if found < frames:
+        notes.append(f"the landmark detector found no face on {frames - found} of {frames} outputs: "
+                     "they are left out of pose, expression and jitter" + (" (all: unavailable)" if not found else ""))
+    csim_name = next((s.csim_encoder for s in suites.values() if s.csim_encoder), None)
+    if csim_name:
+        notes.append(f"CSIM: output vs a real frame of the avatar's person, encoder {csim_name}")
+    return [rows[m] for m in modes], notes
