@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -210,6 +211,17 @@ def quotas(counts: Sequence[int], total: int) -> list[int]:
     return q
 
 
+@dataclass
+class _Drawn:
+    """A unit in the shuffle buffer: its K+1 drawn frames (JPEG bytes), their landmarks (K+1, 68, 2), the
+    augmentation seed (None: no augmentation)."""
+
+    unit: VideoUnit
+    jpegs: list[bytes]
+    landmarks: np.ndarray
+    seed: int | None
+
+
 def as_units(videos: Sequence[VideoUnit | VideoRecord]) -> list[VideoUnit]:
     """Units as given; a bare clip record is a unit of its own (its manifest row: ``data.unit=utterance``)."""
     return [v if isinstance(v, VideoUnit) else VideoUnit(v.index, v.video_id, v.person_id, (v,)) for v in videos]
@@ -258,8 +270,10 @@ class VoxCelebStream(IterableDataset):
         self.epoch = 0
         self.resume_batches = 0  # batches of `epoch` already trained on (a resumed run); see ResumableStreamLoader
         self.batch_size = 1  # the loader's (only used to resume mid-epoch)
-        self._shards = sorted({u.shards[0] for u in self.videos})  # home shards: a unit goes with its first clip's
-        self._by_shard = {s: [u for u in self.videos if u.shards[0] == s] for s in self._shards}
+        self._by_shard: dict[str, list[VideoUnit]] = {}  # home shards: a unit goes with its first clip's shard
+        for u in self.videos:
+            self._by_shard.setdefault(u.clips[0].shard, []).append(u)
+        self._shards = sorted(self._by_shard)
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (over all its workers)."""
@@ -326,7 +340,7 @@ class VoxCelebStream(IterableDataset):
         shards = sorted(need)
         yielded = 0
         while yielded < quota:
-            buffer: list[tuple[list[VideoSample], VideoUnit]] = []
+            buffer: list[_Drawn] = []
             partial: dict[str, list[VideoSample]] = {}  # a unit's clips read so far (a unit may span shards)
             for si in rng.permutation(len(shards)):
                 shard, found = shards[si], 0
@@ -340,7 +354,7 @@ class VoxCelebStream(IterableDataset):
                     if len(got) == len(unit.clips):
                         del partial[unit.video_id]
                         got.sort(key=lambda s: s.meta["video_id"])
-                        buffer.append((got, unit))
+                        buffer.append(self._draw(got, unit, rng))
                     if len(buffer) >= max(1, self.shuffle_buffer):
                         out = self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng, yielded < skip)
                         yielded += 1
@@ -362,20 +376,26 @@ class VoxCelebStream(IterableDataset):
                 if yielded >= quota:
                     return
 
-    def _sample(
-        self, item: tuple[Sequence[VideoSample], VideoUnit], rng: np.random.Generator, skip: bool = False
-    ) -> dict[str, Any] | None:
-        """The training sample of a unit: K+1 frames drawn from the frames of all its clips; ``skip`` draws the
-        same random numbers but decodes nothing (a resumed run passing over what was already trained on)."""
-        samples, unit = item
+    def _draw(self, samples: Sequence[VideoSample], unit: VideoUnit, rng: np.random.Generator) -> _Drawn:
+        """Draw a unit's K+1 frames (uniformly over the frames of all its clips) and augmentation seed as it enters
+        the shuffle buffer, which then holds only those K+1 JPEGs, not the whole video."""
         positions = pick_frames(sum(len(s.frames) for s in samples), self.k, rng)
-        seed = int(rng.integers(2**31)) if self._augment is not None else None
+        seed = int(rng.integers(2**31)) if self.augment_spec else None
+        starts = np.cumsum([0] + [len(s.frames) for s in samples])
+        where = [(int(np.searchsorted(starts, p, side="right")) - 1, int(p)) for p in positions]
+        jpegs = [samples[c].frames[p - starts[c]] for c, p in where]
+        landmarks = np.stack([samples[c].landmarks[p - starts[c]] for c, p in where])
+        return _Drawn(unit, jpegs, landmarks, seed)
+
+    def _sample(self, item: _Drawn, rng: np.random.Generator, skip: bool = False) -> dict[str, Any] | None:
+        """The training sample of a drawn unit; ``skip`` decodes nothing (a resumed run passing over what was
+        already trained on; every random number was drawn before, so the rest of the stream is unchanged)."""
         if skip:
             return None
-        if seed is not None:
-            self._augment.set_random_seed(seed)  # per sample: a skipped sample leaves the next one's draw alone
-        frames, lmk = decode_unit(samples, positions)
-        return make_sample(frames, lmk, unit, self.image_size, self._augment, uint8=True)
+        if item.seed is not None:
+            self._augment.set_random_seed(item.seed)  # per sample: a skipped sample leaves the next one's draw alone
+        frames = np.stack([decode_jpeg(j) for j in item.jpegs])
+        return make_sample(frames, item.landmarks, item.unit, self.image_size, self._augment, uint8=True)
 
 
 class VoxCelebVideos(Dataset):
@@ -480,6 +500,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
         self.train_videos = [u for u in self.units if u.person_id not in self.test_person_ids]
         self.test_videos = [u for u in self.units if u.person_id in self.test_person_ids]
         self._units_by_id = {u.video_id: u for u in self.units}
+        self._by_id: dict[str, VideoRecord] | None = None
         self._reader: ShardReader | None = None
 
     # ---- facts
@@ -591,7 +612,9 @@ class VoxCelebDataModule(pl.LightningDataModule):
         """The unit named ``video_id``, or the one-clip unit of a clip id (its row: its video's)."""
         if video_id in self._units_by_id:
             return self._units_by_id[video_id]
-        rec = self.manifest.by_id().get(video_id)
+        if self._by_id is None:
+            self._by_id = self.manifest.by_id()
+        rec = self._by_id.get(video_id)
         if rec is None:
             raise KeyError(f"{video_id!r} is neither a video nor a clip of {self.root}/manifest.json")
         home = self._units_by_id[rec.video if self.unit == "video" else rec.video_id]
