@@ -288,7 +288,9 @@ class Manifest:
         Raises ``UnitError`` for an unknown ``unit``, and ``ManifestError`` (one line naming the manifest and the
         fix) when ``unit="video"`` but some clip's video is unknown."""
         if unit not in UNITS:
-            raise UnitError(f"data.unit must be one of {', '.join(UNITS)} (a W row per video or per clip), got {unit!r}")
+            raise UnitError(
+                f"data.unit must be one of {', '.join(UNITS)} (a W row per video or per clip), got {unit!r}"
+            )
         if unit == "utterance":
             return [VideoUnit(v.index, v.video_id, v.person_id, (v,)) for v in self.videos]
         unknown = [v.video_id for v in self.videos if not v.video]
@@ -301,7 +303,9 @@ class Manifest:
         groups: dict[str, list[VideoRecord]] = {}
         for v in self.videos:
             groups.setdefault(v.video, []).append(v)
-        return [VideoUnit(i, vid, clips[0].person_id, tuple(clips)) for i, (vid, clips) in enumerate(sorted(groups.items()))]
+        return [
+            VideoUnit(i, vid, clips[0].person_id, tuple(clips)) for i, (vid, clips) in enumerate(sorted(groups.items()))
+        ]
 
     @property
     def persons(self) -> list[str]:

@@ -158,7 +158,8 @@ def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
         if old_unit and new_unit and old_unit != new_unit:
             raise ConfigError(
                 f"{ckpt} has a W table made per {old_unit} ({rows} rows) but data.unit={new_unit} gives {num_videos}: "
-                f"use resume=false to start afresh (keeps the old checkpoints), or data.unit={old_unit} to go on with it")
+                f"use resume=false to start afresh (keeps the old checkpoints), or data.unit={old_unit} to go on "
+                "with it")
         raise ConfigError(f"{ckpt} has a W table of {rows} videos but the data has {num_videos}: {fix}")
 
 
