@@ -13,7 +13,10 @@ key                 type / shape                    meaning
 ``landmarks``       float32 ``(K+1, 68, 2)``        iBUG-68 points (x, y) in pixels of the H x W frame.
 ``video_index``     int64 scalar                    row of the discriminator's W table (0..num_videos-1)
 ``person_id``       str                             e.g. ``"id00012"``
-``video_id``        str                             e.g. ``"id00012/abc123"`` (unique over the set)
+``video_id``        str                             e.g. ``"id00012/abc123"`` (unique over the set): the
+                                                    unit of the W row, a VoxCeleb video with all its
+                                                    utterances (``data.unit=video``) or one clip
+                                                    ``"id00012/abc123/00001"`` (``data.unit=utterance``)
 ==================  ==============================  ====================================================
 
 A DataModule exposes ``num_videos`` (the size of D's W table, known after ``setup``/``prepare``)

@@ -15,7 +15,8 @@ For every clip (VoxCeleb utterance, video-preprocessing clip, image folder or si
    with black where it leaves the frame, and resizes the crop to ``--size``; landmarks are mapped into
    crop pixels,
 4. writes the kept frames (JPEG) + landmarks + metadata as one sample of a tar shard
-   (see ``data_modules.shards``).
+   (see ``data_modules.shards``); ``manifest.json`` records each clip's video (``person/youtube id`` for
+   VoxCeleb), the unit of D's W table.
 
 Clips are sorted by id and cut into groups of ``--videos-per-shard``; group ``i`` becomes ``shard-i.tar``.
 Each shard is written atomically and then recorded in ``ledger.jsonl``, so a run stopped at any moment
@@ -406,7 +407,9 @@ def _remove_partial_groups(out: Path, groups: range) -> None:
 def write_manifest(
     out: Path, groups: list[list[Clip]], done: dict[int, dict[str, Any]], size: int, backend: str
 ) -> Manifest:
-    """Rebuild ``manifest.json`` from the ledger (videos sorted by id: same for any completion order)."""
+    """Rebuild ``manifest.json`` from the ledger (clips sorted by id: same for any completion order). Each clip's
+    video comes from the source listing (``Clip.video``), so ledgers written before the field get it too."""
+    video_of = {c.video_id: c.video for g in groups for c in g}
     videos, skipped, shards = [], [], []
     for g in sorted(done):
         entry = done[g]
@@ -416,7 +419,8 @@ def write_manifest(
         skipped += entry["skipped"]
     videos.sort(key=lambda t: t[0]["video_id"])
     records = [
-        VideoRecord(i, v["video_id"], v["person_id"], shard, v["key"], v["num_frames"], v.get("split"))
+        VideoRecord(i, v["video_id"], v["person_id"], shard, v["key"], v["num_frames"], v.get("split"),
+                    video_of.get(v["video_id"]) or v.get("video", ""))
         for i, (v, shard) in enumerate(videos)
     ]
     skipped.sort(key=lambda s: s["video_id"])
@@ -507,6 +511,7 @@ def preprocess(
     def commit(g: int) -> None:
         results = sorted(pending.pop(g), key=lambda r: r.video_id)
         kept = [r for r in results if r.sample is not None]
+        video = {c.video_id: c.video for c in groups[g]}
         name = SHARD_NAME.format(g) if kept else None
         if kept:
             write_shard(out / name, [r.sample for r in kept])
@@ -520,6 +525,7 @@ def preprocess(
                     "key": r.sample.key,
                     "num_frames": len(r.sample.frames),
                     "split": r.split,
+                    "video": video[r.video_id],
                 }
                 for r in kept
             ],

@@ -3,14 +3,21 @@
 A preprocessed set is a folder::
 
     OUT/
-      manifest.json        persons, videos (frame counts, split, shard of each), shards, skipped clips
-      shard-000000.tar     WebDataset tar shards, ONE sample per video (clip)
+      manifest.json        persons, clips (frame counts, split, shard and video of each), shards, skipped clips
+      shard-000000.tar     WebDataset tar shards, ONE sample per clip (a VoxCeleb utterance)
       shard-000001.tar
       report.json          what the last preprocessing run did
       ledger.jsonl         preprocessing progress (one line per committed shard; used to resume)
       config.json          the settings and source list the shards were made with
 
-Inside a shard every video is one WebDataset sample whose key is the sanitised ``video_id``
+The manifest's ``videos`` list holds one entry per clip (``video_id`` is the clip id, for VoxCeleb
+``person/youtube id/utterance``) and names the video it was cut from (``video``: ``person/youtube id``); a
+training unit (one row of D's W table) is one video, or one clip with ``data.unit=utterance`` (``Manifest.units``).
+A manifest written before the ``video`` field existed (format ``talkinghead-shards/1``) is re-indexed on load from
+its clip ids (``data_modules.sources.video_of``) and marked ``reindexed``; one whose ids do not name a video is
+refused for per-video training.
+
+Inside a shard every clip is one WebDataset sample whose key is the sanitised clip id
 (``id00012/abc/00001`` -> ``id00012__abc__00001``) and whose members are::
 
     <key>.0000.jpg ... <key>.<T-1>.jpg   the T cropped frames, S x S RGB JPEG (fixed quality)
@@ -37,6 +44,7 @@ from typing import Any, Iterator
 import numpy as np
 
 MANIFEST = "manifest.json"
+FORMAT = "talkinghead-shards/2"  # /2: every clip names its video; /1 manifests are re-indexed on load
 SHARD_NAME = "shard-{:06d}.tar"
 TMP_SUFFIX = ".tmp"
 JPEG_QUALITY = 95
@@ -190,7 +198,9 @@ def iter_shard(path: str | Path) -> Iterator[VideoSample]:
 # --------------------------------------------------------------------------------------------------- manifest
 @dataclass(frozen=True)
 class VideoRecord:
-    """One video of a manifest; ``index`` is its row in D's W table (position in the sorted video list)."""
+    """One clip of a manifest (a VoxCeleb utterance); ``index`` is its position in the sorted clip list (its W row
+    with ``data.unit=utterance``). ``video_id`` is the clip id; ``video`` the video it was cut from
+    (``person/youtube id``; derived from the clip id when not given, "" when the id does not name one)."""
 
     index: int
     video_id: str
@@ -199,6 +209,54 @@ class VideoRecord:
     key: str
     num_frames: int
     split: str | None = None
+    video: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.video:
+            from data_modules.sources import video_of
+
+            object.__setattr__(self, "video", video_of(self.video_id) or "")
+
+
+UNITS = ("video", "utterance")
+
+
+class UnitError(ValueError):
+    """``data.unit`` is neither ``video`` nor ``utterance``."""
+
+
+@dataclass(frozen=True)
+class VideoUnit:
+    """One training unit: a row ``index`` of D's W table and the clips a sample's K+1 frames are drawn from.
+
+    ``unit=video``: every clip of one video (VoxCeleb: the utterances of one YouTube video, in id order),
+    ``video_id`` = ``person/youtube id``; ``unit=utterance``: one clip, ``video_id`` = the clip id."""
+
+    index: int
+    video_id: str
+    person_id: str
+    clips: tuple[VideoRecord, ...]
+
+    @property
+    def num_frames(self) -> int:
+        return sum(c.num_frames for c in self.clips)
+
+    @property
+    def split(self) -> str | None:
+        return self.clips[0].split
+
+    @property
+    def shards(self) -> tuple[str, ...]:
+        """The shards holding its clips, in clip order (the first is its home shard)."""
+        return tuple(dict.fromkeys(c.shard for c in self.clips))
+
+    def locate(self, position: int) -> tuple[VideoRecord, int]:
+        """The clip and the frame in it of ``position`` in ``[0, num_frames)`` (the clips' frames end to end)."""
+        for c in self.clips:
+            if position < c.num_frames:
+                return c, position
+            position -= c.num_frames
+        raise IndexError(f"frame {position} is past the {self.num_frames} frames of {self.video_id}")
 
 
 @dataclass
@@ -213,10 +271,41 @@ class Manifest:
     skipped: list[dict[str, str]] = field(default_factory=list)
     backend: str = ""
     complete: bool = True  # False while preprocessing has not finished (or was stopped)
+    reindexed: bool = False  # read from a manifest without the ``video`` field: videos derived from the clip ids
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.videos)
 
     @property
     def num_videos(self) -> int:
-        return len(self.videos)
+        """Distinct videos (a clip whose video is unknown counts as its own)."""
+        return len({v.video or v.video_id for v in self.videos})
+
+    def units(self, unit: str = "video") -> list[VideoUnit]:
+        """The training units of the set, sorted by id, ``index`` = position (see ``VideoUnit``).
+
+        Raises ``UnitError`` for an unknown ``unit``, and ``ManifestError`` (one line naming the manifest and the
+        fix) when ``unit="video"`` but some clip's video is unknown."""
+        if unit not in UNITS:
+            raise UnitError(
+                f"data.unit must be one of {', '.join(UNITS)} (a W row per video or per clip), got {unit!r}"
+            )
+        if unit == "utterance":
+            return [VideoUnit(v.index, v.video_id, v.person_id, (v,)) for v in self.videos]
+        unknown = [v.video_id for v in self.videos if not v.video]
+        if unknown:
+            raise ManifestError(
+                f"{self.locate(MANIFEST)} predates the per-video field and {len(unknown)} clip ids do not name their "
+                f"video (e.g. {unknown[0]!r}): re-run `make preprocess` with the same arguments on {self.root} to "
+                "rewrite it, or train with data.unit=utterance (one W row per clip)"
+            )
+        groups: dict[str, list[VideoRecord]] = {}
+        for v in self.videos:
+            groups.setdefault(v.video, []).append(v)
+        return [
+            VideoUnit(i, vid, clips[0].person_id, tuple(clips)) for i, (vid, clips) in enumerate(sorted(groups.items()))
+        ]
 
     @property
     def persons(self) -> list[str]:
@@ -242,9 +331,10 @@ class Manifest:
         for v in self.videos:
             persons.setdefault(v.person_id, []).append(v.video_id)
         return {
-            "format": "talkinghead-shards/1",
+            "format": FORMAT,
             "image_size": self.image_size,
             "backend": self.backend,
+            "num_clips": self.num_clips,
             "num_videos": self.num_videos,
             "num_frames": sum(v.num_frames for v in self.videos),
             "persons": persons,
@@ -257,6 +347,7 @@ class Manifest:
                     "key": v.key,
                     "num_frames": v.num_frames,
                     "split": v.split,
+                    "video": v.video,
                 }
                 for v in self.videos
             ],
@@ -307,9 +398,11 @@ def load_manifest(root: str | Path) -> Manifest:
 
 def _parse_manifest(data: dict[str, Any], root: Path | str) -> Manifest:
     videos = [
-        VideoRecord(i, v["video_id"], v["person_id"], v["shard"], v["key"], int(v["num_frames"]), v.get("split"))
+        VideoRecord(i, v["video_id"], v["person_id"], v["shard"], v["key"], int(v["num_frames"]), v.get("split"),
+                    v.get("video") or "")
         for i, v in enumerate(data["videos"])
     ]
+    reindexed = any("video" not in v for v in data["videos"])  # written before the field: derived from the ids
     return Manifest(
         root,
         int(data["image_size"]),
@@ -318,6 +411,7 @@ def _parse_manifest(data: dict[str, Any], root: Path | str) -> Manifest:
         list(data.get("skipped", [])),
         data.get("backend", ""),
         bool(data.get("complete", True)),
+        reindexed,
     )
 
 

@@ -15,10 +15,13 @@ Four layouts are recognised (``discover`` picks one, or is told which):
 ``video``
     one video file of one person.
 
-The unit we call a *video* everywhere downstream (one crop box, one row of D's W table) is one clip: a
-VoxCeleb utterance, one video-preprocessing clip, the image folder, or the single file. Its ``video_id`` is
-unique over a set: ``<person>/<youtube id>/<utterance>`` for VoxCeleb, ``<person>/<video>#<start>#<end>``
-for video-preprocessing.
+A *clip* is what preprocessing crops as one piece (one crop box, one sample of a shard): a VoxCeleb utterance,
+one video-preprocessing clip, the image folder, or the single file. Its ``video_id`` (the clip id) is unique over a
+set: ``<person>/<youtube id>/<utterance>`` for VoxCeleb, ``<person>/<video>#<start>#<end>`` for
+video-preprocessing. Every clip also names the *video* it was cut from (``Clip.video``, ``video_of``):
+``<person>/<youtube id>`` (VoxCeleb), ``<person>/<video>`` (video-preprocessing), ``<name>/<name>`` (a folder or a
+file). The paper's W_i is one row per video: the VoxCeleb DataModules group a video's clips into one training unit
+(``data.unit=video``) unless told to keep clips apart (``data.unit=utterance``).
 
 Decoding uses PyAV (FFmpeg bindings); nothing shells out.
 """
@@ -66,6 +69,26 @@ class Clip:
     @property
     def is_frame_folder(self) -> bool:
         return bool(self.images)
+
+    @property
+    def video(self) -> str:
+        """The video this clip was cut from (``person/youtube id`` for VoxCeleb), see ``video_of``."""
+        return video_of(self.video_id) or self.video_id
+
+
+def video_of(clip_id: str) -> str | None:
+    """The video of a clip id as ``discover`` writes them, or None when the id does not name one.
+
+    ``id00012/abc/00001`` -> ``id00012/abc``; ``id00012/abc#10#90`` -> ``id00012/abc``; ``me/me/0`` -> ``me/me``.
+    """
+    parts = str(clip_id).split("/")
+    if len(parts) == 3 and all(parts):
+        return f"{parts[0]}/{parts[1]}"
+    if len(parts) == 2 and all(parts):
+        m = re.match(r"^([^#]+)#[^#]+#[^#]+$", parts[1])
+        if m:
+            return f"{parts[0]}/{m.group(1)}"
+    return None
 
 
 def _sorted_files(folder: Path, exts: tuple[str, ...]) -> list[Path]:

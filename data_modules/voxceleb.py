@@ -1,9 +1,12 @@
 """VoxCeleb1/2 DataModules that stream the shards written by ``data_modules.preprocess``.
 
 A training sample is K+1 frames of ONE video with their landmark images and the video's row in D's W table
-(``SampleDict``, see ``data_modules/__init__.py``). ``num_videos`` (the size of the W table) is the number of
-videos in ``manifest.json``; ``video_index`` is a video's position in the manifest's sorted video list
-(test videos keep their rows, unused, so indices never depend on the split).
+(``SampleDict``, see ``data_modules/__init__.py``). The unit (``unit``, config ``data.unit``) is, as in the paper
+and FSTH, the *video*: for VoxCeleb the YouTube video ``person/youtube id``, whose K+1 frames are drawn uniformly
+from the frames of all its utterances (FSTH's ``SampleLoader.list_frames`` over a ``person/youtube id`` folder);
+``unit=utterance`` makes every clip its own unit. ``num_videos`` (the size of the W table) is the number of units
+of ``manifest.json``; ``video_index`` is a unit's position in the sorted unit list (test videos keep their rows,
+unused, so indices never depend on the split). See ``data_modules.shards.VideoUnit``.
 
 Split: by person. Test persons are the union of VoxCeleb's official test persons (VoxCeleb1:
 id10270..id10309; VoxCeleb2: the persons whose clips came from its ``test`` folder, as recorded per video
@@ -11,7 +14,8 @@ by preprocessing), or ``test_persons`` when given (it replaces them), or else a 
 ``test_fraction`` of the persons (for small sets such as voxmini).
 
 Streaming (``VoxCelebStream``): the training videos are partitioned across the ``world_size * num_workers``
-loader slots of all DDP ranks: whole shards when there are at least as many shards as slots, else single
+loader slots of all DDP ranks: whole shards when there are at least as many shards as slots (a video goes with its
+first clip's shard; a worker reads the head of the next shard for a video cut at a shard's end), else single
 videos. The partition is a seeded permutation that changes every epoch and is the same on every rank, so no
 two ranks (or workers) read the same video in an epoch. Every rank yields the same number of samples
 (``len(train videos) * samples_per_video // world_size``), so DDP never waits on a rank that ran out.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -43,6 +48,7 @@ from data_modules.shards import (
     ShardReader,
     VideoRecord,
     VideoSample,
+    VideoUnit,
     decode_jpeg,
     iter_shard,
     load_manifest,
@@ -134,7 +140,7 @@ def apply_augment(augment, frames: np.ndarray, landmarks: np.ndarray) -> tuple[n
 
 # ---------------------------------------------------------------------------------------------- sample making
 def make_sample(
-    frames: np.ndarray, landmarks: np.ndarray, record: VideoRecord, image_size: int, augment=None,
+    frames: np.ndarray, landmarks: np.ndarray, record: VideoRecord | VideoUnit, image_size: int, augment=None,
     uint8: bool = False,
 ) -> dict[str, Any]:  # noqa: ANN001
     """uint8 (K+1, S, S, 3) frames + (K+1, 68, 2) landmarks (S px) -> ``SampleDict`` at ``image_size``.
@@ -175,6 +181,17 @@ def _decode(sample: VideoSample, positions: Sequence[int]) -> tuple[np.ndarray, 
     return frames, sample.landmarks[np.asarray(positions)]
 
 
+def decode_unit(samples: Sequence[VideoSample], positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames at ``positions`` of a unit whose clips are ``samples`` (their frames end to end, in clip order):
+    uint8 ``(N, S, S, 3)`` and landmarks float32 ``(N, 68, 2)``."""
+    if len(samples) == 1:
+        return _decode(samples[0], positions)
+    starts = np.cumsum([0] + [len(s.frames) for s in samples])
+    where = [(int(np.searchsorted(starts, p, side="right")) - 1, int(p)) for p in positions]
+    frames = np.stack([decode_jpeg(samples[c].frames[p - starts[c]]) for c, p in where])
+    return frames, np.stack([samples[c].landmarks[p - starts[c]] for c, p in where])
+
+
 # ----------------------------------------------------------------------------------------------- partitioning
 def partition(units: int, slot: int, slots: int, seed: int, epoch: int) -> list[int]:
     """Units (shards or videos) of loader ``slot`` of ``slots`` in ``epoch``: disjoint, covering, balanced."""
@@ -194,9 +211,26 @@ def quotas(counts: Sequence[int], total: int) -> list[int]:
     return q
 
 
+@dataclass
+class _Drawn:
+    """A unit in the shuffle buffer: its K+1 drawn frames (JPEG bytes), their landmarks (K+1, 68, 2), the
+    augmentation seed (None: no augmentation)."""
+
+    unit: VideoUnit
+    jpegs: list[bytes]
+    landmarks: np.ndarray
+    seed: int | None
+
+
+def as_units(videos: Sequence[VideoUnit | VideoRecord]) -> list[VideoUnit]:
+    """Units as given; a bare clip record is a unit of its own (its manifest row: ``data.unit=utterance``)."""
+    return [v if isinstance(v, VideoUnit) else VideoUnit(v.index, v.video_id, v.person_id, (v,)) for v in videos]
+
+
 class VoxCelebStream(IterableDataset):
     """Streams training samples (``SampleDict``) from shards; see the module doc for the rank/worker split.
 
+    ``videos``: the training units (``VideoUnit``; a ``VideoRecord`` is a one-clip unit).
     ``rank``/``world_size``: this process's DDP rank (taken from ``torch.distributed`` when None).
     The epoch advances each time the dataset is iterated (use persistent loader workers) or via ``set_epoch``.
     """
@@ -204,7 +238,7 @@ class VoxCelebStream(IterableDataset):
     def __init__(
         self,
         manifest: Manifest,
-        videos: Sequence[VideoRecord],
+        videos: Sequence[VideoUnit | VideoRecord],
         k: int,
         image_size: int,
         seed: int = 0,
@@ -217,7 +251,7 @@ class VoxCelebStream(IterableDataset):
         super().__init__()
         if not videos:
             raise ValueError("no training videos: every person of the manifest is a test person")
-        self.manifest, self.videos, self.k, self.image_size = manifest, list(videos), int(k), int(image_size)
+        self.manifest, self.videos, self.k, self.image_size = manifest, as_units(videos), int(k), int(image_size)
         self.seed, self.samples_per_video, self.shuffle_buffer = (
             int(seed),
             int(samples_per_video),
@@ -236,9 +270,10 @@ class VoxCelebStream(IterableDataset):
         self.epoch = 0
         self.resume_batches = 0  # batches of `epoch` already trained on (a resumed run); see ResumableStreamLoader
         self.batch_size = 1  # the loader's (only used to resume mid-epoch)
-        self._shards = sorted({v.shard for v in self.videos})
-        self._by_shard = {s: [v for v in self.videos if v.shard == s] for s in self._shards}
-        self._ids_by_shard = {s: {v.video_id for v in vs} for s, vs in self._by_shard.items()}
+        self._by_shard: dict[str, list[VideoUnit]] = {}  # home shards: a unit goes with its first clip's shard
+        for u in self.videos:
+            self._by_shard.setdefault(u.clips[0].shard, []).append(u)
+        self._shards = sorted(self._by_shard)
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (over all its workers)."""
@@ -247,11 +282,11 @@ class VoxCelebStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def assignment(self, worker: int, num_workers: int, epoch: int) -> tuple[list[VideoRecord], int]:
+    def assignment(self, worker: int, num_workers: int, epoch: int) -> tuple[list[VideoUnit], int]:
         """Videos of (this rank, ``worker``) in ``epoch`` and how many samples that worker yields."""
         slots = self.world_size * num_workers
 
-        def videos_of(slot: int) -> list[VideoRecord]:
+        def videos_of(slot: int) -> list[VideoUnit]:
             if len(self._shards) >= slots:
                 return [
                     v
@@ -297,19 +332,29 @@ class VoxCelebStream(IterableDataset):
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
         if self._augment is None and self.augment_spec:
             self._augment = build_augment(self.augment_spec)
-        wanted = {v.video_id: v for v in videos}
-        shards = sorted({v.shard for v in videos})
+        unit_of = {c.video_id: u for u in videos for c in u.clips}  # clip id -> its unit, for the clips I need
+        need: dict[str, int] = {}  # shard -> how many of my clips it holds
+        for u in videos:
+            for c in u.clips:
+                need[c.shard] = need.get(c.shard, 0) + 1
+        shards = sorted(need)
         yielded = 0
         while yielded < quota:
-            buffer: list[tuple[VideoSample, VideoRecord]] = []
+            buffer: list[_Drawn] = []
+            partial: dict[str, list[VideoSample]] = {}  # a unit's clips read so far (a unit may span shards)
             for si in rng.permutation(len(shards)):
-                expected, found = len(self._by_shard[shards[si]]), 0
-                for sample in iter_shard(self.manifest.locate(shards[si])):
-                    found += int(sample.meta["video_id"] in self._ids_by_shard[shards[si]])
-                    rec = wanted.get(sample.meta["video_id"])
-                    if rec is None:
+                shard, found = shards[si], 0
+                for sample in iter_shard(self.manifest.locate(shard)):
+                    unit = unit_of.get(sample.meta["video_id"])
+                    if unit is None:
                         continue
-                    buffer.append((sample, rec))
+                    found += 1
+                    got = partial.setdefault(unit.video_id, [])
+                    got.append(sample)
+                    if len(got) == len(unit.clips):
+                        del partial[unit.video_id]
+                        got.sort(key=lambda s: s.meta["video_id"])
+                        buffer.append(self._draw(got, unit, rng))
                     if len(buffer) >= max(1, self.shuffle_buffer):
                         out = self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng, yielded < skip)
                         yielded += 1
@@ -317,9 +362,12 @@ class VoxCelebStream(IterableDataset):
                             yield out
                         if yielded >= quota:
                             return
-                if found < expected:
-                    raise ShardError(f"shard {self.manifest.locate(shards[si])} ended after {found} of its "
-                                     f"{expected} training videos: it is truncated; re-copy it or re-run preprocessing")
+                    if found == need[shard]:
+                        break  # the rest of the shard is other workers' (e.g. the head of a neighbour's shard)
+                if found < need[shard]:
+                    raise ShardError(f"shard {self.manifest.locate(shard)} ended after {found} of its "
+                                     f"{need[shard]} training clips read here: it is truncated; re-copy it or re-run "
+                                     "preprocessing")
             while buffer:
                 out = self._sample(buffer.pop(int(rng.integers(len(buffer)))), rng, yielded < skip)
                 yielded += 1
@@ -328,34 +376,38 @@ class VoxCelebStream(IterableDataset):
                 if yielded >= quota:
                     return
 
-    def _sample(
-        self, item: tuple[VideoSample, VideoRecord], rng: np.random.Generator, skip: bool = False
-    ) -> dict[str, Any] | None:
-        """The training sample of a video; ``skip`` draws the same random numbers but decodes nothing (a
-        resumed run passing over what was already trained on)."""
-        sample, rec = item
-        positions = pick_frames(len(sample.frames), self.k, rng)
-        seed = int(rng.integers(2**31)) if self._augment is not None else None
+    def _draw(self, samples: Sequence[VideoSample], unit: VideoUnit, rng: np.random.Generator) -> _Drawn:
+        """Draw a unit's K+1 frames (uniformly over the frames of all its clips) and augmentation seed as it enters
+        the shuffle buffer, which then holds only those K+1 JPEGs, not the whole video."""
+        positions = pick_frames(sum(len(s.frames) for s in samples), self.k, rng)
+        seed = int(rng.integers(2**31)) if self.augment_spec else None
+        starts = np.cumsum([0] + [len(s.frames) for s in samples])
+        where = [(int(np.searchsorted(starts, p, side="right")) - 1, int(p)) for p in positions]
+        jpegs = [samples[c].frames[p - starts[c]] for c, p in where]
+        landmarks = np.stack([samples[c].landmarks[p - starts[c]] for c, p in where])
+        return _Drawn(unit, jpegs, landmarks, seed)
+
+    def _sample(self, item: _Drawn, rng: np.random.Generator, skip: bool = False) -> dict[str, Any] | None:
+        """The training sample of a drawn unit; ``skip`` decodes nothing (a resumed run passing over what was
+        already trained on; every random number was drawn before, so the rest of the stream is unchanged)."""
         if skip:
             return None
-        if seed is not None:
-            self._augment.set_random_seed(seed)  # per sample: a skipped sample leaves the next one's draw alone
-        frames, lmk = _decode(sample, positions)
-        return make_sample(frames, lmk, rec, self.image_size, self._augment, uint8=True)
+        if item.seed is not None:
+            self._augment.set_random_seed(item.seed)  # per sample: a skipped sample leaves the next one's draw alone
+        frames = np.stack([decode_jpeg(j) for j in item.jpegs])
+        return make_sample(frames, item.landmarks, item.unit, self.image_size, self._augment, uint8=True)
 
 
 class VoxCelebVideos(Dataset):
-    """Map-style: item i is one fixed sample (K+1 frames, a seeded draw) of ``videos[i]``, no augmentation.
-
-    Used for validation/test; ``frames_of`` reads all frames of a video (fine-tuning on a test person).
-    """
+    """Map-style: item i is one fixed sample (K+1 frames, a seeded draw over all its clips) of unit
+    ``videos[i]``, no augmentation. Used for validation/test."""
 
     def __init__(
-        self, manifest: Manifest, videos: Sequence[VideoRecord], k: int, image_size: int, seed: int = 0
+        self, manifest: Manifest, videos: Sequence[VideoUnit | VideoRecord], k: int, image_size: int, seed: int = 0
     ) -> None:
         self.manifest, self.videos, self.k, self.image_size, self.seed = (
             manifest,
-            list(videos),
+            as_units(videos),
             k,
             image_size,
             seed,
@@ -372,11 +424,12 @@ class VoxCelebVideos(Dataset):
         return self._reader
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        rec = self.videos[i]
-        sample = self.reader.read(rec.video_id)
-        positions = pick_frames(len(sample.frames), self.k, np.random.default_rng([self.seed, rec.index]))
-        frames, lmk = _decode(sample, positions)
-        return make_sample(frames, lmk, rec, self.image_size)
+        unit = self.videos[i]
+        samples = [self.reader.read(c.video_id) for c in unit.clips]
+        total = sum(len(s.frames) for s in samples)
+        positions = pick_frames(total, self.k, np.random.default_rng([self.seed, unit.index]))
+        frames, lmk = decode_unit(samples, positions)
+        return make_sample(frames, lmk, unit, self.image_size)
 
 
 # ------------------------------------------------------------------------------------------------ DataModules
@@ -405,6 +458,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
         max_val_videos: int | None = 64,
         pin_memory: bool = True,
         prefetch_factor: int = 4,
+        unit: str = "video",
     ) -> None:
         super().__init__()
         if root is None or str(root).strip() in ("", "???", "None", "null"):
@@ -418,6 +472,14 @@ class VoxCelebDataModule(pl.LightningDataModule):
         if not self.manifest.videos:
             raise ValueError(
                 f"{self.root}/manifest.json lists no videos: preprocessing kept none (see report.json)"
+            )
+        self.unit = str(unit)
+        self.units = self.manifest.units(self.unit)  # UnitError / ManifestError (one line) on bad unit or manifest
+        if self.manifest.reindexed and self.unit == "video":
+            warnings.warn(
+                f"{self.root}/manifest.json predates the per-video field: its videos were recovered from the clip ids "
+                "(person/video/utterance); re-run `make preprocess` with the same arguments to rewrite it",
+                stacklevel=2,
             )
         if not self.manifest.complete:
             warnings.warn(
@@ -435,15 +497,17 @@ class VoxCelebDataModule(pl.LightningDataModule):
                              f"got {prefetch_factor}")
         build_augment(self.augment)  # fail early on a bad config
         self.test_person_ids = self._test_persons(test_persons, float(test_fraction))
-        self.train_videos = [v for v in self.manifest.videos if v.person_id not in self.test_person_ids]
-        self.test_videos = [v for v in self.manifest.videos if v.person_id in self.test_person_ids]
+        self.train_videos = [u for u in self.units if u.person_id not in self.test_person_ids]
+        self.test_videos = [u for u in self.units if u.person_id in self.test_person_ids]
+        self._units_by_id = {u.video_id: u for u in self.units}
+        self._by_id: dict[str, VideoRecord] | None = None
         self._reader: ShardReader | None = None
 
     # ---- facts
     @property
     def num_videos(self) -> int:
-        """Rows of D's W table: all videos of the manifest."""
-        return self.manifest.num_videos
+        """Rows of D's W table: all units of the manifest (videos; clips with ``unit=utterance``)."""
+        return len(self.units)
 
     @property
     def train_persons(self) -> list[str]:
@@ -541,22 +605,35 @@ class VoxCelebDataModule(pl.LightningDataModule):
             self._reader = ShardReader(self.manifest)
         return self._reader
 
-    def videos_of(self, person_id: str) -> list[VideoRecord]:
-        return [v for v in self.manifest.videos if v.person_id == person_id]
+    def videos_of(self, person_id: str) -> list[VideoUnit]:
+        return [u for u in self.units if u.person_id == person_id]
+
+    def unit_of(self, video_id: str) -> VideoUnit:
+        """The unit named ``video_id``, or the one-clip unit of a clip id (its row: its video's)."""
+        if video_id in self._units_by_id:
+            return self._units_by_id[video_id]
+        if self._by_id is None:
+            self._by_id = self.manifest.by_id()
+        rec = self._by_id.get(video_id)
+        if rec is None:
+            raise KeyError(f"{video_id!r} is neither a video nor a clip of {self.root}/manifest.json")
+        home = self._units_by_id[rec.video if self.unit == "video" else rec.video_id]
+        return VideoUnit(home.index, rec.video_id, rec.person_id, (rec,))
 
     def frames_of(self, video_id: str, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Stored frames of one video: uint8 ``(T, S, S, 3)`` and landmarks float32 ``(T, 68, 2)`` (S px).
+        """Stored frames of one video (all its clips end to end, in id order) or of one clip: uint8
+        ``(T, S, S, 3)`` and landmarks float32 ``(T, 68, 2)`` (S px).
 
-        ``indices``: positions among the stored frames (default all).
+        ``indices``: positions among those frames (default all).
         """
-        sample = self.reader.read(video_id)
-        positions = range(len(sample.frames)) if indices is None else indices
-        return _decode(sample, list(positions))
+        samples = [self.reader.read(c.video_id) for c in self.unit_of(video_id).clips]
+        positions = range(sum(len(s.frames) for s in samples)) if indices is None else indices
+        return decode_unit(samples, list(positions))
 
     def sample_of(self, video_id: str, indices: Sequence[int]) -> dict[str, Any]:
-        """A ``SampleDict`` of the given stored frame positions of one video (no augmentation)."""
+        """A ``SampleDict`` of the given frame positions of one video or clip (no augmentation)."""
         frames, lmk = self.frames_of(video_id, indices)
-        return make_sample(frames, lmk, self.manifest.by_id()[video_id], self.image_size)
+        return make_sample(frames, lmk, self.unit_of(video_id), self.image_size)
 
 
 class VoxCeleb1DataModule(VoxCelebDataModule):

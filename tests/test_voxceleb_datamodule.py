@@ -37,7 +37,7 @@ def test_samples_have_the_common_format(synthetic_shards):
     assert batch["landmarks"].shape == (2, 4, 68, 2) and batch["video_index"].dtype == torch.int64
     assert batch["frames"].min() >= -1 and batch["frames"].max() <= 1 and batch["landmark_images"].min() == -1
     for vid, idx, pid in zip(batch["video_id"], batch["video_index"], batch["person_id"]):
-        rec = dm.manifest.videos[int(idx)]
+        rec = dm.units[int(idx)]  # the W row of a video (person/youtube id)
         assert rec.video_id == vid and rec.person_id == pid != "id00004"
     val = next(iter(dm.val_dataloader()))
     assert set(val["person_id"]) == {"id00004"} and val["frames"].shape == (2, 4, 3, 48, 48)

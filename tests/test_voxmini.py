@@ -28,7 +28,8 @@ def test_all_of_voxmini_is_preprocessed_with_dlib(voxmini_shards):
     assert reasons["id90014/s13/00001"].startswith("face too small (")
     assert reasons["id90014/s13/00001"].endswith("< 80 px)")
     m = load_manifest(out)
-    assert m.num_videos == 26 and len(m.persons) == 13 and m.backend == "dlib" and m.image_size == 256
+    assert m.num_clips == 26 and len(m.persons) == 13 and m.backend == "dlib" and m.image_size == 256
+    assert m.num_videos == 13  # one YouTube video per person, 1-3 utterances each
     assert report.frames_written == sum(v.num_frames for v in m.videos) >= 26 * 12
 
 
@@ -67,7 +68,8 @@ def test_datamodule_streams_voxmini(voxmini_shards):
     out, _ = voxmini_shards
     dm = VoxCeleb2DataModule(out, K=8, image_size=256, batch_size=2, num_workers=0, test_fraction=0.2,
                              augment={"HorizontalFlip": {"p": 0.5}})
-    assert len(dm.test_persons) == 3 and dm.num_videos == 26
+    assert len(dm.test_persons) == 3 and dm.num_videos == 13  # W rows: videos, not the 26 utterances
+    assert max(len(u.clips) for u in dm.units) == 3
     batch = next(iter(dm.train_dataloader()))
     assert batch["frames"].shape == (2, 9, 3, 256, 256)
     assert not set(batch["person_id"]) & set(dm.test_persons)

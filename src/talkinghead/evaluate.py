@@ -1,9 +1,11 @@
 """``talkinghead evaluate``: the paper's Table 1 protocol on the held-out videos of a meta-learned model.
 
-For every T in ``T_values`` and every held-out video (the synthetic test identities, or the test persons of a
-shard folder): pick T source frames in the first half of the video, make an avatar with and without fine-tuning
-(FT / FF), render ``num_targets`` frames of the second half (disjoint from the sources, the same for every T) from
-their landmarks, and score them against the real frames with FID, SSIM and CSIM (``talkinghead.metrics``).
+For every T in ``T_values`` and every held-out video (the synthetic test identities' videos, or the videos of the
+test persons of a shard folder: with ``data.unit=video`` a VoxCeleb video is ``person/youtube id``, all its
+utterances end to end in id order): pick T source frames spread over the first half of the video's frames, make an
+avatar with and without fine-tuning (FT / FF), render ``num_targets`` frames spread over the second half (disjoint
+from the sources, the same for every T) from their landmarks, and score them against the real frames with FID,
+SSIM and CSIM (``talkinghead.metrics``). The paper takes the T frames and the hold-out frames from the same video.
 Prints a markdown table beside the paper's FIDs, writes it and a CSV atomically, saves example frames, and logs a
 W&B table when that logger is on.
 """
@@ -56,7 +58,8 @@ class Row:
 
 
 def held_out_videos(meta_cfg: DictConfig, data_root: str | None) -> list[str]:
-    """Video ids of the persons the model never saw in meta-learning."""
+    """Video ids of the persons the model never saw in meta-learning (VoxCeleb: the units of its ``data.unit``,
+    so with ``video`` every YouTube video of a test person, its utterances pooled)."""
     target = str(meta_cfg.data.get("_target_", ""))
     if target.endswith("SyntheticDataModule"):
         from talkinghead.shots import _synthetic_module
@@ -277,7 +280,7 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
     ft = f"{settings.epochs:g} epochs over the T frames" if settings.epochs is not None else f"{settings.steps} steps"
     footer = [
         f"checkpoint: {ckpt}; {len(videos)} held-out videos; {int(cfg.num_targets)} target frames each "
-        f"(second half of the video), T sources from the first half; FT: {ft}"
+        f"(second half of the video's frames, all its utterances), T sources from the first half; FT: {ft}"
     ]
     footer += [ff_note] if ff_note else []
     footer += [csim_note] if csim_note else []

@@ -4,15 +4,16 @@ An *id* names a person or one video of them:
 
 * a synthetic video or person id of the embedded population (``syn0035/v00``, ``syn0035``), rendered on the fly
   with the data config the meta-learned model was trained with;
-* a video or person id of a preprocessed shard folder (``id90007``, ``id90007/abc/00001``), read via its
-  ``manifest.json``;
+* a person, video or clip id of a preprocessed shard folder (``id90007``, ``id90007/abc`` = all utterances of
+  that video, ``id90007/abc/00001`` = one utterance), read via its ``manifest.json``;
 * a path to the user's own video file or folder of images: frames are decoded, landmarks detected, and the face
   cropped as ``make preprocess`` does;
 * one photo (the paper's one-shot case, paintings included) or a list of photos of one person: a single image
   file, several separated by spaces or commas (``"a.jpg b.png"``), a glob (``"photos/*.jpg"``) or a list
   (``[a.jpg, b.jpg]``). Each photo gets its own face crop (photos do not share a camera as video frames do).
 
-A person id pools the frames of all of that person's videos.  ``PersonFrames`` holds the addressable frames
+A person id pools the frames of all of that person's videos, a video id those of all its utterances (in id order,
+so the first half of its frames comes from its first utterances).  ``PersonFrames`` holds the addressable frames
 (``positions`` 0..N-1) and loads any subset of them at the model's resolution.
 """
 
@@ -169,12 +170,16 @@ def synthetic_frames(
 
 # ------------------------------------------------------------------------------------------------ shards
 def shard_frames(id_: str, manifest: Any, image_size: int) -> PersonFrames:
-    """Frames of a person or video of a preprocessed shard folder (``data_modules.shards.Manifest``)."""
+    """Frames of a person, video or clip of a preprocessed shard folder (``data_modules.shards.Manifest``): the
+    frames of its clips end to end, in id order."""
     from data_modules.shards import ShardReader
     from data_modules.voxceleb import make_sample
 
     by_id = manifest.by_id()
-    records = [by_id[id_]] if id_ in by_id else [v for v in manifest.videos if v.person_id == id_]
+    records = (
+        [by_id[id_]] if id_ in by_id
+        else [v for v in manifest.videos if v.video == id_] or [v for v in manifest.videos if v.person_id == id_]
+    )
     reader = ShardReader(manifest)
     index = [(r, i) for r in records for i in range(r.num_frames)]
 
@@ -440,7 +445,8 @@ def resolve(
             manifest = load_manifest(root)
         except FileNotFoundError as exc:
             raise UnknownIdError(f"cannot look up {id_!r}: {exc}") from exc
-        known = manifest.persons + [v.video_id for v in manifest.videos]
+        videos = list(dict.fromkeys(v.video for v in manifest.videos if v.video))
+        known = manifest.persons + videos + [v.video_id for v in manifest.videos]
         if id_ in known:
             return shard_frames(id_, manifest, image_size)
         where = f"{root}/manifest.json"

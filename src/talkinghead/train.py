@@ -153,7 +153,22 @@ def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
         shown = ", ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in diff[:3]) + (" ..." if len(diff) > 3 else "")
         raise ConfigError(f"{ckpt} was made with another model ({shown}): {fix}")
     if rows is not None and rows != num_videos:
+        old_unit = data_unit(saved.get("hyper_parameters", {}).get("config", {}).get("data") or {})
+        new_unit = data_unit(cfg.get("data") or {})
+        if old_unit and new_unit and old_unit != new_unit:
+            raise ConfigError(
+                f"{ckpt} has a W table made per {old_unit} ({rows} rows) but data.unit={new_unit} gives {num_videos}: "
+                f"use resume=false to start afresh (keeps the old checkpoints), or data.unit={old_unit} to go on "
+                "with it")
         raise ConfigError(f"{ckpt} has a W table of {rows} videos but the data has {num_videos}: {fix}")
+
+
+def data_unit(data_cfg: Any) -> str | None:
+    """What one W row is in a data config: ``video`` or ``utterance`` for the VoxCeleb DataModules (configs saved
+    before ``data.unit`` existed made one row per utterance), None for other data."""
+    if "VoxCeleb" not in str(data_cfg.get("_target_", "")):
+        return None
+    return str(data_cfg.get("unit") or "utterance")
 
 
 def check_config(cfg: DictConfig) -> None:
