@@ -64,6 +64,7 @@ from data_modules.shards import (
     write_shard,
 )
 from data_modules.sources import LAYOUTS, Clip, DecodeError, LayoutError, discover, read_clip
+from talkinghead.crop import crop_frame, face_track, landmarks_to_crop  # noqa: F401 - also this module's API
 
 LEDGER = "ledger.jsonl"
 CONFIG = "config.json"
@@ -145,68 +146,6 @@ class Report:
         else:
             lines.append("  finished: manifest.json is complete")
         return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------ face track + crop
-def _box(points: np.ndarray) -> np.ndarray:
-    """(68, 2) -> (x0, y0, x1, y1)."""
-    return np.array([points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()])
-
-
-def face_track(
-    landmarks: list[np.ndarray | None], cfg: PreprocessConfig
-) -> tuple[np.ndarray, np.ndarray, float] | str:
-    """One square crop box for a clip from its per-frame landmarks, or the reason to skip the clip.
-
-    ``landmarks``: per sampled frame a (68, 2) array or None. Returns ``(box (x0, y0, side) float, kept frame
-    positions int (M,), face width px)``. Frames whose face centre is more than half a face width from the
-    median centre are dropped (another person, a false detection).
-    """
-    n = len(landmarks)
-    found = [i for i, p in enumerate(landmarks) if p is not None]
-    if not found:
-        return f"no face found in any of {n} sampled frames"
-    boxes = np.stack([_box(landmarks[i]) for i in found])
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    widths = boxes[:, 2] - boxes[:, 0]
-    med_c, med_w = np.median(centres, axis=0), float(np.median(widths))
-    on_track = np.linalg.norm(centres - med_c, axis=1) <= 0.5 * max(med_w, 1.0)
-    kept = np.asarray(found)[on_track]
-    if len(kept) < max(cfg.min_frames, int(np.ceil(cfg.min_detected * n))):
-        return f"face found in only {len(kept)} of {n} sampled frames (need {cfg.min_detected:.0%})"
-    face_w = float(np.median(widths[on_track]))
-    if face_w < cfg.min_face:
-        return f"face too small ({face_w:.0f} px < {cfg.min_face} px)"
-    b = boxes[on_track]
-    x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
-    side = max(x1 - x0, y1 - y0) * (1.0 + cfg.margin)
-    cx, cy = (
-        (x0 + x1) / 2,
-        (y0 + y1) / 2 - 0.08 * side,
-    )  # landmarks stop at the brows: leave room for the head
-    return np.array([cx - side / 2, cy - side / 2, side]), kept, face_w
-
-
-def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """Square crop ``box`` (x0, y0, side) of uint8 (H, W, 3), padded black outside, resized to
-    (size, size, 3)."""
-    import cv2
-
-    x0, y0, side = (int(round(v)) for v in box)
-    h, w = frame.shape[:2]
-    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
-    if pad:
-        frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        x0, y0 = x0 + pad, y0 + pad
-    crop = frame[y0 : y0 + side, x0 : x0 + side]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)
-
-
-def landmarks_to_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """Map (68, 2) frame pixels into the (size x size) crop of ``box`` (x0, y0, side) as ``crop_frame``."""
-    x0, y0, side = (int(round(v)) for v in box)
-    return ((points - np.array([x0, y0], dtype=np.float32)) * (size / side)).astype(np.float32)
 
 
 def _relative_source(path: Path, src_root: Path) -> str:

@@ -53,7 +53,7 @@ def renders(name: str, heads, src, pts, box, size: int, ckpt: str | None):
     import cv2
 
     from data_modules.portraits import portrait
-    from data_modules.preprocess import crop_frame, landmarks_to_crop
+    from talkinghead.crop import crop_frame, landmarks_to_crop
 
     offset, painted = SCENES[name]
     if ckpt is None:
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from data_modules.portraits import portrait
-    from data_modules.preprocess import PreprocessConfig, face_track, landmarks_to_crop
+    from data_modules.preprocess import PreprocessConfig
+    from talkinghead.crop import face_track, landmarks_to_crop
     from data_modules.procedural_heads import SyntheticHeads
     from talkinghead.paste import crop_to_frame, face_mask, paste_back
 

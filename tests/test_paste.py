@@ -17,7 +17,8 @@ import torch
 
 from conftest import OracleDetector
 from data_modules.portraits import portrait
-from data_modules.preprocess import PreprocessConfig, crop_frame, face_track, landmarks_to_crop
+from data_modules.preprocess import PreprocessConfig
+from talkinghead.crop import crop_frame, face_track, landmarks_to_crop
 from data_modules.procedural_heads import SyntheticHeads
 from finetune_helpers import tiny_checkpoint
 from talkinghead.avatar import AvatarError, load_avatar

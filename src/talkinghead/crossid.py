@@ -310,7 +310,7 @@ def run_cross(
                 y = torch.stack([landmark_image_tensor(p, size) for p in points])
                 fake = fitted.render(y)
                 if paste is not None:  # full-frame output, scored on its face crop
-                    from data_modules.preprocess import crop_frame
+                    from talkinghead.crop import crop_frame
 
                     fn, frame, box, src_lms = paste
                     full = fn(to_uint8(fake), points, frame, box, src_lms)

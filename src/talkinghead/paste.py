@@ -1,7 +1,7 @@
 """Full-frame output: the rendered face crop pasted back into the avatar's own source frame.
 
 The avatar's face crop was cut from its source frame (the photo, or the first source frame of a video) by
-``data_modules.preprocess.crop_frame``: the square box ``(x0, y0, side)`` (integer pixels, padded black where it
+``talkinghead.crop.crop_frame``: the square box ``(x0, y0, side)`` (integer pixels, padded black where it
 leaves the image) resized to S x S.  Paste-back inverts that, frame by frame, with the box fixed (the avatar's
 box: it never follows the driver's head, so the face does not jump):
 
@@ -24,34 +24,14 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from talkinghead.crop import box_roi, crop_affine
+
 __all__ = ["crop_affine", "crop_to_frame", "face_mask", "match_colour", "paste_back", "paste_frames", "box_roi"]
 
 #: mask geometry, as fractions of the face's landmark-box size: hull grown by GROW, feathered by FEATHER (sigma)
 GROW = 0.04
 FEATHER = 0.06
 FOREHEAD = 0.18  # the brows are raised by this much of the face height to cover the forehead's lower part
-
-
-def _int_box(box: np.ndarray | Iterable[float]) -> tuple[int, int, int]:
-    x0, y0, side = (int(round(float(v))) for v in box)
-    return x0, y0, side
-
-
-def box_roi(box: np.ndarray | Iterable[float], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """The part of the frame (H, W) the crop box covers: (rx0, ry0, rx1, ry1), clipped to the image."""
-    x0, y0, side = _int_box(box)
-    h, w = shape[:2]
-    return max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
-
-
-def crop_affine(box: np.ndarray | Iterable[float], size: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """(2, 3) affine map of crop pixels -> frame pixels (relative to ``origin``), the inverse of ``crop_frame``'s
-    resize (pixel centres: ``x = (u + 0.5) side / S - 0.5 + x0``)."""
-    x0, y0, side = _int_box(box)
-    a = side / size
-    return np.array(
-        [[a, 0.0, 0.5 * a - 0.5 + x0 - origin[0]], [0.0, a, 0.5 * a - 0.5 + y0 - origin[1]]], dtype=np.float64
-    )
 
 
 def crop_to_frame(

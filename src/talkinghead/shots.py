@@ -231,7 +231,7 @@ class FaceTrack:
 
     def crops(self, frames: np.ndarray, rows: Any = None) -> np.ndarray:
         """uint8 (N, size, size, 3): ``frames`` (the clip's, or ``rows`` of them) cropped and resized."""
-        from data_modules.preprocess import crop_frame
+        from talkinghead.crop import crop_frame
 
         rows = range(len(frames)) if rows is None else rows
         return np.stack([crop_frame(frames[i], self.box, self.size) for i in rows])
@@ -241,7 +241,8 @@ def track_faces(frames: np.ndarray, detector: Any, size: int, source: str = "vid
     """Detect landmarks, fit one square box around the face track (as preprocessing does), map the landmarks into
     its ``size``² crop.  A frame without an (on-track) face holds the last good landmarks (the first good ones
     before the first detection).  No usable face -> NoFaceError."""
-    from data_modules.preprocess import PreprocessConfig, face_track, landmarks_to_crop
+    from data_modules.preprocess import PreprocessConfig
+    from talkinghead.crop import face_track, landmarks_to_crop
 
     detected = detector.detect(frames)
     cfg = PreprocessConfig(size=size, min_face=1, min_detected=0.0, min_frames=1)
