@@ -39,11 +39,11 @@ def _checkout_untouched():
 @pytest.fixture(autouse=True)
 def _hermetic(tmp_path_factory, monkeypatch):
     """Each test runs in an empty working folder, so relative defaults (``runs/``, ``weights/``, ``run_dir:
-    runs/embedded``) never find the user's runs or weights; weights come from an empty folder unless the test
-    points elsewhere."""
+    runs/embedded``, ``weights/``) never find the user's runs or weights; a user's $TALKINGHEAD_WEIGHTS is
+    dropped, so weights come from that empty folder's ``weights/`` unless the test points elsewhere."""
     cwd = tmp_path_factory.mktemp("cwd")
     monkeypatch.chdir(cwd)
-    monkeypatch.setenv("TALKINGHEAD_WEIGHTS", str(cwd / "weights"))
+    monkeypatch.delenv("TALKINGHEAD_WEIGHTS", raising=False)
     monkeypatch.delenv("TALKINGHEAD_CONFIG_DIR", raising=False)
     yield cwd
 

@@ -190,16 +190,16 @@ def test_augmentation_moves_landmarks_with_the_frame():
 def test_hydra_configs_instantiate(synthetic_shards, monkeypatch):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+
+    from talkinghead.config import compose
 
     root, _ = synthetic_shards
     for name, cls in (("vox1", VoxCeleb1DataModule), ("vox2", VoxCeleb2DataModule)):
-        data = OmegaConf.load(REPO / "experiments" / "data" / f"{name}.yaml")
-        cfg = OmegaConf.create({"K": 2, "seed": 0, "model": {"image_size": 32}, "data": data})
+        overrides = [f"data={name}", "K=2", "seed=0", "model.image_size=32"]  # the real configs, composed
         monkeypatch.delenv("DATA_ROOT", raising=False)
         with pytest.raises(InstantiationException, match=f"data.root is not set.*DATA={name}"):
-            instantiate(cfg.data)  # Hydra wraps the DataRootError, keeping its message
+            instantiate(compose("meta_learn", overrides).data)  # Hydra wraps the DataRootError, keeping its message
         monkeypatch.setenv("DATA_ROOT", str(root))
-        dm = instantiate(cfg.data, num_workers=0)
+        dm = instantiate(compose("meta_learn", overrides).data, num_workers=0)
         assert isinstance(dm, cls) and dm.K == 2 and dm.image_size == 32 and dm.num_videos == 8
         assert dm.augment == {}, "the paper uses no augmentation: off by default"

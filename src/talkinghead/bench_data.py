@@ -30,7 +30,7 @@ import numpy as np
 
 from data_modules.preprocess import PreprocessConfig, Report as PreprocessReport, preprocess
 from data_modules.voxceleb import VoxCeleb2DataModule
-from talkinghead.config import REPO_ROOT, config_dir
+from talkinghead.config import REPO_ROOT, compose
 
 
 
@@ -38,7 +38,7 @@ def vox2_augment() -> dict[str, Any]:
     """The augmentation of experiments/data/vox2.yaml (what training uses)."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(config_dir() / "data" / "vox2.yaml").augment)
+    return OmegaConf.to_container(compose("meta_learn", ["data=vox2"]).data.augment)
 
 
 class KnownLandmarks:

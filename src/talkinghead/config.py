@@ -39,7 +39,7 @@ def config_dir() -> Path:
 
 def group_options(group: str) -> list[str]:
     """Names of the options of a config group (``experiment`` -> ``['embedded', 'vox1_paper', ...]``)."""
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))  # _base
 
 
 def groups() -> list[str]:
