@@ -56,6 +56,7 @@ def test_the_average_is_the_ema_of_the_trained_weights_per_iteration(tmp_path: P
     assert not torch.allclose(data["state_dict"][name], expected)
     assert not any(k.startswith("discriminator.") for k in saved["state_dict"]), "D is not averaged (FSTH)"
     assert any(k.startswith("embedder.") for k in saved["state_dict"])
+    assert not any("WeightAverage" in k for k in data.get("callbacks", {})), "the average is stored once"
 
 
 def test_resuming_continues_the_saved_average(tmp_path: Path) -> None:

@@ -100,7 +100,8 @@ def model_fingerprint(model_config: Mapping[str, Any], generator_state: Mapping[
     for name in sorted(generator_state):
         t = generator_state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape: a checkpoint's channels-last 1x1 kernels count as contiguous with a last stride != 1
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -176,10 +177,12 @@ def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
             ) from exc
         net.eval()
     embedder, generator, discriminator = nets
-    fp = model_fingerprint(OmegaConf.to_container(cfg.model, resolve=True), generator.state_dict())
     trained_g = None
-    if averaged is not None:
+    g_state = dict(generator.state_dict())
+    if averaged is not None:  # both generators make an avatar (FT starts from the trained one): both are its model
         trained_g = {k[len("generator.") :]: v for k, v in trained.items() if k.startswith("generator.")}
+        g_state.update({f"trained.{k}": v for k, v in trained_g.items()})
+    fp = model_fingerprint(OmegaConf.to_container(cfg.model, resolve=True), g_state)
     return MetaLearned(path, cfg, embedder, generator, discriminator, fp, averaged is not None, trained_g)
 
 

@@ -267,7 +267,9 @@ def fit_avatar(
             generator=torch.Generator().manual_seed(settings.seed),
         )
         loader = DataLoader(FewShotFrames(x, y), batch_size=bs, sampler=sampler, drop_last=True)
-        average = None if settings.average_decay is None else WeightAverage(settings.average_decay, ("generator", "psi"))
+        average = None
+        if settings.average_decay is not None:  # FSTH: the avatar is the running average of G and psi'
+            average = WeightAverage(settings.average_decay, ("generator", "psi"))
         callbacks: list[pl.Callback] = [cb for cb in (average,) if cb is not None]
         if on_step is not None:
             callbacks.append(_StepReport(on_step, num_steps))

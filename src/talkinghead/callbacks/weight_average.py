@@ -43,7 +43,7 @@ def _parts(pl_module: nn.Module, names: Sequence[str]) -> _Holder:
 class WeightAverage(pl.Callback):
     """EMA of ``pl_module.<name>`` for ``names`` (decay ``decay``), updated after every generator update.
 
-    ``average`` (an ``AveragedModel``) exists once training starts; ``state_dict()`` gives the averaged tensors
+    ``average`` (an ``AveragedModel``) exists once training starts; ``average_state()`` gives the averaged tensors
     under the module's keys.  A module with an ``iteration`` property (manual optimisation: one batch = one G
     update and ``d_steps_per_g`` D updates) is averaged once per batch.
     """
@@ -69,8 +69,10 @@ class WeightAverage(pl.Callback):
         self.average.update_parameters(_parts(pl_module, self.names))
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """The averaged tensors under the module's keys (``embedder.…``), plus ``decay`` and ``n_averaged``."""
+    def average_state(self) -> dict[str, Any]:
+        """The averaged tensors under the module's keys (``embedder.…``), plus ``decay`` and ``n_averaged``.
+
+        (Not ``Callback.state_dict``: Lightning would store the tensors a second time, under ``callbacks``.)"""
         assert self.average is not None, "no average before training starts"
         sd = {k[len("module."):]: v.detach().clone() for k, v in self.average.state_dict().items()
               if k.startswith("module.")}
@@ -82,11 +84,15 @@ class WeightAverage(pl.Callback):
         sd["n_averaged"] = torch.tensor(int(saved["n_averaged"]), dtype=torch.long)
         self.average.load_state_dict(sd)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         if self.average is not None:
-            checkpoint[CHECKPOINT_KEY] = self.state_dict()
+            checkpoint[CHECKPOINT_KEY] = self.average_state()
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         # resuming: the trained weights come from state_dict (Lightning), the average from here; a checkpoint
         # without one starts the average afresh from the resumed weights
         self._pending = checkpoint.get(CHECKPOINT_KEY)
