@@ -270,7 +270,7 @@ def fit_avatar(
         average = None
         if settings.average_decay is not None:  # FSTH: the avatar is the running average of G and psi'
             average = WeightAverage(settings.average_decay, ("generator", "psi"))
-        callbacks: list[pl.Callback] = [cb for cb in (average,) if cb is not None]
+        callbacks: list[pl.Callback] = [] if average is None else [average]
         if on_step is not None:
             callbacks.append(_StepReport(on_step, num_steps))
         with quiet_lightning():
