@@ -215,18 +215,41 @@ def test_epochs_count_passes_over_the_T_frames() -> None:
     assert FineTuneSettings.from_config({"steps": 40, "epochs": None, "batch_size": 4}).steps_for(32) == 40
 
 
-def test_finetune_defaults_agree_with_finetune_yaml_and_the_paper() -> None:
-    """FineTuneSettings() and experiments/finetune.yaml give the same settings: the paper's (Sec. 4) learning
-    rates and two D steps per G step, FSTH's Adam betas/eps, 40 epochs over the T frames."""
-    from omegaconf import OmegaConf
+SETTINGS = ("steps", "epochs", "optimizer", "lr_g", "lr_d", "betas", "eps", "d_steps_per_g", "average_decay",
+            "batch_size", "loss_weights", "seed", "device")
 
+
+def test_finetune_defaults_agree_with_the_one_fine_tuning_config_and_fsth() -> None:
+    """FineTuneSettings(), `make finetune` and `make evaluate` read the same settings (experiments/finetuning/
+    paper.yaml): FSTH's RAdam at 5e-4 / 8e-4 for ~560 iterations, averaged at 0.972, the paper's two D steps."""
+    from talkinghead.config import compose
     from talkinghead.fewshot import FineTuneSettings
 
-    yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments" / "finetune.yaml")
-    from_yaml, default = FineTuneSettings.from_config(yaml), FineTuneSettings()
-    for key in ("steps", "lr_g", "lr_d", "betas", "eps", "d_steps_per_g", "batch_size", "epochs", "seed"):
-        assert getattr(from_yaml, key) == getattr(default, key), key
-    assert (default.lr_g, default.lr_d, default.d_steps_per_g, default.betas) == (5e-5, 2e-4, 2, (0.0, 0.999))
+    finetune = FineTuneSettings.from_config(compose("finetune", ["id=x"]))
+    evaluate = FineTuneSettings.from_config(compose("evaluate").finetune)
+    default = FineTuneSettings()
+    for key in SETTINGS:
+        assert getattr(finetune, key) == getattr(default, key) == getattr(evaluate, key), key
+    assert (default.optimizer, default.lr_g, default.lr_d) == ("radam", 5e-4, 8e-4)
+    assert (default.steps, default.epochs) == (560, None)
+    assert (default.d_steps_per_g, default.betas, default.average_decay) == (2, (0.0, 0.999), 0.972)
+
+
+def test_one_change_to_the_fine_tuning_config_reaches_both_stages(tmp_path) -> None:
+    """No copy to forget: editing experiments/finetuning/paper.yaml changes `make finetune` and `make evaluate`."""
+    import shutil
+
+    from talkinghead.config import compose
+
+    configs = tmp_path / "experiments"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "experiments", configs)
+    recipe = configs / "finetuning" / "paper.yaml"
+    recipe.write_text(recipe.read_text().replace("lr_g: 5.0e-4", "lr_g: 7.0e-4"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TALKINGHEAD_CONFIG_DIR", str(configs))
+        assert compose("finetune", ["id=x"]).lr_g == 7e-4 == compose("evaluate").finetune.lr_g
+        assert compose("finetune", ["id=x", "lr_g=1e-3"]).lr_g == 1e-3, "command-line overrides still win"
+        assert compose("evaluate", ["finetune.lr_g=1e-3"]).finetune.lr_g == 1e-3
 
 
 def test_fine_tuning_prints_no_lightning_banner_and_reports_each_step(ckpt, shots, capfd) -> None:

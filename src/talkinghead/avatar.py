@@ -100,7 +100,8 @@ def model_fingerprint(model_config: Mapping[str, Any], generator_state: Mapping[
     for name in sorted(generator_state):
         t = generator_state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape: a checkpoint's channels-last 1x1 kernels count as contiguous with a last stride != 1
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -110,7 +111,13 @@ def _model_summary(model_cfg: Mapping[str, Any]) -> str:
 
 @dataclass
 class MetaLearned:
-    """A meta-learned model loaded from a Lightning checkpoint (networks in eval mode, on the CPU)."""
+    """A meta-learned model loaded from a Lightning checkpoint (networks in eval mode, on the CPU).
+
+    ``embedder`` and ``generator`` hold the checkpoint's running average of the weights when it has one
+    (``averaged``; ``talkinghead.callbacks.weight_average``), the discriminator its trained weights (it is not
+    averaged).  ``trained_generator_state``: the generator's trained (not averaged) weights, which fine-tuning starts
+    from as FSTH's does; None when the checkpoint has no average (the generator then holds the trained weights).
+    """
 
     path: Path
     config: DictConfig
@@ -118,14 +125,21 @@ class MetaLearned:
     generator: Any
     discriminator: Any
     fingerprint: str
+    averaged: bool = False
+    trained_generator_state: dict[str, torch.Tensor] | None = None
 
     @property
     def image_size(self) -> int:
         return int(self.config.model.image_size)
 
 
-def load_meta_learned(ckpt: str | Path) -> MetaLearned:
-    """Rebuild E, G and D from the config saved in a meta-learning checkpoint and load their weights."""
+def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
+    """Rebuild E, G and D from the config saved in a meta-learning checkpoint and load their weights.
+
+    ``average``: E and G from the checkpoint's running average of the weights when it holds one (FSTH's
+    ``drive.py`` and fine-tuning do so); False, or a checkpoint without one: the trained weights.
+    """
+    from talkinghead.callbacks.weight_average import averaged_state
     from talkinghead.train import build_networks
 
     path = Path(ckpt)
@@ -138,6 +152,10 @@ def load_meta_learned(ckpt: str | Path) -> MetaLearned:
         raise CheckpointError(f"{path} is not a talkinghead meta-learning checkpoint (no config/state_dict)")
     cfg = OmegaConf.create(config)
     state = data["state_dict"]
+    trained = state
+    averaged = averaged_state(data) if average else None
+    if averaged is not None:
+        state = averaged
     from talkinghead.nets.discriminator import num_videos_in_state
 
     try:
@@ -159,8 +177,13 @@ def load_meta_learned(ckpt: str | Path) -> MetaLearned:
             ) from exc
         net.eval()
     embedder, generator, discriminator = nets
-    fp = model_fingerprint(OmegaConf.to_container(cfg.model, resolve=True), generator.state_dict())
-    return MetaLearned(path, cfg, embedder, generator, discriminator, fp)
+    trained_g = None
+    g_state = dict(generator.state_dict())
+    if averaged is not None:  # both generators make an avatar (FT starts from the trained one): both are its model
+        trained_g = {k[len("generator.") :]: v for k, v in trained.items() if k.startswith("generator.")}
+        g_state.update({f"trained.{k}": v for k, v in trained_g.items()})
+    fp = model_fingerprint(OmegaConf.to_container(cfg.model, resolve=True), g_state)
+    return MetaLearned(path, cfg, embedder, generator, discriminator, fp, averaged is not None, trained_g)
 
 
 # ------------------------------------------------------------------------------------------------ avatars

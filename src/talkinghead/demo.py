@@ -477,7 +477,7 @@ def build_app(demo: Demo) -> Any:
                     mode = gr.Radio(["FT", "FF"], value="FT", label="FT: fine-tune G and D on the T frames; "
                                     "FF: feed-forward, ψ' = P ê (no training)")
                     epochs = gr.Number(value=cfg.default_epochs, minimum=1, maximum=400,
-                                       label="fine-tuning epochs over the T frames (FT; paper: 40)")
+                                       label="fine-tuning epochs over the T frames (FT; make finetune: 560 steps, FSTH)")
                     make = gr.Button("Make avatar", variant="primary", elem_id="make-avatar")
             avatar_status = gr.Markdown(elem_id="avatar-status")
             chosen = gr.Gallery(label="Chosen frames with their detected landmarks", columns=8, height="auto",

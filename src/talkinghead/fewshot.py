@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 
 from talkinghead.avatar import Avatar, MetaLearned, generator_delta
+from talkinghead.callbacks.weight_average import WeightAverage
 from talkinghead.errors import ConfigError
 from talkinghead.landmarks.adapt import neutral_index
 from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
@@ -36,13 +37,17 @@ from talkinghead.speed import Speed
 MODES = ("FT", "FF")
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}
+
+
 @dataclass
 class FineTuneSettings:
-    """Optimisation settings of fine-tuning (``experiments/finetune.yaml``)."""
+    """Optimisation settings of fine-tuning: ``experiments/finetuning/<recipe>.yaml``, which ``make finetune`` and
+    ``make evaluate`` both compose; these defaults are ``finetuning/paper.yaml``'s (a test holds them equal)."""
 
-    steps: int = 40
-    lr_g: float = 5e-5  # paper "Implementation details" (the meta-learning rates; vt fine-tunes with them too)
-    lr_d: float = 2e-4
+    steps: int = 560  # FSTH (configs/finetuning-base.yaml: "Need about 560 iterations")
+    lr_g: float = 5e-4  # FSTH's fine-tuning rates (lr_gen / lr_dis); the paper gives none for fine-tuning
+    lr_d: float = 8e-4
     betas: tuple[float, float] = (0.0, 0.999)  # the authors' FSTH code (beta1 = 0, eps = 1e-5)
     eps: float = 1e-5
     d_steps_per_g: int = 2  # paper "Implementation details": two D updates per G update
@@ -50,7 +55,9 @@ class FineTuneSettings:
     loss_weights: Mapping[str, float] | None = None  # None: the meta-learning run's weights
     seed: int = 0
     device: str = "auto"
-    epochs: float | None = 40  # steps = epochs x T / batch (the paper counts fine-tuning in epochs); None: steps
+    epochs: float | None = None  # when set: steps = epochs x T / batch; None: ``steps``
+    optimizer: str = "radam"  # FSTH: RAdam (adam | radam, torch.optim's)
+    average_decay: float | None = 0.972  # FSTH: G and psi' are averaged at 0.972 while fine-tuning; None: off
     speed: Speed = field(default_factory=Speed)  # fast path (default) or Speed.plain(); compile auto = off here
 
     def steps_for(self, T: int) -> int:
@@ -69,9 +76,9 @@ class FineTuneSettings:
         weights = cfg.get("loss_weights")
         speed = speed if speed is not None else cfg.get("speed")
         s = cls(
-            steps=int(cfg.get("steps", 40)),
-            lr_g=float(cfg.get("lr_g", 5e-5)),
-            lr_d=float(cfg.get("lr_d", 2e-4)),
+            steps=int(cfg.get("steps", 560)),
+            lr_g=float(cfg.get("lr_g", 5e-4)),
+            lr_d=float(cfg.get("lr_d", 8e-4)),
             betas=tuple(cfg.get("betas", (0.0, 0.999))),
             eps=float(cfg.get("eps", 1e-5)),
             d_steps_per_g=int(cfg.get("d_steps_per_g", 2)),
@@ -79,7 +86,9 @@ class FineTuneSettings:
             loss_weights=None if weights is None else {k: float(v) for k, v in dict(weights).items()},
             seed=int(cfg.get("seed", 0)),
             device=str(cfg.get("device", "auto")),
-            epochs=None if cfg.get("epochs", 40) is None else float(cfg.get("epochs", 40)),
+            epochs=None if cfg.get("epochs") is None else float(cfg.get("epochs")),
+            optimizer=str(cfg.get("optimizer", "radam")).lower(),
+            average_decay=None if cfg.get("average_decay") is None else float(cfg.get("average_decay")),
             speed=Speed.from_config(speed),
         )
         s.check()
@@ -94,6 +103,10 @@ class FineTuneSettings:
             raise ConfigError(
                 f"batch_size and d_steps_per_g must be >= 1, got {self.batch_size}, {self.d_steps_per_g}"
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.average_decay is not None and not 0.0 <= self.average_decay < 1.0:
+            raise ConfigError(f"average_decay must be in [0, 1) (or null: no average), got {self.average_decay}")
         if self.loss_weights is not None:
             unknown = set(self.loss_weights) - set(GENERATOR_TERMS)
             if unknown:
@@ -212,37 +225,40 @@ def fit_avatar(
 
     speed = settings.speed.resolve(device, long_run=False)  # minutes at most: compile only when asked for
     speed.apply_process()
-    psi0 = initial_psi(meta.generator, e_new)
+    psi0 = initial_psi(meta.generator, e_new)  # FF's psi' = P e_new (the averaged G's P when there is an average)
+    meta.generator.to(device)
+    before = l1(meta.generator, psi0)
+    meta.generator.cpu()
     num_steps = settings.steps_for(T)
     if mode == "FF" or num_steps == 0:
         generator = meta.generator
         psi, w_prime = psi0, initial_w(meta.discriminator, e_new)
-        generator.to(device)
-        before = after = l1(generator, psi)
-        generator.cpu()
+        after = before
         delta: dict[str, torch.Tensor] = {}
         steps = 0
     else:
         weights, content = _loss_terms(meta, settings)
         generator = copy.deepcopy(meta.generator)
+        if meta.trained_generator_state is not None:
+            # FSTH fine-tunes the trained G (and D) and averages it while doing so; e_new came from the averaged E
+            generator.load_state_dict(meta.trained_generator_state)
+        opt = OPTIMIZERS[settings.optimizer]
+        impl = speed.optimizer_kwargs()
+        if opt is not torch.optim.Adam and impl.pop("fused", False):  # RAdam has no fused kernel: foreach instead
+            impl["foreach"] = True
         module = FineTuningModule(
             generator,
             copy.deepcopy(meta.discriminator),
             e_new,
             weights,
-            optimizer_g=partial(torch.optim.Adam, lr=settings.lr_g, betas=settings.betas, eps=settings.eps,
-                                **speed.optimizer_kwargs()),
-            optimizer_d=partial(torch.optim.Adam, lr=settings.lr_d, betas=settings.betas, eps=settings.eps,
-                                **speed.optimizer_kwargs()),
+            optimizer_g=partial(opt, lr=settings.lr_g, betas=settings.betas, eps=settings.eps, **impl),
+            optimizer_d=partial(opt, lr=settings.lr_d, betas=settings.betas, eps=settings.eps, **impl),
             d_steps_per_g=settings.d_steps_per_g,
             content_loss=content,
             channels_last=speed.channels_last,
         )
         speed.prepare(module.generator, module.discriminator, content)
         module.train()
-        generator.eval().to(device)
-        before = l1(generator, psi0)
-        generator.train().cpu()
         bs = min(settings.batch_size, T) if T > 1 else 1
         sampler = RandomSampler(
             FewShotFrames(x, y),
@@ -251,6 +267,12 @@ def fit_avatar(
             generator=torch.Generator().manual_seed(settings.seed),
         )
         loader = DataLoader(FewShotFrames(x, y), batch_size=bs, sampler=sampler, drop_last=True)
+        average = None
+        if settings.average_decay is not None:  # FSTH: the avatar is the running average of G and psi'
+            average = WeightAverage(settings.average_decay, ("generator", "psi"))
+        callbacks: list[pl.Callback] = [] if average is None else [average]
+        if on_step is not None:
+            callbacks.append(_StepReport(on_step, num_steps))
         with quiet_lightning():
             trainer = pl.Trainer(
                 accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -266,11 +288,17 @@ def fit_avatar(
                 log_every_n_steps=max(1, min(10, num_steps)),
                 num_sanity_val_steps=0,
                 limit_val_batches=0,
-                callbacks=[_StepReport(on_step, num_steps)] if on_step is not None else None,
+                callbacks=callbacks,
             )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(settings.seed)
                 trainer.fit(module, loader)
+        if average is not None:  # the avatar is the running average of G and psi' (FSTH's drive.py renders it)
+            assert average.average is not None
+            averaged = average.average.module
+            generator.load_state_dict(averaged.generator.state_dict())
+            with torch.no_grad():
+                module.psi.copy_(averaged.psi)
         generator.eval()
         psi = module.psi.detach().cpu()
         w_prime = module.w_prime.detach().cpu()

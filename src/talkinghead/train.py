@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from talkinghead.callbacks.metrics import MetricsCallback
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
+from talkinghead.callbacks.weight_average import WeightAverage
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
 from talkinghead.speed import Speed
@@ -294,6 +295,7 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         ResumeHint(str(last)),
         MetricsCallback(int(cb.metrics_every_n_iterations), int(cb.metrics_max_batches),
                         OmegaConf.to_container(cb.metrics, resolve=True)),
+        *weight_average(cb),
         *(extra_callbacks or []),
     ]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -316,6 +318,14 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         enable_model_summary=False,
     )
     return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples, speed)
+
+
+def weight_average(cb: DictConfig) -> list[pl.Callback]:
+    """The running average of E and G (``callbacks.weight_average``; FSTH's, see ``WeightAverage``), or none."""
+    wa = cb.get("weight_average")
+    if wa is None or not wa.get("enabled", True):
+        return []
+    return [WeightAverage(float(wa.decay))]
 
 
 def make_trainer(trainer_cfg: dict[str, Any], **kwargs: Any) -> pl.Trainer:
