@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, synthetic_heads
+from conftest import synthetic_heads
 
 from data_modules.shards import Manifest, VideoRecord
 from data_modules.voxceleb import (
