@@ -31,13 +31,14 @@ def server(tmp_path_factory):
     tiny_checkpoint(root / "runs" / "tiny")
     demo = Demo(DemoConfig(runs_dir=root / "runs", avatars_dir=root / "runs" / "avatars",
                            evaluate_dir=root / "runs" / "evaluate", detector=demo_helpers.detector(),
-                           session_root=root / "sessions", default_epochs=2))
+                           temp_base=root / "tmp", default_epochs=2))
     app = build_app(demo)
     port = free_port()
     launch(app, demo, port=port, block=False)
     client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
     yield demo, client, root
     app.close()
+    demo.close()
 
 
 def make(client, video=None, photos=None, held="", T=4, mode="FT", epochs=2):
@@ -60,13 +61,19 @@ def test_a_video_makes_an_ft_avatar_that_drives(server, tmp_path) -> None:
     import av
 
     demo, client, root = server
-    status, chosen, compare, preview, choice = make(client, video=demo_helpers.write_video("person", tmp_path / "p.mp4"))
+    status, chosen, compare, preview, choice, avatar_file = make(
+        client, video=demo_helpers.write_video("person", tmp_path / "p.mp4"))
     assert "saved (FT, T=4, " in status, status
     assert len(chosen) == 4 and [c["caption"] for c in compare[:3]] == ["FF 1", "FT 1", "real 1"]
     assert preview and Path(preview).is_file()
     name = choice["value"]
-    assert (root / "runs" / "avatars" / name / "avatar.pt").is_file(), "saved where make finetune saves"
-    assert (root / "runs" / "avatars" / name / "samples.png").is_file()
+    saved = list(demo.server.sessions.glob(f"*/avatars/{name}"))
+    assert len(saved) == 1 and (saved[0] / "avatar.pt").is_file() and (saved[0] / "samples.png").is_file()
+    assert Path(avatar_file).name == "avatar.pt" and Path(avatar_file).read_bytes() == (saved[0] / "avatar.pt").read_bytes()
+    assert not (root / "runs" / "avatars").exists(), "nothing goes to runs/avatars unasked"
+    kept = client.predict(name, api_name="/keep")
+    assert f"Kept on the server as `{name}`" in kept and (root / "runs" / "avatars" / name / "avatar.pt").is_file()
+    assert f"`{name}-2`" in client.predict(name, api_name="/keep"), "keeping again makes a new folder"
 
     status, video, download = drive(client, name, video=demo_helpers.write_video("driver", tmp_path / "d.mp4"))
     assert "frames/s" in status and "**10 frames**" in status, status
@@ -89,7 +96,7 @@ def test_photos_make_an_ff_avatar(server, tmp_path) -> None:
     for i in (0, 5, 9):
         photos.append(tmp_path / f"me{i}.png")
         Image.fromarray(frames[i]).save(photos[-1])
-    status, chosen, compare, _, _ = make(client, photos=photos, T=3, mode="FF")
+    status, chosen, compare, *_ = make(client, photos=photos, T=3, mode="FF")
     assert "saved (FF, T=3, 0 fine-tuning steps" in status, status
     assert len(chosen) == 3 and "all 3 frames were used" in status
     assert [c["caption"] for c in compare[:2]] == ["FF 1", "real 1"]
@@ -104,20 +111,24 @@ def test_held_out_person_by_id(server) -> None:
 def test_bad_input_shows_one_line_and_the_server_stays_up(server, tmp_path) -> None:
     demo, client, root = server
     status, chosen, *_ = make(client, photos=[demo_helpers.no_face_photo(tmp_path / "wall.png")], T=1)
-    assert status.startswith("**Error:** no usable face in your photos") and "\n" not in status and chosen == [], status
+    assert status.startswith("**Error:** no usable face in wall.png") and "\n" not in status and chosen == [], status
     assert str(root) not in status, "the page names no server folder"
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video")
     status, *_ = make(client, video=bad)
-    assert status.startswith("**Error:** cannot read") and "Traceback" not in status, status
+    assert status.startswith("**Error:** cannot read broken.mp4: not a readable video (") and "'" not in status, status
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    status, *_ = make(client, photos=[demo_helpers.no_face_photo(tmp_path / "ok.png"), text], T=1)
+    assert status == "**Error:** notes.png: not a readable image", "the bad one of several photos is named"
     status, *_ = make(client)
     assert status == "**Error:** give 1-32 photos, a video, or pick a held-out person"
     from conftest import write_mp4
 
     grey = tmp_path / "grey.mp4"
     write_mp4(grey, np.full((6, 64, 64, 3), 120, np.uint8))
-    name = demo.saved_avatars()[0]
-    status, video, _ = drive(client, name, video=grey)
+    _, _, _, _, choice, _ = make(client, held=demo.held_out[1], T=1, mode="FF")
+    status, video, _ = drive(client, choice["value"], video=grey)
     assert status.startswith("**Error:** no usable face") and video is None, status
     status, *_ = make(client, held=demo.held_out[1], T=1, mode="FF")
     assert "saved" in status, "the server must keep working after errors"
@@ -125,7 +136,9 @@ def test_bad_input_shows_one_line_and_the_server_stays_up(server, tmp_path) -> N
 
 def test_names_that_are_paths_are_refused(server, tmp_path) -> None:
     demo, client, root = server
-    avatars = root / "runs" / "avatars"
+    status, *_ = demo.make_avatar(None, None, demo.held_out[0], 1, "FF", 1)  # the "local" session (no request)
+    assert "saved" in status, status
+    avatars = demo.session_avatars(None)
     outside = tmp_path / "elsewhere"
     shutil.copytree(avatars / demo.saved_avatars()[0], outside)
     os.symlink(outside, avatars / "linked")
@@ -158,13 +171,15 @@ def test_uploads_outside_the_upload_folders_are_refused(tmp_path) -> None:
 
 
 def test_missing_checkpoint_is_one_message_on_the_page(tmp_path) -> None:
-    demo = Demo(DemoConfig(runs_dir=tmp_path / "runs", avatars_dir=tmp_path / "av", session_root=tmp_path / "s"))
+    demo = Demo(DemoConfig(runs_dir=tmp_path / "runs", avatars_dir=tmp_path / "av", temp_base=tmp_path / "s"))
     assert demo.meta is None and "no meta-learned checkpoint" in demo.model_error
     build_app(demo)  # the page still builds (and says so in its banner)
     status, *_ = demo.make_avatar(None, None, "syn0001/v00", 1, "FF", 1)
-    assert status.startswith("**Error:** no meta-learned checkpoint") and "\n" not in status
+    assert status.startswith("**Error:** no meta-learned checkpoint")
+    demo.close() and "\n" not in status
     status, *_ = demo.drive("x", None, "", "auto")
     assert status.startswith("**Error:** no meta-learned checkpoint")
+    demo.close()
 
 
 def test_runs_tab_lists_sample_grids_and_loss_curves(server) -> None:
@@ -219,7 +234,7 @@ def test_two_users_at_once_wait_their_turn_and_get_their_own_videos(server, tmp_
     def user(n: int) -> None:
         try:
             me = gradio_client.Client(client.src, verbose=False)  # a browser session of its own
-            status, _, _, _, choice = make(me, held=demo.held_out[n % 2], T=1, mode="FF")
+            status, _, _, _, choice, _ = make(me, held=demo.held_out[n % 2], T=1, mode="FF")
             assert "saved" in status, status
             results[n] = drive(me, choice["value"], video=clips[n])
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -236,7 +251,7 @@ def test_two_users_at_once_wait_their_turn_and_get_their_own_videos(server, tmp_
         assert f"**{n} frames**" in status, status
         with av.open(video) as c:
             assert sum(1 for _ in c.decode(video=0)) == n, "each user gets the clip of the video they sent"
-        served = [p for p in root.glob("sessions/*/driven_*.mp4") if p.name == Path(video).name]
+        served = [p for p in demo.server.sessions.glob("*/driven_*.mp4") if p.name == Path(video).name]
         assert len(served) == 1, served
         folders.add(served[0].parent)
     assert len(folders) == 2, "each session writes in its own folder"
