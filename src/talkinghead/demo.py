@@ -222,7 +222,8 @@ class Demo:
         from talkinghead.sessions import session_id
 
         flat = [q for p in paths for q in (p if isinstance(p, (list, tuple)) else [p])]
-        self.server.remember_cached(session_id(request), [getattr(p, "name", p) for p in flat])
+        files = [p if isinstance(p, (str, os.PathLike)) else getattr(p, "name", None) for p in flat]
+        self.server.remember_cached(session_id(request), files)
 
     def upload_roots(self, request: Any) -> list[Path]:
         return [self.session_dir(request), self.server.gradio]
@@ -254,7 +255,8 @@ class Demo:
     def stage(self, request: Any, upload: Any, suffixes: Sequence[str], what: str) -> Path:
         """Copy one upload into this session's folder under the name the user gave it; refuse it (one line
         naming it) when it is no ``what`` by name or exceeds the size limit."""
-        src = checked_upload(getattr(upload, "name", upload), self.upload_roots(request))
+        path = upload if isinstance(upload, (str, os.PathLike)) else getattr(upload, "name", upload)
+        src = checked_upload(path, self.upload_roots(request))
         name = _user_name(src.name)
         if src.suffix.lower() not in suffixes:
             raise DemoError(f"{name}: not {what} ({', '.join(suffixes)})")

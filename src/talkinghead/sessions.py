@@ -69,7 +69,7 @@ def remove_leftovers(base: Path) -> list[Path]:
 
 def session_id(request: object) -> str:
     """The browser session's id (Gradio's ``session_hash``) as a folder name; ``local`` outside a request."""
-    sid = re.sub(r"[^A-Za-z0-9_-]", "", str(getattr(request, "session_hash", "") or ""))[:32]
+    sid = re.sub(r"[^A-Za-z0-9_-]", "", str(getattr(request, "session_hash", "") or ""))[:64]
     return sid or "local"
 
 
