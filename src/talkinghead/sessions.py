@@ -154,9 +154,17 @@ def prune_avatars(folder: Path, keep: int, max_age_s: float) -> list[str]:
 
 def free_name(folder: Path, name: str) -> str:
     """``name``, or ``name-2``, ``name-3``, ... : the first that ``folder`` does not hold."""
-    if not (folder / name).exists():
-        return name
-    n = 2
-    while (folder / f"{name}-{n}").exists():
+    n = 1
+    while (folder / (name if n == 1 else f"{name}-{n}")).exists():
         n += 1
-    return f"{name}-{n}"
+    return name if n == 1 else f"{name}-{n}"
+
+
+def numbered(path: Path) -> Path:
+    """A file ``path``, or the first of ``<stem>-2<suffix>``, ``<stem>-3<suffix>``, ... that does not exist
+    (the commands' way of not overwriting; :func:`free_name` for folders)."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate
