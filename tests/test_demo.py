@@ -161,6 +161,23 @@ def test_a_sessions_end_removes_its_folder_and_cache_copies_and_the_cap_holds(se
     assert not folder.exists() and not any(p.exists() for p in copies)
 
 
+def test_an_upload_over_the_bounds_is_one_line_saying_which(server, tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    demo, client, _ = server
+    video = demo_helpers.write_video("person", tmp_path / "my clip.mp4")  # 12 frames of 96²
+    monkeypatch.setattr(demo.config, "max_video_frames", 10)
+    status, *_ = make(client, video=video)
+    assert status == ("**Error:** my clip.mp4: 12 frames; the page takes videos of up to 10 frames "
+                      "(1 s at its 10 frames/s)"), status
+    monkeypatch.setattr(demo.config, "max_megapixels", 0.005)
+    status, *_ = make(client, video=video)
+    assert status.startswith("**Error:** my clip.mp4: 96×96 pixels a frame; the page takes up to 0.005 megapixels"), status
+    Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "big.png")
+    status, *_ = make(client, photos=[tmp_path / "big.png"], T=1)
+    assert status.startswith("**Error:** big.png: 80×80 pixels; the page takes photos of up to 0.005"), status
+
+
 def test_names_that_are_paths_are_refused(server, tmp_path) -> None:
     demo, client, root = server
     status, *_ = demo.make_avatar(None, None, demo.held_out[0], 1, "FF", 1)  # the "local" session (no request)

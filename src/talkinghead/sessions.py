@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -88,6 +89,7 @@ class ServerFolder:
         self.gradio.mkdir()
         self.sessions.mkdir()
         self._cached: dict[Path, set[str]] = {}  # Gradio cache folder -> sessions that were sent / sent it
+        self._lock = threading.Lock()  # handlers, page loads and unloads run on Gradio's worker threads
 
     def session(self, sid: str) -> Path:
         d = self.sessions / sid
@@ -111,16 +113,18 @@ class ServerFolder:
                     continue
             except (OSError, ValueError, IndexError):
                 continue
-            self._cached.setdefault(folder, set()).add(sid)
+            with self._lock:
+                self._cached.setdefault(folder, set()).add(sid)
 
     def end_session(self, sid: str) -> None:
         """Remove a session's folder and the cache copies no other session shares."""
         shutil.rmtree(self.sessions / sid, ignore_errors=True)
-        for folder, owners in list(self._cached.items()):
-            owners.discard(sid)
-            if not owners:
-                shutil.rmtree(folder, ignore_errors=True)
-                del self._cached[folder]
+        with self._lock:
+            for folder, owners in list(self._cached.items()):
+                owners.discard(sid)
+                if not owners:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    del self._cached[folder]
 
     def sweep(self, max_age_s: float) -> list[str]:
         """End the sessions untouched for ``max_age_s`` seconds (a closed tab whose end Gradio missed)."""
