@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -385,8 +384,8 @@ class Demo:
             f"fine-tuning steps, {made.fitted.seconds:.1f} s) for this session. L1 on its T frames: {made.fitted.l1_before:.3f} (FF) → "
             f"{made.fitted.l1_after:.3f}.",
             f"Comparison on {where}: " + ("FF | FT | real" if "ff" in pv else "FF | real") + ".",
-            f"It is removed when you close the page: download `avatar.pt` below (`make reenact AVATAR=avatar.pt "
-            f"DRIVER=...` drives it), or keep it on the server.",
+            "It is removed when you close the page: download `avatar.pt` below (`make reenact AVATAR=avatar.pt "
+            "DRIVER=...` drives it), or keep it on the server.",
             *notes, *made.notes,
         ]
         self.sent(request, [c for c, _ in chosen], [c for c, _ in compare], made.video_path, made.path)
