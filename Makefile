@@ -6,6 +6,8 @@ ARGS ?=
 T ?= 8
 ADAPT ?= auto
 need = $(if $($(1)),,$(error $(1)= is required: $(2)))
+# one shell word of any value (spaces, quotes, non-ASCII letters): single-quoted, its own quotes escaped
+q = '$(subst ','\'',$(1))'
 .DEFAULT_GOAL := help
 
 .PHONY: help install meta-learn finetune reenact evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
@@ -23,15 +25,17 @@ meta-learn:  ## meta-learn E, G, D (default: embedded synthetic data on CPU; EXP
 	$(PYTHON) -m talkinghead.cli meta-learn experiment=$(EXP) $(if $(DATA),data=$(DATA)) \
 		$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(ARGS)
 
-finetune:  ## avatar of one person from T frames (ID=person/video id or path, T=8, CKPT=latest run, MODE=FT|FF, ARGS=)
+finetune:  ## avatar of one person from T frames (ID=person/video id or path, T=8, CKPT=latest run, MODE=FT|FF, OVERWRITE=1, ARGS=)
 	$(call need,ID,a person or video id such as syn0035/v00 or id90007 or a video or image-folder path)
-	$(PYTHON) -m talkinghead.cli finetune id="$(ID)" T=$(T) $(if $(CKPT),ckpt=$(CKPT)) $(if $(MODE),mode=$(MODE)) $(ARGS)
+	$(PYTHON) -m talkinghead.cli finetune $(call q,id=$(ID)) $(call q,T=$(T)) $(if $(CKPT),$(call q,ckpt=$(CKPT))) \
+		$(if $(MODE),mode=$(MODE)) $(if $(OVERWRITE),overwrite=true) $(ARGS)
 
-reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE=1] [FULL=1 whole source frame] [ADAPT=auto|on|off] [CKPT=] [SMOOTH=on|off] [LANDMARKS=track|detect]
+reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [OVERWRITE=1] [SIDE=1] [FULL=1 whole source frame] [ADAPT=auto|on|off] [CKPT=] [SMOOTH=on|off] [LANDMARKS=track|detect]
 	$(call need,AVATAR,the avatar.pt that make finetune printed)
 	$(call need,DRIVER,a driver video / image folder or an id such as syn0020/v01)
-	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) $(if $(FULL),--full) \
-		$(if $(CKPT),--ckpt $(CKPT)) $(if $(SMOOTH),--smooth $(SMOOTH)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(ARGS)
+	$(PYTHON) -m talkinghead.cli reenact $(call q,$(AVATAR)) $(call q,$(DRIVER)) $(call q,$(or $(OUT),out.mp4)) --adapt $(ADAPT) $(if $(SIDE),--side-by-side) $(if $(FULL),--full) \
+		$(if $(CKPT),--ckpt $(call q,$(CKPT))) $(if $(SMOOTH),--smooth $(SMOOTH)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) \
+		$(if $(OVERWRITE),--overwrite) $(ARGS)
 
 evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, PROTOCOLS=table1,cross, ARGS=)
 	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) \

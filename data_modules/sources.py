@@ -234,8 +234,19 @@ def _count_frames(container) -> int:  # noqa: ANN001 (av container)
     return n
 
 
-def read_video(path: str | Path, count: int = 0) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """Decode ``count`` evenly spaced frames of a video file (all when 0).
+def scaled_size(width: int, height: int, max_side: int = 0) -> tuple[int, int]:
+    """(width, height) scaled down (aspect kept, even sizes) so that neither exceeds ``max_side`` (0: as they are)."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    f = max_side / max(width, height)
+    return max(2, int(width * f) // 2 * 2), max(2, int(height * f) // 2 * 2)
+
+
+def read_video(
+    path: str | Path, count: int = 0, max_side: int = 0
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Decode ``count`` evenly spaced frames of a video file (all when 0), each scaled down while decoding so that
+    its longer side is at most ``max_side`` pixels (0: full size), which bounds memory to count x max_side² x 3.
 
     Returns ``(frames uint8 (N,H,W,3) RGB, indices int64 (N,) source frame numbers, fps, frames asked for)``.
     Raises ``DecodeError`` with FFmpeg's reason when the file is not a decodable video. A truncated file whose
@@ -263,7 +274,11 @@ def read_video(path: str | Path, count: int = 0) -> tuple[np.ndarray, np.ndarray
             try:
                 for frame in container.decode(stream):
                     if i in wanted_set:
-                        rgb = frame.to_ndarray(format="rgb24")
+                        w, h = scaled_size(frame.width, frame.height, max_side)
+                        if (w, h) == (frame.width, frame.height):
+                            rgb = frame.to_ndarray(format="rgb24")
+                        else:  # swscale shrinks while converting: no full-size RGB copy
+                            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
                         if frames is None:
                             frames = np.empty((len(wanted), *rgb.shape), np.uint8)
                         frames[len(got)] = rgb

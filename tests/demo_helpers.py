@@ -60,3 +60,46 @@ def no_face_photo(path: Path) -> Path:
     img[::8] = 30
     Image.fromarray(img).save(path)
     return path
+
+
+class StaticHeadDetector:
+    """The landmarks of the head of :func:`write_large_video` at whatever size its frames are decoded (the page
+    scales uploads down while decoding, so no thumbnail oracle would match)."""
+
+    name = "static-head"
+
+    def __init__(self) -> None:
+        frames, points = render("person")
+        self.points = points[0].astype(np.float32)
+        self.size = frames.shape[1]
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
+        return [self.points * np.array([f.shape[1], f.shape[0]], np.float32) / self.size for f in frames]
+
+
+def static_detector() -> StaticHeadDetector:
+    """``--detector demo_helpers:static_detector`` for the server tests."""
+    return StaticHeadDetector()
+
+
+def write_large_video(path: Path, side: int = 2048, frames: int = 400) -> Path:
+    """A small file that decodes to a lot of pixels: ``frames`` frames of ``side``² px, the synthetic head of
+    :class:`StaticHeadDetector` held still (a shift every 50 frames), H.264 at a low quality."""
+    import av
+    import cv2
+
+    head = cv2.resize(render("person")[0][0], (side, side), interpolation=cv2.INTER_LINEAR)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "28", "preset": "ultrafast"}
+        still = av.VideoFrame.from_ndarray(head, format="rgb24")
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.roll(head, i // 50, axis=1), format="rgb24") if i % 50 == 0 else still
+            frame.pts = i
+            for pkt in stream.encode(frame):
+                out.mux(pkt)
+        for pkt in stream.encode():
+            out.mux(pkt)
+    return path

@@ -87,7 +87,7 @@ class AvatarResult:
 
 
 def make_avatar(
-    source: str | Path,
+    source: str | Path | Sequence[Path],
     *,
     T: int = 8,
     mode: str = "FT",
@@ -100,6 +100,7 @@ def make_avatar(
     data_root: str | None = None,
     detector: Any = "auto",
     max_frames: int = 0,
+    max_side: int = 0,
     synthetic_video_length: int = 64,
     preview_frames: int = 32,
     logger: Any = False,
@@ -110,7 +111,8 @@ def make_avatar(
     """An avatar of the person of ``source`` from T of its frames, saved as ``make finetune`` saves it.
 
     ``source``: a person/video id of the model's data (``syn0035/v00``, ``id90007``) or a video file / folder of
-    images (landmarks detected with ``detector``: a backend name or a ``LandmarkDetector``).  T frames are
+    images, or a list of photo files (landmarks detected with ``detector``: a backend name or a
+    ``LandmarkDetector``; frames scaled down while decoding to ``max_side`` pixels a side, 0 = full size).  T frames are
     picked evenly; the rest (up to ``preview_frames``) are rendered for the preview.  Writes ``out`` (default
     ``out_dir/<source>_T<T>_<mode>/avatar.pt``) and beside it ``samples.png`` and ``preview.mp4``.  ``logger``:
     Lightning logger(s) of fine-tuning, or ``make_logger(folder, name)`` makes one once the frames are found
@@ -130,9 +132,12 @@ def make_avatar(
     _report(progress, 0.0, "loading the model")
     meta = meta if meta is not None else load_model(ckpt, runs_dir)
     size = meta.image_size
+    photos = [Path(p) for p in source] if isinstance(source, (list, tuple)) else None
+    if photos is not None:
+        source = f"{len(photos)} photos" if len(photos) != 1 else photos[0]
     _report(progress, 0.02, f"reading {source} and finding its landmarks")
     person = shots_mod.resolve(
-        str(source),
+        photos if photos is not None else str(source),
         meta.config.data,
         size,
         data_root=data_root,
@@ -140,6 +145,7 @@ def make_avatar(
         detector=detector if isinstance(detector, LandmarkDetector) else None,
         detector_backend=detector if isinstance(detector, str) else "auto",
         max_frames=max_frames,
+        max_side=max_side,
     )
     notes = list(person.notes)
     person.require(T)
@@ -242,6 +248,7 @@ def drive(
     runs_dir: str | Path = "runs",
     detector: Any = "auto",
     max_frames: int = 0,
+    max_side: int = 0,
     synthetic_frames: int = 64,
     fps: float | None = None,
     data_root: str | None = None,
@@ -259,7 +266,9 @@ def drive(
     ``driver``: a video file / folder of images, or a person/video id of the avatar's data.  ``adapt``: ``auto``
     (adapt the driver's landmarks to the avatar's face shape unless both are known to be one person), ``on``,
     or ``off`` (raw landmarks, the paper).  ``meta``: the model, when already loaded (else the avatar's own
-    checkpoint, or ``ckpt``).  ``max_frames``: driver frames used, evenly spaced (0 = all).  ``landmarks``:
+    checkpoint, or ``ckpt``).  ``max_frames``: driver frames used, evenly spaced (0 = all); ``max_side``: they are
+    scaled down while decoding to at most that many pixels a side (0 = full size).  ``out`` may not be the
+    driver or the avatar file (``ReenactError``).  ``landmarks``:
     ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
     ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.  ``full``: write the avatar's
     source frame at its original size with the rendered face pasted back where its crop came from
@@ -277,6 +286,10 @@ def drive(
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ReenactError(f"OUT must be an .mp4 file, got {out}")
+    inputs = {"driver": driver} if isinstance(avatar, Avatar) else {"driver": driver, "avatar": avatar}
+    for what, path in inputs.items():
+        if Path(str(path)).expanduser().exists() and Path(str(path)).expanduser().resolve() == out.expanduser().resolve():
+            raise ReenactError(f"OUT {out} is the {what} itself: give another OUT (the {what} is kept)")
     _report(progress, 0.0, "loading the avatar and the model")
     av_ = avatar if isinstance(avatar, Avatar) else load_avatar(avatar)
     if full and side_by_side:
@@ -298,6 +311,7 @@ def drive(
         synthetic_frames=synthetic_frames,
         data_root=data_root,
         landmarks=landmarks,
+        max_side=max_side,
     )
     n = len(drv.landmarks)
     notes = []
@@ -443,28 +457,21 @@ def print_progress(stream: Any = sys.stderr) -> Progress:
 
 
 def frames_of(video: str | Path) -> tuple[int, float]:
-    """(frame count, fps) of a video file, from its header (decoded and counted when the header has none)."""
-    import av
+    """(frame count, fps) of a video file, from its header (its packets counted when the header has none)."""
+    info = probe_video(video)
+    return info.frames, info.fps
 
-    from talkinghead.shots import NoFaceError
 
-    try:
-        with av.open(str(video)) as c:
-            if not c.streams.video:
-                raise NoFaceError(f"{Path(video).name} holds no video stream")
-            s = c.streams.video[0]
-            fps = float(s.average_rate or 25.0)
-            if s.frames:
-                return int(s.frames), fps
-            return sum(1 for _ in c.decode(s)), fps
-    except NoFaceError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise NoFaceError(f"cannot read {Path(video).name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+def probe_video(video: str | Path) -> Any:
+    """``talkinghead.shots.VideoInfo`` (frames, fps, width, height) of a video file, nothing decoded."""
+    from talkinghead.shots import probe_video as probe
+
+    return probe(Path(video))
 
 
 __all__ = [
     "AvatarResult", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "frames_of", "held_out_ids",
     "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar", "print_progress",
+    "probe_video",
     "slug",
 ]

@@ -27,6 +27,65 @@ Runs resume from <run_dir>/checkpoints/last.ckpt; resume=false starts afresh (th
 """
 
 
+#: keys whose values are paths (or ids): quoted for Hydra here, so that any character works unquoted
+PATH_KEYS = ("id", "ckpt", "ff_ckpt", "out", "out_dir", "data_root", "runs_dir", "run_dir", "data.root")
+
+
+def hydra_quote(value: str) -> str:
+    """``value`` as one quoted Hydra string (``'it\\'s'``): backslashes before a quote or at the end doubled."""
+    import re
+
+    value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)
+    return f"'{value}'"
+
+
+def hydra_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` as Hydra reads them: a path key's value is quoted (unless it is a list, null, an
+    interpolation or quoted already); any other override Hydra cannot read is a one-line ``ConfigError`` that
+    shows it quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from talkinghead.errors import ConfigError
+
+    parser = OverridesParser.create()
+    out = []
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        bare = key.lstrip("+~")
+        if eq and bare in PATH_KEYS and value and value != "null" and not value.startswith(("[", "'", '"', "${")):
+            o = f"{key}={hydra_quote(value)}"
+        try:
+            parser.parse_overrides([o])
+        except Exception as exc:  # noqa: BLE001 - Hydra's lexer and parser errors
+            if not eq:
+                raise ConfigError(f"cannot read {o!r}: give key=value") from exc
+            raise ConfigError(
+                f"cannot read {o!r} (Hydra: {str(exc).splitlines()[0][:80]}): quote the value, "
+                f"e.g. {key}={hydra_quote(value)} (in make: ARGS=\"{key}={hydra_quote(value)}\")"
+            ) from exc
+        out.append(o)
+    return out
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Before any work: ``ConfigError`` naming the folder when ``path`` (to be written) cannot be created there."""
+    import tempfile
+
+    from talkinghead.errors import ConfigError
+
+    folder = path.expanduser().absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write {what} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what} {path}: the folder {folder} is not writable ({exc.strerror or exc})") from None
+
+
 def _groups_text() -> str:
     from talkinghead.config import group_options, groups
 
@@ -41,7 +100,7 @@ def _meta_learn(args: argparse.Namespace) -> int:
 
     from talkinghead.config import compose
 
-    cfg = compose("meta_learn", args.overrides)
+    cfg = compose("meta_learn", hydra_overrides(args.overrides))
     if args.cfg:
         print(OmegaConf.to_yaml(cfg))
         return 0
@@ -61,9 +120,9 @@ def _config_stage(module: str, compose_name: str, main_name: str) -> Callable[[a
 
         mod = importlib.import_module(module)
         if args.cfg:
-            print(OmegaConf.to_yaml(getattr(mod, compose_name)(args.overrides)))
+            print(OmegaConf.to_yaml(getattr(mod, compose_name)(hydra_overrides(args.overrides))))
         else:
-            getattr(mod, main_name)(args.overrides)
+            getattr(mod, main_name)(hydra_overrides(args.overrides))
         return 0
 
     return run
@@ -80,12 +139,29 @@ def compose_finetune(overrides: Sequence[str]) -> Any:
     from talkinghead.errors import ConfigError
     from talkinghead.fewshot import MODES
 
-    cfg = compose("finetune", overrides)
+    cfg = compose("finetune", hydra_overrides(overrides))
     if str(cfg.mode) not in MODES:
         raise ConfigError(f"mode must be FT (fine-tune) or FF (feed-forward, no fine-tuning), got {cfg.mode}")
-    if int(cfg.T) < 1:
-        raise ConfigError(f"T must be >= 1 (frames of the new person), got {cfg.T}")
+    for key, kind, low, nullable in FINETUNE_NUMBERS:
+        value = cfg.get(key)
+        if value is None and nullable:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
+        if kind is int and not (ok and isinstance(value, int)):
+            raise ConfigError(f"{key} must be an integer >= {low}{' or null' if nullable else ''}, got {value!r}")
+        if kind is float and not (ok and value > 0 if low == 0 else ok):
+            sign = "> 0" if low == 0 else f">= {low}"
+            raise ConfigError(f"{key} must be a number {sign}{' or null' if nullable else ''}, got {value!r}")
     return cfg
+
+
+#: (key, type, lowest value, may be null) of the numbers of experiments/finetune.yaml, checked before any work
+FINETUNE_NUMBERS = (
+    ("T", int, 1, False), ("steps", int, 0, True), ("epochs", float, 0, True), ("batch_size", int, 1, False),
+    ("d_steps_per_g", int, 1, False), ("max_frames", int, 0, False), ("preview_frames", int, 0, False),
+    ("synthetic_video_length", int, 1, False), ("seed", int, 0, False), ("lr_g", float, 0, False),
+    ("lr_d", float, 0, False), ("eps", float, 0, False),
+)
 
 
 def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
@@ -95,12 +171,27 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     from talkinghead.avatar import resolve_checkpoint
     from talkinghead.fewshot import FineTuneSettings, stage_logger, wandb_loggers
 
+    from talkinghead.errors import ConfigError
+    from talkinghead.sessions import free_name
+
     cfg = compose_finetune(overrides)
     settings = FineTuneSettings.from_config(cfg)
-    ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     T, mode = int(cfg.T), str(cfg.mode)
     name = f"{api.slug(str(cfg.id))}_T{T}_{mode}"
-    out = Path(cfg.out) if cfg.get("out") else Path(cfg.out_dir) / name / "avatar.pt"
+    overwrite = bool(cfg.get("overwrite", False))
+    if cfg.get("out"):
+        out = Path(str(cfg.out))
+        if out.exists() and not overwrite:
+            raise ConfigError(f"out={out} exists: give another out=, or overwrite=true (make: OVERWRITE=1) to replace it")
+    else:
+        out_dir = Path(str(cfg.out_dir))
+        out = out_dir / name / "avatar.pt"
+        if out.parent.exists() and not overwrite:
+            out = out_dir / free_name(out_dir, name) / "avatar.pt"
+            print(f"{out_dir / name} exists: writing {out.parent} instead "
+                  "(overwrite=true, make: OVERWRITE=1, replaces it)", file=sys.stderr)
+    check_writable(out, "the avatar")
+    ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     print(
         f"{'fine-tuning' if mode == 'FT' else 'feed-forward (FF)'} {cfg.id} on T={T} frames with {ckpt}"
         + (f" for {settings.describe(T)}" if mode == "FT" else "")
@@ -142,12 +233,26 @@ def reenact_main(
     *,
     wandb: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
     **kwargs: Any,
 ) -> Path:
-    """``talkinghead reenact``: ``talkinghead.api.drive`` plus its printout; returns ``out``.  ``kwargs``: the
-    keyword arguments of :func:`talkinghead.api.drive` (ckpt, detector, reference, max_frames, fps, ...)."""
+    """``talkinghead reenact``: ``talkinghead.api.drive`` plus its printout; returns the file written: ``out``, or
+    ``<out stem>-2.mp4`` ... when ``out`` exists (unless ``overwrite``).  ``kwargs``: the keyword arguments of
+    :func:`talkinghead.api.drive` (ckpt, detector, reference, max_frames, fps, ...)."""
     from talkinghead import api
-    from talkinghead.reenact import log_video_to_wandb
+    from talkinghead.reenact import ReenactError, log_video_to_wandb
+    from talkinghead.sessions import numbered
+
+    out = Path(out)
+    for what, path in (("driver", driver), ("avatar", avatar), ("checkpoint", kwargs.get("ckpt"))):
+        p = Path(str(path)).expanduser() if path else None
+        if p is not None and p.exists() and p.resolve() == out.expanduser().resolve():
+            raise ReenactError(f"OUT {out} is the {what} itself: give another OUT (the {what} is kept)")
+    if out.exists() and not overwrite and out.suffix.lower() == ".mp4":
+        free = numbered(out)
+        print(f"{out} exists: writing {free} instead (--overwrite, make: OVERWRITE=1, replaces it)", file=sys.stderr)
+        out = free
+    check_writable(out, "OUT")
 
     result = api.drive(avatar, driver, out, side_by_side=side_by_side, adapt=adapt, progress_bar=progress, **kwargs)
     for note in result.notes:
@@ -175,7 +280,7 @@ def _reenact(args: argparse.Namespace) -> int:
         detector=args.detector, reference=args.reference, max_frames=args.max_frames, fps=args.fps,
         data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress,
         batch_size=args.batch_size, device=args.device, speed=args.speed,
-        landmarks=args.landmarks, smooth=args.smooth, full=args.full,
+        landmarks=args.landmarks, smooth=args.smooth, full=args.full, overwrite=args.overwrite,
     )
     return 0
 
@@ -239,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", choices=("fast", "plain"), default="fast",
                    help="fast: bf16 where native, channels-last (experiments/speed/fast.yaml); plain: fp32 reference")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists (else OUT-2.mp4 is written)")
     p.set_defaults(func=_reenact)
 
     p = sub.add_parser("demo", help="a web page to make avatars and drive them (Gradio; pip install -e '.[demo]')",

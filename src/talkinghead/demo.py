@@ -4,13 +4,15 @@
     make demo CKPT=runs/x/checkpoints/last.ckpt ARGS="--host 0.0.0.0 --port 8080"
 
 Tabs: **Avatar** (1-32 photos, a video, or a held-out person of the model's data -> chosen frames with their
-landmarks, a progress bar while fine-tuning, FF beside FT on frames not used; saved as ``make finetune`` saves
-it), **Drive** (an avatar + an uploaded / webcam / held-out driver video -> driver | landmarks | avatar video and
+landmarks, a progress bar while fine-tuning, FF beside FT on frames not used; the session's own, to download or
+keep on the server), **Drive** (an avatar + an uploaded / webcam / held-out driver video -> driver | landmarks | avatar video and
 the frames per second reached), **Runs** (sample grids over iterations, loss curves, evaluation tables).
 
 The page is a thin layer over :mod:`talkinghead.api`.  It reads only uploaded files and the model's own data by
-id: no field names a server path.  Long work runs in Gradio's queue, one job at a time; each browser session's
-files live in a temporary folder of its own, removed when the session ends.
+id: no field names a server path.  Long work runs in Gradio's queue, one job at a time.  Each browser session
+sees and is sent only what it uploaded or made, kept in a temporary folder of its own (talkinghead.sessions),
+removed when the session ends and when the server stops (Ctrl-C or SIGTERM); nothing under runs/ is served.
+Uploads are bounded by decoded size (DemoConfig).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -48,17 +49,29 @@ class DemoError(TalkingHeadError, ValueError):
 
 @dataclass
 class DemoConfig:
-    """What ``make demo`` serves: the model, where avatars are saved, limits."""
+    """What ``make demo`` serves: the model, where kept avatars go, limits.
+
+    Bounds on one upload (a job over them gets one line saying which): ``max_file_mb`` as sent;
+    ``max_megapixels`` per frame or photo as stored; ``max_video_frames`` frames of a video; ``max_frames``
+    frames decoded of it (longer videos are sampled evenly), each scaled down while decoding to ``max_side``
+    pixels a side (0: four times the model's resolution, at least 512), so that a job's decoded frames take at
+    most max_frames x max_side² x 3 bytes.
+    """
 
     ckpt: str | None = None
     runs_dir: Path = Path("runs")
-    avatars_dir: Path = Path("runs/avatars")
+    avatars_dir: Path = Path("runs/avatars")  # where "Keep on the server" copies a session's avatar
     evaluate_dir: Path = Path("runs/evaluate")
     detector: Any = "auto"
-    max_frames: int = 300  # frames decoded from an upload; longer videos are sampled evenly
+    max_frames: int = 300
     max_file_mb: int = 50
+    max_megapixels: float = 16.8  # 4096 x 4096
+    max_video_frames: int = 3000  # 2 minutes at 25 frames/s
+    max_side: int = 0
     drive_frames: int = 0  # driver frames rendered (0 = all, up to max_frames)
-    session_root: Path | None = None  # per-session folders go under it (default: a fresh temporary folder)
+    max_avatars: int = 8  # per session: the oldest goes when a new one is made
+    max_age_h: float = 24.0  # avatars and idle sessions older than this are removed
+    temp_base: Path | None = None  # the server's folder goes under it (default: the system temp dir)
     default_epochs: float = 40.0
     extra_notes: list[str] = field(default_factory=list)
 
@@ -147,54 +160,78 @@ def enlarge(images: Any, scale_to: int = 192) -> list[np.ndarray]:
 
 # ------------------------------------------------------------------------------------------------ the app state
 class Demo:
-    """The server side of the page: the model (loaded once), folders, and one handler per button."""
+    """The server side of the page: the model (loaded once), the server's folder, and one handler per button.
+
+    Every file a session gets is one it uploaded or the page made for it, in its own folder
+    (:mod:`talkinghead.sessions`); the Drive list is that session's avatars.  The held-out persons of the model's
+    data are the model's and offered to everyone."""
 
     def __init__(self, config: DemoConfig) -> None:
         from talkinghead import api
+        from talkinghead.sessions import ServerFolder
 
         self.config = config
         self._jobs = itertools.count(1)  # names files uniquely: two jobs of one session within a second
         self.avatars_dir = Path(config.avatars_dir)
         self.detector = load_detector(config.detector)
-        root = config.session_root or Path(tempfile.mkdtemp(prefix="talkinghead-demo-"))
-        self.session_root = Path(root)
-        self.session_root.mkdir(parents=True, exist_ok=True)
+        self.server = ServerFolder(config.temp_base)
+        # Gradio's upload/output cache lives in the server's folder, so that it goes with it (read when the
+        # page is built and launched)
+        self._gradio_env = os.environ.get("GRADIO_TEMP_DIR")
+        os.environ["GRADIO_TEMP_DIR"] = str(self.server.gradio)
         self.meta = None
         self.model_error = ""
         self.held_out: list[str] = []
+        self.max_side = int(config.max_side)
         try:
             self.meta = api.load_model(config.ckpt, config.runs_dir)
             self.held_out = api.held_out_ids(self.meta)
+            self.max_side = self.max_side or max(4 * int(self.meta.image_size), 512)
         except TalkingHeadError as exc:
             self.model_error = (
                 f"{NO_CHECKPOINT}: {exc} — meta-learn one with `make meta-learn`, or start with "
                 f"`make demo CKPT=...`" if "checkpoint" in str(exc).lower() else str(exc)
             )
 
-    # -------------------------------------------------------------------------------------------- helpers
+    def close(self) -> None:
+        """Remove the server's folder (sessions and Gradio's cache)."""
+        self.server.remove()
+        if self._gradio_env is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = self._gradio_env
+
+    # -------------------------------------------------------------------------------------------- sessions
     def session_dir(self, request: Any) -> Path:
-        sid = re.sub(r"[^A-Za-z0-9_-]", "", str(getattr(request, "session_hash", "") or "local"))[:32] or "local"
-        d = self.session_root / sid
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        from talkinghead.sessions import session_id
+
+        return self.server.session(session_id(request))
+
+    def session_avatars(self, request: Any) -> Path:
+        return self.session_dir(request) / "avatars"
 
     def end_session(self, request: Any) -> None:
-        sid = re.sub(r"[^A-Za-z0-9_-]", "", str(getattr(request, "session_hash", "") or ""))[:32]
-        if sid:
-            shutil.rmtree(self.session_root / sid, ignore_errors=True)
+        from talkinghead.sessions import session_id
+
+        if getattr(request, "session_hash", None):
+            self.server.end_session(session_id(request))
+
+    def sent(self, request: Any, *paths: Any) -> None:
+        """Note files this session uploaded or is sent, so that their cache copies go when it ends."""
+        from talkinghead.sessions import session_id
+
+        flat = [q for p in paths for q in (p if isinstance(p, (list, tuple)) else [p])]
+        files = [p if isinstance(p, (str, os.PathLike)) else getattr(p, "name", None) for p in flat]
+        self.server.remember_cached(session_id(request), files)
 
     def upload_roots(self, request: Any) -> list[Path]:
-        roots = [self.session_dir(request)]
-        gradio_tmp = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
-        roots.append(Path(gradio_tmp))
-        return roots
+        return [self.session_dir(request), self.server.gradio]
 
     def public(self, message: str) -> str:
-        """``message`` without the server's folders: the page names uploads as the user knows them."""
-        root = re.escape(str(self.session_root))
-        message = re.sub(root + r"/[^/\s]+/photos_\d+", "your photos", message)
-        message = re.sub(root + r"/[^/\s]+/source_\d+\.\w+", "your video", message)
-        message = re.sub(root + r"/[^/\s]+/driver_\d+\.\w+", "the driver video", message)
+        """``message`` without the server's folders: an upload is named as the user named it."""
+        root = re.escape(str(self.server.root))
+        message = re.sub(root + r"/sessions/[^/\s]+/upload_[^/\s]+/", "", message)
+        message = re.sub(root + r"/sessions/[^/\s]+/avatars/", "", message)
         message = re.sub(root + r"[^\s:,;]*", "your upload", message)
         return message.replace(str(self.avatars_dir.resolve()) + "/", "").replace(str(self.avatars_dir) + "/", "")
 
@@ -203,86 +240,115 @@ class Demo:
             raise DemoError(self.model_error or NO_CHECKPOINT)
         return self.meta
 
-    def saved_avatars(self) -> list[str]:
+    def saved_avatars(self, request: Any = None) -> list[str]:
+        """This session's avatars, newest first."""
         from talkinghead import api
 
-        return [p.parent.name for p in api.list_avatars(self.avatars_dir)]
-
-    def frame_limit_note(self, video: Path) -> tuple[int, str]:
-        from talkinghead import api
-
-        total, _ = api.frames_of(video)
-        limit = int(self.config.max_frames)
-        if total > limit:
-            return limit, f"The video has {total} frames: {limit} of them, evenly spaced, were used (the page's limit)."
-        return 0, ""
+        return [p.parent.name for p in api.list_avatars(self.session_avatars(request))]
 
     def stamp(self) -> str:
         """A file-name stamp unique to this server: time of day and a job number."""
         return f"{time.strftime('%H%M%S')}_{next(self._jobs)}"
 
-    def stage_source(self, request: Any, video: Any, photos: Any, held_out: str | None) -> tuple[str, str, list[str]]:
-        """The source for ``api.make_avatar`` (a session-folder path or a held-out id), its name, and notes."""
-        roots = self.upload_roots(request)
-        sdir = self.session_dir(request)
-        stamp = self.stamp()
+    # -------------------------------------------------------------------------------------------- uploads
+    def stage(self, request: Any, upload: Any, suffixes: Sequence[str], what: str) -> Path:
+        """Copy one upload into this session's folder under the name the user gave it; refuse it (one line
+        naming it) when it is no ``what`` by name or exceeds the size limit."""
+        path = upload if isinstance(upload, (str, os.PathLike)) else getattr(upload, "name", upload)
+        src = checked_upload(path, self.upload_roots(request))
+        name = _user_name(src.name)
+        if src.suffix.lower() not in suffixes:
+            raise DemoError(f"{name}: not {what} ({', '.join(suffixes)})")
+        mb = src.stat().st_size / 2**20
+        if mb > self.config.max_file_mb:
+            raise DemoError(f"{name} is {mb:.0f} MB: the page takes files up to {self.config.max_file_mb} MB")
+        folder = self.session_dir(request) / f"upload_{self.stamp()}"
+        folder.mkdir()
+        dst = folder / name
+        shutil.copyfile(src, dst)
+        return dst
+
+    def check_video(self, video: Path) -> tuple[int, str]:
+        """Refuse a video over the page's bounds (one line saying which); -> (frames to decode, 0 = all; note)."""
+        from talkinghead import api
+
+        info = api.probe_video(video)
+        cap = self.config.max_megapixels * 1e6
+        if info.width * info.height > cap:
+            raise DemoError(
+                f"{video.name}: {info.width}×{info.height} pixels a frame; the page takes up to "
+                f"{self.config.max_megapixels:g} megapixels a frame (e.g. {_side(cap)}×{_side(cap)})"
+            )
+        if info.frames > self.config.max_video_frames:
+            raise DemoError(
+                f"{video.name}: {info.frames} frames; the page takes videos of up to {self.config.max_video_frames} "
+                f"frames ({self.config.max_video_frames / max(info.fps, 1e-3):.0f} s at its {info.fps:g} frames/s)"
+            )
+        limit = int(self.config.max_frames)
+        if info.frames > limit:
+            return limit, f"The video has {info.frames} frames: {limit} of them, evenly spaced, were used (the page's limit)."
+        return 0, ""
+
+    def check_photo(self, photo: Path) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(photo) as im:
+                w, h = im.size
+        except (UnidentifiedImageError, OSError):
+            raise DemoError(f"{photo.name}: not a readable image") from None
+        cap = self.config.max_megapixels * 1e6
+        if w * h > cap:
+            raise DemoError(f"{photo.name}: {w}×{h} pixels; the page takes photos of up to "
+                            f"{self.config.max_megapixels:g} megapixels (e.g. {_side(cap)}×{_side(cap)})")
+
+    def stage_source(
+        self, request: Any, video: Any, photos: Any, held_out: str | None
+    ) -> tuple[str | list[Path], str, list[str], int]:
+        """The source for ``api.make_avatar`` (a session-folder video, a list of photos in it, or a held-out
+        id), its name, notes, and frames to decode (0 = all)."""
         if video:
-            src = checked_upload(video, roots)
-            if src.suffix.lower() not in VIDEO_SUFFIXES:
-                raise DemoError(f"{src.name}: not a video file ({', '.join(VIDEO_SUFFIXES)})")
-            self.check_size(src)
-            dst = sdir / f"source_{stamp}{src.suffix.lower()}"
-            shutil.copyfile(src, dst)
-            return str(dst), _stem(src.name), []
+            src = self.stage(request, video, VIDEO_SUFFIXES, "a video file")
+            frames, note = self.check_video(src)
+            return str(src), _stem(src.name), [note] if note else [], frames
         if photos:
             files = photos if isinstance(photos, list) else [photos]
-            files = [getattr(f, "name", f) for f in files]
             if len(files) > MAX_PHOTOS:
                 raise DemoError(f"{len(files)} photos: give at most {MAX_PHOTOS}")
-            folder = sdir / f"photos_{stamp}"
-            folder.mkdir()
-            for i, f in enumerate(files):
-                src = checked_upload(f, roots)
-                if src.suffix.lower() not in IMAGE_SUFFIXES:
-                    raise DemoError(f"{src.name}: not an image ({', '.join(IMAGE_SUFFIXES)})")
-                self.check_size(src)
-                shutil.copyfile(src, folder / f"{i:03d}{src.suffix.lower()}")
-            return str(folder), _stem(Path(str(files[0])).name), []
+            staged = [self.stage(request, f, IMAGE_SUFFIXES, "an image") for f in files]
+            for photo in staged:
+                self.check_photo(photo)
+            return staged, _stem(staged[0].name), [], 0
         if held_out:
             if held_out not in self.held_out:
                 raise DemoError(f"refused {held_out!r}: not a held-out video id of the model's data")
-            return held_out, held_out, []
+            return held_out, held_out, [], 0
         raise DemoError("give 1-32 photos, a video, or pick a held-out person")
-
-    def check_size(self, path: Path) -> None:
-        mb = path.stat().st_size / 2**20
-        if mb > self.config.max_file_mb:
-            raise DemoError(f"{path.name} is {mb:.0f} MB: the page takes files up to {self.config.max_file_mb} MB")
 
     # -------------------------------------------------------------------------------------------- handlers
     def make_avatar(
         self, video: Any, photos: Any, held_out: str | None, T: float, mode: str, epochs: float,
         request: Any = None, progress: Callable[..., Any] | None = None,
-    ) -> tuple[str, list[Any], list[Any], str | None, Any]:
-        """-> (status markdown, chosen frames with landmarks, FF | FT | real gallery, preview video, avatar list)"""
+    ) -> tuple[str, list[Any], list[Any], str | None, Any, str | None]:
+        """-> (status markdown, chosen frames with landmarks, FF | FT | real gallery, preview video, avatar list,
+        the avatar file to download)"""
         from talkinghead import api
         from talkinghead.fewshot import FineTuneSettings
+        from talkinghead.sessions import free_name, prune_avatars
 
+        self.sent(request, video, photos or [])
         try:
             meta = self.require_model()
             if mode not in ("FT", "FF"):
                 raise DemoError(f"mode must be FT or FF, got {mode!r}")
-            source, name, notes = self.stage_source(request, video, photos, held_out)
-            max_frames = 0
-            if Path(source).suffix.lower() in VIDEO_SUFFIXES:
-                max_frames, note = self.frame_limit_note(Path(source))
-                notes += [note] if note else []
+            self.server.sweep(self.config.max_age_h * 3600)
+            source, name, notes, max_frames = self.stage_source(request, video, photos, held_out)
             T = int(T)
             epochs = float(epochs)
             if epochs <= 0:
                 raise DemoError("epochs must be > 0 (or choose FF)")
-            sid = self.session_dir(request).name[:8]
-            out = self.avatars_dir / f"demo-{sid}-{api.slug(name)}_T{T}_{mode}" / "avatar.pt"
+            folder = self.session_avatars(request)
+            out = folder / free_name(folder, f"{api.slug(name)}_T{T}_{mode}") / "avatar.pt"
 
             def report(fraction: float, message: str) -> None:
                 if progress is not None:
@@ -290,35 +356,66 @@ class Demo:
 
             made = api.make_avatar(
                 source, T=T, mode=mode, meta=meta, out=out, detector=self.detector, max_frames=max_frames,
-                settings=FineTuneSettings(epochs=epochs), progress=report,
+                max_side=self.max_side, settings=FineTuneSettings(epochs=epochs), progress=report,
             )
         except TalkingHeadError as exc:
-            return self.public(_error(exc)), [], [], None, self._avatar_choices()
+            return self.public(_error(exc)), [], [], None, self._avatar_choices(request), None
         except Exception as exc:  # noqa: BLE001 - the page shows one line; the server log keeps the trace
             traceback.print_exc()
-            return self.public(_error(exc, unexpected=True)), [], [], None, self._avatar_choices()
+            return self.public(_error(exc, unexpected=True)), [], [], None, self._avatar_choices(request), None
+        removed = prune_avatars(folder, self.config.max_avatars + 1, self.config.max_age_h * 3600)
+        notes += [f"Removed your oldest avatar `{n}` (the page keeps {self.config.max_avatars} per session, "
+                  f"for up to {self.config.max_age_h:g} h)." for n in removed if n != made.path.parent.name]
+        shown = made.path.parent / "shown"
         chosen = [
-            (img, f"frame {i + 1}")
+            (_png(img, shown / f"chosen_{i + 1}.png"), f"frame {i + 1}")
             for i, img in enumerate(landmarks_over(made.shots["frames"], made.shots["landmarks"]))
         ]
         pv = made.preview
-        compare: list[tuple[np.ndarray, str]] = []
+        compare: list[tuple[str, str]] = []
         for i in range(min(4, pv["fake"].shape[0])):
-            if "ff" in pv:
-                compare.append((enlarge(pv["ff"][i : i + 1])[0], f"FF {i + 1}"))
-            compare.append((enlarge(pv["fake"][i : i + 1])[0], f"{mode} {i + 1}"))
-            compare.append((enlarge(pv["frames"][i : i + 1])[0], f"real {i + 1}"))
+            row = ([("FF", pv["ff"])] if "ff" in pv else []) + [(mode, pv["fake"]), ("real", pv["frames"])]
+            for label, images in row:
+                compare.append((_png(enlarge(images[i : i + 1])[0], shown / f"{label}_{i + 1}.png"), f"{label} {i + 1}"))
         where = "frames the avatar was not made from" if made.preview_unseen else "its own T frames (no other frame)"
         av = made.avatar
         lines = [
-            f"**Avatar `{made.path.parent.name}`** saved ({av.mode}, T={av.T}, {av.steps} fine-tuning steps, "
-            f"{made.fitted.seconds:.1f} s). L1 on its T frames: {made.fitted.l1_before:.3f} (FF) → "
+            f"**Avatar `{made.path.parent.name}`** saved ({av.mode}, T={av.T}, {av.steps} "
+            f"fine-tuning steps, {made.fitted.seconds:.1f} s) for this session. L1 on its T frames: {made.fitted.l1_before:.3f} (FF) → "
             f"{made.fitted.l1_after:.3f}.",
             f"Comparison on {where}: " + ("FF | FT | real" if "ff" in pv else "FF | real") + ".",
-            f"`make reenact AVATAR={made.path} DRIVER=...` drives it from the command line.",
+            "It is removed when you close the page: download `avatar.pt` below (`make reenact AVATAR=avatar.pt "
+            "DRIVER=...` drives it), or keep it on the server.",
             *notes, *made.notes,
         ]
-        return "\n\n".join(lines), chosen, compare, str(made.video_path), self._avatar_choices(made.path.parent.name)
+        self.sent(request, [c for c, _ in chosen], [c for c, _ in compare], made.video_path, made.path)
+        return ("\n\n".join(lines), chosen, compare, str(made.video_path),
+                self._avatar_choices(request, made.path.parent.name), str(made.path))
+
+    def session_avatar(self, request: Any, avatar_name: str | None) -> Path:
+        """This session's avatar file of that name, else :class:`DemoError`."""
+        if not avatar_name:
+            raise DemoError("make an avatar first")
+        avatar = safe_child(self.session_avatars(request), str(avatar_name)) / "avatar.pt"
+        if avatar.is_symlink() or not avatar.is_file():
+            raise DemoError(f"no avatar named {avatar_name!r} in this session")
+        return avatar
+
+    def keep(self, avatar_name: str | None, request: Any = None) -> str:
+        """Copy this session's avatar to the server's avatars folder (``runs/avatars``), under a new name."""
+        from talkinghead.sessions import free_name
+
+        try:
+            self.require_model()
+            avatar = self.session_avatar(request, avatar_name)
+            self.avatars_dir.mkdir(parents=True, exist_ok=True)
+            name = free_name(self.avatars_dir, avatar.parent.name)
+            shutil.copytree(avatar.parent, self.avatars_dir / name, ignore=shutil.ignore_patterns("shown"))
+        except TalkingHeadError as exc:
+            return self.public(_error(exc))
+        except OSError as exc:
+            return f"**Error:** cannot keep it on the server: {exc.strerror or exc}"
+        return f"Kept on the server as `{name}` (in its avatars folder, for `make reenact`)."
 
     def drive(
         self, avatar_name: str | None, video: Any, held_out: str | None, adapt: str,
@@ -327,13 +424,10 @@ class Demo:
         """-> (status markdown, result video, download file)"""
         from talkinghead import api
 
+        self.sent(request, video)
         try:
             meta = self.require_model()
-            if not avatar_name:
-                raise DemoError("make an avatar first, or pick a saved one")
-            avatar = safe_child(self.avatars_dir, str(avatar_name)) / "avatar.pt"
-            if avatar.is_symlink() or not avatar.is_file():
-                raise DemoError(f"no avatar named {avatar_name!r}")
+            avatar = self.session_avatar(request, avatar_name)
             if adapt not in ("auto", "on", "off"):
                 raise DemoError(f"adaptation must be auto, on or off, got {adapt!r}")
             notes: list[str] = []
@@ -341,13 +435,8 @@ class Demo:
             stamp = self.stamp()
             max_frames = int(self.config.drive_frames)
             if video:
-                src = checked_upload(video, self.upload_roots(request))
-                if src.suffix.lower() not in VIDEO_SUFFIXES:
-                    raise DemoError(f"{src.name}: not a video file ({', '.join(VIDEO_SUFFIXES)})")
-                self.check_size(src)
-                driver = sdir / f"driver_{stamp}{src.suffix.lower()}"
-                shutil.copyfile(src, driver)
-                limit, note = self.frame_limit_note(driver)
+                driver = self.stage(request, video, VIDEO_SUFFIXES, "a video file")
+                limit, note = self.check_video(driver)
                 notes += [note] if note else []
                 max_frames = limit or max_frames
                 driver_arg: str = str(driver)
@@ -365,7 +454,7 @@ class Demo:
             out = sdir / f"driven_{api.slug(str(avatar_name))}_{stamp}.mp4"
             clip = api.drive(
                 avatar, driver_arg, out, side_by_side=True, adapt=adapt, meta=meta, detector=self.detector,
-                max_frames=max_frames, progress=report,
+                max_frames=max_frames, max_side=self.max_side, progress=report,
             )
         except TalkingHeadError as exc:
             return self.public(_error(exc)), None, None
@@ -378,6 +467,7 @@ class Demo:
             f"and encoded; first frame {clip.first_frame_s:.1f} s after the click, {clip.seconds:.1f} s in all.",
             *notes, *clip.notes,
         ]
+        self.sent(request, clip.path)
         return "\n\n".join(lines), str(clip.path), str(clip.path)
 
     def runs(self) -> list[str]:
@@ -403,7 +493,7 @@ class Demo:
             rows = [(s, v, k) for k, pts in curves.items()
                     if k.startswith(("train/", "val/")) and k != "train/iteration" for s, v in pts]
             df = pd.DataFrame(rows, columns=["step", "value", "metric"]) if rows else empty
-            grids = [(str(p), f"iteration {i}") for i, p in run.samples]
+            grids = [(_image(p), f"iteration {i}") for i, p in run.samples]
             lines = [
                 f"**{run.name}**: {len(run.samples)} sample grids (K sources | target landmarks | generated | real)"
                 + (f", up to iteration {run.iterations}" if run.iterations else "")
@@ -422,17 +512,44 @@ class Demo:
         if not found:
             return "No evaluation yet: `make evaluate` writes its tables here.", []
         text = "\n\n".join(f"### {e.name}\n\n{e.table}" for e in found[:5])
-        return text, [(str(e.examples), e.name) for e in found[:5] if e.examples]
+        return text, [(_image(e.examples), e.name) for e in found[:5] if e.examples]
 
-    def _avatar_choices(self, value: str | None = None) -> Any:
+    def _avatar_choices(self, request: Any, value: str | None = None) -> Any:
         import gradio as gr
 
-        names = self.saved_avatars()
+        names = self.saved_avatars(request)
         return gr.update(choices=names, value=value if value in names else (names[0] if names else None))
 
 
 def _stem(name: str) -> str:
     return Path(name).stem or "upload"
+
+
+def _user_name(name: str) -> str:
+    """An upload's file name as the user gave it, made safe as one file name (no separators, no leading dot)."""
+    name = re.sub(r"[\x00-\x1f/\\]", "_", name).lstrip(".") or "upload"
+    return name[-120:]
+
+
+def _side(pixels: float) -> int:
+    return int(pixels**0.5)
+
+
+def _png(image: np.ndarray, path: Path) -> str:
+    """Write a uint8 image as PNG (the page sends files of the session's folder, nothing else)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return str(path)
+
+
+def _image(path: Path) -> np.ndarray:
+    """A picture of the runs folder as pixels: the page sends a copy, never a path under runs/."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def _error(exc: BaseException, unexpected: bool = False) -> str:
@@ -453,7 +570,9 @@ def build_app(demo: Demo) -> Any:
         f"({demo.meta.image_size}² px)" if demo.meta is not None
         else f"**Error:** {demo.model_error}"
     )
-    with gr.Blocks(title="talkinghead demo", analytics_enabled=False) as app:
+    age_s = int(cfg.max_age_h * 3600)
+    # Gradio's cache (in the server's folder): copies older than the avatars' age limit go, checked hourly
+    with gr.Blocks(title="talkinghead demo", analytics_enabled=False, delete_cache=(min(3600, age_s), age_s)) as app:
         gr.Markdown(
             "# talkinghead — few-shot talking heads\n"
             "Make an avatar of a person from a few photos or a video (Zakharov et al. 2019, Sec. 3.4), then drive "
@@ -479,18 +598,25 @@ def build_app(demo: Demo) -> Any:
                     epochs = gr.Number(value=cfg.default_epochs, minimum=1, maximum=400,
                                        label="fine-tuning epochs over the T frames (FT; make finetune: 560 steps, FSTH)")
                     make = gr.Button("Make avatar", variant="primary", elem_id="make-avatar")
+            gr.Markdown(f"Avatars made here are this browser session's only ({cfg.max_avatars} at most, for up to "
+                        f"{cfg.max_age_h:g} h) and are removed when the page is closed: download one, or keep it on "
+                        "the server.")
             avatar_status = gr.Markdown(elem_id="avatar-status")
             chosen = gr.Gallery(label="Chosen frames with their detected landmarks", columns=8, height="auto",
                                 elem_id="chosen-frames")
             compare = gr.Gallery(label="FF | FT | real, on frames the avatar was not made from", columns=6,
                                  height="auto", elem_id="compare")
             preview = gr.Video(label="Preview: real | landmarks | avatar", interactive=False, elem_id="preview")
+            with gr.Row():
+                avatar_file = gr.File(label="Download the avatar (avatar.pt)", interactive=False, elem_id="avatar-file")
+                with gr.Column():
+                    keep = gr.Button("Keep it on the server (its avatars folder)", elem_id="keep-avatar")
+                    keep_status = gr.Markdown(elem_id="keep-status")
         with gr.Tab("Drive"):
             with gr.Row():
                 with gr.Column():
-                    names = demo.saved_avatars()
-                    avatar = gr.Dropdown(choices=names, value=names[0] if names else None,
-                                         label="Avatar (made in this page or saved earlier)", elem_id="drive-avatar")
+                    avatar = gr.Dropdown(choices=[], value=None, label="Avatar (made on this page, this session)",
+                                         elem_id="drive-avatar")
                     driver = gr.Video(label="Driver: upload a video or record one with the webcam",
                                       sources=["upload", "webcam"], height=240, elem_id="driver-video")
                     driver_held = gr.Dropdown(choices=[""] + demo.held_out, value="",
@@ -523,17 +649,23 @@ def build_app(demo: Demo) -> Any:
         def on_drive(avatar, driver, driver_held, adapt, request: gr.Request, progress=gr.Progress()):
             return demo.drive(avatar, driver, driver_held, adapt, request=request, progress=progress)
 
-        # the page's handlers get the browser session (per-session folders): annotations must be real classes
-        for fn in (on_make, on_drive):
-            fn.__annotations__["request"] = gr.Request
+        def on_keep(avatar, request: gr.Request):
+            return demo.keep(avatar, request=request)
+
+        def on_load(request: gr.Request):
+            return demo._avatar_choices(request)
 
         def on_unload(request: gr.Request) -> None:
             demo.end_session(request)
 
-        on_unload.__annotations__["request"] = gr.Request
+        # the page's handlers get the browser session (per-session folders): annotations must be real classes
+        for fn in (on_make, on_drive, on_keep, on_load, on_unload):
+            fn.__annotations__["request"] = gr.Request
 
-        make.click(on_make, [video, photos, held, T, mode, epochs], [avatar_status, chosen, compare, preview, avatar],
+        make.click(on_make, [video, photos, held, T, mode, epochs],
+                   [avatar_status, chosen, compare, preview, avatar, avatar_file],
                    api_name="make_avatar", concurrency_limit=1, concurrency_id="model")
+        keep.click(on_keep, [avatar], [keep_status], api_name="keep")
         go.click(on_drive, [avatar, driver, driver_held, adapt], [drive_status, result, download],
                  api_name="drive", concurrency_limit=1, concurrency_id="model")
 
@@ -547,19 +679,35 @@ def build_app(demo: Demo) -> Any:
         refresh.click(on_refresh, [run], [run, run_status, grids, curves, eval_text, eval_examples], api_name="runs")
         run.change(lambda n: demo.show_run(n), [run], [run_status, grids, curves], api_name="show_run")
         app.load(on_refresh, [run], [run, run_status, grids, curves, eval_text, eval_examples], api_name=False)
+        app.load(on_load, None, [avatar], api_name="avatars")  # this session's avatars (none in a new one)
         app.unload(on_unload)
     return app
 
 
 def launch(app: Any, demo: Demo, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
-    """Serve ``app`` (Gradio's queue: long work waits its turn)."""
+    """Serve ``app`` (Gradio's queue: long work waits its turn).  No folder is served as such: Gradio serves the
+    copies it makes in its cache of files the page sent; the runs folder, the avatars folder and the checkpoint's
+    run are blocked outright."""
     app.queue(default_concurrency_limit=1, max_size=32)
-    allowed = [str(Path(demo.config.runs_dir).resolve()), str(demo.avatars_dir.resolve()),
-               str(Path(demo.config.evaluate_dir).resolve()), str(demo.session_root.resolve())]
+    blocked = [Path(demo.config.runs_dir), demo.avatars_dir, Path(demo.config.evaluate_dir)]
+    if demo.meta is not None:
+        blocked.append(Path(demo.meta.path).parent.parent)
+    server = demo.server.root.resolve()
+    blocked_paths = [str(b.resolve()) for b in blocked if not _inside(server, b.resolve())]
     return app.launch(
-        server_name=host, server_port=port, max_file_size=f"{demo.config.max_file_mb}mb", allowed_paths=allowed,
-        prevent_thread_lock=not block, show_error=False, ssr_mode=False, quiet=False,
+        server_name=host, server_port=port, max_file_size=f"{demo.config.max_file_mb}mb", allowed_paths=[],
+        blocked_paths=blocked_paths, prevent_thread_lock=not block, show_error=False, ssr_mode=False, quiet=False,
     )
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (what service managers send) stops the server as Ctrl-C does, so that its folder is removed."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -575,6 +723,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="landmarks of uploads: auto | dlib | face-alignment | module:function (your own detector)")
     p.add_argument("--max-frames", type=int, default=300, help="frames used of an uploaded video (longer: sampled)")
     p.add_argument("--max-file-mb", type=int, default=50, help="upload size limit")
+    p.add_argument("--max-side", type=int, default=0,
+                   help="uploads are scaled down while decoding to this many pixels a side (0: 4 x the model's, >= 512)")
+    p.add_argument("--max-megapixels", type=float, default=16.8, help="larger video frames or photos are refused")
+    p.add_argument("--max-video-frames", type=int, default=3000, help="longer videos are refused")
+    p.add_argument("--max-avatars", type=int, default=8, help="avatars per browser session (the oldest goes)")
+    p.add_argument("--max-age-h", type=float, default=24.0, help="avatars and idle sessions older than this go")
     p.add_argument("--epochs", type=float, default=40.0, help="default fine-tuning epochs shown on the page")
     args = p.parse_args(argv)
     try:
@@ -586,7 +740,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = DemoConfig(
         ckpt=args.ckpt, runs_dir=runs, avatars_dir=Path(args.avatars_dir) if args.avatars_dir else runs / "avatars",
         evaluate_dir=runs / "evaluate", detector=args.detector, max_frames=args.max_frames,
-        max_file_mb=args.max_file_mb, default_epochs=args.epochs,
+        max_file_mb=args.max_file_mb, default_epochs=args.epochs, max_side=args.max_side,
+        max_megapixels=args.max_megapixels, max_video_frames=args.max_video_frames, max_avatars=args.max_avatars,
+        max_age_h=args.max_age_h,
     )
     try:
         demo = Demo(config)
@@ -595,10 +751,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if demo.meta is None:
         print(f"warning: {demo.model_error} (the page says so)", file=sys.stderr)
+    for gone in demo.server.removed_leftovers:
+        print(f"removed {gone}: left by a demo server that stopped without cleaning up", file=sys.stderr)
+    print(f"files of this server's sessions: {demo.server.root} (removed when it stops)", file=sys.stderr)
+    _stop_on_sigterm()
     try:
         launch(build_app(demo), demo, args.host, args.port, block=True)
+    except KeyboardInterrupt:
+        pass
     finally:
-        shutil.rmtree(demo.session_root, ignore_errors=True)
+        demo.close()
     return 0
 
 

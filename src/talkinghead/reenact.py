@@ -65,16 +65,18 @@ def load_driver(
     synthetic_frames: int = 64,
     data_root: str | None = None,
     landmarks: str = "track",
+    max_side: int = 0,
 ) -> Driver:
     """A real video / image folder (landmarks detected, faceless frames hold the last good landmarks), or an
-    id of the avatar's data (synthetic population or shard folder)."""
+    id of the avatar's data (synthetic population or shard folder).  ``max_side``: a video's frames are scaled
+    down while decoding to at most that many pixels a side (0 = full size)."""
     from talkinghead import shots
 
     path = Path(driver).expanduser()
     if path.exists():
         if isinstance(detector, str):
             detector = shots.make_landmark_detector(detector, landmarks)
-        frames, fps = shots.read_user_frames(path, max_frames)
+        frames, fps = shots.read_user_frames(path, max_frames, max_side)
         track = shots.track_faces(frames, detector, size, source=str(path))
 
         def crops() -> torch.Tensor:

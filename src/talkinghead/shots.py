@@ -202,8 +202,49 @@ def shard_frames(id_: str, manifest: Any, image_size: int) -> PersonFrames:
 
 
 # ------------------------------------------------------------------------------------------------ user files
-def read_user_frames(path: Path, max_frames: int = 0) -> tuple[np.ndarray, float]:
-    """A video file or a folder of images -> (uint8 (N, H, W, 3) RGB, fps); ``max_frames`` evenly (0 = all)."""
+def ffmpeg_reason(exc: BaseException) -> str:
+    """FFmpeg's reason without the file path it quotes (the caller names the file as the user knows it)."""
+    text = str(getattr(exc, "strerror", None) or exc).strip().splitlines()
+    text = text[0] if text else type(exc).__name__
+    text = re.sub(r"^cannot decode [^:]*: ", "", text)
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text)
+    return re.sub(r":\s*'[^']*'?$", "", text).strip() or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video file's header: ``frames`` (counted from the packets when the header has none), ``fps``,
+    ``width`` x ``height`` pixels of a stored frame."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """:class:`VideoInfo` of a video file without decoding its frames; ``NoFaceError`` naming the file when it is
+    no readable video."""
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise NoFaceError(f"cannot read {path.name}: it holds no video stream")
+            s = c.streams.video[0]
+            fps = float(s.average_rate or s.guessed_rate or 25.0)
+            frames = int(s.frames or 0) or sum(1 for pkt in c.demux(s) if pkt.size)
+            return VideoInfo(frames, fps, int(s.codec_context.width), int(s.codec_context.height))
+    except NoFaceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise NoFaceError(f"cannot read {path.name}: not a readable video ({ffmpeg_reason(exc)})") from exc
+
+
+def read_user_frames(path: Path, max_frames: int = 0, max_side: int = 0) -> tuple[np.ndarray, float]:
+    """A video file or a folder of images -> (uint8 (N, H, W, 3) RGB, fps); ``max_frames`` evenly (0 = all);
+    video frames scaled down while decoding to at most ``max_side`` pixels a side (0 = full size)."""
     from data_modules.sources import IMAGE_EXTENSIONS, DecodeError, read_images, read_video
 
     try:
@@ -213,10 +254,10 @@ def read_user_frames(path: Path, max_frames: int = 0) -> tuple[np.ndarray, float
                 raise NoFaceError(f"{path} holds no image ({', '.join(IMAGE_EXTENSIONS)}) and is not a video")
             frames, _ = read_images(files, max_frames)
             return frames, 25.0
-        frames, _, fps, _ = read_video(path, max_frames)
+        frames, _, fps, _ = read_video(path, max_frames, max_side=max_side)
         return frames, fps
     except DecodeError as exc:
-        raise NoFaceError(f"cannot read {path}: {exc}") from exc
+        raise NoFaceError(f"cannot read {path}: not a readable video ({ffmpeg_reason(exc)})") from exc
 
 
 @dataclass
@@ -289,8 +330,8 @@ def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, 
     }
 
 
-def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0) -> PersonFrames:
-    frames, _ = read_user_frames(path, max_frames)
+def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0, max_side: int = 0) -> PersonFrames:
+    frames, _ = read_user_frames(path, max_frames, max_side)
     track = track_faces(frames, detector, image_size, source=str(path))
     found = track.found
     kept = np.flatnonzero(found)
@@ -314,25 +355,31 @@ def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0)
     return PersonFrames(str(path), None, [str(path)], len(crops), loader, notes, full_frame)
 
 
-def read_photo(path: Path) -> np.ndarray:
-    """One image file -> uint8 (1, H, W, 3) RGB; a clear error naming the file when it is no readable image."""
+def read_photo(path: Path, max_side: int = 0) -> np.ndarray:
+    """One image file -> uint8 (1, H, W, 3) RGB, scaled down while decoding to at most ``max_side`` pixels a side
+    (0 = full size; JPEG decodes at a reduced scale directly); a clear error naming the file when it is no
+    readable image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if max_side and max(im.size) > max_side:
+                im.draft("RGB", (max_side, max_side))
+                im = im.convert("RGB")
+                im.thumbnail((max_side, max_side), Image.Resampling.BOX)
             return np.asarray(im.convert("RGB"))[None]
     except (UnidentifiedImageError, OSError) as exc:
-        raise NoFaceError(f"cannot read {path}: not a readable image ({exc})") from exc
+        raise NoFaceError(f"cannot read {path}: not a readable image") from exc
 
 
-def photo_frames(paths: Sequence[Path], image_size: int, detector: Any) -> PersonFrames:
+def photo_frames(paths: Sequence[Path], image_size: int, detector: Any, max_side: int = 0) -> PersonFrames:
     """Frames of one photo or a list of photos of one person: each photo is cropped around its own face.
 
     A photo without a face is skipped with a note when others have one; none with a face is a ``NoFaceError``.
     """
     crops, points, notes, origins = [], [], [], []
     for path in paths:
-        frames = read_photo(path)
+        frames = read_photo(path, max_side)
         try:
             track = track_faces(frames, detector, image_size, source=str(path))
         except NoFaceError as exc:
@@ -354,7 +401,7 @@ def photo_frames(paths: Sequence[Path], image_size: int, detector: Any) -> Perso
 
     def full_frame(position: int) -> tuple[np.ndarray, np.ndarray]:
         path, box = origins[position]
-        return read_photo(path)[0], box
+        return read_photo(path, max_side)[0], box  # the scale the box was found at
 
     return PersonFrames(source, None, [str(p) for p in paths], len(sample["frames"]), loader, notes, full_frame)
 
@@ -408,13 +455,16 @@ def resolve(
     detector: Any | None = None,
     detector_backend: str = "auto",
     max_frames: int = 0,
+    max_side: int = 0,
 ) -> PersonFrames:
-    """The frames of ``id_`` (see the module docstring); ``data_cfg`` is the meta-learned model's data config."""
+    """The frames of ``id_`` (see the module docstring); ``data_cfg`` is the meta-learned model's data config.
+    ``max_side``: a user's video frames and photos are scaled down while decoding to at most that many pixels a
+    side (0 = full size)."""
     photos = photo_list(id_ if not isinstance(id_, str) and isinstance(id_, Sequence) else str(id_))
     if photos:
         if detector is None:
             detector = make_landmark_detector(detector_backend)
-        return photo_frames(photos, image_size, detector)
+        return photo_frames(photos, image_size, detector, max_side)
     id_ = str(id_).strip()
     if not id_:
         raise UnknownIdError(
@@ -424,7 +474,7 @@ def resolve(
     if path.exists():
         if detector is None:
             detector = make_landmark_detector(detector_backend)
-        return user_frames(path, image_size, detector, max_frames)
+        return user_frames(path, image_size, detector, max_frames, max_side)
     if looks_like_path(id_):
         raise UnknownIdError(f"no such file or folder: {id_}")
 
