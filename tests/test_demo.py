@@ -304,7 +304,7 @@ def test_two_users_at_once_wait_their_turn_and_get_their_own_videos(server, tmp_
 
 
 # ------------------------------------------------------------------------------------------------ a real server
-#: the page's stated peak memory per job (README, "Demo"): the server's peak RSS above its level after a first
+#: the page's stated peak memory per job (docs/demo.md): the server's peak RSS above its level after a first
 #: small job, while making an avatar from and driving with a 2048² 400-frame video (300 frames decoded, scaled
 #: down while decoding to 512 px a side for this 32² model: 300 x 512² x 3 B = 236 MB of frames)
 PEAK_JOB_MB = 700

@@ -481,7 +481,7 @@ def _synthetic_loader_rate(args: argparse.Namespace) -> float:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m talkinghead.bench", description=__doc__.split("\n\n")[0],
-        epilog="Rows, their units and how each is measured: see the module docstring (README: Speed).",
+        epilog="Rows, their units and how each is measured: see the module docstring (docs/speed.md).",
     )
     p.add_argument("--quick", action="store_true", help="every row at the smallest sizes (a smoke run)")
     p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda")
