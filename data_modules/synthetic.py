@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from data_modules.persons import PersonData
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads
 from data_modules.resumable import ResumableDataLoader
 from talkinghead.landmarks.draw import draw_landmarks
@@ -284,6 +285,31 @@ class SyntheticDataModule(pl.LightningDataModule):
     def test_video_ids(self) -> list[str]:
         """Video ids of the held-out (test) identities."""
         return list(self.test_set.video_ids)
+
+    # ---- the person API (data_modules.persons)
+    @property
+    def where(self) -> str:
+        return "the embedded synthetic population"
+
+    def known_ids(self) -> list[str]:
+        """Person ids (``syn0003``) and video ids (``syn0003/v01``) of every identity, training and held out."""
+        return [person_id_of(i) for i in range(self.num_identities)] + [
+            video_id_of(i, v) for i in range(self.num_identities) for v in range(self.videos_per_identity)]
+
+    def held_out_video_ids(self) -> list[str]:
+        return self.test_video_ids
+
+    def person_frames(self, id_: str, video_length: int = 64) -> PersonData:
+        """A person's videos (or one video) as ``video_length`` frames each, ``t = 0 .. video_length - 1``."""
+        person = id_.split("/")[0]
+        ident = _parse_video_id(id_ if "/" in id_ else f"{person}/v00")[0]
+        videos = [id_] if "/" in id_ else [video_id_of(ident, v) for v in range(self.videos_per_identity)]
+
+        def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
+            parts = [self.frames_of(videos[p // video_length], [p % video_length]) for p in positions]
+            return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+
+        return PersonData(person, videos, video_length * len(videos), loader)
 
     def frames_of(self, video_id: str, indices: Sequence[int], image_size: int | None = None
                   ) -> dict[str, torch.Tensor]:

@@ -53,6 +53,7 @@ from data_modules.shards import (
     iter_shard,
     load_manifest,
 )
+from data_modules.persons import PersonData
 from data_modules.remote import ShardError, is_remote, local_path
 from data_modules.resumable import ResumableStreamLoader
 from talkinghead.visualize import from_uint8, uint8_chw
@@ -619,6 +620,51 @@ class VoxCelebDataModule(pl.LightningDataModule):
             raise KeyError(f"{video_id!r} is neither a video nor a clip of {self.root}/manifest.json")
         home = self._units_by_id[rec.video if self.unit == "video" else rec.video_id]
         return VideoUnit(home.index, rec.video_id, rec.person_id, (rec,))
+
+    # ---- the person API (data_modules.persons)
+    @property
+    def where(self) -> str:
+        return f"{self.root}/manifest.json"
+
+    def known_ids(self) -> list[str]:
+        """Person ids, video ids (``person/youtube id``) and clip ids (``person/video/utterance``) of the manifest."""
+        videos = list(dict.fromkeys(v.video for v in self.manifest.videos if v.video))
+        return self.manifest.persons + videos + [v.video_id for v in self.manifest.videos]
+
+    def held_out_video_ids(self) -> list[str]:
+        """The units (``data.unit``) of the held-out persons: with ``video``, every YouTube video of a test person,
+        its utterances pooled."""
+        return [v.video_id for v in self.test_videos]
+
+    def person_frames(self, id_: str, video_length: int = 64) -> PersonData:
+        """The frames of a clip, a video (its utterances end to end) or a person (all its clips), in id order, at
+        this module's image size (``video_length`` is the synthetic data's: shards know their lengths)."""
+        by_id = self.manifest.by_id()
+        records = (
+            [by_id[id_]] if id_ in by_id
+            else [v for v in self.manifest.videos if v.video == id_]
+            or [v for v in self.manifest.videos if v.person_id == id_]
+        )
+        if not records:
+            raise KeyError(f"{id_!r} is not a person, video or clip of {self.where}")
+        reader = ShardReader(self.manifest)
+        index = [(r, i) for r in records for i in range(r.num_frames)]
+        size = self.image_size
+
+        def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
+            out: dict[str, list[torch.Tensor]] = {"frames": [], "landmark_images": [], "landmarks": []}
+            cache: dict[str, Any] = {}
+            for p in positions:
+                rec, i = index[p]
+                if rec.video_id not in cache:
+                    cache[rec.video_id] = reader.read(rec.video_id)
+                sample = cache[rec.video_id]
+                s = make_sample(decode_jpeg(sample.frames[i])[None], sample.landmarks[[i]], rec, size)
+                for k in out:
+                    out[k].append(s[k])
+            return {k: torch.cat(v) for k, v in out.items()}
+
+        return PersonData(records[0].person_id, [r.video_id for r in records], len(index), loader)
 
     def frames_of(self, video_id: str, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Stored frames of one video (all its clips end to end, in id order) or of one clip: uint8

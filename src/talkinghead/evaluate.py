@@ -60,19 +60,9 @@ class Row:
 def held_out_videos(meta_cfg: DictConfig, data_root: str | None) -> list[str]:
     """Video ids of the persons the model never saw in meta-learning (VoxCeleb: the units of its ``data.unit``,
     so with ``video`` every YouTube video of a test person, its utterances pooled)."""
-    target = str(meta_cfg.data.get("_target_", ""))
-    if target.endswith("SyntheticDataModule"):
-        from talkinghead.shots import _synthetic_module
+    from talkinghead.shots import data_source
 
-        return _synthetic_module(meta_cfg.data, int(meta_cfg.model.image_size)).test_video_ids
-    from talkinghead.train import build
-
-    data = OmegaConf.to_container(meta_cfg.data, resolve=True)
-    if data_root:
-        data["root"] = data_root
-    data["num_workers"] = 0
-    dm = build(OmegaConf.create(data))
-    return [v.video_id for v in dm.test_videos]
+    return data_source(meta_cfg.data, int(meta_cfg.model.image_size), data_root).held_out_video_ids()
 
 
 def paper_cell(T: int, method: str, dataset: str) -> str:

@@ -122,83 +122,18 @@ def evenly(num: int, count: int, offset: int = 0) -> list[int]:
     return [offset + int(i) for i in np.round(np.linspace(0, num - 1, count)).astype(int)]
 
 
-# ------------------------------------------------------------------------------------------------ synthetic
-def _synthetic_module(data_cfg: Mapping[str, Any], image_size: int) -> Any:
-    from data_modules.synthetic import SyntheticDataModule
+# ------------------------------------------------------------------------------------------ the model's data
+def data_source(data_cfg: Mapping[str, Any], image_size: int, data_root: str | None = None, id_: str = "") -> Any:
+    """The meta-learned model's DataModule, asked through the person API (``data_modules.persons``): which ids
+    it knows, which are held out, one id's frames.  Its errors become one-line ``UnknownIdError``s."""
+    from data_modules.persons import open_source
 
-    keys = (
-        "num_identities",
-        "videos_per_identity",
-        "test_identities",
-        "frames_per_video",
-        "heldout_frames",
-        "seed",
-    )
-    kwargs = {k: data_cfg[k] for k in keys if k in data_cfg}
-    return SyntheticDataModule(K=1, image_size=image_size, **kwargs)
-
-
-def synthetic_ids(data_cfg: Mapping[str, Any], image_size: int) -> list[str]:
-    dm = _synthetic_module(data_cfg, image_size)
-    from data_modules.synthetic import person_id_of, video_id_of
-
-    return [person_id_of(i) for i in range(dm.num_identities)] + [
-        video_id_of(i, v) for i in range(dm.num_identities) for v in range(dm.videos_per_identity)
-    ]
-
-
-def synthetic_frames(
-    id_: str, data_cfg: Mapping[str, Any], image_size: int, video_length: int
-) -> PersonFrames:
-    """Frames of a synthetic person/video: each video is ``video_length`` frames ``t = 0 .. video_length-1``."""
-    dm = _synthetic_module(data_cfg, image_size)
-    from data_modules.synthetic import video_id_of
-
-    person = id_.split("/")[0]
-    if "/" in id_:
-        videos = [id_]
-    else:
-        ident = int(person[3:])
-        videos = [video_id_of(ident, v) for v in range(dm.videos_per_identity)]
-
-    def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
-        parts = [dm.frames_of(videos[p // video_length], [p % video_length]) for p in positions]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-    return PersonFrames(id_, person, videos, video_length * len(videos), loader)
-
-
-# ------------------------------------------------------------------------------------------------ shards
-def shard_frames(id_: str, manifest: Any, image_size: int) -> PersonFrames:
-    """Frames of a person, video or clip of a preprocessed shard folder (``data_modules.shards.Manifest``): the
-    frames of its clips end to end, in id order."""
-    from data_modules.shards import ShardReader
-    from data_modules.voxceleb import make_sample
-
-    by_id = manifest.by_id()
-    records = (
-        [by_id[id_]] if id_ in by_id
-        else [v for v in manifest.videos if v.video == id_] or [v for v in manifest.videos if v.person_id == id_]
-    )
-    reader = ShardReader(manifest)
-    index = [(r, i) for r in records for i in range(r.num_frames)]
-
-    def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
-        from data_modules.shards import decode_jpeg
-
-        out: dict[str, list[torch.Tensor]] = {"frames": [], "landmark_images": [], "landmarks": []}
-        cache: dict[str, Any] = {}
-        for p in positions:
-            rec, i = index[p]
-            if rec.video_id not in cache:
-                cache[rec.video_id] = reader.read(rec.video_id)
-            sample = cache[rec.video_id]
-            s = make_sample(decode_jpeg(sample.frames[i])[None], sample.landmarks[[i]], rec, image_size)
-            for k in out:
-                out[k].append(s[k])
-        return {k: torch.cat(v) for k, v in out.items()}
-
-    return PersonFrames(id_, records[0].person_id, [r.video_id for r in records], len(index), loader)
+    what = f"look up {id_!r}" if id_ else "list the held-out videos"
+    try:
+        return open_source(data_cfg, image_size, data_root or None)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnknownIdError(f"cannot {what}: {first}; give data_root=<shard folder> if the data moved") from exc
 
 
 # ------------------------------------------------------------------------------------------------ user files
@@ -478,29 +413,12 @@ def resolve(
     if looks_like_path(id_):
         raise UnknownIdError(f"no such file or folder: {id_}")
 
-    target = str(data_cfg.get("_target_", ""))
-    if target.endswith("SyntheticDataModule"):
-        known = synthetic_ids(data_cfg, image_size)
-        if id_ in known:
-            return synthetic_frames(id_, data_cfg, image_size, synthetic_video_length)
-        where = "the embedded synthetic population"
-    else:
-        from data_modules.shards import load_manifest
-
-        root = data_root or data_cfg.get("root")
-        if not root:
-            raise UnknownIdError(
-                f"cannot look up {id_!r}: the checkpoint's data has no root; give data_root=<shard folder>"
-            )
-        try:
-            manifest = load_manifest(root)
-        except FileNotFoundError as exc:
-            raise UnknownIdError(f"cannot look up {id_!r}: {exc}") from exc
-        videos = list(dict.fromkeys(v.video for v in manifest.videos if v.video))
-        known = manifest.persons + videos + [v.video_id for v in manifest.videos]
-        if id_ in known:
-            return shard_frames(id_, manifest, image_size)
-        where = f"{root}/manifest.json"
+    source = data_source(data_cfg, image_size, data_root, id_)
+    known = source.known_ids()
+    if id_ in known:
+        data = source.person_frames(id_, synthetic_video_length)
+        return PersonFrames(id_, data.person_id, data.video_ids, data.num_frames, data.loader)
+    where = source.where
     close = difflib.get_close_matches(id_, known, n=5, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else ""
     raise UnknownIdError(f"unknown id {id_!r}: not a person or video of {where} nor an existing path{hint}")
