@@ -8,7 +8,7 @@ ADAPT ?= auto
 need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn finetune reenact evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
+.PHONY: help install meta-learn finetune reenact export evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,11 @@ reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE
 	$(call need,DRIVER,a driver video / image folder or an id such as syn0020/v01)
 	$(PYTHON) -m talkinghead.cli reenact "$(AVATAR)" "$(DRIVER)" "$(or $(OUT),out.mp4)" --adapt $(ADAPT) $(if $(SIDE),--side-by-side) \
 		$(if $(CKPT),--ckpt $(CKPT)) $(if $(SMOOTH),--smooth $(SMOOTH)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(ARGS)
+
+export:  ## avatar -> one ONNX file for onnxruntime: AVATAR=avatar.pt [OUT=avatar.onnx beside it] [PRECISION=fp32|fp16] [OVERWRITE=1] [CKPT=]
+	$(call need,AVATAR,the avatar.pt that make finetune printed)
+	$(PYTHON) -m talkinghead.cli export "$(AVATAR)" $(if $(OUT),"$(OUT)") $(if $(PRECISION),--precision $(PRECISION)) \
+		$(if $(OVERWRITE),--overwrite) $(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
 
 evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, ARGS=)
 	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) $(ARGS)

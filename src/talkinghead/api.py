@@ -25,7 +25,6 @@ import torch
 
 from talkinghead.avatar import (
     Avatar,
-    AvatarRenderer,
     MetaLearned,
     load_avatar,
     load_meta_learned,
@@ -249,6 +248,8 @@ def drive(
     smooth: str = "on",
     progress: Progress | None = None,
     progress_bar: bool = False,
+    backend: str = "torch",
+    onnx: str | Path | None = None,
 ) -> DriveResult:
     """Render ``avatar`` driven by the landmarks of ``driver`` into the mp4 ``out``.
 
@@ -257,10 +258,13 @@ def drive(
     or ``off`` (raw landmarks, the paper).  ``meta``: the model, when already loaded (else the avatar's own
     checkpoint, or ``ckpt``).  ``max_frames``: driver frames used, evenly spaced (0 = all).  ``landmarks``:
     ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
-    ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.
+    ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.  ``backend``: ``torch``,
+    ``onnx`` (onnxruntime: the file ``onnx``, else ``avatar.onnx`` beside the avatar, else an in-memory export) or
+    ``auto`` (onnx where it is faster: see ``talkinghead.export.avatar_renderer``).
     """
     from tqdm.auto import tqdm
 
+    from talkinghead.export import avatar_renderer
     from talkinghead.reenact import ReenactError, check_options, driver_points, load_driver, render_frames
     from talkinghead.render import pick_device
     from talkinghead.speed import Speed
@@ -273,12 +277,19 @@ def drive(
         raise ReenactError(f"OUT must be an .mp4 file, got {out}")
     _report(progress, 0.0, "loading the avatar and the model")
     av_ = avatar if isinstance(avatar, Avatar) else load_avatar(avatar)
-    if meta is None:
+
+    def model() -> MetaLearned:
+        if meta is not None:
+            return meta
         if ckpt is None and Path(av_.checkpoint).is_file():
-            meta = load_meta_learned(av_.checkpoint)
-        else:
-            meta = load_model(ckpt, runs_dir)
-    renderer = AvatarRenderer(av_, meta, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain())
+            return load_meta_learned(av_.checkpoint)
+        return load_model(ckpt, runs_dir)
+
+    notes: list[str] = []
+    renderer = avatar_renderer(  # torch: AvatarRenderer; onnx: onnxruntime (talkinghead.export)
+        av_, model, backend=backend, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain(),
+        avatar_path=None if isinstance(avatar, Avatar) else avatar, onnx_file=onnx, notes=notes,
+    )
     _report(progress, 0.05, f"reading the driver {driver} and finding its landmarks")
     drv = load_driver(
         str(driver),
@@ -291,7 +302,6 @@ def drive(
         landmarks=landmarks,
     )
     n = len(drv.landmarks)
-    notes = []
     if drv.missing:
         notes.append(f"driver: no face in {drv.missing} of {n} frames: held the last good landmarks there")
     points, adapted = driver_points(drv, av_, adapt, reference, smooth)
@@ -318,6 +328,25 @@ def drive(
         out, n, float(fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
         first[0] if first else 0.0, adapted, drv.missing, side_by_side, notes,
     )
+
+
+# ------------------------------------------------------------------------------------------------ export
+def export_avatar(
+    avatar: str | Path,
+    out: str | Path | None = None,
+    *,
+    precision: str = "fp32",
+    ckpt: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    overwrite: bool = False,
+) -> Any:
+    """``avatar`` as one ONNX file (default ``avatar.onnx`` beside it): ``talkinghead.export.export_avatar``;
+    returns its ``ExportResult``.  Needs ``pip install -e '.[export]'`` (onnx, onnxscript, onnxruntime)."""
+    from talkinghead.export import default_out
+    from talkinghead.export import export_avatar as export
+
+    return export(avatar, out or default_out(avatar), precision=precision, ckpt=ckpt, runs_dir=runs_dir,
+                  overwrite=overwrite)
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -451,7 +480,7 @@ def frames_of(video: str | Path) -> tuple[int, float]:
 
 
 __all__ = [
-    "AvatarResult", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "frames_of", "held_out_ids",
-    "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar", "print_progress",
+    "AvatarResult", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "export_avatar", "frames_of",
+    "held_out_ids", "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar", "print_progress",
     "slug",
 ]
