@@ -202,9 +202,7 @@ def test_an_existing_out_is_kept_unless_overwrite(avatar, tmp_path) -> None:
         export_avatar(avatar, tmp_path / "avatar.pt.bak")
     with pytest.raises(ExportError, match="precision"):
         export_avatar(avatar, tmp_path / "y.onnx", precision="int8")
-    result = export_avatar(avatar, out, overwrite=True)
-    assert result.max_abs_error <= 1e-4 and OnnxRenderer(out).metadata["format"] == "talkinghead-onnx/1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar.onnx"]  # (OVERWRITE=1: the next test)
 
 
 def test_a_write_that_fails_midway_leaves_nothing_at_out(avatar, tmp_path, monkeypatch) -> None:
@@ -256,11 +254,11 @@ def test_reenact_with_the_onnx_backend_renders_what_torch_renders(exported, avat
         assert sum(1 for _ in c.decode(video=0)) == 6
 
 
-def test_auto_takes_the_file_beside_the_avatar_and_refuses_another_avatars_file(avatar, ckpt, exported,
-                                                                               tmp_path) -> None:
+def test_cli_export_beside_the_avatar_and_auto_takes_that_file(avatar, ckpt, exported, tmp_path, capsys) -> None:
     import shutil
 
     from talkinghead.avatar import AvatarRenderer
+    from talkinghead.cli import main
     from talkinghead.export import OnnxAvatarRenderer, avatar_renderer
 
     av = load_avatar(avatar)
@@ -271,9 +269,14 @@ def test_auto_takes_the_file_beside_the_avatar_and_refuses_another_avatars_file(
     notes: list[str] = []
     assert isinstance(avatar_renderer(av, lambda: meta, backend="auto", avatar_path=copy, notes=notes),
                       AvatarRenderer), "no exported file: torch"
-    shutil.copy(exported["fp32"], copy.with_suffix(".onnx"))
+    beside = copy.with_suffix(".onnx")
+    beside.write_bytes(b"an older file")
+    assert main(["export", str(copy)]) == 2 and "exists" in capsys.readouterr().err
+    assert main(["export", str(copy), "--overwrite", "--ckpt", str(ckpt)]) == 0  # OUT: avatar.onnx beside it
+    assert f"wrote {beside}" in capsys.readouterr().out
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["avatar.onnx", "avatar.pt"]
     r = avatar_renderer(av, lambda: meta, backend="auto", avatar_path=copy, notes=notes)
-    assert isinstance(r, OnnxAvatarRenderer) and r.where == str(copy.with_suffix(".onnx"))
+    assert isinstance(r, OnnxAvatarRenderer) and r.where == str(beside)
     other = load_avatar(avatar)
     other.psi = other.psi + 0.1  # another avatar of the same model
     with pytest.raises(ExportError) as exc:

@@ -14,7 +14,9 @@ Rows (each a figure with its unit):
   and the compile time (first iterations minus the steady-state time) is printed apart.
 * fine-tuning: seconds to make an avatar with T=8 at the default number of steps (experiments/finetune.yaml).
 * reenactment: frames/s from landmarks to uint8 frames (landmark image, G with the avatar's ψ computed once,
-  conversion), batch 1 and batched: the inference path of ``make reenact`` minus video decoding and encoding.
+  conversion), batch 1 and batched: the inference path of ``make reenact`` minus video decoding and encoding;
+  also with the avatar exported to ONNX (``make export``, ψ' folded, fp32) run by onnxruntime, and its ratio to
+  the PyTorch fast path (the export's seconds are printed apart, not timed in).
 * data: landmark images/s, loader samples/s, preprocessing videos/min.
 
 Timings are medians over whole timed windows, synchronised with the device only at the window's ends.  The
@@ -399,6 +401,7 @@ def bench_reenact(res: Results, args: argparse.Namespace) -> None:
         speeds = [("plain", Speed.plain()), ("fast", Speed())]
         if device.type == "cuda" and args.compile != "off":
             speeds.append(("fast+compile", replace(Speed(), compile=True, compile_mode="reduce-overhead")))
+        fast_fps = {}
         for name, speed in speeds:
             for batch in (1, args.reenact_batch):
                 renderer = FrameRenderer(meta.generator, psi, device, speed)
@@ -406,8 +409,39 @@ def bench_reenact(res: Results, args: argparse.Namespace) -> None:
                                         device)
                 res.add("reenact", f"{label}: {name}, batch {batch}", fps, "frames/s",
                         f"{renderer.speed.describe(inference=True)}; landmarks -> uint8 frame")
+                if name == "fast":
+                    fast_fps[batch] = fps
             if speed.compile is True:
                 torch._dynamo.reset()
+        bench_onnx(res, meta.generator, psi, points, size, seconds, label, (1, args.reenact_batch), fast_fps)
+
+
+def bench_onnx(
+    res: Results, generator: Any, psi: torch.Tensor, points: Any, size: int, seconds: float, label: str,
+    batches: Sequence[int], fast_fps: dict[int, float],
+) -> None:
+    """Rows of the avatar exported to ONNX (ψ' folded, fp32) run by onnxruntime, beside the PyTorch renderer."""
+    from talkinghead.export import FoldedRenderer, MissingPackageError, OnnxRenderer, require, to_onnx
+
+    try:
+        ort = require("onnxruntime")
+        t0 = time.perf_counter()
+        proto = to_onnx(FoldedRenderer(generator, psi))
+        export_s = time.perf_counter() - t0
+    except MissingPackageError as exc:
+        for batch in batches:
+            res.add("reenact", f"{label}: onnxruntime, batch {batch}", None, "frames/s", str(exc))
+        return
+    cuda = res.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+    renderer = OnnxRenderer(proto.SerializeToString(), "cuda" if cuda else "cpu")
+    where = f"{renderer.providers[0]}, onnxruntime {ort.__version__}"
+    for batch in batches:
+        fps = frames_per_second(lambda y, b=batch: renderer.render(y, b), points, batch, size, seconds, res.device)
+        res.add("reenact", f"{label}: onnxruntime fp32, batch {batch}", fps, "frames/s",
+                f"{where}; export {export_s:.1f} s apart; landmarks -> uint8 frame")
+        if batch in fast_fps:
+            res.add("reenact", f"{label}: onnxruntime / fast, batch {batch}", fps / fast_fps[batch], "x",
+                    "frames/s ratio, same process")
 
 
 # ------------------------------------------------------------------------------------------------ data

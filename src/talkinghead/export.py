@@ -243,7 +243,8 @@ def _quiet() -> Iterator[None]:
 
 
 def to_onnx(net: FoldedRenderer, metadata: dict[str, str] | None = None, opset: int = OPSET) -> Any:
-    """``net`` as an ``onnx.ModelProto`` (batch axis dynamic), with ``metadata`` in its metadata_props."""
+    """``net`` as an ``onnx.ModelProto`` (batch axis dynamic), with format, image size, precision and ``metadata``
+    in its metadata_props."""
     require("onnx")
     require("onnxscript")  # torch's dynamo exporter translates through it
     s = net.image_size
@@ -264,7 +265,8 @@ def to_onnx(net: FoldedRenderer, metadata: dict[str, str] | None = None, opset: 
         del item.metadata_props[:]
     proto.producer_name = "talkinghead"
     proto.doc_string = "talkinghead avatar: landmark images -> frames (metadata: input, output, landmark_drawing)"
-    for key, value in (metadata or {}).items():
+    base = {"format": FORMAT, "image_size": str(s), "precision": "fp16" if net.dtype == torch.float16 else "fp32"}
+    for key, value in {**base, **(metadata or {})}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto
