@@ -260,7 +260,7 @@ def drive(
     ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
     ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.  ``backend``: ``torch``,
     ``onnx`` (onnxruntime: the file ``onnx``, else ``avatar.onnx`` beside the avatar, else an in-memory export) or
-    ``auto`` (onnx where it is faster: see ``talkinghead.export.avatar_renderer``).
+    ``auto`` (onnx where it is faster, measured on a few frames first: ``talkinghead.export.avatar_renderer``).
     """
     from tqdm.auto import tqdm
 
@@ -289,6 +289,7 @@ def drive(
     renderer = avatar_renderer(  # torch: AvatarRenderer; onnx: onnxruntime (talkinghead.export)
         av_, model, backend=backend, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain(),
         avatar_path=None if isinstance(avatar, Avatar) else avatar, onnx_file=onnx, notes=notes,
+        batch_size=batch_size,
     )
     _report(progress, 0.05, f"reading the driver {driver} and finding its landmarks")
     drv = load_driver(
@@ -481,6 +482,6 @@ def frames_of(video: str | Path) -> tuple[int, float]:
 
 __all__ = [
     "AvatarResult", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "export_avatar", "frames_of",
-    "held_out_ids", "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar", "print_progress",
-    "slug",
+    "held_out_ids", "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar",
+    "print_progress", "slug",
 ]

@@ -433,8 +433,8 @@ def bench_onnx(
             res.add("reenact", f"{label}: onnxruntime, batch {batch}", None, "frames/s", str(exc))
         return
     cuda = res.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
-    renderer = OnnxRenderer(proto.SerializeToString(), "cuda" if cuda else "cpu")
-    where = f"{renderer.providers[0]}, onnxruntime {ort.__version__}"
+    renderer = OnnxRenderer(proto.SerializeToString(), "cuda" if cuda else "cpu", threads=torch.get_num_threads())
+    where = f"{renderer.providers[0]} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__}"
     for batch in batches:
         fps = frames_per_second(lambda y, b=batch: renderer.render(y, b), points, batch, size, seconds, res.device)
         res.add("reenact", f"{label}: onnxruntime fp32, batch {batch}", fps, "frames/s",
@@ -534,6 +534,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reenact-batch", type=int, default=None,
                    help="the batched reenactment row's batch (default: 16 on CUDA, 4 on CPU)")
     p.add_argument("--reenact-seconds", type=float, default=3.0, help="timing window per reenactment row")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch and onnxruntime (default: torch's, which onnxruntime then uses too)")
     p.add_argument("--voxmini", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "voxmini"),
                    help="real videos for the preprocessing row (default ../shared/data/voxmini; else synthetic)")
     args = p.parse_args(argv)
@@ -568,6 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     res = Results(args.quick, device)
     print(f"talkinghead bench on {device} ({res.machine().get('gpu', platform.processor() or 'cpu')}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}){' --quick' if args.quick else ''}")

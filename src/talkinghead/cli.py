@@ -188,7 +188,8 @@ def _export(args: argparse.Namespace) -> int:
         f"images -> frames, dynamic batch; max |onnxruntime - PyTorch| {r.max_abs_error:.2g} <= {r.tolerance:g}; "
         f"{r.seconds:.0f} s)"
     )
-    print(f"  reenact with it: make reenact AVATAR={args.avatar} DRIVER=<video or id> ARGS='--backend onnx --onnx {r.path}'")
+    print(f"  reenact with it: make reenact AVATAR={args.avatar} DRIVER=<video or id> "
+          f"ARGS='--backend onnx --onnx {r.path}'")
     return 0
 
 

@@ -47,7 +47,6 @@ from torch import nn
 
 from talkinghead.avatar import (
     Avatar,
-    AvatarError,
     MetaLearned,
     atomic_path,
     avatar_generator,
@@ -253,11 +252,12 @@ def to_onnx(net: FoldedRenderer, metadata: dict[str, str] | None = None, opset: 
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(
                 net.eval(), (example,), None, dynamo=True, external_data=False, opset_version=opset,
-                input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes={"landmarks": {0: torch.export.Dim("batch")}},
-                verbose=False,
+                input_names=[INPUT], output_names=[OUTPUT], verbose=False,
+                dynamic_shapes={"landmarks": {0: torch.export.Dim("batch")}},
             )
     except Exception as exc:  # noqa: BLE001 - the exporter's errors are long; the first line says what failed
-        raise ExportError(f"the ONNX exporter failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ExportError(f"the ONNX exporter failed: {type(exc).__name__}: {first}") from exc
     proto = program.model_proto
     # the exporter's per-node debug notes (stack traces with this machine's paths, FX names): half a small file
     g = proto.graph
@@ -415,7 +415,9 @@ class OnnxRenderer:
     def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         s = self.image_size
         if tuple(landmark_images.shape[1:]) != (3, s, s):
-            raise ExportError(f"this ONNX file renders (N, 3, {s}, {s}) landmark images, got {tuple(landmark_images.shape)}")
+            raise ExportError(
+                f"this ONNX file renders (N, 3, {s}, {s}) landmark images, got {tuple(landmark_images.shape)}"
+            )
         out = []
         for y in landmark_images.split(batch_size):
             x = np.ascontiguousarray(y.detach().cpu().float().numpy())
@@ -444,6 +446,21 @@ def check_file(frames: OnnxRenderer, avatar: Avatar, path: str | Path) -> None:
         )
 
 
+def race(renderers: dict[str, Any], landmark_images: torch.Tensor, batch_size: int, rounds: int = 2
+         ) -> dict[str, float]:
+    """Frames/s of each renderer on ``landmark_images`` (N, 3, S, S): one warm-up render, then the best of
+    ``rounds``, the renderers taking turns (so that a busy moment of the machine does not fall on one only)."""
+    for r in renderers.values():
+        r.render(landmark_images, batch_size)
+    best = {name: float("inf") for name in renderers}
+    for _ in range(rounds):
+        for name, r in renderers.items():
+            t0 = time.perf_counter()
+            r.render(landmark_images, batch_size)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: len(landmark_images) / max(t, 1e-9) for name, t in best.items()}
+
+
 def avatar_renderer(
     avatar: Avatar,
     load_meta: Callable[[], MetaLearned],
@@ -454,14 +471,17 @@ def avatar_renderer(
     avatar_path: str | Path | None = None,
     onnx_file: str | Path | None = None,
     notes: list[str] | None = None,
+    batch_size: int = 16,
 ) -> Any:
     """The renderer of ``avatar`` for ``backend``: an ``AvatarRenderer`` (torch) or an :class:`OnnxAvatarRenderer`.
 
     ``onnx``: ``onnx_file`` (checked against the avatar), else ``avatar.onnx`` beside ``avatar_path`` when it renders
-    this avatar, else the avatar exported in memory (seconds; a note says so).  ``auto``: onnx where it is faster,
-    i.e. on the CPU with onnxruntime installed and an exported file of this avatar at hand (given, or beside the
-    avatar); else torch (on CUDA torch's fast path runs on the GPU; an in-process export first costs seconds a
-    short clip does not earn back).  ``load_meta()`` is called only when the model is needed.
+    this avatar, else the avatar exported in memory (seconds; a note says so).  ``auto``: onnx where it is faster.
+    On the CPU with onnxruntime installed and an exported file of this avatar at hand (given, or beside the avatar)
+    both render a batch of probe frames (:func:`race`) and the faster one is used (a note gives the frames/s): which
+    wins depends on the CPU (torch's bf16 fast path where bf16 is native) and on how busy it is.  Else torch (on
+    CUDA its fast path runs on the GPU; exporting in-process first costs seconds a short clip does not earn back).
+    ``load_meta()`` is called only when the model is needed.
     """
     from talkinghead.avatar import AvatarRenderer
 
@@ -477,11 +497,19 @@ def avatar_renderer(
             try:
                 frames = OnnxRenderer(file, "cpu")
                 check_file(frames, avatar, file)
-                return OnnxAvatarRenderer(avatar, frames, str(file))
             except ExportError as exc:
                 if onnx_file:
                     raise
                 notes.append(f"backend auto: {exc}; rendering with torch")
+            else:
+                ours = OnnxAvatarRenderer(avatar, frames, str(file))
+                theirs = AvatarRenderer(avatar, load_meta(), device=device, speed=speed)
+                n = min(batch_size, 4)
+                fps = race({"onnxruntime": ours, "torch": theirs}, probe_images(avatar, n), n)
+                winner = max(fps, key=fps.get)
+                notes.append(f"backend auto: {fps['onnxruntime']:.1f} frames/s with onnxruntime, {fps['torch']:.1f} "
+                             f"with torch on {n} probe frames: rendering with {winner}")
+                return ours if winner == "onnxruntime" else theirs
         backend = "torch"
     if backend == "torch":
         return AvatarRenderer(avatar, load_meta(), device=device, speed=speed)
@@ -508,5 +536,5 @@ __all__ = [
     "BACKENDS", "FORMAT", "PRECISIONS", "TOLERANCE", "ExportError", "ExportResult", "FoldedAdaIN", "FoldedRenderer",
     "MissingPackageError", "OnnxAvatarRenderer", "OnnxRenderer", "OnnxSelfAttention", "OnnxUpConv",
     "avatar_fingerprint", "avatar_renderer", "check_file", "default_out", "export_avatar", "file_metadata",
-    "landmark_drawing", "load_for_export", "probe_images", "require", "to_onnx",
+    "landmark_drawing", "load_for_export", "probe_images", "race", "require", "to_onnx",
 ]
