@@ -21,7 +21,7 @@ the model and avatar fingerprints, the image size, the precision, the error agai
 the input without this project (README: Export).
 
 Before the file is renamed into place, onnxruntime runs it on landmark images of the avatar and its frames are
-compared with the PyTorch renderer's (fp32, plain path): more than :data:`TOLERANCE` apart -> no file, an error.
+compared with the PyTorch renderer's (fp32, plain path): further than :data:`TOLERANCE` apart -> no file, an error.
 """
 from __future__ import annotations
 
@@ -60,8 +60,11 @@ from talkinghead.nets.spectral import bake
 
 FORMAT = "talkinghead-onnx/1"
 PRECISIONS = ("fp32", "fp16")
-#: max |ONNX - PyTorch fp32| over the frames (in [-1, 1]) that an export must meet, per precision
-TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}
+#: (max, mean) |ONNX - PyTorch fp32| over the check's frames (in [-1, 1]) an export must meet, per precision.  A
+#: gross-error check (a wrong fold is off by 0.1 and more): at 256² torch's own two fp32 paths (contiguous /
+#: channels-last) already differ by up to 9e-3 on random paper-width weights, where the instance norms of the
+#: mostly black landmark image amplify rounding; tests/test_export.py holds the tiny test avatar to 1e-4 (fp32).
+TOLERANCE = {"fp32": (1e-2, 1e-3), "fp16": (1e-1, 1e-2)}
 OPSET = 18
 BACKENDS = ("torch", "onnx", "auto")
 INPUT, OUTPUT = "landmarks", "frames"
@@ -283,12 +286,13 @@ def probe_images(avatar: Avatar, n: int = 3) -> torch.Tensor:
 
 @dataclass
 class ExportResult:
-    """What :func:`export_avatar` wrote: ``path`` (``bytes`` in size), the max |ONNX - PyTorch| on the probe
-    frames, export seconds and the file's metadata."""
+    """What :func:`export_avatar` wrote: ``path`` (``bytes`` in size), the max and mean |ONNX - PyTorch| on the
+    check's frames and the bound on the max, export seconds and the file's metadata."""
 
     path: Path
     bytes: int
     max_abs_error: float
+    mean_abs_error: float
     tolerance: float
     seconds: float
     metadata: dict[str, str] = field(default_factory=dict)
@@ -358,16 +362,19 @@ def export_avatar(
     expected = FrameRenderer(generator, av_.psi, "cpu", Speed.plain()).render(y)
     data = proto.SerializeToString()
     got = OnnxRenderer(data).render(y)
-    err = float((got - expected).abs().max())
-    tol = TOLERANCE[precision]
-    if not err <= tol:
-        raise ExportError(f"the exported {precision} file differs from PyTorch by {err:.3g} (> {tol:g}): not written")
+    diff = (got - expected).abs()
+    err, mean = float(diff.max()), float(diff.mean())
+    tol, tol_mean = TOLERANCE[precision]
+    if not (err <= tol and mean <= tol_mean):
+        raise ExportError(f"the exported {precision} file differs from PyTorch by {err:.3g} at most, {mean:.3g} on "
+                          f"average (bounds {tol:g}, {tol_mean:g}): not written")
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "max_abs_error_vs_pytorch", f"{err:.3g} ({len(y)} frames in [-1, 1], fp32 reference)"
+    entry.key = "abs_error_vs_pytorch"
+    entry.value = f"max {err:.3g}, mean {mean:.3g} ({len(y)} frames in [-1, 1], PyTorch fp32 reference)"
     with atomic_path(out) as tmp:
         onnx.save_model(proto, str(tmp))
     meta_out = {p.key: p.value for p in proto.metadata_props}
-    return ExportResult(out, out.stat().st_size, err, tol, time.perf_counter() - start, meta_out)
+    return ExportResult(out, out.stat().st_size, err, mean, tol, time.perf_counter() - start, meta_out)
 
 
 # ------------------------------------------------------------------------------------------------ running it
