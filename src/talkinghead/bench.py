@@ -435,6 +435,13 @@ def bench_onnx(
     cuda = res.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
     renderer = OnnxRenderer(proto.SerializeToString(), "cuda" if cuda else "cpu", threads=torch.get_num_threads())
     where = f"{renderer.providers[0]} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__}"
+    from talkinghead.landmarks.draw import landmark_image_tensor
+    from talkinghead.render import FrameRenderer
+
+    y = torch.stack([landmark_image_tensor(p, size) for p in points[:4]])
+    diff = (renderer.render(y) - FrameRenderer(generator, psi, "cpu", Speed.plain()).render(y)).abs()
+    res.add("reenact", f"{label}: onnxruntime fp32 vs plain, max |diff|", float(diff.max()), "",
+            f"mean {float(diff.mean()):.2g}; 4 frames in [-1, 1]")
     for batch in batches:
         fps = frames_per_second(lambda y, b=batch: renderer.render(y, b), points, batch, size, seconds, res.device)
         res.add("reenact", f"{label}: onnxruntime fp32, batch {batch}", fps, "frames/s",
