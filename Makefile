@@ -36,7 +36,7 @@ reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [SIDE
 export:  ## avatar -> one ONNX file for onnxruntime: AVATAR=avatar.pt [OUT=avatar.onnx beside it] [PRECISION=fp32|fp16] [OVERWRITE=1] [CKPT=]
 	$(call need,AVATAR,the avatar.pt that make finetune printed)
 	$(PYTHON) -m talkinghead.cli export "$(AVATAR)" $(if $(OUT),"$(OUT)") $(if $(PRECISION),--precision $(PRECISION)) \
-		$(if $(OVERWRITE),--overwrite) $(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
+		$(if $(filter 1 yes true,$(OVERWRITE)),--overwrite) $(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
 
 evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, ARGS=)
 	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) $(ARGS)

@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast: bf16 where native, channels-last (experiments/speed/fast.yaml); plain: fp32 reference")
     p.add_argument("--backend", choices=("torch", "onnx", "auto"), default="torch",
                    help="torch; onnx: onnxruntime (--onnx FILE, else avatar.onnx beside the avatar, else exported in "
-                        "memory); auto: onnx on the CPU when an exported file of the avatar is at hand, else torch")
+                        "memory); auto: with an exported file of the avatar at hand on the CPU, the faster of the two "
+                        "on a few probe frames, else torch")
     p.add_argument("--onnx", default=None, help="the avatar's ONNX file (make export) for --backend onnx|auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_reenact)

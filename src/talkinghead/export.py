@@ -29,7 +29,6 @@ import contextlib
 import copy
 import hashlib
 import importlib
-import importlib.util
 import io
 import json
 import logging
@@ -86,6 +85,14 @@ def require(package: str) -> Any:
         raise MissingPackageError(
             f"{package} is not installed: pip install {package} (or pip install -e '.[export]')"
         ) from exc
+
+
+def _installed(package: str) -> bool:
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ the network
@@ -499,7 +506,7 @@ def avatar_renderer(
     beside = default_out(avatar_path) if avatar_path is not None else None
     file = Path(onnx_file) if onnx_file else beside if beside is not None and beside.is_file() else None
     if backend == "auto":
-        usable = device.type == "cpu" and file is not None and importlib.util.find_spec("onnxruntime") is not None
+        usable = device.type == "cpu" and file is not None and _installed("onnxruntime")
         if usable:
             try:
                 frames = OnnxRenderer(file, "cpu")
