@@ -248,7 +248,7 @@ def drive(
     smooth: str = "on",
     progress: Progress | None = None,
     progress_bar: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
     onnx: str | Path | None = None,
 ) -> DriveResult:
     """Render ``avatar`` driven by the landmarks of ``driver`` into the mp4 ``out``.
@@ -260,7 +260,8 @@ def drive(
     ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
     ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.  ``backend``: ``torch``,
     ``onnx`` (onnxruntime: the file ``onnx``, else ``avatar.onnx`` beside the avatar, else an in-memory export) or
-    ``auto`` (onnx where it is faster, measured on a few frames first: ``talkinghead.export.avatar_renderer``).
+    ``auto`` (the default: onnx where it is faster, measured on a few frames first; torch when no exported file is
+    at hand: ``talkinghead.export.avatar_renderer``).
     """
     from tqdm.auto import tqdm
 

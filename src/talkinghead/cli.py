@@ -249,10 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda")
     p.add_argument("--speed", choices=("fast", "plain"), default="fast",
                    help="fast: bf16 where native, channels-last (experiments/speed/fast.yaml); plain: fp32 reference")
-    p.add_argument("--backend", choices=("torch", "onnx", "auto"), default="torch",
+    p.add_argument("--backend", choices=("torch", "onnx", "auto"), default="auto",
                    help="torch; onnx: onnxruntime (--onnx FILE, else avatar.onnx beside the avatar, else exported in "
-                        "memory); auto: with an exported file of the avatar at hand on the CPU, the faster of the two "
-                        "on a few probe frames, else torch")
+                        "memory); auto (default): with an exported file of the avatar at hand on the CPU, the faster "
+                        "of the two on a few probe frames, else torch")
     p.add_argument("--onnx", default=None, help="the avatar's ONNX file (make export) for --backend onnx|auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_reenact)
