@@ -10,7 +10,7 @@ need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 q = '$(subst ','\'',$(1))'
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn finetune reenact evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
+.PHONY: help install meta-learn finetune reenact export evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,11 @@ reenact:  ## drive an avatar: AVATAR=avatar.pt DRIVER=video|id OUT=out.mp4 [OVER
 	$(PYTHON) -m talkinghead.cli reenact $(call q,$(AVATAR)) $(call q,$(DRIVER)) $(call q,$(or $(OUT),out.mp4)) --adapt $(ADAPT) $(if $(SIDE),--side-by-side) $(if $(FULL),--full) \
 		$(if $(CKPT),--ckpt $(call q,$(CKPT))) $(if $(SMOOTH),--smooth $(SMOOTH)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) \
 		$(if $(OVERWRITE),--overwrite) $(ARGS)
+
+export:  ## avatar -> one ONNX file for onnxruntime: AVATAR=avatar.pt [OUT=avatar.onnx beside it] [PRECISION=fp32|fp16] [OVERWRITE=1] [CKPT=]
+	$(call need,AVATAR,the avatar.pt that make finetune printed)
+	$(PYTHON) -m talkinghead.cli export $(call q,$(AVATAR)) $(if $(OUT),$(call q,$(OUT))) $(if $(PRECISION),--precision $(PRECISION)) \
+		$(if $(filter 1 yes true,$(OVERWRITE)),--overwrite) $(if $(CKPT),--ckpt $(call q,$(CKPT))) $(ARGS)
 
 evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (CKPT=latest run, FF_CKPT=FF model, PROTOCOLS=table1,cross, ARGS=)
 	$(PYTHON) -m talkinghead.cli evaluate $(if $(CKPT),ckpt=$(CKPT)) $(if $(FF_CKPT),ff_ckpt=$(FF_CKPT)) \

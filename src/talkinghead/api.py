@@ -25,7 +25,6 @@ import torch
 
 from talkinghead.avatar import (
     Avatar,
-    AvatarRenderer,
     MetaLearned,
     load_avatar,
     load_meta_learned,
@@ -260,6 +259,8 @@ def drive(
     full: bool = False,
     progress: Progress | None = None,
     progress_bar: bool = False,
+    backend: str = "auto",
+    onnx: str | Path | None = None,
 ) -> DriveResult:
     """Render ``avatar`` driven by the landmarks of ``driver`` into the mp4 ``out``.
 
@@ -272,10 +273,14 @@ def drive(
     ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
     ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.  ``full``: write the avatar's
     source frame at its original size with the rendered face pasted back where its crop came from
-    (``talkinghead.paste``); an avatar made before full-frame output is a one-line error.
+    (``talkinghead.paste``); an avatar made before full-frame output is a one-line error.  ``backend``: ``torch``,
+    ``onnx`` (onnxruntime: the file ``onnx``, else ``avatar.onnx`` beside the avatar, else an in-memory export) or
+    ``auto`` (the default: onnx where it is faster, measured on a few frames first; torch when no exported file is
+    at hand: ``talkinghead.export.avatar_renderer``).
     """
     from tqdm.auto import tqdm
 
+    from talkinghead.export import avatar_renderer
     from talkinghead.reenact import ReenactError, check_options, driver_points, load_driver, render_frames
     from talkinghead.render import pick_device
     from talkinghead.speed import Speed
@@ -295,12 +300,20 @@ def drive(
     if full and side_by_side:
         raise ReenactError("FULL=1 and SIDE=1 cannot be combined: full-frame output is the avatar's frame alone")
     source = av_.source_frame(None if isinstance(avatar, Avatar) else avatar) if full else None
-    if meta is None:
+
+    def model() -> MetaLearned:
+        if meta is not None:
+            return meta
         if ckpt is None and Path(av_.checkpoint).is_file():
-            meta = load_meta_learned(av_.checkpoint)
-        else:
-            meta = load_model(ckpt, runs_dir)
-    renderer = AvatarRenderer(av_, meta, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain())
+            return load_meta_learned(av_.checkpoint)
+        return load_model(ckpt, runs_dir)
+
+    notes: list[str] = []
+    renderer = avatar_renderer(  # torch: AvatarRenderer; onnx: onnxruntime (talkinghead.export)
+        av_, model, backend=backend, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain(),
+        avatar_path=None if isinstance(avatar, Avatar) else avatar, onnx_file=onnx, notes=notes,
+        batch_size=batch_size,
+    )
     _report(progress, 0.05, f"reading the driver {driver} and finding its landmarks")
     drv = load_driver(
         str(driver),
@@ -314,7 +327,6 @@ def drive(
         max_side=max_side,
     )
     n = len(drv.landmarks)
-    notes = []
     if drv.missing:
         notes.append(f"driver: no face in {drv.missing} of {n} frames: held the last good landmarks there")
     points, adapted = driver_points(drv, av_, adapt, reference, smooth)
@@ -345,6 +357,25 @@ def drive(
         out, n, float(fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
         first[0] if first else 0.0, adapted, drv.missing, side_by_side, notes, full,
     )
+
+
+# ------------------------------------------------------------------------------------------------ export
+def export_avatar(
+    avatar: str | Path,
+    out: str | Path | None = None,
+    *,
+    precision: str = "fp32",
+    ckpt: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    overwrite: bool = False,
+) -> Any:
+    """``avatar`` as one ONNX file (default ``avatar.onnx`` beside it): ``talkinghead.export.export_avatar``;
+    returns its ``ExportResult``.  Needs ``pip install -e '.[export]'`` (onnx, onnxscript, onnxruntime)."""
+    from talkinghead.export import default_out
+    from talkinghead.export import export_avatar as export
+
+    return export(avatar, out or default_out(avatar), precision=precision, ckpt=ckpt, runs_dir=runs_dir,
+                  overwrite=overwrite)
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -470,8 +501,7 @@ def probe_video(video: str | Path) -> Any:
 
 
 __all__ = [
-    "AvatarResult", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "frames_of", "held_out_ids",
-    "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar", "print_progress",
-    "probe_video",
-    "slug",
+    "AvatarResult", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "export_avatar", "frames_of",
+    "held_out_ids", "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar",
+    "print_progress", "probe_video", "slug",
 ]

@@ -308,6 +308,28 @@ def load_avatar(path: str | Path) -> Avatar:
     return Avatar(**data)
 
 
+def avatar_generator(avatar: Avatar, meta: MetaLearned) -> Any:
+    """The generator of ``avatar``: ``meta``'s, after checking the fingerprint, with the avatar's fine-tuned
+    tensors on a copy (FT; ``meta`` stays the meta-learned model), or ``meta``'s own (FF)."""
+    avatar.check_model(meta)
+    generator = meta.generator
+    state = generator.state_dict()
+    unknown = set(avatar.generator_delta) - set(state)
+    if unknown:
+        raise AvatarMismatchError(
+            f"avatar holds generator tensors the model lacks: {sorted(unknown)[:3]}"
+        )
+    if avatar.generator_delta:
+        generator = copy.deepcopy(generator)
+        state.update(avatar.generator_delta)
+        try:
+            generator.load_state_dict(state)
+        except RuntimeError as exc:
+            first = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc))
+            raise AvatarMismatchError(f"avatar's generator tensors do not fit the model: {first}") from exc
+    return generator
+
+
 class AvatarRenderer:
     """The meta-learned generator with an avatar applied: landmark images -> frames, ψ' computed once.
 
@@ -320,18 +342,7 @@ class AvatarRenderer:
     ) -> None:
         from talkinghead.render import FrameRenderer
 
-        avatar.check_model(meta)
-        generator = meta.generator
-        state = generator.state_dict()
-        unknown = set(avatar.generator_delta) - set(state)
-        if unknown:
-            raise AvatarMismatchError(
-                f"avatar holds generator tensors the model lacks: {sorted(unknown)[:3]}"
-            )
-        if avatar.generator_delta:  # FT: a copy with the avatar's weights; ``meta`` stays the meta-learned model
-            generator = copy.deepcopy(generator)
-            state.update(avatar.generator_delta)
-            generator.load_state_dict(state)
+        generator = avatar_generator(avatar, meta)
         self.frames = FrameRenderer(generator, avatar.psi, device, Speed() if speed is None else speed)
         self.generator = self.frames.generator
         self.psi = self.frames.psi

@@ -14,7 +14,9 @@ Rows (each a figure with its unit):
   and the compile time (first iterations minus the steady-state time) is printed apart.
 * fine-tuning: seconds to make an avatar with T=8 at the default number of steps (experiments/finetune.yaml).
 * reenactment: frames/s from landmarks to uint8 frames (landmark image, G with the avatar's ψ computed once,
-  conversion), batch 1 and batched: the inference path of ``make reenact`` minus video decoding and encoding.
+  conversion), batch 1 and batched: the inference path of ``make reenact`` minus video decoding and encoding;
+  also with the avatar exported to ONNX (``make export``, ψ' folded, fp32) run by onnxruntime, and its ratio to
+  the PyTorch fast path (the export's seconds are printed apart, not timed in).
 * data: landmark images/s, loader samples/s, preprocessing videos/min.
 
 Timings are medians over whole timed windows, synchronised with the device only at the window's ends.  The
@@ -399,6 +401,7 @@ def bench_reenact(res: Results, args: argparse.Namespace) -> None:
         speeds = [("plain", Speed.plain()), ("fast", Speed())]
         if device.type == "cuda" and args.compile != "off":
             speeds.append(("fast+compile", replace(Speed(), compile=True, compile_mode="reduce-overhead")))
+        fast_fps = {}
         for name, speed in speeds:
             for batch in (1, args.reenact_batch):
                 renderer = FrameRenderer(meta.generator, psi, device, speed)
@@ -406,8 +409,46 @@ def bench_reenact(res: Results, args: argparse.Namespace) -> None:
                                         device)
                 res.add("reenact", f"{label}: {name}, batch {batch}", fps, "frames/s",
                         f"{renderer.speed.describe(inference=True)}; landmarks -> uint8 frame")
+                if name == "fast":
+                    fast_fps[batch] = fps
             if speed.compile is True:
                 torch._dynamo.reset()
+        bench_onnx(res, meta.generator, psi, points, size, seconds, label, (1, args.reenact_batch), fast_fps)
+
+
+def bench_onnx(
+    res: Results, generator: Any, psi: torch.Tensor, points: Any, size: int, seconds: float, label: str,
+    batches: Sequence[int], fast_fps: dict[int, float],
+) -> None:
+    """Rows of the avatar exported to ONNX (ψ' folded, fp32) run by onnxruntime, beside the PyTorch renderer."""
+    from talkinghead.export import FoldedRenderer, MissingPackageError, OnnxRenderer, require, to_onnx
+
+    try:
+        ort = require("onnxruntime")
+        t0 = time.perf_counter()
+        proto = to_onnx(FoldedRenderer(generator, psi))
+        export_s = time.perf_counter() - t0
+    except MissingPackageError as exc:
+        for batch in batches:
+            res.add("reenact", f"{label}: onnxruntime, batch {batch}", None, "frames/s", str(exc))
+        return
+    cuda = res.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+    renderer = OnnxRenderer(proto.SerializeToString(), "cuda" if cuda else "cpu", threads=torch.get_num_threads())
+    where = f"{renderer.providers[0]} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__}"
+    from talkinghead.landmarks.draw import landmark_image_tensor
+    from talkinghead.render import FrameRenderer
+
+    y = torch.stack([landmark_image_tensor(p, size) for p in points[:4]])
+    diff = (renderer.render(y) - FrameRenderer(generator, psi, "cpu", Speed.plain()).render(y)).abs()
+    res.add("reenact", f"{label}: onnxruntime fp32 vs plain, max |diff|", float(diff.max()), "",
+            f"mean {float(diff.mean()):.2g}; 4 frames in [-1, 1]")
+    for batch in batches:
+        fps = frames_per_second(lambda y, b=batch: renderer.render(y, b), points, batch, size, seconds, res.device)
+        res.add("reenact", f"{label}: onnxruntime fp32, batch {batch}", fps, "frames/s",
+                f"{where}; export {export_s:.1f} s apart; landmarks -> uint8 frame")
+        if batch in fast_fps:
+            res.add("reenact", f"{label}: onnxruntime / fast, batch {batch}", fps / fast_fps[batch], "x",
+                    "frames/s ratio, same process")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -500,6 +541,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reenact-batch", type=int, default=None,
                    help="the batched reenactment row's batch (default: 16 on CUDA, 4 on CPU)")
     p.add_argument("--reenact-seconds", type=float, default=3.0, help="timing window per reenactment row")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch and onnxruntime (default: torch's, which onnxruntime then uses too)")
     p.add_argument("--voxmini", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "voxmini"),
                    help="real videos for the preprocessing row (default ../shared/data/voxmini; else synthetic)")
     args = p.parse_args(argv)
@@ -534,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     res = Results(args.quick, device)
     print(f"talkinghead bench on {device} ({res.machine().get('gpu', platform.processor() or 'cpu')}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}){' --quick' if args.quick else ''}")

@@ -281,7 +281,22 @@ def _reenact(args: argparse.Namespace) -> int:
         data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress,
         batch_size=args.batch_size, device=args.device, speed=args.speed,
         landmarks=args.landmarks, smooth=args.smooth, full=args.full, overwrite=args.overwrite,
+        backend=args.backend, onnx=args.onnx,
     )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from talkinghead import api
+
+    r = api.export_avatar(args.avatar, args.out, precision=args.precision, ckpt=args.ckpt, overwrite=args.overwrite)
+    print(
+        f"wrote {r.path} ({r.bytes / 2**20:.1f} MiB, {r.metadata['precision']}, {r.metadata['image_size']}² landmark "
+        f"images -> frames, dynamic batch; |onnxruntime - PyTorch| max {r.max_abs_error:.2g}, "
+        f"mean {r.mean_abs_error:.2g}; {r.seconds:.0f} s)"
+    )
+    print(f"  reenact with it: make reenact AVATAR={args.avatar} DRIVER=<video or id> "
+          f"ARGS='--backend onnx --onnx {r.path}'")
     return 0
 
 
@@ -343,9 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda")
     p.add_argument("--speed", choices=("fast", "plain"), default="fast",
                    help="fast: bf16 where native, channels-last (experiments/speed/fast.yaml); plain: fp32 reference")
+    p.add_argument("--backend", choices=("torch", "onnx", "auto"), default="auto",
+                   help="torch; onnx: onnxruntime (--onnx FILE, else avatar.onnx beside the avatar, else exported in "
+                        "memory); auto (default): with an exported file of the avatar at hand on the CPU, the faster "
+                        "of the two on a few probe frames, else torch")
+    p.add_argument("--onnx", default=None, help="the avatar's ONNX file (make export) for --backend onnx|auto")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists (else OUT-2.mp4 is written)")
     p.set_defaults(func=_reenact)
+
+    p = sub.add_parser("export", help="an avatar as one ONNX file (landmark images -> frames) for onnxruntime",
+                       description="Fold the avatar's ψ' into the generator and export it with PyTorch's ONNX exporter "
+                                   "(pip install -e '.[export]'); checked with onnxruntime against PyTorch before it "
+                                   "is written.  README: Export.")
+    p.add_argument("avatar", help="avatar file made by `talkinghead finetune` (…/avatar.pt)")
+    p.add_argument("out", nargs="?", default=None, help="output .onnx (default: avatar.onnx beside the avatar)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: half-precision weights and activations (input and output stay float32)")
+    p.add_argument("--ckpt", default=None, help="meta-learned checkpoint (default: the one the avatar was made from)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("demo", help="a web page to make avatars and drive them (Gradio; pip install -e '.[demo]')",
                        description="Serve the demo page (talkinghead.demo); its options follow.", add_help=False)
