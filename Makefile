@@ -8,6 +8,7 @@ ADAPT ?= auto
 need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 .DEFAULT_GOAL := help
 
+.PHONY: sanity gpu-check
 .PHONY: help install meta-learn finetune reenact evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
 
 help:  ## show this help
@@ -73,3 +74,9 @@ bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/resul
 
 bench-data:  ## loader samples/s at 256², K=8 per worker count, preprocessing videos/min (track vs detect), reenact frames/s [ARGS=]
 	$(PYTHON) scripts/bench_data.py $(ARGS)
+
+sanity:  ## overfit one synthetic video on the CPU (minutes): PASS if G's reconstruction reaches the stated L1 [BLIND=1 zeroes the landmarks: must FAIL] [ARGS=]
+	$(PYTHON) -m talkinghead.sanity $(if $(BLIND),--blind-landmarks) $(ARGS)
+
+gpu-check:  ## on a lent GPU (<= 8 min): pytest -m gpu, paper model bf16 eager/compiled step + MFU, memory per batch, reenact fps, DDP step -> gpu_check.json [CPU=1 tiny smoke run] [OUT=] [ARGS=]
+	$(PYTHON) -m talkinghead.gpu_check $(if $(CPU),--cpu) --out $(or $(OUT),gpu_check.json) $(ARGS)
