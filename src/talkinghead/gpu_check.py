@@ -316,9 +316,9 @@ def table(results: dict[str, Any]) -> str:
             mfu = r.get("mfu")
             rows.append((f"meta {name} (bf16, batch {r['batch']}, {r['image_size']}², K={r['K']})",
                          f"{r['ms_per_iteration']:.1f} ms/iter, peak {fmt(r['peak_mb'], '.0f')} MiB ({r['memory']}), "
-                         f"{fmt(r.get('achieved_tflops'), '.2f')} TFLOP/s, MFU {'n/a' if mfu is None else f'{100 * mfu:.1f}%'}"))
+                         f"{fmt(r.get('achieved_tflops'), '.4g')} TFLOP/s, MFU {'n/a' if mfu is None else f'{100 * mfu:.1f}%'}"))
     if meta.get("eager", {}).get("flops_per_iteration"):
-        rows.append(("FLOPs per iteration (counted)", f"{meta['eager']['flops_per_iteration'] / 1e12:.3f} TFLOP"))
+        rows.append(("FLOPs per iteration (counted)", f"{meta['eager']['flops_per_iteration'] / 1e9:.4g} GFLOP"))
     for b, r in s.get("memory", {}).get("result", {}).items():
         if isinstance(r, dict):
             rows.append((f"peak memory, batch {b}", r.get("error") or f"{fmt(r['peak_mb'], '.0f')} MiB ({r['memory']})"))

@@ -3,7 +3,8 @@
 The first thing to run on a new machine, a new dataset or a changed model.  It meta-learns the real modules (the
 composed ``meta_learn`` config with the overrides below, then the user's) on ONE video of the embedded synthetic
 heads, then renders that video's frames from their landmarks and K of its frames, and checks the mean L1 error
-(images in [-1, 1]) against a stated bound.  Exit status 0: PASS; 1: FAIL (the message says what was reached).
+(images in [-1, 1]) on the pixels that move against a stated bound: ``MAX_L1`` times that of the video's median
+frame (the best a G blind to its landmarks can draw).  Exit status 0: PASS; 1: FAIL (the message says what was reached).
 
 A G that cannot see its landmark input can at best draw the video's average frame; ``--blind-landmarks`` zeroes
 the landmark images (in training and in the check) to show that the bound tells the two apart.
@@ -39,29 +40,31 @@ OVERRIDES = (
     "callbacks.val_every_n_iterations=100000", "callbacks.sample_every_n_iterations=100000",
     "callbacks.metrics_every_n_iterations=0", "callbacks.ckpt_every_n_iterations=100000", "resume=false",
 )
-#: the stated bound: mean L1 of the reconstructed frames of the training video, images in [-1, 1]
-MAX_L1 = 0.06
+#: the stated bound: G's L1 on the moving pixels of the training video as a fraction of the median frame's there
+MAX_L1 = 0.7
+#: a pixel moves when it differs from the video's median frame by more than this (images in [-1, 1])
+MOVING = 0.1
 
 
 @dataclass
 class SanityResult:
-    l1: float               # G's reconstruction of the training video's frames
-    mean_frame_l1: float    # the video's average frame against its frames: what a G blind to landmarks can reach
-    max_l1: float
+    l1: float               # G's L1 on the moving pixels of the training video's frames
+    mean_frame_l1: float    # the video's median frame's L1 there: what a G blind to its landmarks can reach
+    max_l1: float           # the bound, a fraction of mean_frame_l1
     iterations: int
     seconds: float
     blind: bool
 
     @property
     def passed(self) -> bool:
-        return self.l1 <= self.max_l1
+        return self.l1 <= self.max_l1 * self.mean_frame_l1
 
     def line(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
         what = "with the landmark images zeroed, " if self.blind else ""
-        return (f"sanity: {verdict}: {what}reconstruction L1 {self.l1:.4f} on the one training video after "
-                f"{self.iterations} iterations (needs <= {self.max_l1:g}; its average frame scores "
-                f"{self.mean_frame_l1:.4f}) in {self.seconds:.0f} s")
+        return (f"sanity: {verdict}: {what}reconstruction L1 {self.l1:.4f} on the moving pixels of the one training "
+                f"video after {self.iterations} iterations (needs <= {self.max_l1:g} x {self.mean_frame_l1:.4f}, the "
+                f"L1 of its median frame, which a G blind to its landmarks can at best draw) in {self.seconds:.0f} s")
 
 
 class BlindLandmarks(pl.Callback):
@@ -82,7 +85,11 @@ def episodes(datamodule: Any, n: int) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def reconstruction_l1(module: Any, batch: dict[str, torch.Tensor], blind: bool) -> tuple[float, float]:
-    """(G's L1 on the target frames, the L1 of the batch's average target frame)."""
+    """(G's L1 on the pixels that move, the L1 there of the video's per-pixel median frame).
+
+    The median frame is the best constant image under L1: what a G blind to its landmark input can at best draw.
+    A synthetic video is mostly still background, so the whole-frame L1 of that median is already low (0.022 on
+    the default video); the pixels that move (|frame - median| > ``MOVING`` in any channel) tell the two apart."""
     from talkinghead.modules.meta_learning import split_episode
 
     batch = {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -91,8 +98,9 @@ def reconstruction_l1(module: Any, batch: dict[str, torch.Tensor], blind: bool) 
     module.eval()
     x = split_episode(batch)[2]
     x_hat = module.reconstruct({k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()})
-    mean_frame = x.mean(dim=0, keepdim=True)
-    return (x_hat.float().cpu() - x).abs().mean().item(), (mean_frame - x).abs().mean().item()
+    median = batch["frames"].flatten(0, 1).median(dim=0).values
+    moving = ((x - median).abs().amax(dim=1, keepdim=True) > MOVING).expand_as(x)
+    return (x_hat.float().cpu() - x).abs()[moving].mean().item(), (median - x).abs()[moving].mean().item()
 
 
 def sanity(overrides: Sequence[str] = (), blind: bool = False, max_l1: float = MAX_L1,
@@ -120,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m talkinghead.sanity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--blind-landmarks", action="store_true",
                         help="zero the landmark images (G cannot see its input): the check must fail")
-    parser.add_argument("--max-l1", type=float, default=MAX_L1, help=f"the bound to reach (default {MAX_L1})")
+    parser.add_argument("--max-l1", type=float, default=MAX_L1, help=f"the bound: a fraction of the median frame's L1 (default {MAX_L1})")
     parser.add_argument("overrides", nargs="*", help="meta_learn config overrides (key=value)")
     args = parser.parse_args(argv)
     from talkinghead.errors import TalkingHeadError
