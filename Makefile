@@ -10,7 +10,7 @@ need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 q = '$(subst ','\'',$(1))'
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn finetune reenact export evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
+.PHONY: help install meta-learn finetune reenact export evaluate demo test test-fast weights weights-list preprocess bench bench-data sanity gpu-check clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,3 +83,9 @@ bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/resul
 
 bench-data:  ## loader samples/s at 256², K=8 per worker count, preprocessing videos/min (track vs detect), reenact frames/s [ARGS=]
 	$(PYTHON) -m talkinghead.bench_data $(ARGS)
+
+sanity:  ## overfit one synthetic video on the CPU (minutes): PASS if G's reconstruction reaches the stated L1 [BLIND=1 zeroes the landmarks: must FAIL] [ARGS=]
+	$(PYTHON) -m talkinghead.sanity $(if $(BLIND),--blind-landmarks) $(ARGS)
+
+gpu-check:  ## on a lent GPU (<= 8 min): pytest -m gpu, paper model bf16 eager/compiled step + MFU, memory per batch, reenact fps, DDP step -> gpu_check.json [CPU=1 tiny smoke run] [OUT=] [ARGS=]
+	$(PYTHON) -m talkinghead.gpu_check $(if $(CPU),--cpu) --out $(or $(OUT),gpu_check.json) $(ARGS)

@@ -8,3 +8,7 @@ class TalkingHeadError(Exception):
 
 class ConfigError(TalkingHeadError, ValueError):
     """A config key, value or experiment name is wrong."""
+
+
+class NonFiniteError(TalkingHeadError):
+    """Training met a non-finite loss term, gradient or parameter (``talkinghead.callbacks.health``)."""

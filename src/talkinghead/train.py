@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from talkinghead.callbacks.health import health_monitor_from_config
 from talkinghead.callbacks.metrics import MetricsCallback
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
@@ -296,6 +297,8 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         MetricsCallback(int(cb.metrics_every_n_iterations), int(cb.metrics_max_batches),
                         OmegaConf.to_container(cb.metrics, resolve=True)),
         *weight_average(cb),
+        health_monitor_from_config(OmegaConf.to_container(cb.health, resolve=True) if cb.get("health") else None,
+                                   match_weight=float(cfg.loss.weights.get("match", 0.0))),
         *(extra_callbacks or []),
     ]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -19,6 +19,7 @@ from talkinghead.losses.adversarial import adversarial_loss, hinge_d_loss
 from talkinghead.losses.feature_matching import feature_matching_loss
 from talkinghead.losses.match import match_loss
 from talkinghead.losses.pixel import pixel_loss
+from talkinghead.modules.health_stats import output_statistics
 from talkinghead.nets import Embedder, Generator, ProjectionDiscriminator
 from talkinghead.nets.spectral import power_iteration
 from talkinghead.speed import match_state_layout, to_memory_format
@@ -205,6 +206,7 @@ class MetaLearningModule(pl.LightningModule):
             e_d = e_hat.detach().float()
             self.log_dict({"train/w_e_dist": (w_i - e_d).abs().mean(), "train/w_norm": w_i.norm(dim=1).mean(),
                            "train/e_norm": e_d.norm(dim=1).mean()}, on_step=True, batch_size=x.shape[0])
+            self.log_dict(output_statistics(x_hat, x), on_step=True, batch_size=x.shape[0])  # for the health monitor
         opt_g, opt_d = self.optimizers()
         # Host numbers are logged as CPU tensors: Lightning turns a Python float into a tensor on the module's
         # device, and on CUDA that copy waits for the GPU (a host-device synchronisation in every step).
