@@ -8,7 +8,7 @@ ADAPT ?= auto
 need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn finetune reenact evaluate demo test test-fast weights weights-list preprocess bench bench-data clean
+.PHONY: help install meta-learn finetune reenact evaluate demo test test-fast weights weights-list preprocess bench bench-data clean rehearse
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,3 +73,7 @@ bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/resul
 
 bench-data:  ## loader samples/s at 256², K=8 per worker count, preprocessing videos/min (track vs detect), reenact frames/s [ARGS=]
 	$(PYTHON) scripts/bench_data.py $(ARGS)
+
+.PHONY: rehearse
+rehearse:  ## the paper config's optimisation at VoxCeleb2's W size on this CPU (~10 min idle): ‖ê‖, W, D, G over time + verdict [QUICK=1] [ROWS=1090000] [ARGS=overrides]
+	$(PYTHON) -m talkinghead.rehearse $(if $(QUICK),--quick) $(if $(ROWS),--rows $(ROWS)) $(ARGS)

@@ -138,7 +138,7 @@ def load_meta_learned(ckpt: str | Path) -> MetaLearned:
         raise CheckpointError(f"{path} is not a talkinghead meta-learning checkpoint (no config/state_dict)")
     cfg = OmegaConf.create(config)
     state = data["state_dict"]
-    from talkinghead.nets.discriminator import num_videos_in_state
+    from talkinghead.nets.discriminator import num_videos_in_state, w_norm_in_state
 
     try:
         num_videos = num_videos_in_state(state)
@@ -146,7 +146,7 @@ def load_meta_learned(ckpt: str | Path) -> MetaLearned:
         raise CheckpointError(f"{path}: {exc}") from exc
     if num_videos is None:
         raise CheckpointError(f"{path} holds no discriminator W table: not a meta-learning checkpoint")
-    nets = build_networks(cfg.model, num_videos)
+    nets = build_networks(cfg.model, num_videos, w_norm=w_norm_in_state(state))
     for prefix, net in zip(("embedder.", "generator.", "discriminator."), nets):
         sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         try:
