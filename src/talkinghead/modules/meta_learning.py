@@ -44,6 +44,11 @@ def sparse_adam_like(optimizer_d: OptimizerFactory) -> OptimizerFactory:
 GENERATOR_TERMS = ("content_vgg19", "content_vggface", "pixel", "adversarial", "feature_matching", "match")
 
 
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def split_episode(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """(frames, landmark images) (B, K+1, 3, S, S) -> sources x (B,K,..), y (B,K,..), target x, target y."""
     frames, lms = batch["frames"], batch["landmark_images"]
@@ -102,6 +107,11 @@ class MetaLearningModule(pl.LightningModule):
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.optimizer_w = optimizer_w or sparse_adam_like(optimizer_d)
         self.w_from_fakes = w_from_fakes
+        if discriminator.sparse_w:
+            # DDP's reducer cannot take W's sparse gradient (NCCL has no sparse all-reduce, and an unused sparse
+            # parameter fails with find_unused_parameters): W stays out of it and ``sync_w_grad`` all-gathers the
+            # batch's rows instead.  (Names are relative to the module DDP wraps: this LightningModule.)
+            self._ddp_params_and_buffers_to_ignore = ["discriminator.W.weight"]
         self.d_steps_per_g = d_steps_per_g
         self.channels_last = channels_last
         self.save_hyperparameters({"config": dict(config or {}), "d_steps_per_g": d_steps_per_g})
@@ -124,6 +134,32 @@ class MetaLearningModule(pl.LightningModule):
         # after Lightning restored a checkpoint's optimiser states, which may come from the other memory layout
         for optimizer in self.trainer.optimizers:
             match_state_layout(optimizer)
+        if self.discriminator.sparse_w and _world_size() > 1:  # DDP broadcasts only the parameters it holds
+            torch.distributed.broadcast(self.discriminator.w_table.data, src=0)
+
+    def sync_w_grad(self) -> None:
+        """Under DDP, W's gradient is the mean over ranks of their sparse row gradients: every rank all-gathers
+        the (index, row) pairs of all ranks' batches (world x B rows of emb_dim, not the whole table)."""
+        world = _world_size()
+        table = self.discriminator.w_table
+        if world < 2 or table.grad is None:
+            return
+        g = table.grad
+        idx, val = g._indices()[0], g._values()
+        n = torch.tensor([idx.numel()], device=idx.device)
+        sizes = [torch.zeros_like(n) for _ in range(world)]
+        torch.distributed.all_gather(sizes, n)
+        most = int(max(int(s) for s in sizes))
+        pad = most - idx.numel()
+        idx_p = torch.cat([idx, idx.new_zeros(pad)])
+        val_p = torch.cat([val, val.new_zeros(pad, val.shape[1])])
+        idx_all = [torch.empty_like(idx_p) for _ in range(world)]
+        val_all = [torch.empty_like(val_p) for _ in range(world)]
+        torch.distributed.all_gather(idx_all, idx_p)
+        torch.distributed.all_gather(val_all, val_p)
+        idx_cat = torch.cat([t[: int(k)] for t, k in zip(idx_all, sizes)])
+        val_cat = torch.cat([t[: int(k)] for t, k in zip(val_all, sizes)]) / world
+        table.grad = torch.sparse_coo_tensor(idx_cat[None], val_cat, table.shape)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -207,6 +243,7 @@ class MetaLearningModule(pl.LightningModule):
         self.manual_backward(loss)
         opt_d.step()
         if opt_w is not None and D.w_table.grad is not None:
+            self.sync_w_grad()
             opt_w.step()
         return logs
 
