@@ -114,7 +114,8 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 
 def state_bytes(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> int:
-    return sum(tensor_bytes(v) for v in optimizer.state.get(param, {}).values() if torch.is_tensor(v))
+    """Bytes of the optimiser's moments for ``param`` (its step counter left out)."""
+    return sum(tensor_bytes(v) for k, v in optimizer.state.get(param, {}).items() if torch.is_tensor(v) and k != "step")
 
 
 def w_cost(rows: int, w_norm: str, batch: int = 8, emb_dim: int = 512, steps: int = 4,
