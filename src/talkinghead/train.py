@@ -223,7 +223,7 @@ def build_module(
         loss_weights=OmegaConf.to_container(cfg.loss.weights),
         optimizer_g=instantiate(cfg.optim.g, **speed.optimizer_kwargs()),
         optimizer_d=instantiate(cfg.optim.d, **speed.optimizer_kwargs()),
-        optimizer_w=instantiate(cfg.optim.w) if cfg.optim.get("w") else None,
+        optimizer_w=instantiate(cfg.optim.w, _convert_="all") if cfg.optim.get("w") else None,  # plain lists: checkpoints load weights_only
         w_from_fakes=bool(cfg.loss.get("w_from_fakes", False)),
         d_steps_per_g=int(cfg.optim.d_steps_per_g), content_loss=content_loss,
         config=OmegaConf.to_container(cfg, resolve=True),
