@@ -10,7 +10,7 @@ need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 q = '$(subst ','\'',$(1))'
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn finetune reenact export evaluate demo test test-fast weights weights-list preprocess bench bench-data sanity gpu-check clean
+.PHONY: help install meta-learn finetune reenact export evaluate demo test test-fast weights weights-list preprocess bench bench-data sanity gpu-check rehearse clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,3 +89,6 @@ sanity:  ## overfit one synthetic video on the CPU (minutes): PASS if G's recons
 
 gpu-check:  ## on a lent GPU (<= 8 min): pytest -m gpu, paper model bf16 eager/compiled step + MFU, memory per batch, reenact fps, DDP step -> gpu_check.json [CPU=1 tiny smoke run] [OUT=] [ARGS=]
 	$(PYTHON) -m talkinghead.gpu_check $(if $(CPU),--cpu) --out $(or $(OUT),gpu_check.json) $(ARGS)
+
+rehearse:  ## the paper config's optimisation at VoxCeleb2's W size on this CPU (~10 min idle): ‖ê‖, W, D, G over time + verdict [QUICK=1] [ROWS=1090000] [ARGS=overrides]
+	$(PYTHON) -m talkinghead.rehearse $(if $(QUICK),--quick) $(if $(ROWS),--rows $(ROWS)) $(ARGS)

@@ -89,7 +89,7 @@ def test_projection_output_equals_formula() -> None:
     with torch.no_grad():
         D.w0_b.parametrizations.weight.original.normal_()
         D.b.fill_(0.37)
-        D.W.parametrizations.weight.original.normal_()
+        D.w_table.normal_()
     x, y = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
     idx = torch.tensor([0, 6, 3])
     with torch.no_grad():

@@ -76,11 +76,23 @@ def test_embedder_and_discriminator_attend_at_32_and_feature_matching_reads_resi
     assert len(feats) == 7 and all(f is o for f, o in zip(feats, outs))
 
 
-def test_W_and_w0_b_are_spectrally_normalised_as_in_fsth(paper_nets) -> None:
+def test_W_is_a_plain_sparse_table_and_w0_b_is_spectrally_normalised(paper_nets) -> None:
     _, _, D = paper_nets
-    assert is_spectral_normed(D.W) and is_spectral_normed(D.w0_b)
-    raw = D.W.parametrizations.weight.original
+    assert not is_spectral_normed(D.W) and is_spectral_normed(D.w0_b) and D.W.sparse
+    raw = D.w_table
     assert raw.abs().max() <= 0.1 and raw.abs().max() > 0.05, "FSTH initialises W uniform in [-0.1, 0.1]"
+    assert torch.equal(D.w_rows(torch.tensor([0, 2])), raw[[0, 2]])
+    assert D.w0.shape == (512,) and D.b.shape == (1,)
+
+
+def test_fsth_W_option_is_spectrally_normalised_as_one_matrix() -> None:
+    from talkinghead.nets import ProjectionDiscriminator
+
+    torch.manual_seed(0)
+    D = ProjectionDiscriminator(5, 64, 512, 64, 512, 32, w_norm="spectral")
+    assert is_spectral_normed(D.W) and is_spectral_normed(D.w0_b) and not D.sparse_w
+    raw = D.W.parametrizations.weight.original
+    assert raw is D.w_table and raw.abs().max() <= 0.1
     rows = D.w_rows(torch.tensor([0, 2]))
     assert torch.allclose(rows, D.W.weight[[0, 2]], atol=1e-6), "the rows D uses are those of W / sigma(W)"
     assert torch.linalg.matrix_norm(D.W.weight.detach(), ord=2) == pytest.approx(1.0, rel=0.05)
@@ -92,6 +104,7 @@ def test_old_checkpoint_layout_is_a_one_line_error() -> None:
         num_videos_in_state({"discriminator.W.weight": torch.zeros(3, 4), "discriminator.w0": torch.zeros(4)})
     assert "\n" not in str(info.value)
     assert num_videos_in_state({"discriminator.W.parametrizations.weight.original": torch.zeros(5, 4)}) == 5
+    assert num_videos_in_state({"discriminator.W.weight": torch.zeros(6, 4), "discriminator.w0_b.bias": 0}) == 6
 
 
 def test_loading_an_old_checkpoint_says_why_in_one_line(tmp_path) -> None:
@@ -125,7 +138,7 @@ def test_training_step_matches_each_frame_and_W_gets_no_gradient_from_it(monkeyp
     assert e_frames.shape == (2, 3, 32)
     x_hat = module.generator(y, e_frames.mean(dim=1))
     terms = module.generator_terms(x, y, x_hat, e_frames, module.discriminator.w_rows(idx), idx)
-    table = module.discriminator.W.parametrizations.weight.original
+    table = module.discriminator.w_table
     terms["match"].backward()
     assert table.grad is None, "the match term moved W"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.embedder.parameters())
@@ -139,7 +152,7 @@ def test_training_step_matches_each_frame_and_W_gets_no_gradient_from_it(monkeyp
         opt = torch.optim.SGD(m.discriminator.parameters(), lr=0.0)
         logs = m.discriminator_step(opt, x, y, x_hat.detach(), idx)
         assert set(logs) == {"d_hinge", "d_real", "d_fake"}
-        grads.append(m.discriminator.W.parametrizations.weight.original.grad.clone())
+        grads.append(m.discriminator.w_table.grad.to_dense().clone())
     assert torch.equal(grads[0], grads[1])
 
 

@@ -370,7 +370,8 @@ def test_a_checkpoint_resumes_on_the_other_path_with_that_paths_adam_and_layout(
                    for v in st.values() if torch.is_tensor(v) and v.shape == p.shape and p.dim() == 4)
 
     def adam(module: pl.LightningModule) -> set[tuple]:
-        return {(g["fused"], g["foreach"]) for opt in module.trainer.optimizers for g in opt.param_groups}
+        return {(g["fused"], g["foreach"]) for opt in module.trainer.optimizers for g in opt.param_groups
+                if not isinstance(opt, torch.optim.SparseAdam)}  # W's rows: SparseAdam has one implementation
 
     fast = replace(Speed(), precision="32-true", compile=False)  # layout + fused Adam, no bf16 noise
     fit(Speed.plain(), 1)

@@ -156,7 +156,7 @@ def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
     averaged = averaged_state(data) if average else None
     if averaged is not None:
         state = averaged
-    from talkinghead.nets.discriminator import num_videos_in_state
+    from talkinghead.nets.discriminator import num_videos_in_state, w_norm_in_state
 
     try:
         num_videos = num_videos_in_state(state)
@@ -164,7 +164,7 @@ def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
         raise CheckpointError(f"{path}: {exc}") from exc
     if num_videos is None:
         raise CheckpointError(f"{path} holds no discriminator W table: not a meta-learning checkpoint")
-    nets = build_networks(cfg.model, num_videos)
+    nets = build_networks(cfg.model, num_videos, w_norm=w_norm_in_state(state))
     for prefix, net in zip(("embedder.", "generator.", "discriminator."), nets):
         sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         try:

@@ -79,11 +79,15 @@ def build_content_loss(loss_cfg: DictConfig) -> Any:
     return content_loss_from_config(loss_cfg)
 
 
-def build_networks(model_cfg: DictConfig, num_videos: int) -> tuple[Any, Any, Any]:
-    """(Embedder, Generator, ProjectionDiscriminator) from ``model`` config and the W table size."""
+def build_networks(model_cfg: DictConfig, num_videos: int, w_norm: str | None = None) -> tuple[Any, Any, Any]:
+    """(Embedder, Generator, ProjectionDiscriminator) from ``model`` config and the W table size.
+
+    ``w_norm``: the W table's normalisation when a checkpoint says so (``w_norm_in_state``); configs saved before
+    ``model.discriminator.w_norm`` existed had a spectrally normalised W."""
     embedder = build(model_cfg.embedder)
     generator = build(model_cfg.generator)
-    discriminator = build(model_cfg.discriminator, num_videos=num_videos)
+    extra = {"w_norm": w_norm} if w_norm is not None else {}
+    discriminator = build(model_cfg.discriminator, num_videos=num_videos, **extra)
     return embedder, generator, discriminator
 
 
@@ -236,6 +240,8 @@ def build_module(
         loss_weights=OmegaConf.to_container(cfg.loss.weights),
         optimizer_g=instantiate(cfg.optim.g, **speed.optimizer_kwargs()),
         optimizer_d=instantiate(cfg.optim.d, **speed.optimizer_kwargs()),
+        optimizer_w=instantiate(cfg.optim.w, _convert_="all") if cfg.optim.get("w") else None,  # plain lists: checkpoints load weights_only
+        w_from_fakes=bool(cfg.loss.get("w_from_fakes", False)),
         d_steps_per_g=int(cfg.optim.d_steps_per_g), content_loss=content_loss,
         config=OmegaConf.to_container(cfg, resolve=True),
         channels_last=speed.channels_last,

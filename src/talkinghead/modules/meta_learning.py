@@ -2,8 +2,13 @@
 
 One episode per sample: K frames of video i give e_hat_i = mean_k E(x_k, y_k); G renders the (K+1)-th frame
 from its landmarks; D judges it against the real frame.  Manual optimisation: ``d_steps_per_g`` hinge updates of
-D (hinge only: W moves with D's hinge, never with the match term, as in the paper, FSTH and vt), then one update of
-G and E on the weighted sum of the named loss terms, the match term pulling each E(x_k, y_k) towards W_i.
+D (hinge only: W moves with D's hinge, never with the match term, as in the paper, FSTH and vt; and, as in FSTH,
+only with the hinge's real half: W_i is detached in the fake half), then one update of G and E on the weighted sum
+of the named loss terms, the match term pulling each E(x_k, y_k) towards W_i.
+
+W's rows: with a plain W table (``w_norm="none"``) W has sparse gradients and its own lazy optimiser
+(``torch.optim.SparseAdam``, stepped with D's): a step reads and writes only the batch's rows of W and of its two
+moments (docs/paper.md, "W costs what the batch touches").
 """
 from __future__ import annotations
 
@@ -27,8 +32,22 @@ from talkinghead.visualize import batch_to_float
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
+
+def sparse_adam_like(optimizer_d: OptimizerFactory) -> OptimizerFactory:
+    """``torch.optim.SparseAdam`` with the lr, betas and eps of D's partial optimiser (for W's sparse rows)."""
+    import functools
+
+    kw = getattr(optimizer_d, "keywords", {}) or {}
+    picked = {k: (tuple(v) if k == "betas" else v) for k, v in kw.items() if k in ("lr", "betas", "eps")}
+    return functools.partial(torch.optim.SparseAdam, **picked)
+
 #: Loss terms of G and E; each weight comes from config (``loss.weights.<name>``), 0 turns a term off.
 GENERATOR_TERMS = ("content_vgg19", "content_vggface", "pixel", "adversarial", "feature_matching", "match")
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def split_episode(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -53,6 +72,9 @@ class MetaLearningModule(pl.LightningModule):
         config: the resolved experiment config, saved in checkpoints so that later stages rebuild the networks.
         channels_last: lay the batch's images out channels-last on the device (the networks' weights are put in
             that format by ``talkinghead.speed.Speed.prepare``).
+        optimizer_w: partial optimiser of W's sparse rows (``w_norm="none"``; default: SparseAdam with D's lr,
+            betas and eps); W under spectral norm is dense and stays in ``optimizer_d``.
+        w_from_fakes: let W_i learn from the hinge's fake half too (default False: detached there, as in FSTH).
     """
 
     def __init__(
@@ -67,6 +89,8 @@ class MetaLearningModule(pl.LightningModule):
         content_loss: nn.Module | None = None,
         config: Mapping[str, Any] | None = None,
         channels_last: bool = False,
+        optimizer_w: OptimizerFactory | None = None,
+        w_from_fakes: bool = False,
     ) -> None:
         super().__init__()
         unknown = set(loss_weights) - set(GENERATOR_TERMS)
@@ -82,6 +106,13 @@ class MetaLearningModule(pl.LightningModule):
         self.content_loss = content_loss
         self.loss_weights = {k: float(loss_weights.get(k, 0.0)) for k in GENERATOR_TERMS}
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.optimizer_w = optimizer_w or sparse_adam_like(optimizer_d)
+        self.w_from_fakes = w_from_fakes
+        if discriminator.sparse_w:
+            # DDP's reducer cannot take W's sparse gradient (NCCL has no sparse all-reduce, and an unused sparse
+            # parameter fails with find_unused_parameters): W stays out of it and ``sync_w_grad`` all-gathers the
+            # batch's rows instead.  (Names are relative to the module DDP wraps: this LightningModule.)
+            self._ddp_params_and_buffers_to_ignore = ["discriminator.W.weight"]
         self.d_steps_per_g = d_steps_per_g
         self.channels_last = channels_last
         self.save_hyperparameters({"config": dict(config or {}), "d_steps_per_g": d_steps_per_g})
@@ -104,12 +135,51 @@ class MetaLearningModule(pl.LightningModule):
         # after Lightning restored a checkpoint's optimiser states, which may come from the other memory layout
         for optimizer in self.trainer.optimizers:
             match_state_layout(optimizer)
+        if self.discriminator.sparse_w and _world_size() > 1:  # DDP broadcasts only the parameters it holds
+            torch.distributed.broadcast(self.discriminator.w_table.data, src=0)
+
+    def sync_w_grad(self) -> None:
+        """Under DDP, W's gradient is the mean over ranks of their sparse row gradients: every rank all-gathers
+        the (index, row) pairs of all ranks' batches (world x B rows of emb_dim, not the whole table)."""
+        world = _world_size()
+        table = self.discriminator.w_table
+        if world < 2 or table.grad is None:
+            return
+        g = table.grad
+        idx, val = g._indices()[0], g._values()
+        n = torch.tensor([idx.numel()], device=idx.device)
+        sizes = [torch.zeros_like(n) for _ in range(world)]
+        torch.distributed.all_gather(sizes, n)
+        most = int(max(int(s) for s in sizes))
+        pad = most - idx.numel()
+        idx_p = torch.cat([idx, idx.new_zeros(pad)])
+        val_p = torch.cat([val, val.new_zeros(pad, val.shape[1])])
+        idx_all = [torch.empty_like(idx_p) for _ in range(world)]
+        val_all = [torch.empty_like(val_p) for _ in range(world)]
+        torch.distributed.all_gather(idx_all, idx_p)
+        torch.distributed.all_gather(val_all, val_p)
+        idx_cat = torch.cat([t[: int(k)] for t, k in zip(idx_all, sizes)])
+        val_cat = torch.cat([t[: int(k)] for t, k in zip(val_all, sizes)]) / world
+        table.grad = torch.sparse_coo_tensor(idx_cat[None], val_cat, table.shape)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """[G and E's, D's] and, for a sparse W, [..., W's SparseAdam] (stepped with D's, outside Lightning's step
+        count: ``global_step`` stays 1 + d_steps_per_g per iteration)."""
         opt_g = self.optimizer_g(params=list(self.embedder.parameters()) + list(self.generator.parameters()))
-        opt_d = self.optimizer_d(params=list(self.discriminator.parameters()))
-        return [opt_g, opt_d]
+        D = self.discriminator
+        if not D.sparse_w:
+            return [opt_g, self.optimizer_d(params=list(D.parameters()))]
+        table = D.w_table
+        opt_d = self.optimizer_d(params=[p for p in D.parameters() if p is not table])
+        return [opt_g, opt_d, self.optimizer_w(params=[table])]
+
+    def d_optimizers(self) -> tuple[Any, Any, torch.optim.Optimizer | None]:
+        """(G's, D's, W's raw torch optimiser or None) of the running Trainer."""
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, (list, tuple)) else [opts]
+        opt_w = opts[2].optimizer if len(opts) > 2 else None
+        return opts[0], opts[1], opt_w
 
     @property
     def iteration(self) -> int:
@@ -127,8 +197,11 @@ class MetaLearningModule(pl.LightningModule):
         spectral-norm-friendly).
         """
         b = x.shape[0]
-        idx = None if video_index is None else torch.cat([video_index, video_index])
-        scores, feats = self.discriminator(torch.cat([x, x_hat]), torch.cat([y, y]), idx, w)
+        if w is None and video_index is not None:  # W is not G's to update: no (sparse) gradient for it here
+            w = self.discriminator.w_rows(video_index).detach() + self.discriminator.w0
+        if w is not None and w.dim() == 2:
+            w = torch.cat([w, w])
+        scores, feats = self.discriminator(torch.cat([x, x_hat]), torch.cat([y, y]), None, w)
         terms: dict[str, torch.Tensor] = {}
         wts = self.loss_weights
         if wts["pixel"]:
@@ -146,19 +219,33 @@ class MetaLearningModule(pl.LightningModule):
 
     def discriminator_step(
         self, opt_d: Any, x: torch.Tensor, y: torch.Tensor, x_hat: torch.Tensor, video_index: torch.Tensor | None,
-        w: torch.Tensor | None = None,
+        w: torch.Tensor | None = None, opt_w: torch.optim.Optimizer | None = None,
     ) -> dict[str, torch.Tensor]:
         """One hinge update of D (real and fake in one batch).  No match term: the paper updates D's parameters,
-        W included, by minimising L_DSC alone (FSTH detaches W in L_MCH; vt zeroes its gradient before D's step)."""
-        power_iteration(self.discriminator)  # spectral norm: one power iteration per optimiser step
-        idx = None if video_index is None else torch.cat([video_index, video_index])
-        scores, _ = self.discriminator(torch.cat([x, x_hat.detach()]), torch.cat([y, y]), idx, w)
+        W included, by minimising L_DSC alone (FSTH detaches W in L_MCH; vt zeroes its gradient before D's step).
+        W_i enters the fake half detached (FSTH ``discriminators/FSTH.py``) unless ``w_from_fakes``; w0 and b
+        learn from both halves.  ``opt_w``: W's sparse optimiser, stepped with ``opt_d``."""
+        D = self.discriminator
+        power_iteration(D)  # spectral norm: one power iteration per optimiser step
+        if w is None:
+            if video_index is None:
+                raise ValueError("give the video index i (meta-learning) or a projection vector w (fine-tuning)")
+            w_i = D.w_rows(video_index)
+            w = torch.cat([w_i, w_i if self.w_from_fakes else w_i.detach()]) + D.w0
+        elif w.dim() == 2:
+            w = torch.cat([w, w])
+        scores, _ = D(torch.cat([x, x_hat.detach()]), torch.cat([y, y]), None, w)
         real, fake = scores.chunk(2)
         logs = {"d_hinge": hinge_d_loss(real, fake), "d_real": real.detach().mean(), "d_fake": fake.detach().mean()}
         loss = logs["d_hinge"]
         opt_d.zero_grad(set_to_none=True)
+        if opt_w is not None:
+            opt_w.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_d.step()
+        if opt_w is not None and D.w_table.grad is not None:
+            self.sync_w_grad()
+            opt_w.step()
         return logs
 
     def adversarial_update(
@@ -168,9 +255,9 @@ class MetaLearningModule(pl.LightningModule):
     ) -> dict[str, torch.Tensor]:
         """``d_steps_per_g`` updates of D, then one of G (and E, when x_hat depends on it); logs every term
         as ``<prefix>/...``.  Fine-tuning calls it with an explicit projection vector ``w`` and no embeddings."""
-        opt_g, opt_d = self.optimizers()
+        opt_g, opt_d, opt_w = self.d_optimizers()
         for _ in range(self.d_steps_per_g):
-            d_logs = self.discriminator_step(opt_d, x, y, x_hat, video_index, w=w)
+            d_logs = self.discriminator_step(opt_d, x, y, x_hat, video_index, w=w, opt_w=opt_w)
         terms = self.generator_terms(x, y, x_hat, e_frames, w_i, video_index, w=w)
         g_total = self.weighted_total(terms)
         opt_g.zero_grad(set_to_none=True)
@@ -207,7 +294,7 @@ class MetaLearningModule(pl.LightningModule):
             self.log_dict({"train/w_e_dist": (w_i - e_d).abs().mean(), "train/w_norm": w_i.norm(dim=1).mean(),
                            "train/e_norm": e_d.norm(dim=1).mean()}, on_step=True, batch_size=x.shape[0])
             self.log_dict(output_statistics(x_hat, x), on_step=True, batch_size=x.shape[0])  # for the health monitor
-        opt_g, opt_d = self.optimizers()
+        opt_g, opt_d, _ = self.d_optimizers()
         # Host numbers are logged as CPU tensors: Lightning turns a Python float into a tensor on the module's
         # device, and on CUDA that copy waits for the GPU (a host-device synchronisation in every step).
         host = {"train/iteration": self.iteration, "lr/g": opt_g.param_groups[0]["lr"],
