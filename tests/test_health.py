@@ -206,3 +206,14 @@ def test_after_a_non_finite_stop_the_newest_checkpoint_is_finite_and_resumes(tmp
     resumed.fit()
     assert resumed.module.iteration == 8
     assert all(torch.isfinite(p).all() for p in resumed.module.parameters())
+
+
+def test_the_nonfinite_check_reads_sparse_row_gradients() -> None:
+    from talkinghead.callbacks.health import first_nonfinite
+
+    table = torch.nn.Embedding(10, 4, sparse=True)
+    table(torch.tensor([1, 3])).sum().backward()
+    assert table.weight.grad.is_sparse
+    assert first_nonfinite([("W.grad", table.weight.grad), ("dense", torch.ones(3))]) is None
+    bad = torch.sparse_coo_tensor(torch.tensor([[2]]), torch.tensor([[float("nan")] * 4]), (10, 4))
+    assert first_nonfinite([("dense", torch.ones(3)), ("W.grad", bad)]) == "W.grad"

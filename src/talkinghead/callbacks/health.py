@@ -494,7 +494,9 @@ def first_nonfinite(named: Any) -> str | None:
     """Name of the first floating tensor of ``named`` ((name, tensor) pairs) holding a non-finite value.
 
     One device-to-host copy for all of them (a flag per tensor, stacked)."""
-    named = [(n, t) for n, t in named if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    named = [(n, t._values() if t.is_sparse else t) for n, t in named  # W's sparse row gradients: their values
+             if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    named = [(n, t) for n, t in named if t.numel()]
     if not named:
         return None
     by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
