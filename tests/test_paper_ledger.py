@@ -187,6 +187,7 @@ NOT_PAPER_CHOICES = (
     "callbacks.ckpt_every_n_iterations", "callbacks.val_every_n_iterations", "callbacks.sample_every_n_iterations",
     "callbacks.num_samples", "callbacks.metrics", "callbacks.metrics_every_n_iterations",
     "callbacks.metrics_max_batches", "metrics.weights_dir", "metrics.fid_weights",
+    "callbacks.health.",  # the health monitor watches a run; it changes nothing the paper specifies
     "id", "T", "mode", "detector", "max_frames", "preview_frames", "synthetic_video_length", "videos",
     # the classes built, and copies of K, model.image_size, model.emb_dim (interpolations, checked where set)
     "data._target_", "model.embedder._target_", "model.generator._target_", "model.discriminator._target_",
