@@ -440,7 +440,7 @@ def bench_onnx(
 
     y = torch.stack([landmark_image_tensor(p, size) for p in points[:4]])
     diff = (renderer.render(y) - FrameRenderer(generator, psi, "cpu", Speed.plain()).render(y)).abs()
-    res.add("reenact", f"{label}: onnxruntime fp32 vs plain, max |diff|", float(diff.max()), "",
+    res.add("reenact", f"{label}: onnxruntime fp32 vs plain, max |diff|", float(diff.max()), "abs error",
             f"mean {float(diff.mean()):.2g}; 4 frames in [-1, 1]")
     for batch in batches:
         fps = frames_per_second(lambda y, b=batch: renderer.render(y, b), points, batch, size, seconds, res.device)
