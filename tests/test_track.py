@@ -168,8 +168,15 @@ def test_landmarks_detect_reproduces_the_shards_of_the_code_before_tracking(voxm
                        capture_output=True, cwd=tmp_path)
     shards = sorted(p.name for p in (tmp_path / "before").glob("shard-*.tar"))
     assert shards == sorted(p.name for p in (tmp_path / "now").glob("shard-*.tar")) and len(shards) == 2
-    for name in (*shards, "manifest.json"):
+    for name in shards:
         assert (tmp_path / "now" / name).read_bytes() == (tmp_path / "before" / name).read_bytes(), name
+    # the manifest gained its format's second version: each clip names its video (one W row per video) and the
+    # clips are counted apart from the videos; nothing else changed
+    now_m, before_m = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("now", "before"))
+    assert now_m.pop("format") == "talkinghead-shards/2" and before_m.pop("format") == "talkinghead-shards/1"
+    assert now_m.pop("num_clips") == len(now_m["videos"]) == 3
+    assert [v.pop("video") for v in now_m["videos"]] == [v["video_id"].rsplit("/", 1)[0] for v in now_m["videos"]]
+    assert now_m == before_m
     # the settings record gained one key with cluster parts ("part": null for a whole run), nothing else
     now, before = (json.loads((tmp_path / d / "config.json").read_text()) for d in ("now", "before"))
     assert now.pop("part") is None and now == before
