@@ -225,7 +225,9 @@ def even_indices(num_frames: int, count: int) -> np.ndarray:
 DECODE_THREADS: str | None = "AUTO"
 
 
-def _count_frames(container) -> int:  # noqa: ANN001 (av container)
+def count_frames(container) -> int:  # noqa: ANN001 (av container)
+    """Frames of the container's first video stream: its header's count, else its packets counted (no decoding),
+    the container rewound after."""
     stream = container.streams.video[0]
     if stream.frames and stream.frames > 0:
         return int(stream.frames)
@@ -264,7 +266,7 @@ def read_video(
             if DECODE_THREADS:
                 stream.thread_type = DECODE_THREADS  # same pixels as one thread (FFmpeg's threading is exact)
             fps = float(stream.average_rate or stream.guessed_rate or 25)
-            total = _count_frames(container)
+            total = count_frames(container)
             wanted = even_indices(total, count)
             wanted_set = set(wanted.tolist())
             last = int(wanted[-1]) if len(wanted) else -1

@@ -162,6 +162,8 @@ def probe_video(path: Path) -> VideoInfo:
     no readable video."""
     import av
 
+    from data_modules.sources import count_frames
+
     path = Path(path)
     try:
         with av.open(str(path)) as c:
@@ -169,8 +171,7 @@ def probe_video(path: Path) -> VideoInfo:
                 raise NoFaceError(f"cannot read {path.name}: it holds no video stream")
             s = c.streams.video[0]
             fps = float(s.average_rate or s.guessed_rate or 25.0)
-            frames = int(s.frames or 0) or sum(1 for pkt in c.demux(s) if pkt.size)
-            return VideoInfo(frames, fps, int(s.codec_context.width), int(s.codec_context.height))
+            return VideoInfo(count_frames(c), fps, int(s.codec_context.width), int(s.codec_context.height))
     except NoFaceError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error

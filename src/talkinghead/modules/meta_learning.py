@@ -12,6 +12,7 @@ moments (docs/paper.md, "W costs what the batch touches").
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,8 +36,6 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 def sparse_adam_like(optimizer_d: OptimizerFactory) -> OptimizerFactory:
     """``torch.optim.SparseAdam`` with the lr, betas and eps of D's partial optimiser (for W's sparse rows)."""
-    import functools
-
     kw = getattr(optimizer_d, "keywords", {}) or {}
     picked = {k: (tuple(v) if k == "betas" else v) for k, v in kw.items() if k in ("lr", "betas", "eps")}
     return functools.partial(torch.optim.SparseAdam, **picked)
