@@ -118,3 +118,38 @@ def test_fine_tuning_starts_from_the_trained_G_embeds_with_the_average_and_rende
 def test_a_bad_decay_is_refused() -> None:
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(1.0)
+
+
+def test_sample_grids_and_metrics_render_with_the_average_and_put_the_trained_weights_back() -> None:
+    """Inside ``swapped_in`` the networks hold the average (a render differs from the trained weights' one), after
+    it, also after an exception, exactly the trained weights; before the average exists nothing is swapped."""
+    import pytorch_lightning as pl
+    from torch import nn
+
+    from talkinghead.callbacks.weight_average import averaged_weights
+
+    torch.manual_seed(0)
+    module = nn.Module()
+    module.embedder, module.generator = nn.Linear(3, 3), nn.Linear(3, 2)
+    cb = WeightAverage(decay=0.5)
+    trainer = pl.Trainer(callbacks=[cb], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    x = torch.randn(4, 3)
+    with averaged_weights(trainer, module) as swapped:
+        assert swapped is False
+    cb.on_train_start(trainer, module)          # the average starts as a copy of the trained weights
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(1.0)                          # training moves them on; the average still holds the start
+    trained = {k: v.clone() for k, v in module.state_dict().items()}
+    plain = module.generator(module.embedder(x))
+    with averaged_weights(trainer, module) as swapped:
+        assert swapped is True
+        inside = module.generator(module.embedder(x))
+        assert torch.equal(module.generator.weight, cb.average.module.generator.weight)
+    assert not torch.allclose(inside, plain)
+    assert all(torch.equal(v, trained[k]) for k, v in module.state_dict().items())
+    with pytest.raises(RuntimeError, match="boom"):
+        with averaged_weights(trainer, module):
+            raise RuntimeError("boom")
+    assert all(torch.equal(v, trained[k]) for k, v in module.state_dict().items())

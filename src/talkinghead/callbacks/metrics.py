@@ -15,6 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from talkinghead.callbacks import logging_step
+from talkinghead.callbacks.weight_average import averaged_weights
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -113,13 +114,14 @@ class MetricsCallback(pl.Callback):
         pl_module.eval()
         suite.reset()
         try:
-            for i, batch in enumerate(loader):
-                if i >= self.max_batches:
-                    break
-                batch = {k: v.to(pl_module.device) if isinstance(v, torch.Tensor) else v
-                         for k, v in batch.items()}
-                x_hat = pl_module.reconstruct(batch)
-                suite.update(x_hat.float(), split_episode(batch)[2].float())
+            with averaged_weights(trainer, pl_module):  # the running average of E and G, when kept (FSTH renders it)
+                for i, batch in enumerate(loader):
+                    if i >= self.max_batches:
+                        break
+                    batch = {k: v.to(pl_module.device) if isinstance(v, torch.Tensor) else v
+                             for k, v in batch.items()}
+                    x_hat = pl_module.reconstruct(batch)
+                    suite.update(x_hat.float(), split_episode(batch)[2].float())
             results = suite.compute()
         finally:
             pl_module.train(was_training)

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from talkinghead.callbacks import logging_step
+from talkinghead.callbacks.weight_average import averaged_weights
 from talkinghead.modules.meta_learning import split_episode
 from talkinghead.visualize import batch_to_float, make_grid, sample_rows, save_png
 
@@ -32,7 +33,8 @@ def fixed_batch(loader: Any, n: int) -> dict[str, Any] | None:
 class SampleGridCallback(pl.Callback):
     """Every ``every_n_iterations`` generator updates (and at the end), render a fixed held-out batch.
 
-    Grid rows: K source frames (up to 4) | target landmark image | generated | real.  Written to
+    Grid rows: K source frames (up to 4) | target landmark image | generated | real; rendered with the running
+    average of E and G when the run keeps one (``callbacks.weight_average``), as fine-tuning and driving are.  Written to
     ``<out_dir>/iter_XXXXXX.png`` and ``latest.png``, and logged as ``samples`` to every W&B logger.
     """
 
@@ -44,6 +46,7 @@ class SampleGridCallback(pl.Callback):
         self.last_logged = -1
         self.last_path: Path | None = None
         self.caption = "held-out frames"
+        self.weights = "trained E, G"
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and trainer.datamodule is not None:
@@ -70,8 +73,10 @@ class SampleGridCallback(pl.Callback):
         batch = {k: v.to(pl_module.device) if isinstance(v, torch.Tensor) else v for k, v in self.batch.items()}
         was_training = pl_module.training
         pl_module.eval()
-        x_hat = pl_module.reconstruct(batch)
+        with averaged_weights(trainer, pl_module) as averaged:  # the weights fine-tuning and driving use
+            x_hat = pl_module.reconstruct(batch)
         pl_module.train(was_training)
+        self.weights = "averaged E, G" if averaged else "trained E, G"
         x_src, _, x, y = split_episode(batch)
         grid = make_grid(sample_rows(x_src, y, x_hat, x))
         path = save_png(grid, self.out_dir / f"iter_{it:06d}.png")
@@ -81,6 +86,6 @@ class SampleGridCallback(pl.Callback):
             if isinstance(logger, pl.loggers.WandbLogger):
                 logger.log_image(
                     key="samples", images=[grid], step=logging_step(trainer),
-                    caption=[f"iteration {it} ({self.caption}): K sources | target landmarks | generated | real"],
+                    caption=[f"iteration {it} ({self.caption}, {self.weights}): K sources | target landmarks | generated | real"],
                 )
         return path

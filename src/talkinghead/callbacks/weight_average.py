@@ -13,7 +13,8 @@ Checkpoints keep the trained weights in ``state_dict`` (resuming trains them) an
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -68,6 +69,28 @@ class WeightAverage(pl.Callback):
         assert self.average is not None
         self.average.update_parameters(_parts(pl_module, self.names))
 
+    @contextlib.contextmanager
+    def swapped_in(self, pl_module: nn.Module) -> Iterator[bool]:
+        """Within the block ``pl_module``'s averaged networks hold the average's weights (the trained ones are
+        put back after it, also on an exception); yields False, changing nothing, before the average exists.
+        What the sample grids and the metrics render during training: the weights FSTH renders from."""
+        if self.average is None:
+            yield False
+            return
+        live = dict(_parts(pl_module, self.names).named_parameters())
+        avg = dict(self.average.module.named_parameters())
+        assert live.keys() == avg.keys(), "the averaged networks' parameters changed"
+        kept = {k: p.detach().clone() for k, p in live.items()}
+        try:
+            with torch.no_grad():
+                for k, p in live.items():
+                    p.copy_(avg[k])
+            yield True
+        finally:
+            with torch.no_grad():
+                for k, p in live.items():
+                    p.copy_(kept[k])
+
     # ------------------------------------------------------------------ state
     def average_state(self) -> dict[str, Any]:
         """The averaged tensors under the module's keys (``embedder.…``), plus ``decay`` and ``n_averaged``.
@@ -96,6 +119,18 @@ class WeightAverage(pl.Callback):
         # resuming: the trained weights come from state_dict (Lightning), the average from here; a checkpoint
         # without one starts the average afresh from the resumed weights
         self._pending = checkpoint.get(CHECKPOINT_KEY)
+
+
+@contextlib.contextmanager
+def averaged_weights(trainer: pl.Trainer, pl_module: nn.Module) -> Iterator[bool]:
+    """``WeightAverage.swapped_in`` of the trainer's weight-average callback; yields False (nothing swapped) when
+    the run keeps no average (``callbacks.weight_average=null``) or it is not built yet."""
+    cb = next((c for c in trainer.callbacks if isinstance(c, WeightAverage)), None)
+    if cb is None:
+        yield False
+        return
+    with cb.swapped_in(pl_module) as swapped:
+        yield swapped
 
 
 def averaged_state(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
