@@ -194,7 +194,7 @@ def test_short_meta_learning_brings_W_and_the_embeddings_together(monkeypatch) -
 def test_ff_experiments_are_the_ft_ones_without_the_match_term_and_longer(n: int) -> None:
     ft = compose("meta_learn", [f"experiment=vox{n}_paper", "data.root=/x"])
     ff = compose("meta_learn", [f"experiment=vox{n}_paper_ff", "data.root=/x"])
-    assert ff.name == f"vox{n}_paper_ff" and ff.loss.weights.match == 0.0 and ft.loss.weights.match == 10.0
+    assert ff.name == f"vox{n}_paper_ff" and ff.loss.weights.match == 0.0 and ft.loss.weights.match == 0.01
     assert (ft.epochs, ff.epochs) == (75, 150)
     assert ff.model == ft.model and ff.data._target_ == ft.data._target_
     for other in ("content_vgg19", "content_vggface", "adversarial", "feature_matching"):

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -253,6 +254,46 @@ def rehearse(overrides: Sequence[str] = (), rows: int = VOX2_VIDEOS, iterations:
     return Result(status, verdict, trace, e_start, e_end)
 
 
+def read_log(path: str | Path) -> tuple[str, list[dict[str, float]]]:
+    """A rehearsal's printed output (``make rehearse > run.log``): its label (W's normalisation and the match
+    weight, from the ``rehearsal:`` line) and the printed rows (``iteration`` plus ``COLUMNS``)."""
+    import re
+
+    label, rows = None, []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if line.startswith("rehearsal:"):
+            norm = re.search(r"w_norm=(\w+)", line)
+            weight = re.search(r"match weight ([\d.eE+-]+)", line)
+            label = (f"W {'normalised' if norm and norm.group(1) == 'spectral' else 'plain'}, match weight "
+                     f"{float(weight.group(1)):g}" if norm and weight else line[:40])
+        fields = line.split()
+        if len(fields) == 1 + len(COLUMNS) and fields[0].isdigit():
+            rows.append({"iteration": float(fields[0]),
+                         **{c: (float(v) if v != "-" else math.nan) for c, v in zip(COLUMNS, fields[1:])}})
+    if label is None or not rows:
+        raise ValueError(f"{path}: not the output of a rehearsal (no 'rehearsal:' line or no printed rows)")
+    return label, rows
+
+
+def chart_logs(logs: Sequence[str | Path], out: str | Path) -> Path:
+    """‖ê‖, ‖W_i‖, mean |W_i - ê_i| and D's hinge over iterations of several rehearsals, as one PNG."""
+    from talkinghead.charts import Panel, line_chart
+
+    runs = [read_log(p) for p in logs]
+
+    def series(col: str) -> dict[str, tuple[list[float], list[float]]]:
+        return {label: ([r["iteration"] for r in rows], [r[col] for r in rows]) for label, rows in runs}
+
+    start = runs[0][1][0]["e_norm"]
+    return line_chart([
+        Panel("norm of e_hat (batch mean)", series("e_norm"), log=True, floor=1e-3,
+              hlines={"collapse: 0.1 of the start": 0.1 * start}),
+        Panel("mean |W_i - e_hat_i| per entry", series("w_e_dist"), log=True),
+        Panel("norm of W_i", series("w_norm"), log=True),
+        Panel("D's hinge loss", series("d_hinge")),
+    ], out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m talkinghead.rehearse", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.discriminator.w_norm=spectral")
@@ -267,7 +308,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny widths, 32², 30 iterations: a smoke run, seconds")
     p.add_argument("--w-cost", default="145000,1090000",
                    help="row counts for the W cost table (comma-separated; 'none' skips it)")
+    p.add_argument("--chart", nargs="+", metavar=("OUT.png", "LOG"), default=None,
+                   help="draw the printed outputs of earlier rehearsals (make rehearse > run.log) into OUT.png, "
+                        "then exit (no training)")
     a = p.parse_args(argv)
+    if a.chart:
+        if len(a.chart) < 2:
+            p.error("--chart needs OUT.png and at least one log")
+        print(f"wrote {chart_logs(a.chart[1:], a.chart[0])}")
+        return HEALTHY
     iterations = a.iterations or (30 if a.quick else 150)
     result = rehearse(a.overrides, rows=a.rows, iterations=iterations, size=a.size or (32 if a.quick else 64),
                       batch=a.batch, every=a.every or (5 if a.quick else 10),

@@ -1,0 +1,130 @@
+"""Line charts as PNG files, drawn with Pillow (no plotting library is installed here): training curves in docs.
+
+``line_chart(panels, path)``: one panel per metric, stacked, each with its series (label -> (x, y)), optional
+log y-axis, shared x-axis label, a legend per panel.  Values that are not finite (or <= 0 on a log axis) break
+a line rather than failing.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Series colours (colour-blind-friendly Okabe-Ito), cycled.
+COLOURS = ((0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233))
+
+
+@dataclass
+class Panel:
+    """One metric: ``series`` label -> (x values, y values); ``log``: log10 y-axis."""
+
+    title: str
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]]
+    log: bool = False
+    hlines: Mapping[str, float] = field(default_factory=dict)  # label -> y of a dashed reference line
+    floor: float | None = None  # log axis: values below it (0 too) are drawn on it, the axis labelled "<= floor"
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        return [lo]
+    step = 10 ** math.floor(math.log10((hi - lo) / n))
+    for m in (1, 2, 5, 10):
+        if (hi - lo) / (step * m) <= n:
+            step *= m
+            break
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step) + 1)]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.1e}"
+
+
+def line_chart(panels: Sequence[Panel], path: str | Path, x_label: str = "iteration", width: int = 900,
+               panel_height: int = 230) -> Path:
+    """Draw ``panels`` one above the other, under one legend, into the PNG ``path`` (its folder is made).
+    Text is ASCII-safe: Pillow's default font has no glyphs for symbols such as ‖ or ê."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not panels:
+        raise ValueError("line_chart needs at least one panel")
+    font = ImageFont.load_default(size=13)
+    left, right, top, bottom = 70, 20, 26, 34
+    labels = list(dict.fromkeys(label for panel in panels for label in panel.series))
+    legend_h = 10 + 18 * len(labels)
+    img = Image.new("RGB", (width, legend_h + panel_height * len(panels)), "white")
+    draw = ImageDraw.Draw(img)
+    for s_i, label in enumerate(labels):  # one legend for every panel, above them
+        lx, ly = left, 10 + 18 * s_i
+        draw.line((lx, ly, lx + 22, ly), fill=COLOURS[s_i % len(COLOURS)], width=3)
+        draw.text((lx + 30, ly), label, fill="black", font=font, anchor="lm")
+    for p_i, panel in enumerate(panels):
+        y0 = legend_h + p_i * panel_height
+        box = (left, y0 + top, width - right, y0 + panel_height - bottom)
+
+        def tr(v: float) -> float | None:
+            if panel.log and panel.floor is not None and math.isfinite(v):
+                v = max(v, panel.floor)
+            if not math.isfinite(v) or (panel.log and v <= 0):
+                return None
+            return math.log10(v) if panel.log else v
+
+        xs = [float(x) for xv, _ in panel.series.values() for x in xv]
+        ys = [t for _, yv in panel.series.values() for y in yv if (t := tr(float(y))) is not None]
+        ys += [t for v in panel.hlines.values() if (t := tr(float(v))) is not None]
+        if not xs or not ys:
+            raise ValueError(f"panel {panel.title!r} has no finite values to draw")
+        x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+        y_lo, y_hi = min(ys), max(ys)
+        pad = (y_hi - y_lo) * 0.05 or 0.5
+        y_lo, y_hi = y_lo - pad, y_hi + pad
+
+        def px(x: float, t: float) -> tuple[float, float]:
+            return (box[0] + (x - x_lo) / (x_hi - x_lo) * (box[2] - box[0]),
+                    box[3] - (t - y_lo) / (y_hi - y_lo) * (box[3] - box[1]))
+
+        draw.rectangle(box, outline=(120, 120, 120))
+        draw.text((left, y0 + 6), panel.title + ("  (log scale)" if panel.log else ""), fill="black", font=font)
+        y_ticks = (range(math.ceil(y_lo), math.floor(y_hi) + 1) if panel.log else _ticks(y_lo, y_hi))
+        for t in y_ticks:
+            _, yy = px(x_lo, float(t))
+            draw.line((box[0], yy, box[2], yy), fill=(232, 232, 232))
+            text = _fmt(10 ** t if panel.log else t)
+            if panel.log and panel.floor is not None and 10 ** t <= panel.floor * 1.0001:
+                text = "<=" + text
+            draw.text((box[0] - 6, yy), text, fill="black", font=font, anchor="rm")
+        if panel.log and panel.floor is not None:  # the floor's own label, where values below it are drawn
+            _, yy = px(x_lo, math.log10(panel.floor))
+            draw.text((box[0] - 6, yy), "<=" + _fmt(panel.floor), fill="black", font=font, anchor="rm")
+        for t in sorted({x_lo, *_ticks(x_lo, x_hi)}):
+            xx, _ = px(t, y_lo)
+            draw.text((xx, box[3] + 4), _fmt(t), fill="black", font=font, anchor="mt")
+        for label, v in panel.hlines.items():
+            t = tr(float(v))
+            if t is None:
+                continue
+            _, yy = px(x_lo, t)
+            for xx in range(int(box[0]), int(box[2]), 12):
+                draw.line((xx, yy, min(xx + 6, box[2]), yy), fill=(90, 90, 90))
+            draw.text((box[2] - 4, yy - 2), label, fill=(90, 90, 90), font=font, anchor="rb")
+        for label, (xv, yv) in panel.series.items():
+            colour = COLOURS[labels.index(label) % len(COLOURS)]
+            line: list[tuple[float, float]] = []
+            for x, y in [*zip(xv, yv), (math.nan, math.nan)]:
+                t = tr(float(y))
+                if t is None or not math.isfinite(float(x)):
+                    if len(line) > 1:
+                        draw.line(line, fill=colour, width=2)
+                    elif line:
+                        draw.ellipse((line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2), fill=colour)
+                    line = []
+                else:
+                    line.append(px(float(x), t))
+        if p_i == len(panels) - 1:
+            draw.text(((box[0] + box[2]) / 2, box[3] + 18), x_label, fill="black", font=font, anchor="mt")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
