@@ -128,3 +128,78 @@ def line_chart(panels: Sequence[Panel], path: str | Path, x_label: str = "iterat
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+#: What ``run_curves`` draws: panel title -> (metric names of a run's CSV log, log axis).
+RUN_PANELS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "G's terms (weighted total and its parts)": (("train/g_total", "train/g_adversarial", "train/g_feature_matching",
+                                                  "train/g_pixel"), False),
+    "D: hinge loss, real and fake scores (health monitor's window means)": (("health/d_hinge", "health/d_real",
+                                                                              "health/d_fake"), False),
+    "embedding: norm of e_hat, mean |W_i - e_hat_i|": (("train/e_norm", "train/w_e_dist"), True),
+    "e_hat of different persons against one person's (between / within, validation)": (("health/e_between_within",),
+                                                                                        False),
+    "G's output: spread across the batch / the data's, colour gap": (("health/g_spread_ratio", "health/g_colour_gap"),
+                                                                     False),
+    "held-out frames: L1, SSIM": (("val/l1", "val/ssim"), False),
+}
+
+
+def read_metrics_csv(run_dir: str | Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Every metric of a run's CSV logs (``<run_dir>/csv/version_*/metrics.csv``, a resumed run's versions in
+    order; a later version's rows win at the same iteration): name -> (iterations, values)."""
+    import csv
+
+    files = sorted(Path(run_dir).glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not files:
+        raise FileNotFoundError(f"no CSV logs under {run_dir}/csv/ (meta-learn with logger=csv writes them)")
+    per: dict[str, dict[float, float]] = {}
+    for f in files:
+        with open(f, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        last_it = 0.0
+        for row in rows:
+            it = row.get("train/iteration") or ""
+            if it:
+                last_it = float(it)
+            for k, v in row.items():
+                if k in ("epoch", "step", "train/iteration") or v in ("", None):
+                    continue
+                per.setdefault(k, {})[last_it] = float(v)
+    return {k: (sorted(d), [d[i] for i in sorted(d)]) for k, d in per.items()}
+
+
+def run_curves(run_dir: str | Path, out: str | Path, title: str | None = None) -> Path:
+    """The loss and health curves of a meta-learning run (its CSV logs) as one PNG: ``RUN_PANELS``' metrics,
+    panels without any logged metric left out."""
+    metrics = read_metrics_csv(run_dir)
+    panels = []
+    for name, (keys, log) in RUN_PANELS.items():
+        series = {k.split("/", 1)[1] if not k.startswith("health/") else k: metrics[k] for k in keys if k in metrics}
+        if series:
+            panels.append(Panel(name, series, log=log, floor=1e-3 if log else None))
+    if not panels:
+        raise ValueError(f"{run_dir}: its CSV logs hold none of the charted metrics")
+    return line_chart(panels, out, x_label=title or "iteration (generator updates)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m talkinghead.charts",
+                                description="Draw a meta-learning run's loss and health curves (its CSV logs) as a PNG.")
+    p.add_argument("run_dir", help="the run's folder, e.g. runs/embedded (trained with logger=csv)")
+    p.add_argument("out", help="the PNG to write")
+    a = p.parse_args(argv)
+    try:
+        print(f"wrote {run_curves(a.run_dir, a.out)}")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
