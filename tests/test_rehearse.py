@@ -81,7 +81,7 @@ def test_printed_rehearsals_are_read_back_and_charted(tmp_path) -> None:
     from PIL import Image
 
     with Image.open(png) as im:
-        assert im.size[0] == 900 and im.size[1] > 4 * 200
+        assert im.size[0] == 1000 and im.size[1] > 4 * 200
         colours = {c for _, c in im.convert("RGB").getcolors(1 << 20)}
     from talkinghead.charts import COLOURS
 

@@ -1,7 +1,7 @@
 """Line charts as PNG files, drawn with Pillow (no plotting library is installed here): training curves in docs.
 
-``line_chart(panels, path)``: one panel per metric, stacked, each with its series (label -> (x, y)), optional
-log y-axis, shared x-axis label, a legend per panel.  Values that are not finite (or <= 0 on a log axis) break
+``line_chart(panels, path)``: one panel per metric, stacked on one x range, each with its series (label -> (x, y)),
+optional log y-axis, shared x-axis label, a legend beside each panel.  Values that are not finite (or <= 0 on a log axis) break
 a line rather than failing.
 """
 from __future__ import annotations
@@ -39,29 +39,33 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def _fmt(v: float) -> str:
+    if float(v).is_integer() and abs(v) < 1e7:
+        return str(int(v))
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.1e}"
 
 
-def line_chart(panels: Sequence[Panel], path: str | Path, x_label: str = "iteration", width: int = 900,
+def line_chart(panels: Sequence[Panel], path: str | Path, x_label: str = "iteration", width: int = 1000,
                panel_height: int = 230) -> Path:
-    """Draw ``panels`` one above the other, under one legend, into the PNG ``path`` (its folder is made).
-    Text is ASCII-safe: Pillow's default font has no glyphs for symbols such as ‖ or ê."""
+    """Draw ``panels`` one above the other on one x range, each with its legend to the right of its plot, into the
+    PNG ``path`` (its folder is made).  Text is ASCII-safe: Pillow's default font has no glyphs for symbols such
+    as ‖ or ê."""
     from PIL import Image, ImageDraw, ImageFont
 
     if not panels:
         raise ValueError("line_chart needs at least one panel")
     font = ImageFont.load_default(size=13)
-    left, right, top, bottom = 70, 20, 26, 34
     labels = list(dict.fromkeys(label for panel in panels for label in panel.series))
-    legend_h = 10 + 18 * len(labels)
-    img = Image.new("RGB", (width, legend_h + panel_height * len(panels)), "white")
+    legend_w = 40 + max(int(draw_len) for draw_len in (font.getlength(label) for label in labels))
+    left, right, top, bottom = 70, 20 + legend_w, 26, 34
+    img = Image.new("RGB", (width, panel_height * len(panels)), "white")
     draw = ImageDraw.Draw(img)
-    for s_i, label in enumerate(labels):  # one legend for every panel, above them
-        lx, ly = left, 10 + 18 * s_i
-        draw.line((lx, ly, lx + 22, ly), fill=COLOURS[s_i % len(COLOURS)], width=3)
-        draw.text((lx + 30, ly), label, fill="black", font=font, anchor="lm")
+    all_x = [float(x) for panel in panels for xv, _ in panel.series.values() for x in xv if math.isfinite(float(x))]
     for p_i, panel in enumerate(panels):
-        y0 = legend_h + p_i * panel_height
+        y0 = p_i * panel_height
+        for s_i, label in enumerate(panel.series):  # this panel's legend, beside its plot
+            lx, ly = width - legend_w + 6, y0 + top + 8 + 18 * s_i
+            draw.line((lx, ly, lx + 22, ly), fill=COLOURS[labels.index(label) % len(COLOURS)], width=3)
+            draw.text((lx + 30, ly), label, fill="black", font=font, anchor="lm")
         box = (left, y0 + top, width - right, y0 + panel_height - bottom)
 
         def tr(v: float) -> float | None:
@@ -76,6 +80,7 @@ def line_chart(panels: Sequence[Panel], path: str | Path, x_label: str = "iterat
         ys += [t for v in panel.hlines.values() if (t := tr(float(v))) is not None]
         if not xs or not ys:
             raise ValueError(f"panel {panel.title!r} has no finite values to draw")
+        xs = all_x or xs  # one x range for every panel, so that the panels line up
         x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
         y_lo, y_hi = min(ys), max(ys)
         pad = (y_hi - y_lo) * 0.05 or 0.5
@@ -95,8 +100,8 @@ def line_chart(panels: Sequence[Panel], path: str | Path, x_label: str = "iterat
             if panel.log and panel.floor is not None and 10 ** t <= panel.floor * 1.0001:
                 text = "<=" + text
             draw.text((box[0] - 6, yy), text, fill="black", font=font, anchor="rm")
-        if panel.log and panel.floor is not None:  # the floor's own label, where values below it are drawn
-            _, yy = px(x_lo, math.log10(panel.floor))
+        if panel.log and panel.floor is not None and y_lo <= math.log10(panel.floor) <= y_hi:
+            _, yy = px(x_lo, math.log10(panel.floor))  # the floor's own label, where values below it are drawn
             draw.text((box[0] - 6, yy), "<=" + _fmt(panel.floor), fill="black", font=font, anchor="rm")
         for t in sorted({x_lo, *_ticks(x_lo, x_hi)}):
             xx, _ = px(t, y_lo)
