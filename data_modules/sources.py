@@ -36,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+#: The one list of the file suffixes read as a video / an image, everywhere (data, shots, the page).
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 LAYOUTS = ("auto", "voxceleb", "video-preprocessing", "images", "video")
 
@@ -160,9 +162,9 @@ def detect_layout(src: Path) -> str:
     if not src.exists():
         raise FileNotFoundError(f"source {src} does not exist")
     if src.is_file():
-        if src.suffix.lower() in VIDEO_EXTENSIONS:
+        if src.suffix.lower() in VIDEO_SUFFIXES:
             return "video"
-        raise LayoutError(f"source {src} is a file but not a video ({', '.join(VIDEO_EXTENSIONS)})")
+        raise LayoutError(f"source {src} is a file but not a video ({', '.join(VIDEO_SUFFIXES)})")
     if _video_preprocessing_clips(src):
         return "video-preprocessing"
     if _voxceleb_clips(src):

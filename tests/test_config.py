@@ -96,3 +96,16 @@ def test_gpu_trainer_without_a_gpu_says_to_use_cpu(tmp_path: Path) -> None:
     proc = run_cli("trainer=gpu", f"run_dir={tmp_path}", "logger=csv")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "add trainer=cpu" in proc.stderr
+
+
+def test_the_metrics_block_is_written_once_for_meta_learning_and_evaluation() -> None:
+    from omegaconf import OmegaConf
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    for f in (experiments / "callbacks" / "default.yaml", experiments / "evaluate.yaml"):
+        assert "csim_encoder" not in f.read_text(), f"{f.name} repeats the metrics block"
+    meta = OmegaConf.to_container(compose("meta_learn").callbacks.metrics, resolve=True)
+    ev = OmegaConf.to_container(compose("evaluate").metrics, resolve=True)
+    assert meta == ev and meta["csim_encoder"] == "dlib"
+    assert compose("evaluate", ["metrics.csim_encoder=arcface"]).metrics.csim_encoder == "arcface"
+    assert compose("meta_learn", ["callbacks.metrics.csim_encoder=arcface"]).callbacks.metrics.csim_encoder == "arcface"

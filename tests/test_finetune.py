@@ -62,6 +62,21 @@ def test_psi_and_w_are_initialised_to_P_e_new_and_w0_plus_e_new(ckpt) -> None:
     assert module.loss_weights["match"] == 0.0, "fine-tuning has no match term"
 
 
+def test_fine_tuning_shares_the_adversarial_base_not_the_meta_learning_module(ckpt) -> None:
+    """Fine-tuning takes D's step and the adversarial update from their shared base; it carries no embedder, no
+    validation metric and no W optimiser of meta-learning's."""
+    from talkinghead.modules.adversarial import AdversarialModule
+    from talkinghead.modules.meta_learning import MetaLearningModule
+
+    meta = load_meta_learned(ckpt)
+    module = FineTuningModule(meta.generator, meta.discriminator, torch.zeros(meta.discriminator.emb_dim),
+                              {"pixel": 1.0}, torch.optim.Adam, torch.optim.Adam)
+    assert isinstance(module, AdversarialModule) and not isinstance(module, MetaLearningModule)
+    assert not hasattr(module, "embedder") and not hasattr(module, "val_ssim")
+    assert not any(name.startswith("embedder.") for name in module.state_dict())
+    assert MetaLearningModule.discriminator_step is FineTuningModule.discriminator_step
+
+
 def test_ff_changes_no_weight_and_psi_is_P_times_mean_embedding(ckpt, shots) -> None:
     meta = load_meta_learned(ckpt)
     before = states(meta.embedder, meta.generator, meta.discriminator)

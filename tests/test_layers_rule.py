@@ -46,3 +46,29 @@ def test_the_rule_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert [m for _, m in talkinghead_imports(f)] == ["talkinghead.landmarks.draw", "talkinghead.shots",
                                                        "talkinghead.train"]
     assert offending(f) == ["x.py:5 imports talkinghead.shots", "x.py:6 imports talkinghead.train"]
+
+
+PKG = REPO / "src" / "talkinghead"
+
+#: the modules allowed to import the meta-learning stage (talkinghead.train): the CLI that runs it and the tools
+#: that run a short meta-learning (make sanity, the data benchmark).
+MAY_IMPORT_TRAIN = {"cli.py", "sanity.py", "bench_data.py"}
+
+#: what the building layer (talkinghead.build) and the logging setup (talkinghead.loggers) may stand on.
+BELOW_BUILD = ("talkinghead.errors", "talkinghead.speed", "talkinghead.modules", "talkinghead.nets",
+               "talkinghead.losses", "talkinghead.backbones", "talkinghead.loggers")
+
+
+def test_only_the_cli_and_its_tools_import_the_meta_learning_stage() -> None:
+    importers = {str(f.relative_to(PKG)) for f in PKG.rglob("*.py")
+                 if any(mod == "talkinghead.train" for _, mod in talkinghead_imports(f))}
+    assert "cli.py" in importers  # the rule sees the one import that must be there
+    assert importers <= MAY_IMPORT_TRAIN, f"build from talkinghead.build, not train: {sorted(importers - MAY_IMPORT_TRAIN)}"
+
+
+def test_building_and_logging_import_no_stage() -> None:
+    for name in ("build.py", "loggers.py"):
+        mods = [m for _, m in talkinghead_imports(PKG / name)]
+        bad = [m for m in mods if not any(m == ok or m.startswith(ok + ".") for ok in BELOW_BUILD)]
+        assert not bad, f"{name} must stand below the stages, imports {bad}"
+    assert "talkinghead.modules.meta_learning" in [m for _, m in talkinghead_imports(PKG / "build.py")]

@@ -6,16 +6,17 @@ import copy
 
 import pytest
 import torch
+from helpers import FixedEpisodes, tiny_module
 from torch.utils.data import DataLoader
 
-from helpers import FixedEpisodes, tiny_module
+from talkinghead.build import build_networks
 from talkinghead.config import compose
 from talkinghead.losses.match import match_loss
-from talkinghead.modules import meta_learning
+from talkinghead.modules import adversarial, meta_learning
 from talkinghead.nets.discriminator import num_videos_in_state
 from talkinghead.nets.layers import ResBlockDown, ResBlockUp, SelfAttention
 from talkinghead.nets.spectral import is_spectral_normed
-from talkinghead.train import build_networks, resolve_iterations
+from talkinghead.train import resolve_iterations
 
 
 def count(module: torch.nn.Module, skip: str | None = None) -> int:
@@ -162,13 +163,13 @@ def test_short_meta_learning_brings_W_and_the_embeddings_together(monkeypatch) -
     import pytorch_lightning as pl
 
     shapes: list[tuple[int, ...]] = []
-    real = meta_learning.match_loss
+    real = adversarial.match_loss
 
     def spy(w, e):
         shapes.append(tuple(e.shape))
         return real(w, e)
 
-    monkeypatch.setattr(meta_learning, "match_loss", spy)
+    monkeypatch.setattr(adversarial, "match_loss", spy)  # G's terms, in the shared adversarial base
     pl.seed_everything(0, verbose=False)
     module = tiny_module(num_videos=2, match=10.0)
     data = FixedEpisodes(n=2, K=3)

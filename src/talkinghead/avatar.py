@@ -140,7 +140,7 @@ def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
     ``drive.py`` and fine-tuning do so); False, or a checkpoint without one: the trained weights.
     """
     from talkinghead.callbacks.weight_average import averaged_state
-    from talkinghead.train import build_networks
+    from talkinghead.build import build_networks
 
     path = Path(ckpt)
     try:

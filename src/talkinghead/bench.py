@@ -224,7 +224,7 @@ def content_loss_for_timing(loss_cfg: Any) -> tuple[Any, str]:
     from talkinghead.backbones.vggface import VGGFace
     from talkinghead.backbones.weights import MissingWeightsError
     from talkinghead.losses.content import ContentLoss
-    from talkinghead.train import build_content_loss
+    from talkinghead.build import build_content_loss
 
     try:
         return build_content_loss(loss_cfg), "VGG19+VGGFace weight files"
@@ -240,7 +240,7 @@ def meta_step(
     import pytorch_lightning as pl
 
     from talkinghead.config import compose
-    from talkinghead.train import build_module
+    from talkinghead.build import build_module
 
     cfg = compose("meta_learn", [f"experiment={experiment}", "logger=csv", *overrides])
     pl.seed_everything(0, verbose=False)
@@ -315,7 +315,7 @@ def random_meta(experiment: str, overrides: Sequence[str] = ()) -> Any:
 
     from talkinghead.avatar import MetaLearned, model_fingerprint
     from talkinghead.config import compose
-    from talkinghead.train import build_networks
+    from talkinghead.build import build_networks
 
     cfg = compose("meta_learn", [f"experiment={experiment}", "logger=csv", *overrides])
     torch.manual_seed(0)

@@ -169,7 +169,8 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     ``detector`` overrides the landmark backend."""
     from talkinghead import api
     from talkinghead.avatar import resolve_checkpoint
-    from talkinghead.fewshot import FineTuneSettings, stage_logger, wandb_loggers
+    from talkinghead.fewshot import FineTuneSettings
+    from talkinghead.loggers import make_logger, wandb_loggers
 
     from talkinghead.errors import ConfigError
     from talkinghead.sessions import free_name
@@ -200,7 +201,7 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
         str(cfg.id), T=T, mode=mode, ckpt=ckpt, settings=settings, out=out, data_root=cfg.get("data_root"),
         detector=detector if detector is not None else str(cfg.detector), max_frames=int(cfg.max_frames),
         synthetic_video_length=int(cfg.synthetic_video_length), preview_frames=int(cfg.preview_frames),
-        make_logger=lambda folder, name: stage_logger(cfg.get("logger"), folder, name),
+        make_logger=lambda folder, name: make_logger(cfg.get("logger"), folder, name),
         progress_bar=bool(cfg.progress),
     )
     for note in made.notes:
@@ -240,7 +241,8 @@ def reenact_main(
     ``<out stem>-2.mp4`` ... when ``out`` exists (unless ``overwrite``).  ``kwargs``: the keyword arguments of
     :func:`talkinghead.api.drive` (ckpt, detector, reference, max_frames, fps, ...)."""
     from talkinghead import api
-    from talkinghead.reenact import ReenactError, log_video_to_wandb
+    from talkinghead.loggers import log_video_to_wandb
+    from talkinghead.reenact import ReenactError
     from talkinghead.sessions import numbered
 
     out = Path(out)

@@ -269,7 +269,7 @@ def run_cross(
         if len(persons) >= int(cfg.get("persons", 3)):
             break
     if len(persons) < 2:
-        from talkinghead.evaluate import EvaluationError
+        from talkinghead.errors import EvaluationError
 
         raise EvaluationError(f"the cross-identity protocol needs 2 held-out persons or more, found {len(persons)}")
     suites = {m: MetricsSuite({**dict(metrics_cfg), "fid": False, "ssim": False}, sync_on_compute=False)

@@ -33,12 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from talkinghead.errors import TalkingHeadError
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from the page's server
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 MAX_PHOTOS = 32
 NO_CHECKPOINT = "no meta-learned checkpoint"
 

@@ -12,3 +12,7 @@ class ConfigError(TalkingHeadError, ValueError):
 
 class NonFiniteError(TalkingHeadError):
     """Training met a non-finite loss term, gradient or parameter (``talkinghead.callbacks.health``)."""
+
+
+class EvaluationError(TalkingHeadError, ValueError):
+    """An evaluation protocol cannot run on this data (no held-out video, too few frames, ...)."""

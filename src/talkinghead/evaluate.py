@@ -25,8 +25,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.avatar import MetaLearned, atomic_write_text, load_meta_learned, resolve_checkpoint
-from talkinghead.errors import ConfigError, TalkingHeadError
-from talkinghead.fewshot import FineTuneSettings, fit_avatar, stage_logger, wandb_loggers
+from talkinghead.errors import ConfigError, EvaluationError
+from talkinghead.fewshot import FineTuneSettings, fit_avatar
+from talkinghead.loggers import make_logger, wandb_loggers
 
 #: The paper's FIDs (Zakharov et al. 2019, Table 1): "Ours" on VoxCeleb1 (fine-tuned), Ours-FT on VoxCeleb2.
 PAPER_FID = {
@@ -36,10 +37,6 @@ PAPER_FID = {
 COLUMNS = ("T", "method", "videos", "frames", "FID", "SSIM", "CSIM", "seconds")
 #: ``protocols``: the paper's Table 1, and reenactment across people (``talkinghead.crossid``)
 PROTOCOLS = ("table1", "cross")
-
-
-class EvaluationError(TalkingHeadError, ValueError):
-    """The protocol cannot run on this data (no held-out video, too few frames, ...)."""
 
 
 @dataclass
@@ -204,7 +201,7 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     if "table1" not in protocols:
         return cross_protocol(cfg, meta, settings, videos, out_dir, detector)
-    logger = stage_logger(cfg.get("logger"), out_dir, f"evaluate-{Path(ckpt).parent.parent.name}")
+    logger = make_logger(cfg.get("logger"), out_dir, f"evaluate-{Path(ckpt).parent.parent.name}")
     rows = {(T, m): Row(T, m) for T in Ts for m in methods}
     notes: list[str] = []
     examples: dict[tuple[int, str], list[torch.Tensor]] = {}

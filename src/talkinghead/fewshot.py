@@ -22,7 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 
 from talkinghead.avatar import Avatar, MetaLearned, generator_delta
@@ -181,7 +181,7 @@ class FineTuned:
 
 
 def _loss_terms(meta: MetaLearned, settings: FineTuneSettings) -> tuple[dict[str, float], Any]:
-    from talkinghead.train import build_content_loss
+    from talkinghead.build import build_content_loss
 
     weights = dict(settings.loss_weights or OmegaConf.to_container(meta.config.loss.weights, resolve=True))
     loss_cfg = copy.deepcopy(meta.config.loss)
@@ -325,32 +325,3 @@ def fit_avatar(
         checkpoint=str(Path(meta.path).resolve()),
     )
     return FineTuned(avatar, generator.eval(), time.time() - start, before, after, speed, str(device))
-
-
-# ------------------------------------------------------------------------------------------------ stage helpers
-def stage_logger(logger_cfg: DictConfig | None, save_dir: Path, name: str) -> Any:
-    """A fresh logger per run (never resumes another run's W&B id), or False."""
-    if logger_cfg is None:
-        return False
-    from hydra.utils import instantiate
-
-    from talkinghead.train import wandb_mode
-
-    cfg = OmegaConf.to_container(logger_cfg, resolve=True)
-    cfg["save_dir"] = str(save_dir)
-    if cfg["_target_"].endswith("WandbLogger"):
-        offline = wandb_mode(cfg.pop("mode", "auto"))
-        cfg["offline"] = offline
-        cfg["name"] = name
-        import secrets
-
-        cfg["id"] = secrets.token_hex(4)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    return instantiate(cfg)
-
-
-def wandb_loggers(logger: Any) -> list[Any]:
-    loggers = logger if isinstance(logger, list) else [logger]
-    return [lg for lg in loggers if isinstance(lg, pl.loggers.WandbLogger)]
-
-

@@ -106,7 +106,7 @@ def meta_iterations(plan: Plan, batch: int, compile_: bool, warmup: int, timed: 
     from talkinghead.bench import FixedBatch, peak_memory
     from talkinghead.config import compose
     from talkinghead.speed import Speed
-    from talkinghead.train import build_module
+    from talkinghead.build import build_module
 
     cfg = compose("meta_learn", [f"experiment={plan.experiment}", "logger=csv", *plan.overrides])
     pl.seed_everything(0, verbose=False)

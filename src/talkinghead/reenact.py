@@ -159,23 +159,6 @@ def render_frames(
             on_frames(len(pts))
 
 
-def log_video_to_wandb(video: Path, name: str, save_dir: Path) -> None:
-    """Log an mp4 to a new W&B run (offline unless an API key is configured)."""
-    import wandb as wb
-
-    from talkinghead.train import wandb_mode
-
-    run = wb.init(
-        project="talkinghead",
-        name=name,
-        dir=str(save_dir),
-        job_type="reenact",
-        mode="offline" if wandb_mode("auto") else "online",
-    )
-    run.log({"reenact/video": wb.Video(str(video), format="mp4")})
-    run.finish()
-
-
 def modes_figure(
     avatar: str | Path,
     driver: str,

@@ -29,10 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from talkinghead.errors import TalkingHeadError
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 class UnknownIdError(TalkingHeadError, KeyError):

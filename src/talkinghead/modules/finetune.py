@@ -8,8 +8,8 @@ Given the new person's embedding ê_new (mean of E over the T frames):
   longer used);
 * the objective is the meta-learning one without the embedding match term.
 
-The loss terms and D's hinge update are those of :class:`MetaLearningModule` (this class only swaps the
-parameters they act on).  "FF" (feed-forward, no fine-tuning) is the same module with zero steps: ψ' = P ê_new.
+The loss terms and D's hinge update are those of meta-learning, in their shared base
+:class:`~talkinghead.modules.adversarial.AdversarialModule` (this class only swaps the parameters they act on).  "FF" (feed-forward, no fine-tuning) is the same module with zero steps: ψ' = P ê_new.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from talkinghead.modules.meta_learning import MetaLearningModule, OptimizerFactory
+from talkinghead.modules.adversarial import AdversarialModule, OptimizerFactory
 from talkinghead.nets import Generator, ProjectionDiscriminator
 from talkinghead.nets.spectral import power_iteration
 
@@ -64,7 +64,7 @@ class FewShotFrames(Dataset):
         return {"frames": self.frames[j], "landmark_images": self.landmark_images[j]}
 
 
-class FineTuningModule(MetaLearningModule):
+class FineTuningModule(AdversarialModule):
     """Fine-tunes G (shared weights + ψ') and D (+ w') on the T frames of one person.
 
     Args:
@@ -73,7 +73,7 @@ class FineTuningModule(MetaLearningModule):
         loss_weights: as in meta-learning; ``match`` is forced to 0 (no W table, no embedder here).
         optimizer_g / optimizer_d: partial optimisers, from config.
         d_steps_per_g: D updates per G update.
-        content_loss, channels_last: as in :class:`MetaLearningModule`.
+        content_loss, config, channels_last: as in :class:`AdversarialModule`.
     Batches: ``{"frames": (B, 3, S, S), "landmark_images": (B, 3, S, S)}``, targets drawn among the T frames.
     """
 
@@ -93,12 +93,11 @@ class FineTuningModule(MetaLearningModule):
         weights = {k: float(v) for k, v in loss_weights.items()}
         weights["match"] = 0.0  # the paper's fine-tuning objective has no match term
         super().__init__(
-            None,
             generator,
             discriminator,
             weights,
             optimizer_g,
-            optimizer_d,  # type: ignore[arg-type]
+            optimizer_d,
             d_steps_per_g=d_steps_per_g,
             content_loss=content_loss,
             config=config,
@@ -136,8 +135,5 @@ class FineTuningModule(MetaLearningModule):
         self.generator.train(was)
         return out
 
-    def reconstruct(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+    def reconstruct(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.render(batch["landmark_images"])
-
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:  # pragma: no cover
-        raise NotImplementedError("fine-tuning has no validation loop")

@@ -1,0 +1,85 @@
+"""Logging setup, written once for every stage: W&B (offline without an API key) or CSV, rank zero, run ids.
+
+Meta-learning continues one W&B run across resumes (its id kept in ``<run_dir>/wandb_id.txt``); fine-tuning,
+evaluation and reenactment start a fresh run each time.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from talkinghead.errors import ConfigError
+
+
+def wandb_mode(mode: str) -> bool:
+    """True for offline: ``auto`` is online only with an API key (env or ~/.netrc)."""
+    if mode not in ("auto", "online", "offline"):
+        raise ConfigError(f"logger.mode must be auto, online or offline, got '{mode}'")
+    if mode != "auto":
+        return mode == "offline"
+    netrc = Path.home() / ".netrc"
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
+    return not has_key
+
+
+def is_global_rank_zero() -> bool:
+    """Before the Trainer exists: rank 0 of torchrun/SLURM/Lightning-launched processes (files are made once)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var) is not None:
+            return int(os.environ[var]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def make_logger(
+    logger_cfg: DictConfig | None, save_dir: Path | None = None, name: str | None = None,
+    id_file: Path | None = None,
+) -> Any:
+    """The Lightning logger of ``logger_cfg`` (``experiments/logger/*.yaml``), or False when logging is off.
+
+    ``save_dir``/``name``: override the config's (a stage that logs into each avatar's own folder).
+    ``id_file``: where the W&B run id is kept, so that a resumed run continues the same W&B run; written by rank
+    zero only. Without it every call starts a fresh W&B run (never another run's id).
+    """
+    if logger_cfg is None:
+        return False
+    from hydra.utils import instantiate
+
+    cfg = OmegaConf.to_container(logger_cfg, resolve=True)
+    if save_dir is not None:
+        cfg["save_dir"] = str(save_dir)
+    Path(cfg.get("save_dir") or ".").mkdir(parents=True, exist_ok=True)
+    if cfg["_target_"].endswith("WandbLogger"):
+        cfg["offline"] = wandb_mode(cfg.pop("mode", "auto"))
+        if name is not None:
+            cfg["name"] = name
+        if id_file is None:
+            cfg["id"] = secrets.token_hex(4)
+        elif id_file.exists():
+            cfg.setdefault("id", id_file.read_text().strip())
+            cfg.setdefault("resume", "allow")
+        elif is_global_rank_zero():  # other ranks log nothing to W&B: Lightning's rank-zero logger
+            cfg.setdefault("id", secrets.token_hex(4))
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(cfg["id"])
+    return instantiate(cfg)
+
+
+def wandb_loggers(logger: Any) -> list[Any]:
+    """The W&B loggers among ``logger`` (one logger, a list of them, or False)."""
+    loggers = logger if isinstance(logger, list) else [logger]
+    return [lg for lg in loggers if isinstance(lg, pl.loggers.WandbLogger)]
+
+
+def log_video_to_wandb(video: Path, name: str, save_dir: Path, job_type: str = "reenact") -> None:
+    """Log an mp4 to a new W&B run (offline unless an API key is configured)."""
+    import wandb as wb
+
+    run = wb.init(project="talkinghead", name=name, dir=str(save_dir), job_type=job_type,
+                  mode="offline" if wandb_mode("auto") else "online")
+    run.log({f"{job_type}/video": wb.Video(str(video), format="mp4")})
+    run.finish()
