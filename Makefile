@@ -79,16 +79,16 @@ preprocess-slurm:  ## submit preprocessing as a SLURM array of PARTS=64 parts (s
 		--backend $(or $(BACKEND),auto) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
 
 bench:  ## speed table of every stage (plain vs fast path) + JSON in bench/results/ [QUICK=1 smoke run] [ARGS=--help]
-	$(PYTHON) -m talkinghead.bench $(if $(QUICK),--quick) $(ARGS)
+	$(PYTHON) -m talkinghead.tools.bench $(if $(QUICK),--quick) $(ARGS)
 
 bench-data:  ## loader samples/s at 256², K=8 per worker count, preprocessing videos/min (track vs detect), reenact frames/s [ARGS=]
-	$(PYTHON) -m talkinghead.bench_data $(ARGS)
+	$(PYTHON) -m talkinghead.tools.bench_data $(ARGS)
 
 sanity:  ## overfit one synthetic video on the CPU (minutes): PASS if G's reconstruction reaches the stated L1 [BLIND=1 zeroes the landmarks: must FAIL] [ARGS=]
-	$(PYTHON) -m talkinghead.sanity $(if $(BLIND),--blind-landmarks) $(ARGS)
+	$(PYTHON) -m talkinghead.tools.sanity $(if $(BLIND),--blind-landmarks) $(ARGS)
 
 gpu-check:  ## on a lent GPU (<= 8 min): pytest -m gpu, paper model bf16 eager/compiled step + MFU, memory per batch, reenact fps, DDP step -> gpu_check.json [CPU=1 tiny smoke run] [OUT=] [ARGS=]
-	$(PYTHON) -m talkinghead.gpu_check $(if $(CPU),--cpu) --out $(or $(OUT),gpu_check.json) $(ARGS)
+	$(PYTHON) -m talkinghead.tools.gpu_check $(if $(CPU),--cpu) --out $(or $(OUT),gpu_check.json) $(ARGS)
 
 rehearse:  ## the paper config's optimisation at VoxCeleb2's W size on this CPU (~10 min idle): ‖ê‖, W, D, G over time + verdict [QUICK=1] [ROWS=1090000] [ARGS=overrides]
-	$(PYTHON) -m talkinghead.rehearse $(if $(QUICK),--quick) $(if $(ROWS),--rows $(ROWS)) $(ARGS)
+	$(PYTHON) -m talkinghead.tools.rehearse $(if $(QUICK),--quick) $(if $(ROWS),--rows $(ROWS)) $(ARGS)

@@ -1,4 +1,4 @@
-"""PNG line charts (talkinghead.charts): the rehearsal's and a run's loss / health curves in docs."""
+"""PNG line charts (talkinghead.tools.charts): the rehearsal's and a run's loss / health curves in docs."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from talkinghead import charts
+from talkinghead.tools import charts
 
 
 def _write(path: Path, header: list[str], rows: list[list[object]]) -> None:

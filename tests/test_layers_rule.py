@@ -52,7 +52,7 @@ PKG = REPO / "src" / "talkinghead"
 
 #: the modules allowed to import the meta-learning stage (talkinghead.train): the CLI that runs it and the tools
 #: that run a short meta-learning (make sanity, the data benchmark).
-MAY_IMPORT_TRAIN = {"cli.py", "sanity.py", "bench_data.py"}
+MAY_IMPORT_TRAIN = {"cli.py", "tools/sanity.py", "tools/bench_data.py"}
 
 #: what the building layer (talkinghead.build) and the logging setup (talkinghead.loggers) may stand on.
 BELOW_BUILD = ("talkinghead.errors", "talkinghead.speed", "talkinghead.modules", "talkinghead.nets",
@@ -72,3 +72,12 @@ def test_building_and_logging_import_no_stage() -> None:
         bad = [m for m in mods if not any(m == ok or m.startswith(ok + ".") for ok in BELOW_BUILD)]
         assert not bad, f"{name} must stand below the stages, imports {bad}"
     assert "talkinghead.modules.meta_learning" in [m for _, m in talkinghead_imports(PKG / "build.py")]
+
+
+def test_the_tools_stand_on_top_nothing_imports_them() -> None:
+    tools = sorted((PKG / "tools").glob("*.py"))
+    assert {"bench.py", "gpu_check.py", "charts.py", "gallery.py"} <= {f.name for f in tools}
+    others = [f for f in [*PKG.rglob("*.py"), *(REPO / "data_modules").rglob("*.py")] if "tools" not in f.parts]
+    bad = [f"{f.relative_to(REPO)}:{line} imports {mod}" for f in others for line, mod in talkinghead_imports(f)
+           if mod == "talkinghead.tools" or mod.startswith("talkinghead.tools.")]
+    assert not bad, "tools are over the API, not under it:\n" + "\n".join(bad)

@@ -311,10 +311,10 @@ def test_missing_arcface_weights_are_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_file_messages_name_the_keys_of_the_stage(tmp_path: Path) -> None:
     """Meta-learning keeps its metrics config under callbacks.metrics; make evaluate under metrics."""
-    from omegaconf import OmegaConf
+    from talkinghead.config import compose
 
-    callbacks_yaml = Path(__file__).resolve().parents[1] / "experiments" / "callbacks" / "default.yaml"
-    assert "fid_weights" in OmegaConf.load(callbacks_yaml).metrics
+    assert "fid_weights" in compose("meta_learn").callbacks.metrics
+    assert "fid_weights" in compose("evaluate").metrics
     assert MetricsCallback().config_key == "callbacks.metrics"
     suite = MetricsSuite({"weights_dir": str(tmp_path), "csim": False}, config_key="callbacks.metrics")
     assert "set callbacks.metrics.fid_weights to the file" in suite.unavailable["fid"]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from talkinghead import rehearse
+from talkinghead.tools import rehearse
 
 
 def test_a_non_finite_term_stops_the_rehearsal_with_status_2() -> None:
@@ -83,7 +83,7 @@ def test_printed_rehearsals_are_read_back_and_charted(tmp_path) -> None:
     with Image.open(png) as im:
         assert im.size[0] == 1000 and im.size[1] > 4 * 200
         colours = {c for _, c in im.convert("RGB").getcolors(1 << 20)}
-    from talkinghead.charts import COLOURS
+    from talkinghead.tools.charts import COLOURS
 
     assert COLOURS[0] in colours, "the series was not drawn"
     bad = tmp_path / "other.log"

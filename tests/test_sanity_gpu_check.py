@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_sanity_passes_on_the_embedded_data_and_fails_with_the_landmark_image_zeroed() -> None:
-    from talkinghead.sanity import sanity
+    from talkinghead.tools.sanity import sanity
 
     seeing = sanity()
     assert seeing.passed, seeing.line()
@@ -26,7 +26,7 @@ def test_sanity_passes_on_the_embedded_data_and_fails_with_the_landmark_image_ze
 def test_gpu_check_cpu_mode_completes_and_writes_its_json(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, "-m", "talkinghead.gpu_check", "--cpu", "--out", str(out)], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "talkinghead.tools.gpu_check", "--cpu", "--out", str(out)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())

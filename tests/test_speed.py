@@ -304,7 +304,7 @@ def test_renderer_fast_path_matches_plain_within_bf16_tolerance() -> None:
 @pytest.mark.slow
 def test_make_bench_quick_writes_a_well_formed_json(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "talkinghead.bench", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "talkinghead.tools.bench", "--quick", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

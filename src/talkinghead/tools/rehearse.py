@@ -13,9 +13,9 @@ gradient, i.e. what DDP all-reduces for W, optimiser state, step time, dense bef
 Exit status: 0 healthy, 1 ê collapsed (its norm fell below ``--collapse-fraction`` of its start), 2 a term went
 non-finite.
 
-    python -m talkinghead.rehearse                      # the paper config as it is (plain, sparse W)
-    python -m talkinghead.rehearse model.discriminator.w_norm=spectral    # FSTH's normalised W (the old default)
-    python -m talkinghead.rehearse --quick              # tiny sizes, seconds (tests)
+    python -m talkinghead.tools.rehearse                      # the paper config as it is (plain, sparse W)
+    python -m talkinghead.tools.rehearse model.discriminator.w_norm=spectral    # FSTH's normalised W (the old default)
+    python -m talkinghead.tools.rehearse --quick              # tiny sizes, seconds (tests)
 """
 from __future__ import annotations
 
@@ -277,7 +277,7 @@ def read_log(path: str | Path) -> tuple[str, list[dict[str, float]]]:
 
 def chart_logs(logs: Sequence[str | Path], out: str | Path) -> Path:
     """‖ê‖, ‖W_i‖, mean |W_i - ê_i| and D's hinge over iterations of several rehearsals, as one PNG."""
-    from talkinghead.charts import Panel, line_chart
+    from talkinghead.tools.charts import Panel, line_chart
 
     runs = [read_log(p) for p in logs]
 
@@ -295,7 +295,7 @@ def chart_logs(logs: Sequence[str | Path], out: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m talkinghead.rehearse", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m talkinghead.tools.rehearse", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.discriminator.w_norm=spectral")
     p.add_argument("--rows", type=int, default=VOX2_VIDEOS, help=f"W rows (default {VOX2_VIDEOS}: VoxCeleb2's "
                    f"videos; {VOX2_UTTERANCES}: its utterances)")

@@ -9,9 +9,9 @@ frame (the best a G blind to its landmarks can draw).  Exit status 0: PASS; 1: F
 A G that cannot see its landmark input can at best draw the video's average frame; ``--blind-landmarks`` zeroes
 the landmark images (in training and in the check) to show that the bound tells the two apart.
 
-    python -m talkinghead.sanity                      # PASS/FAIL line, exit status
-    python -m talkinghead.sanity --blind-landmarks    # must FAIL
-    python -m talkinghead.sanity iterations=500 model.image_size=64   # any meta_learn override
+    python -m talkinghead.tools.sanity                      # PASS/FAIL line, exit status
+    python -m talkinghead.tools.sanity --blind-landmarks    # must FAIL
+    python -m talkinghead.tools.sanity iterations=500 model.image_size=64   # any meta_learn override
 """
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def sanity(overrides: Sequence[str] = (), blind: bool = False, max_l1: float = M
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m talkinghead.sanity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m talkinghead.tools.sanity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--blind-landmarks", action="store_true",
                         help="zero the landmark images (G cannot see its input): the check must fail")
     parser.add_argument("--max-l1", type=float, default=MAX_L1, help=f"the bound: a fraction of the median frame's L1 (default {MAX_L1})")

@@ -1,6 +1,6 @@
 """README's full-frame picture: a face pasted back into its whole picture (``talkinghead.paste``).
 
-    python scripts/full_frame_figure.py [--out docs/full_frame.png] [--ckpt runs/<run>/checkpoints/last.ckpt]
+    python -m talkinghead.tools.full_frame_figure [--out docs/full_frame.png] [--ckpt runs/<run>/checkpoints/last.ckpt]
 
 Two procedural portraits (``data_modules.portraits``, exact landmarks): a painting-like one and a photo-like one
 whose face sits at the picture's edge (its crop box leaves the picture).  Per row: the source picture with its
@@ -13,13 +13,13 @@ other times, blurred and with their colours shifted as a generator's output woul
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src"), str(REPO)]
+from talkinghead.config import REPO_ROOT
+
+REPO = REPO_ROOT
 
 SCENES = {  # name: (offset of the head square, painted)
     "painting": ((70, 20), True),
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     what = (f"faces: an FF avatar of the portrait from {args.ckpt}" if args.ckpt else
             "faces: the head's own frames at other times, blurred and colour-shifted, standing in for a render")
     img = caption(np.concatenate([rows[0], np.full((4, rows[0].shape[1], 3), 255, np.uint8), rows[1]]),
-                  f"python scripts/full_frame_figure.py{' --ckpt ' + args.ckpt if args.ckpt else ''} -- {what}")
+                  f"python -m talkinghead.tools.full_frame_figure{' --ckpt ' + args.ckpt if args.ckpt else ''} -- {what}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).quantize(colors=192, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB, {img.shape[1]}x{img.shape[0]})")

@@ -15,8 +15,8 @@ Sections (each timed, each may fail on its own without losing the others; the JS
 ``--cpu`` runs every section end to end on the CPU at tiny sizes (the embedded model narrowed to 32², compile with
 dynamo's ``eager`` backend), so the script is known to work before a GPU is ever lent:
 
-    python -m talkinghead.gpu_check                 # on the GPU machine; writes gpu_check.json
-    python -m talkinghead.gpu_check --cpu --out /tmp/gpu_check.json
+    python -m talkinghead.tools.gpu_check                 # on the GPU machine; writes gpu_check.json
+    python -m talkinghead.tools.gpu_check --cpu --out /tmp/gpu_check.json
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def meta_iterations(plan: Plan, batch: int, compile_: bool, warmup: int, timed: 
     """Run ``warmup + timed`` (+1 counted) meta-learning iterations in bf16; ms/iteration, peak memory, FLOPs."""
     import pytorch_lightning as pl
 
-    from talkinghead.bench import FixedBatch, peak_memory
+    from talkinghead.tools.bench import FixedBatch, peak_memory
     from talkinghead.config import compose
     from talkinghead.speed import Speed
     from talkinghead.build import build_module
@@ -200,7 +200,7 @@ def section_memory(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def section_reenact(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
-    from talkinghead.bench import frames_per_second, random_meta
+    from talkinghead.tools.bench import frames_per_second, random_meta
     from talkinghead.render import FrameRenderer
     from talkinghead.shots import resolve
     from talkinghead.speed import Speed
@@ -258,7 +258,7 @@ def content_for(plan: Plan) -> tuple[Any, str]:
     if plan.cpu:
         return None, "off (--cpu: the embedded loss)"
     if plan.cpu not in _CONTENT:
-        from talkinghead.bench import content_loss_for_timing
+        from talkinghead.tools.bench import content_loss_for_timing
         from talkinghead.config import compose
 
         cfg = compose("meta_learn", [f"experiment={plan.experiment}", "logger=csv", *plan.overrides])
@@ -348,7 +348,7 @@ def run_section(name: str, fn: Callable[[], Any], deadline: float, need_s: float
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m talkinghead.gpu_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m talkinghead.tools.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--cpu", action="store_true", help="every section on the CPU at tiny sizes (a smoke run)")
     p.add_argument("--out", default="gpu_check.json", help="the JSON file to write (default gpu_check.json)")
     p.add_argument("--budget-s", type=float, default=480.0, help="skip sections that would not fit (default 480)")

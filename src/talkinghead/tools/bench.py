@@ -1,8 +1,8 @@
 """``make bench``: the speed figures of every stage in one table, also written as JSON under bench/results/.
 
-    python -m talkinghead.bench                 # CPU here; CUDA where present (--device picks)
-    python -m talkinghead.bench --quick         # a smoke run of every row at the smallest sizes (seconds)
-    python -m talkinghead.bench --only meta reenact --paper-batch 8
+    python -m talkinghead.tools.bench                 # CPU here; CUDA where present (--device picks)
+    python -m talkinghead.tools.bench --quick         # a smoke run of every row at the smallest sizes (seconds)
+    python -m talkinghead.tools.bench --only meta reenact --paper-batch 8
 
 Rows (each a figure with its unit):
 
@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from talkinghead.config import REPO_ROOT
 from talkinghead.speed import Speed
 
 SECTIONS = ("meta", "finetune", "reenact", "data")
@@ -95,7 +96,7 @@ class Results:
         path = out_dir / f"bench_{stamp}_{self.device.type}{'_quick' if self.quick else ''}.json"
         doc = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - self.started, 1),
-            "quick": self.quick, "command": "python -m talkinghead.bench " + " ".join(argv),
+            "quick": self.quick, "command": "python -m talkinghead.tools.bench " + " ".join(argv),
             "machine": self.machine(), "rows": [asdict(r) for r in self.rows],
         }
         tmp = path.with_suffix(".json.tmp")
@@ -453,7 +454,7 @@ def bench_onnx(
 
 # ------------------------------------------------------------------------------------------------ data
 def bench_data(res: Results, args: argparse.Namespace) -> None:
-    from talkinghead.bench_data import loader_rate, preprocess_rate, synthetic_source, vox2_augment
+    from talkinghead.tools.bench_data import loader_rate, preprocess_rate, synthetic_source, vox2_augment
     from talkinghead.landmarks.draw import draw_landmarks
 
     heads_pts = _synthetic_points(256)
@@ -521,7 +522,7 @@ def _synthetic_loader_rate(args: argparse.Namespace) -> float:
 # ------------------------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m talkinghead.bench", description=__doc__.split("\n\n")[0],
+        prog="python -m talkinghead.tools.bench", description=__doc__.split("\n\n")[0],
         epilog="Rows, their units and how each is measured: see the module docstring (docs/speed.md).",
     )
     p.add_argument("--quick", action="store_true", help="every row at the smallest sizes (a smoke run)")
@@ -543,7 +544,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reenact-seconds", type=float, default=3.0, help="timing window per reenactment row")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of torch and onnxruntime (default: torch's, which onnxruntime then uses too)")
-    p.add_argument("--voxmini", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "voxmini"),
+    p.add_argument("--voxmini", default=str(REPO_ROOT.parent / "shared" / "data" / "voxmini"),
                    help="real videos for the preprocessing row (default ../shared/data/voxmini; else synthetic)")
     args = p.parse_args(argv)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

@@ -1,6 +1,6 @@
 """Landmark jitter of a near-static clip, raw vs One-Euro smoothed, for tracked and per-frame detected landmarks.
 
-    python scripts/landmark_jitter.py [--clip VIDEO] [--gif docs/landmark_smoothing.gif]
+    python -m talkinghead.tools.landmark_jitter [--clip VIDEO] [--gif docs/landmark_smoothing.gif]
 
 Jitter (``talkinghead.landmarks.smooth.jitter``): mean frame-to-frame motion of the 68 points after removing the
 head's similarity motion, in pixels of the 256² face crop that preprocessing and reenactment use (one crop box for
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src"), str(REPO)]
+from talkinghead.config import REPO_ROOT
+
+REPO = REPO_ROOT
 
 SIZE = 256
 

@@ -1,6 +1,6 @@
 """README's gallery from one meta-learning run: sample grids over iterations (PNG strip) and a driven clip (GIF).
 
-    python scripts/gallery.py --run /tmp/gallery_run --out docs/gallery \
+    python -m talkinghead.tools.gallery --run /tmp/gallery_run --out docs/gallery \
         --label "python -m talkinghead.cli meta-learn run_dir=/tmp/gallery_run iterations=1000 logger=csv"
 
 Writes ``<out>/samples_over_iterations.png`` (per sampled iteration: the first ``--rows`` rows of the run's grid,

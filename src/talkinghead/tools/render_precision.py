@@ -1,6 +1,6 @@
 """How far the fast inference path (bf16 where native) renders from the fp32 one, on a meta-learned checkpoint.
 
-    python scripts/render_precision.py [CKPT] [--id syn0035/v00] [--T 8]
+    python -m talkinghead.tools.render_precision [CKPT] [--id syn0035/v00] [--T 8]
 
 Makes the feed-forward avatar of ``--id`` from T frames, renders 32 later frames of the same video on both paths
 and prints the mean and largest absolute difference ([-1, 1] images; 1/127.5 is one uint8 level) and each path's L1

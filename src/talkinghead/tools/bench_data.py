@@ -1,7 +1,7 @@
 """Data throughput: samples/s the VoxCeleb DataModule delivers, videos/min preprocessing handles per backend,
 reenactment frames/s end to end (``make bench-data``; ``make bench`` uses the loader and preprocessing rates).
 
-    python -m talkinghead.bench_data [--src VOXCELEB_TREE] [--shards SHARD_FOLDER] [--workers 0 1 2]
+    python -m talkinghead.tools.bench_data [--src VOXCELEB_TREE] [--shards SHARD_FOLDER] [--workers 0 1 2]
                                  [--frames-per-video 32 64] [--only preprocess reenact loader]
 
 Preprocessing is timed with dlib on ``--src`` (default: ../shared/data/voxmini when present, else synthetic

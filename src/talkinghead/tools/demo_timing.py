@@ -1,6 +1,6 @@
 """CPU timings of the demo page's work, upload to first driven frame, on the embedded model (64², small).
 
-    python scripts/demo_timing.py --ckpt runs/embedded/checkpoints/last.ckpt \
+    python -m talkinghead.tools.demo_timing --ckpt runs/embedded/checkpoints/last.ckpt \
         --person ../shared/data/voxmini/dev/mp4/id90001/d0/00001.mp4 \
         --driver ../shared/data/voxmini/dev/mp4/id90005/d10/00001.mp4
 

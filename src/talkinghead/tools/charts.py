@@ -191,7 +191,7 @@ def run_curves(run_dir: str | Path, out: str | Path, title: str | None = None) -
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m talkinghead.charts",
+    p = argparse.ArgumentParser(prog="python -m talkinghead.tools.charts",
                                 description="Draw a meta-learning run's loss and health curves (its CSV logs) as a PNG.")
     p.add_argument("run_dir", help="the run's folder, e.g. runs/embedded (trained with logger=csv)")
     p.add_argument("out", help="the PNG to write")
