@@ -59,10 +59,11 @@ def make(client, video=None, photos=None, held="", T=4, mode="FT", epochs=2):
     )
 
 
-def drive(client, avatar, video=None, held="", adapt="auto"):
+def drive(client, avatar, video=None, held="", adapt="auto", full=False, backend="auto"):
     from gradio_client import handle_file
 
-    return client.predict(avatar, handle_file(str(video)) if video else None, held, adapt, api_name="/drive")
+    return client.predict(avatar, handle_file(str(video)) if video else None, held, adapt, full, backend,
+                          api_name="/drive")
 
 
 def test_a_video_makes_an_ft_avatar_that_drives(server, tmp_path) -> None:
@@ -93,6 +94,38 @@ def test_a_video_makes_an_ft_avatar_that_drives(server, tmp_path) -> None:
 
     status, video, _ = drive(client, name, held=demo.held_out[0], adapt="off")
     assert "raw driver landmarks" in status and video, status
+
+
+def test_whole_photo_output_and_the_onnx_backend_from_the_pages_export(server, tmp_path) -> None:
+    import av
+
+    demo, client, _ = server
+    person = demo_helpers.write_video("person", tmp_path / "p.mp4")
+    *_, choice, _ = make(client, video=person, mode="FF")
+    name = choice["value"]
+    status, video, _ = drive(client, name, video=demo_helpers.write_video("driver", tmp_path / "d.mp4"), full=True,
+                             backend="torch")
+    assert "whole photo" in status and "rendered with torch" in status, status
+    with av.open(video) as c:  # the avatar's source frame at its own size, not the 32² crop beside the driver
+        s = c.streams.video[0]
+        assert (s.width, s.height) == (96, 96)
+
+    status, onnx_file = client.predict(name, api_name="/export")
+    assert "Exported" in status and "max |ONNX − PyTorch|" in status, status
+    saved = next(demo.server.sessions.glob(f"*/avatars/{name}"))
+    assert Path(onnx_file).read_bytes() == (saved / "avatar.onnx").read_bytes()
+    assert "exported before" in client.predict(name, api_name="/export")[0], "a second export keeps the file"
+    status, video, _ = drive(client, name, held=demo.held_out[0], backend="onnx")
+    assert "rendered with onnxruntime" in status and "in memory" not in status and video, status
+
+    other = gradio_client.Client(client.src, verbose=False)  # another browser: this session's avatar is not its own
+    with pytest.raises(Exception, match="not in the list of choices"):
+        other.predict(name, api_name="/export")
+    assert not list(demo.server.sessions.glob(f"*/avatars/{name}/avatar.onnx"))[1:], "one export, the owner's"
+    with pytest.raises(Exception, match="not in the list of choices"):  # the page's radio refuses it ...
+        drive(client, name, held=demo.held_out[0], backend="tensorrt")
+    status, video, _ = demo.drive(name, None, demo.held_out[0], "auto", backend="tensorrt")  # ... and the handler
+    assert "backend must be one of torch, onnx, auto, got 'tensorrt'" in status and video is None
 
 
 def test_photos_make_an_ff_avatar(server, tmp_path) -> None:

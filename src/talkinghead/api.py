@@ -25,6 +25,7 @@ import torch
 
 from talkinghead.avatar import (
     Avatar,
+    AvatarRenderer,
     MetaLearned,
     load_avatar,
     load_meta_learned,
@@ -232,6 +233,7 @@ class DriveResult:
     side_by_side: bool
     notes: list[str] = field(default_factory=list)
     full: bool = False  # the avatar's whole source frame with the face pasted back (``talkinghead.paste``)
+    backend: str = "torch"  # what rendered: torch or onnxruntime (``backend="auto"`` picks one)
 
 
 def drive(
@@ -356,6 +358,7 @@ def drive(
     return DriveResult(
         out, n, float(fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
         first[0] if first else 0.0, adapted, drv.missing, side_by_side, notes, full,
+        "torch" if isinstance(renderer, AvatarRenderer) else "onnxruntime",
     )
 
 
@@ -368,14 +371,16 @@ def export_avatar(
     ckpt: str | Path | None = None,
     runs_dir: str | Path = "runs",
     overwrite: bool = False,
+    meta: MetaLearned | None = None,
 ) -> Any:
     """``avatar`` as one ONNX file (default ``avatar.onnx`` beside it): ``talkinghead.export.export_avatar``;
-    returns its ``ExportResult``.  Needs ``pip install -e '.[export]'`` (onnx, onnxscript, onnxruntime)."""
+    returns its ``ExportResult``.  ``meta``: the model, when already loaded.  Needs ``pip install -e '.[export]'``
+    (onnx, onnxscript, onnxruntime)."""
     from talkinghead.export import default_out
     from talkinghead.export import export_avatar as export
 
     return export(avatar, out or default_out(avatar), precision=precision, ckpt=ckpt, runs_dir=runs_dir,
-                  overwrite=overwrite)
+                  overwrite=overwrite, meta=meta)
 
 
 # ------------------------------------------------------------------------------------------------ runs

@@ -263,7 +263,7 @@ def reenact_main(
     print(
         f"wrote {result.path} ({result.frames} frames, "
         f"{'driver | landmarks | avatar' if side_by_side else 'full frame' if result.full else 'avatar'}, "
-        f"{mode}; {result.fps:.1f} frames/s rendered)"
+        f"{mode}; {result.fps:.1f} frames/s rendered with {result.backend})"
     )
     if wandb:
         log_video_to_wandb(result.path, name=f"reenact-{Path(str(avatar)).parent.name}", save_dir=result.path.parent)

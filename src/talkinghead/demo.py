@@ -416,19 +416,50 @@ class Demo:
             return f"**Error:** cannot keep it on the server: {exc.strerror or exc}"
         return f"Kept on the server as `{name}` (in its avatars folder, for `make reenact`)."
 
-    def drive(
-        self, avatar_name: str | None, video: Any, held_out: str | None, adapt: str,
-        request: Any = None, progress: Callable[..., Any] | None = None,
-    ) -> tuple[str, str | None, str | None]:
-        """-> (status markdown, result video, download file)"""
+    def export_onnx(self, avatar_name: str | None, request: Any = None) -> tuple[str, str | None]:
+        """This session's avatar as one ONNX file (``make export``), beside it: the Drive tab's onnx backend
+        then uses it.  -> (status markdown, the file to download)"""
         from talkinghead import api
+        from talkinghead.export import default_out
+
+        try:
+            meta = self.require_model()
+            avatar = self.session_avatar(request, avatar_name)
+            out = default_out(avatar)
+            if out.is_file():
+                lines = [f"`{avatar.parent.name}` was exported before: its `avatar.onnx`."]
+            else:
+                made = api.export_avatar(avatar, out, meta=meta)
+                lines = [f"Exported `{avatar.parent.name}` to one ONNX file ({made.bytes / 2**20:.1f} MB, "
+                         f"{made.seconds:.1f} s; max |ONNX − PyTorch| {made.max_abs_error:.1e} ≤ {made.tolerance:g})."]
+            lines.append("It renders landmark images with onnxruntime alone (docs/export.md); Drive's onnx "
+                         "backend uses it.")
+        except TalkingHeadError as exc:
+            return self.public(_error(exc)), None
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            return self.public(_error(exc, unexpected=True)), None
+        self.sent(request, out)
+        return " ".join(lines), str(out)
+
+    def drive(
+        self, avatar_name: str | None, video: Any, held_out: str | None, adapt: str, full: bool = False,
+        backend: str = "auto", request: Any = None, progress: Callable[..., Any] | None = None,
+    ) -> tuple[str, str | None, str | None]:
+        """-> (status markdown, result video, download file).  ``full``: the avatar's whole source frame with the
+        face pasted back (else driver | landmarks | avatar side by side); ``backend``: auto | torch | onnx (onnx
+        uses the avatar's exported file when the page made one, else exports it in memory first)."""
+        from talkinghead import api
+        from talkinghead.export import BACKENDS
 
         self.sent(request, video)
         try:
             meta = self.require_model()
-            avatar = self.session_avatar(request, avatar_name)
             if adapt not in ("auto", "on", "off"):
                 raise DemoError(f"adaptation must be auto, on or off, got {adapt!r}")
+            if backend not in BACKENDS:
+                raise DemoError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+            avatar = self.session_avatar(request, avatar_name)
             notes: list[str] = []
             sdir = self.session_dir(request)
             stamp = self.stamp()
@@ -452,8 +483,9 @@ class Demo:
 
             out = sdir / f"driven_{api.slug(str(avatar_name))}_{stamp}.mp4"
             clip = api.drive(
-                avatar, driver_arg, out, side_by_side=True, adapt=adapt, meta=meta, detector=self.detector,
-                max_frames=max_frames, max_side=self.max_side, progress=report,
+                avatar, driver_arg, out, side_by_side=not full, full=bool(full), adapt=adapt, meta=meta,
+                detector=self.detector, max_frames=max_frames, max_side=self.max_side, progress=report,
+                backend=backend,
             )
         except TalkingHeadError as exc:
             return self.public(_error(exc)), None, None
@@ -461,9 +493,11 @@ class Demo:
             traceback.print_exc()
             return self.public(_error(exc, unexpected=True)), None, None
         mode = "adapted to the avatar's face shape" if clip.adapted else "raw driver landmarks"
+        layout = "the avatar's whole photo, face pasted back" if clip.full else "driver | landmarks | avatar"
         lines = [
-            f"**{clip.frames} frames** (driver | landmarks | avatar), {mode}: **{clip.fps:.1f} frames/s** rendered "
-            f"and encoded; first frame {clip.first_frame_s:.1f} s after the click, {clip.seconds:.1f} s in all.",
+            f"**{clip.frames} frames** ({layout}), {mode}: **{clip.fps:.1f} frames/s** rendered with "
+            f"{clip.backend} and encoded; first frame {clip.first_frame_s:.1f} s after the click, "
+            f"{clip.seconds:.1f} s in all.",
             *notes, *clip.notes,
         ]
         self.sent(request, clip.path)
@@ -611,6 +645,10 @@ def build_app(demo: Demo) -> Any:
                 with gr.Column():
                     keep = gr.Button("Keep it on the server (its avatars folder)", elem_id="keep-avatar")
                     keep_status = gr.Markdown(elem_id="keep-status")
+                    export = gr.Button("Export it as one ONNX file (runs with onnxruntime alone)",
+                                       elem_id="export-avatar")
+                    export_status = gr.Markdown(elem_id="export-status")
+                    onnx_file = gr.File(label="Download avatar.onnx", interactive=False, elem_id="onnx-file")
         with gr.Tab("Drive"):
             with gr.Row():
                 with gr.Column():
@@ -623,6 +661,12 @@ def build_app(demo: Demo) -> Any:
                     adapt = gr.Radio(["auto", "on", "off"], value="auto",
                                      label="Landmark adaptation: on keeps the avatar's face shape and moves it as the "
                                            "driver moves; off uses the driver's raw landmarks (the paper)")
+                    with gr.Row():
+                        full = gr.Checkbox(value=False, label="Whole photo: the face pasted back into the avatar's "
+                                           "source frame (else driver | landmarks | avatar)", elem_id="drive-full")
+                        backend = gr.Radio(["auto", "torch", "onnx"], value="auto", elem_id="drive-backend",
+                                           label="Renderer: torch, onnx (onnxruntime; the exported file when there "
+                                                 "is one), auto (the faster)")
                     go = gr.Button("Drive", variant="primary", elem_id="drive")
                 with gr.Column():
                     drive_status = gr.Markdown(elem_id="drive-status")
@@ -645,11 +689,14 @@ def build_app(demo: Demo) -> Any:
         def on_make(video, photos, held, T, mode, epochs, request: gr.Request, progress=gr.Progress()):
             return demo.make_avatar(video, photos, held, T, mode, epochs, request=request, progress=progress)
 
-        def on_drive(avatar, driver, driver_held, adapt, request: gr.Request, progress=gr.Progress()):
-            return demo.drive(avatar, driver, driver_held, adapt, request=request, progress=progress)
+        def on_drive(avatar, driver, driver_held, adapt, full, backend, request: gr.Request, progress=gr.Progress()):
+            return demo.drive(avatar, driver, driver_held, adapt, full, backend, request=request, progress=progress)
 
         def on_keep(avatar, request: gr.Request):
             return demo.keep(avatar, request=request)
+
+        def on_export(avatar, request: gr.Request):
+            return demo.export_onnx(avatar, request=request)
 
         def on_load(request: gr.Request):
             return demo._avatar_choices(request)
@@ -658,14 +705,16 @@ def build_app(demo: Demo) -> Any:
             demo.end_session(request)
 
         # the page's handlers get the browser session (per-session folders): annotations must be real classes
-        for fn in (on_make, on_drive, on_keep, on_load, on_unload):
+        for fn in (on_make, on_drive, on_keep, on_export, on_load, on_unload):
             fn.__annotations__["request"] = gr.Request
 
         make.click(on_make, [video, photos, held, T, mode, epochs],
                    [avatar_status, chosen, compare, preview, avatar, avatar_file],
                    api_name="make_avatar", concurrency_limit=1, concurrency_id="model")
         keep.click(on_keep, [avatar], [keep_status], api_name="keep")
-        go.click(on_drive, [avatar, driver, driver_held, adapt], [drive_status, result, download],
+        export.click(on_export, [avatar], [export_status, onnx_file], api_name="export",
+                     concurrency_limit=1, concurrency_id="model")
+        go.click(on_drive, [avatar, driver, driver_held, adapt, full, backend], [drive_status, result, download],
                  api_name="drive", concurrency_limit=1, concurrency_id="model")
 
         def on_refresh(name):
