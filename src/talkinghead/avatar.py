@@ -15,10 +15,8 @@ import copy
 import glob
 import hashlib
 import json
-import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.files import atomic_path
 from talkinghead.speed import Speed
 
 AVATAR_FORMAT = "talkinghead-avatar/1"
@@ -42,30 +41,6 @@ class AvatarError(TalkingHeadError, ValueError):
 
 class AvatarMismatchError(AvatarError):
     """The avatar was made from another meta-learned model than the one given."""
-
-
-# ------------------------------------------------------------------------------------------------ files
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on any error it is removed.
-
-    The temporary name keeps the suffix (writers that pick a format from it still work).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -139,8 +114,8 @@ def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
     ``average``: E and G from the checkpoint's running average of the weights when it holds one (FSTH's
     ``drive.py`` and fine-tuning do so); False, or a checkpoint without one: the trained weights.
     """
-    from talkinghead.callbacks.weight_average import averaged_state
     from talkinghead.build import build_networks
+    from talkinghead.callbacks.weight_average import averaged_state
 
     path = Path(ckpt)
     try:

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from talkinghead.avatar import MetaLearned, atomic_write_text, load_meta_learned, resolve_checkpoint
+from talkinghead.avatar import MetaLearned, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import ConfigError, EvaluationError
 from talkinghead.fewshot import FineTuneSettings, fit_avatar
+from talkinghead.files import atomic_write_text
 from talkinghead.loggers import make_logger, wandb_loggers
 
 #: The paper's FIDs (Zakharov et al. 2019, Table 1): "Ours" on VoxCeleb1 (fine-tuned), Ours-FT on VoxCeleb2.

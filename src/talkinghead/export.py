@@ -47,14 +47,21 @@ from torch import nn
 from talkinghead.avatar import (
     Avatar,
     MetaLearned,
-    atomic_path,
     avatar_generator,
     load_avatar,
     load_meta_learned,
     resolve_checkpoint,
 )
 from talkinghead.errors import TalkingHeadError
-from talkinghead.nets.layers import AdaIN, ResBlockUp, SelfAttention, UpConv, fold_up_convs, normalize
+from talkinghead.files import atomic_path
+from talkinghead.nets.layers import (
+    AdaIN,
+    ResBlockUp,
+    SelfAttention,
+    UpConv,
+    fold_up_convs,
+    normalize,
+)
 from talkinghead.nets.spectral import bake
 
 FORMAT = "talkinghead-onnx/1"

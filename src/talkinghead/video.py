@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkinghead.avatar import atomic_path
 from talkinghead.errors import TalkingHeadError
+from talkinghead.files import atomic_path
 
 
 class VideoWriteError(TalkingHeadError, ValueError):
@@ -24,8 +24,9 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
 
     Odd sizes are padded by one black pixel (yuv420p needs even sides).  No frame -> VideoWriteError, no file.
     """
-    import av
     from fractions import Fraction
+
+    import av
 
     path = Path(path)
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
