@@ -318,6 +318,27 @@ class OnlineTracker:
         return self._state.step(frame, cut, key, lambda: det.faces(frame[None])[0])
 
 
+def online_tracker(detector: Any, mode: str = "track", **kwargs: Any) -> OnlineTracker:
+    """A frame-by-frame tracker over ``detector`` (a backend, a ``FaceTracker``, or any ``LandmarkDetector``):
+    ``mode="detect"`` or a backend that cannot fit a box detects every frame."""
+    if mode not in LANDMARK_MODES:
+        raise ValueError(f"landmarks mode must be one of {', '.join(LANDMARK_MODES)}, got {mode!r}")
+    if isinstance(detector, FaceTracker):
+        return detector.online()
+    return FaceTracker(detector if mode == "track" else _Untrackable(detector), **kwargs).online()
+
+
+class _Untrackable:
+    """``detector`` without its box fitter: detected on every frame."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.name = getattr(detector, "name", type(detector).__name__)
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
+        return self.detector.detect(frames)
+
+
 def make_landmarker(detector: Any, mode: str = "track", **kwargs: Any) -> Any:
     """``detector`` itself for ``mode="detect"`` (per-frame detection), a ``FaceTracker`` over it for ``"track"``."""
     if mode not in LANDMARK_MODES:
