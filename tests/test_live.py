@@ -108,3 +108,34 @@ def test_the_lock_refuses_a_second_session_and_frees_on_stop_and_when_idle() -> 
     now[0] = 9.5
     assert lock.idle() and lock.acquire("a")  # b sent nothing for 9.5 s > 5 s: a takes over
     assert lock.holder == "a" and not lock.acquire("b")
+
+
+def test_the_demos_live_handlers_serve_one_session_and_free_it_on_stop(avatar, tmp_path) -> None:
+    import shutil
+    from types import SimpleNamespace
+
+    from talkinghead.demo import Demo, DemoConfig
+
+    path, meta = avatar
+    demo = Demo(DemoConfig(ckpt=str(meta.path), runs_dir=tmp_path / "runs", avatars_dir=tmp_path / "runs" / "avatars",
+                           evaluate_dir=tmp_path / "runs" / "evaluate", detector=demo_helpers.detector(),
+                           temp_base=tmp_path / "tmp", live_backend="torch"))
+    try:
+        a, b = SimpleNamespace(session_hash="aaaa"), SimpleNamespace(session_hash="bbbb")
+        for req in (a, b):
+            shutil.copytree(path.parent, demo.session_avatars(req) / "person")
+        frames = driver_frames()
+        out, status = demo.live_frame(frames[0], "person", request=a)
+        assert out.shape == (32, 32, 3) and "frames/s" in status, status
+        out, status = demo.live_frame(frames[1], "person", request=b)
+        assert out is None and "Another live session is running" in status and "wait" in status, status
+        out, status = demo.live_frame(frames[1], "nobody", request=a)  # not an avatar of this session
+        assert out is None and status.startswith("**Error:**") and "nobody" in status, status
+        assert demo.live_frame(frames[1], "person", request=a)[0] is not None
+        assert demo.live_stop(a) == "Live session ended."
+        out, status = demo.live_frame(frames[2], "person", request=b)
+        assert out is not None and "frames/s" in status, status
+        demo.end_session(b)  # the page closed: its live session ends with it
+        assert demo.live_lock.holder is None
+    finally:
+        demo.close()
