@@ -703,7 +703,8 @@ def build_app(demo: Demo) -> Any:
                     live_avatar = gr.Dropdown(choices=[], value=None, label="Avatar (made on this page, this session)",
                                               elem_id="live-avatar")
                     camera = gr.Image(label="Webcam: start it to drive the avatar live", sources=["webcam"],
-                                      streaming=True, type="numpy", height=260, elem_id="live-camera")
+                                      streaming=True, type="numpy", height=260, elem_id="live-camera",
+                                      webcam_options=gr.WebcamOptions(mirror=False))  # frames as the camera sees
                 with gr.Column():
                     live_out = gr.Image(label="Avatar, live", interactive=False, format="jpeg", height=260,
                                         elem_id="live-output")

@@ -52,10 +52,12 @@ class LiveStats:
     dropped: int = 0
     fps: float = 0.0
     latency_ms: float = 0.0
+    camera: tuple[int, int] | None = None  # (width, height) of the last usable frame
 
     def markdown(self) -> str:
         """One line for the page."""
-        return (f"**{self.fps:.1f} frames/s**, latency **{self.latency_ms:.0f} ms** (arrival → frame out) · "
+        cam = f"camera {self.camera[0]}×{self.camera[1]} · " if self.camera else ""
+        return (f"**{self.fps:.1f} frames/s**, latency **{self.latency_ms:.0f} ms** (arrival → frame out) · {cam}"
                 f"{self.rendered} rendered, {self.dropped} dropped, {self.no_face} without a face (last good frame "
                 f"held), {self.skipped} skipped (bad size or type)")
 
@@ -142,6 +144,7 @@ class LiveSession:
             c.skipped += 1
             return self._out(arrived)
         frame = np.ascontiguousarray(frame)
+        c.camera = (int(frame.shape[1]), int(frame.shape[0]))
         if frame.shape != self._frame_shape:  # a new camera size: a new track and crop box
             from talkinghead.landmarks.track import online_tracker
 
