@@ -139,3 +139,19 @@ def test_the_demos_live_handlers_serve_one_session_and_free_it_on_stop(avatar, t
         assert demo.live_lock.holder is None
     finally:
         demo.close()
+
+
+def test_make_live_without_a_camera_says_so_in_one_line(avatar) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo / "src"), str(repo), str(repo / "tests")]))
+    r = subprocess.run([sys.executable, "-m", "talkinghead.cli", "live", str(avatar[0]), "--camera", "97"],
+                       check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == [("error: no camera 97: OpenCV cannot open it (give another CAMERA=, or use the demo page's "
+                      "Live tab)")], r.stderr

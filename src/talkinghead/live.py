@@ -254,17 +254,24 @@ WAIT_MESSAGE = ("**Another live session is running on this server: wait until it
 
 # ------------------------------------------------------------------------------------------------ make live
 def run_camera(avatar: str | Path, camera: int = 0, *, ckpt: str | None = None, detector: str = "auto",
-               adapt: str = "auto", runs_dir: str = "runs") -> int:
+               adapt: str = "auto", backend: str = "auto", runs_dir: str = "runs") -> int:
     """``make live``: a local OpenCV window over :class:`LiveSession` (camera | avatar); q or Esc quits."""
     import cv2
 
     from talkinghead.avatar import load_meta_learned, resolve_checkpoint
 
-    meta = load_meta_learned(resolve_checkpoint(ckpt, runs_dir)) if ckpt else None
-    session = LiveSession.from_file(avatar, meta, detector, adapt=adapt)
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = log.getLogLevel() if log is not None else None
+    if log is not None:  # a missing camera is one line below, not OpenCV's backend-by-backend warnings
+        log.setLogLevel(log.LOG_LEVEL_SILENT)
     cap = cv2.VideoCapture(int(camera))
+    if log is not None:
+        log.setLogLevel(level)
     if not cap.isOpened():
-        raise LiveError(f"no camera {camera}: OpenCV cannot open it (give another CAMERA=, or use the demo page's Live tab)")
+        raise LiveError(f"no camera {camera}: OpenCV cannot open it (give another CAMERA=, or use the demo page's "
+                        "Live tab)")
+    meta = load_meta_learned(resolve_checkpoint(ckpt, runs_dir)) if ckpt else None
+    session = LiveSession.from_file(avatar, meta, detector, adapt=adapt, backend=backend)
     try:
         while True:
             ok, bgr = cap.read()
