@@ -710,7 +710,7 @@ def build_app(demo: Demo) -> Any:
                                         elem_id="live-output")
                     live_status = gr.Markdown(elem_id="live-status")
             gr.Markdown("One live session runs at a time on this server; the server drops frames it has no time "
-                        "for, so the avatar lags by at most one frame's rendering.")
+                        "for (the newest frame replaces a waiting one), so the delay stays bounded instead of growing.")
         with gr.Tab("Runs"):
             with gr.Row():
                 run = gr.Dropdown(choices=demo.runs(), value=(demo.runs() or [None])[0], label="Meta-learning run",
