@@ -37,7 +37,11 @@ def driver_frames() -> np.ndarray:
 
 
 def test_frames_come_out_at_the_avatars_size_and_follow_the_driver(session) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
     outs = [session.process(f) for f in driver_frames()]
+    assert torch.get_num_threads() == threads  # one render thread for the frame, then the caller's setting again
     assert all(o.shape == (32, 32, 3) and o.dtype == np.uint8 for o in outs)
     assert session.stats.rendered == 10 and session.stats.no_face == 0 and session.stats.skipped == 0
     assert max(np.abs(outs[0].astype(int) - o.astype(int)).max() for o in outs[1:]) > 0  # the avatar moves

@@ -69,7 +69,10 @@ class LiveSession:
     frames); ``detector``: a landmark detector (tracked frame to frame where it can fit a box); ``adapt``:
     ``auto`` | ``on`` | ``off`` as in ``drive`` (a camera is no person of the data: auto adapts); ``smooth``:
     ``on`` | ``off``; ``fps``: the camera's nominal rate (the smoother's rate before timestamps say otherwise);
-    ``interval_s``: the rate frames are sent at, when known (for the dropped-frame estimate).
+    ``interval_s``: the rate frames are sent at, when known (for the dropped-frame estimate); ``threads``: torch
+    threads a frame is rendered with (set for the calling thread only, and restored; None: as they are).  One
+    thread is the default: one small frame gains little from two, and on a CPU shared with a browser or another
+    job two threads waiting on each other made a 64² frame take 0.8 s instead of 14 ms (docs/demo.md).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class LiveSession:
         fps: float = 25.0,
         window_s: float = 2.0,
         interval_s: float | None = None,
+        threads: int | None = 1,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         from talkinghead.landmarks.adapt import should_adapt
@@ -99,6 +103,7 @@ class LiveSession:
         self.fps = float(fps)
         self.window_s = float(window_s)
         self.interval_s = interval_s
+        self.threads = threads
         self.clock = clock
         self.counts = LiveStats()
         self.last_frame = np.zeros((self.size, self.size, 3), np.uint8)  # until the first good frame
@@ -159,9 +164,7 @@ class LiveSession:
         if follow is None:
             c.no_face += 1
             return self._out(arrived)
-        from talkinghead.reenact import render_frames
-
-        self.last_frame = next(render_frames(self.renderer, follow[None], batch_size=1))
+        self.last_frame = self._render(follow)
         c.rendered += 1
         return self._out(arrived)
 
@@ -187,6 +190,20 @@ class LiveSession:
         if self._reference is None:
             self._reference = pts.copy()
         return adapt_landmarks(pts[None], self.avatar.reference_landmarks.numpy(), self._reference)[0]
+
+    def _render(self, points: np.ndarray) -> np.ndarray:
+        """(68, 2) crop-pixel landmarks -> uint8 (S, S, 3), with ``threads`` torch threads in this thread."""
+        import torch
+
+        from talkinghead.reenact import render_frames
+
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)  # an OpenMP setting of the calling thread: other threads keep theirs
+        try:
+            return next(render_frames(self.renderer, points[None], batch_size=1))
+        finally:
+            torch.set_num_threads(before)
 
     def _out(self, arrived: float) -> np.ndarray:
         now = self.clock()
