@@ -10,7 +10,7 @@ need = $(if $($(1)),,$(error $(1)= is required: $(2)))
 q = '$(subst ','\'',$(1))'
 .DEFAULT_GOAL := help
 
-.PHONY: help install meta-learn finetune reenact export evaluate demo test test-fast weights weights-list preprocess bench bench-data sanity gpu-check rehearse clean
+.PHONY: help install meta-learn finetune reenact export evaluate demo live test test-fast weights weights-list preprocess bench bench-data sanity gpu-check rehearse clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,11 @@ evaluate:  ## the paper's Table 1 protocol: FT/FF x T=1,8,32 -> FID/SSIM/CSIM (C
 
 demo:  ## web page: make an avatar from photos/a video and drive it (CKPT=newest run; ARGS="--host 0.0.0.0 --port 8080")
 	$(PYTHON) -m talkinghead.cli demo $(if $(CKPT),--ckpt $(CKPT)) $(ARGS)
+
+live:  ## drive an avatar live from a local camera in an OpenCV window: AVATAR=avatar.pt [CAMERA=0] [CKPT=] [ADAPT=auto|on|off]; q quits
+	$(call need,AVATAR,the avatar.pt that make finetune printed)
+	$(PYTHON) -m talkinghead.cli live $(call q,$(AVATAR)) --camera $(or $(CAMERA),0) --adapt $(ADAPT) \
+		$(if $(CKPT),--ckpt $(call q,$(CKPT))) $(ARGS)
 
 test:  ## run the test suite (CPU; voxmini tests skip where ../shared/data/voxmini is absent)
 	$(PYTHON) -m pytest

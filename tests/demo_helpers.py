@@ -5,6 +5,7 @@ ARGS="--detector demo_helpers:detector"`` loads in the browser test's server."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,18 +30,35 @@ def write_video(kind: str, path: Path) -> Path:
     return path
 
 
-def write_y4m(kind: str, path: Path) -> Path:
-    """The synthetic video as YUV4MPEG2 (4:2:0): what Chromium's fake camera plays
-    (``--use-file-for-fake-video-capture``), so the browser test can record a driver with the webcam."""
+def write_y4m(kind: str, path: Path, fps: int = 10) -> Path:
+    """The synthetic video as YUV4MPEG2 (4:2:0) at ``fps``: what Chromium's fake camera plays
+    (``--use-file-for-fake-video-capture``), so the browser tests can record a driver with the webcam or drive live."""
     import cv2
 
     frames = render(kind)[0]
     h, w = frames.shape[1:3]
     with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for frame in frames:
             f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
     return path
+
+
+def chromium(camera: Path, binary: str, driver: str) -> Any:
+    """Headless Chromium (Selenium) whose fake camera plays the y4m file ``camera`` (:func:`write_y4m`), camera
+    access granted without asking: the browser tests' browser."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = binary
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1280,1100", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+              "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+              f"--use-file-for-fake-video-capture={camera}"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(driver), options=opts)
 
 
 def detector():

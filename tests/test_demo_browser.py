@@ -65,18 +65,7 @@ def page(tmp_path_factory):
     )
     try:
         wait_for_port(port, proc)
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-
-        opts = Options()
-        opts.binary_location = CHROMIUM
-        camera = demo_helpers.write_y4m("driver", root / "camera.y4m")
-        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                  "--window-size=1280,1100", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                  f"--use-file-for-fake-video-capture={camera}"):
-            opts.add_argument(a)
-        browser = webdriver.Chrome(service=Service(DRIVER), options=opts)
+        browser = demo_helpers.chromium(demo_helpers.write_y4m("driver", root / "camera.y4m"), CHROMIUM, DRIVER)
         browser.get(f"http://127.0.0.1:{port}/")
         yield browser, root
         browser.quit()

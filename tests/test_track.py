@@ -226,3 +226,19 @@ def test_face_alignment_detects_key_frames_in_one_batch_and_fits_the_rest():
     assert tracker.stats.reasons.get("score") == 1 and 7 in tracker.stats.key
     assert fake.batches[1:] == [1]  # the failed frame, detected on its own
     assert tracker.stats.tracked == 12 - 4 and all(p is not None and p.shape == (68, 2) for p in out)
+
+
+def test_online_tracking_frame_by_frame_gives_the_clips_landmarks():
+    """``OnlineTracker.step`` (live driving) follows the schedule of ``FaceTracker.track`` (a clip) frame by frame."""
+    from talkinghead.landmarks.detectors import FaceAlignmentDetector
+
+    texture = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    frames = np.repeat(texture[None], 12, axis=0)
+    frames[:, 0, 0, 0] = np.arange(12)
+    clip = FaceTracker(FaceAlignmentDetector(device="cpu", _model=_FakeFaceAlignment(scores={7: 0.05})), key_interval=5)
+    expected = clip.detect(frames)
+    live = FaceTracker(FaceAlignmentDetector(device="cpu", _model=_FakeFaceAlignment(scores={7: 0.05})),
+                       key_interval=5).online()
+    got = [live.step(f) for f in frames]
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+    assert live.stats.key == clip.stats.key and live.stats.tracked == clip.stats.tracked == 8

@@ -288,6 +288,13 @@ def _reenact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live(args: argparse.Namespace) -> int:
+    from talkinghead.live import run_camera
+
+    return run_camera(args.avatar, args.camera, ckpt=args.ckpt, detector=args.detector, adapt=args.adapt,
+                      backend=args.backend)
+
+
 def _export(args: argparse.Namespace) -> int:
     from talkinghead import api
 
@@ -368,6 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists (else OUT-2.mp4 is written)")
     p.set_defaults(func=_reenact)
+
+    p = sub.add_parser("live", help="drive an avatar live from a local camera (OpenCV window; q quits)",
+                       description="Camera | avatar in a window: each camera frame is tracked (smoothing on) and "
+                                   "rendered with the avatar (talkinghead.live).  The web page's Live tab does the "
+                                   "same from a browser's webcam.")
+    p.add_argument("avatar", help="avatar file made by `talkinghead finetune` (…/avatar.pt)")
+    p.add_argument("--camera", type=int, default=0, help="OpenCV camera index")
+    p.add_argument("--ckpt", default=None, help="meta-learned checkpoint (default: the one the avatar was made from)")
+    p.add_argument("--detector", default="auto", choices=("auto", "dlib", "face-alignment"))
+    p.add_argument("--adapt", choices=("auto", "on", "off"), default="auto",
+                   help="keep the avatar's face shape (auto/on) or use the camera's raw landmarks (off)")
+    p.add_argument("--backend", choices=("torch", "onnx", "auto"), default="auto",
+                   help="the renderer (auto: onnxruntime where an exported avatar.onnx beside the avatar is faster)")
+    p.set_defaults(func=_live)
 
     p = sub.add_parser("export", help="an avatar as one ONNX file (landmark images -> frames) for onnxruntime",
                        description="Fold the avatar's ψ' into the generator and export it with PyTorch's ONNX exporter "

@@ -6,7 +6,8 @@
 Tabs: **Avatar** (1-32 photos, a video, or a held-out person of the model's data -> chosen frames with their
 landmarks, a progress bar while fine-tuning, FF beside FT on frames not used; the session's own, to download or
 keep on the server), **Drive** (an avatar + an uploaded / webcam / held-out driver video -> driver | landmarks | avatar video and
-the frames per second reached), **Runs** (sample grids over iterations, loss curves, evaluation tables).
+the frames per second reached), **Live** (the webcam drives an avatar frame by frame: talkinghead.live; one live
+session per server), **Runs** (sample grids over iterations, loss curves, evaluation tables).
 
 The page is a thin layer over :mod:`talkinghead.api`.  It reads only uploaded files and the model's own data by
 id: no field names a server path.  Long work runs in Gradio's queue, one job at a time.  Each browser session
@@ -73,6 +74,10 @@ class DemoConfig:
     temp_base: Path | None = None  # the server's folder goes under it (default: the system temp dir)
     default_epochs: float = 40.0
     extra_notes: list[str] = field(default_factory=list)
+    live_every: float = 0.04  # s between webcam frames the Live tab sends (at most 25 frames/s)
+    live_idle_s: float = 10.0  # a live session that sends nothing this long frees the server's one live slot
+    live_time_limit: int = 600  # s a live stream runs before the page must start it again
+    live_backend: str = "auto"  # the Live tab's renderer (talkinghead.export.avatar_renderer)
 
 
 # ------------------------------------------------------------------------------------------------ safe paths
@@ -180,6 +185,7 @@ class Demo:
         os.environ["GRADIO_TEMP_DIR"] = str(self.server.gradio)
         self.meta = None
         self.model_error = ""
+        self._live_setup()
         self.held_out: list[str] = []
         self.max_side = int(config.max_side)
         try:
@@ -213,6 +219,7 @@ class Demo:
         from talkinghead.sessions import session_id
 
         if getattr(request, "session_hash", None):
+            self.live_stop(request)
             self.server.end_session(session_id(request))
 
     def sent(self, request: Any, *paths: Any) -> None:
@@ -503,6 +510,68 @@ class Demo:
         self.sent(request, clip.path)
         return "\n\n".join(lines), str(clip.path), str(clip.path)
 
+    # -------------------------------------------------------------------------------------------- live
+    def _live_setup(self) -> None:
+        import threading
+
+        from talkinghead.live import LiveLock
+
+        self.live_lock = LiveLock(self.config.live_idle_s)
+        self._live: tuple[str, Path, Any] | None = None  # (owner session, avatar file, LiveSession)
+        self._live_guard = threading.Lock()
+        self._live_detector: Any = None
+
+    def live_frame(
+        self, frame: Any, avatar_name: str | None, request: Any = None
+    ) -> tuple[np.ndarray | None, str]:
+        """One webcam frame of the Live tab (RGB uint8 (H, W, 3)) -> (the avatar's frame (S, S, 3) or None,
+        status markdown: frames/s, latency, counts; or why not, e.g. another live session is running)."""
+        from talkinghead.live import WAIT_MESSAGE, LiveSession
+        from talkinghead.sessions import session_id
+
+        arrived = time.perf_counter()
+        owner = session_id(request)
+        if not self.live_lock.acquire(owner):
+            return None, WAIT_MESSAGE.format(idle=self.live_lock.idle_s)
+        try:
+            meta = self.require_model()
+            avatar = self.session_avatar(request, avatar_name)
+            with self._live_guard:
+                if self._live is None or self._live[:2] != (owner, avatar):
+                    if self._live_detector is None:
+                        from talkinghead.shots import make_landmark_detector
+
+                        self._live_detector = (make_landmark_detector(self.detector, "track")
+                                               if isinstance(self.detector, str) else self.detector)
+                    self._live = (owner, avatar, LiveSession.from_file(
+                        avatar, meta, self._live_detector, backend=self.config.live_backend,
+                        interval_s=self.config.live_every))
+                live = self._live[2]
+                out = live.process(frame, arrived)
+                return out, live.stats.markdown()
+        except TalkingHeadError as exc:
+            self.live_lock.release(owner)
+            return None, self.public(_error(exc))
+        except Exception as exc:  # noqa: BLE001 - the page shows one line; the server log keeps the trace
+            traceback.print_exc()
+            self.live_lock.release(owner)
+            return None, self.public(_error(exc, unexpected=True))
+
+    def live_stop(self, request: Any = None) -> str:
+        """End this session's live driving (its stream stopped, its page closed): the server's live slot is free."""
+        from talkinghead.sessions import session_id
+
+        owner = session_id(request)
+        with self._live_guard:
+            ended = self._live is not None and self._live[0] == owner
+            if ended:
+                self._live = None
+        freed = self.live_lock.release(owner)
+        if ended or freed:
+            print(f"live session of {owner[:8]} ended", file=sys.stderr, flush=True)
+            return "Live session ended."
+        return ""
+
     def runs(self) -> list[str]:
         from talkinghead import api
 
@@ -673,6 +742,20 @@ def build_app(demo: Demo) -> Any:
                     result = gr.Video(label="driver | landmarks | avatar", interactive=False, autoplay=True,
                                       loop=True, height=260, elem_id="result-video")
                     download = gr.File(label="Download the mp4", interactive=False, elem_id="result-file")
+        with gr.Tab("Live") as live_tab:
+            with gr.Row():
+                with gr.Column():
+                    live_avatar = gr.Dropdown(choices=[], value=None, label="Avatar (made on this page, this session)",
+                                              elem_id="live-avatar")
+                    camera = gr.Image(label="Webcam: start it to drive the avatar live", sources=["webcam"],
+                                      streaming=True, type="numpy", height=260, elem_id="live-camera",
+                                      webcam_options=gr.WebcamOptions(mirror=False))  # frames as the camera sees
+                with gr.Column():
+                    live_out = gr.Image(label="Avatar, live", interactive=False, format="jpeg", height=260,
+                                        elem_id="live-output")
+                    live_status = gr.Markdown(elem_id="live-status")
+            gr.Markdown("One live session runs at a time on this server; the server drops frames it has no time "
+                        "for (the newest frame replaces a waiting one), so the delay stays bounded instead of growing.")
         with gr.Tab("Runs"):
             with gr.Row():
                 run = gr.Dropdown(choices=demo.runs(), value=(demo.runs() or [None])[0], label="Meta-learning run",
@@ -704,8 +787,18 @@ def build_app(demo: Demo) -> Any:
         def on_unload(request: gr.Request) -> None:
             demo.end_session(request)
 
+        def on_live(frame, name, request: gr.Request):
+            return demo.live_frame(frame, name, request=request)
+
+        def on_live_stop(request: gr.Request):
+            return demo.live_stop(request)
+
+        def on_live_avatars(name, request: gr.Request):
+            return demo._avatar_choices(request, name)
+
         # the page's handlers get the browser session (per-session folders): annotations must be real classes
-        for fn in (on_make, on_drive, on_keep, on_export, on_load, on_unload):
+        for fn in (on_make, on_drive, on_keep, on_export, on_load, on_unload, on_live, on_live_stop,
+                   on_live_avatars):
             fn.__annotations__["request"] = gr.Request
 
         make.click(on_make, [video, photos, held, T, mode, epochs],
@@ -728,6 +821,15 @@ def build_app(demo: Demo) -> Any:
         run.change(lambda n: demo.show_run(n), [run], [run_status, grids, curves], api_name="show_run")
         app.load(on_refresh, [run], [run, run_status, grids, curves, eval_text, eval_examples], api_name=False)
         app.load(on_load, None, [avatar], api_name="avatars")  # this session's avatars (none in a new one)
+        # Live: each webcam frame is one step of one stream event; frames that arrive while the server is busy
+        # replace the one waiting (Gradio keeps the latest input of a stream), and the page sends none while its
+        # last is pending: frames are dropped, never queued
+        live_tab.select(on_live_avatars, [live_avatar], [live_avatar], api_name=False)
+        app.load(on_live_avatars, [live_avatar], [live_avatar], api_name=False)
+        camera.stream(on_live, [camera, live_avatar], [live_out, live_status], api_name="live",
+                      stream_every=cfg.live_every, time_limit=cfg.live_time_limit, concurrency_limit=4,
+                      concurrency_id="live", show_progress="hidden").then(
+            on_live_stop, None, [live_status], api_name=False)
         app.unload(on_unload)
     return app
 
@@ -778,6 +880,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-avatars", type=int, default=8, help="avatars per browser session (the oldest goes)")
     p.add_argument("--max-age-h", type=float, default=24.0, help="avatars and idle sessions older than this go")
     p.add_argument("--epochs", type=float, default=40.0, help="default fine-tuning epochs shown on the page")
+    p.add_argument("--live-idle-s", type=float, default=10.0,
+                   help="a Live tab that sends no frame this long frees the server's one live session")
+    p.add_argument("--live-backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="the Live tab's renderer (auto: onnx where an exported avatar.onnx is faster)")
     args = p.parse_args(argv)
     try:
         import gradio  # noqa: F401
@@ -790,7 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluate_dir=runs / "evaluate", detector=args.detector, max_frames=args.max_frames,
         max_file_mb=args.max_file_mb, default_epochs=args.epochs, max_side=args.max_side,
         max_megapixels=args.max_megapixels, max_video_frames=args.max_video_frames, max_avatars=args.max_avatars,
-        max_age_h=args.max_age_h,
+        max_age_h=args.max_age_h, live_idle_s=args.live_idle_s, live_backend=args.live_backend,
     )
     try:
         demo = Demo(config)

@@ -212,16 +212,22 @@ class FaceTrack:
         return np.stack([crop_frame(frames[i], self.box, self.size) for i in rows])
 
 
+def crop_settings(size: int) -> Any:
+    """The crop geometry of a user's video or photo (preprocessing's margin, any face size, any share of frames
+    with a face): what :func:`track_faces` and live driving (``talkinghead.live``) fit their box with."""
+    from data_modules.preprocess import PreprocessConfig
+
+    return PreprocessConfig(size=size, min_face=1, min_detected=0.0, min_frames=1)
+
+
 def track_faces(frames: np.ndarray, detector: Any, size: int, source: str = "video") -> FaceTrack:
     """Detect landmarks, fit one square box around the face track (as preprocessing does), map the landmarks into
     its ``size``² crop.  A frame without an (on-track) face holds the last good landmarks (the first good ones
     before the first detection).  No usable face -> NoFaceError."""
-    from data_modules.preprocess import PreprocessConfig
     from talkinghead.crop import face_track, landmarks_to_crop
 
     detected = detector.detect(frames)
-    cfg = PreprocessConfig(size=size, min_face=1, min_detected=0.0, min_frames=1)
-    track = face_track(detected, cfg)
+    track = face_track(detected, crop_settings(size))
     if isinstance(track, str):
         raise NoFaceError(f"no usable face in {source}: {track}")
     box, kept, _ = track

@@ -32,6 +32,43 @@ def face_scale(points: np.ndarray) -> float:
     return float(np.median(np.sqrt(np.maximum(w * h, 1e-12))))
 
 
+class LandmarkSmoother:
+    """The One-Euro filter of :func:`smooth_landmarks` in online form: one (68, 2) frame at a time, in order.
+
+    ``scale``: the face's size in pixels (:func:`face_scale`; coordinates are filtered in face units).
+    ``__call__(points, timestamp)``: ``points`` (68, 2) -> float32 (68, 2); ``timestamp`` in seconds (None: frames
+    come at ``fps``) lets a live camera's uneven frame times set the filter's rate.  Causal: frame t depends on
+    frames <= t only.
+    """
+
+    def __init__(
+        self,
+        fps: float,
+        scale: float,
+        min_cutoff: float = MIN_CUTOFF_HZ,
+        beta: float = BETA,
+        d_cutoff: float = D_CUTOFF_HZ,
+        points: int = 68,
+    ) -> None:
+        from OneEuroFilter import OneEuroFilter
+
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
+        self.shape = (int(points), 2)
+        self.filters = [OneEuroFilter(fps, min_cutoff, beta, d_cutoff) for _ in range(2 * int(points))]
+
+    def __call__(self, points: np.ndarray, timestamp: float | None = None) -> np.ndarray:
+        p = np.asarray(points, dtype=np.float64)
+        if p.shape != self.shape:
+            raise ValueError(f"points must be {self.shape}, got {p.shape}")
+        row = (p / self.scale).reshape(-1)
+        out = np.array([f(float(v), timestamp) for f, v in zip(self.filters, row)], dtype=np.float64)
+        return (out.reshape(self.shape) * self.scale).astype(np.float32)
+
+
 def smooth_landmarks(
     points: np.ndarray,
     fps: float,
@@ -42,10 +79,9 @@ def smooth_landmarks(
     """One-Euro filter each coordinate of ``points`` (N, 68, 2) over time at ``fps``; returns float32 (N, 68, 2).
 
     ``min_cutoff`` (Hz): cutoff of a still signal (lower = steadier); ``beta``: how fast the cutoff rises with
-    speed (in face units per second; higher = less lag).  Causal: frame t depends on frames <= t only.
+    speed (in face units per second; higher = less lag).  Causal: frame t depends on frames <= t only
+    (:class:`LandmarkSmoother` frame by frame, scaled by the clip's :func:`face_scale`).
     """
-    from OneEuroFilter import OneEuroFilter
-
     p = np.asarray(points, dtype=np.float64)
     if p.ndim != 3 or p.shape[-1] != 2:
         raise ValueError(f"points must be (N, 68, 2), got {p.shape}")
@@ -53,13 +89,8 @@ def smooth_landmarks(
         return p.astype(np.float32)
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    scale = face_scale(p)
-    flat = (p / scale).reshape(len(p), -1)
-    filters = [OneEuroFilter(fps, min_cutoff, beta, d_cutoff) for _ in range(flat.shape[1])]
-    out = np.empty_like(flat)
-    for t, row in enumerate(flat):
-        out[t] = [f(float(v)) for f, v in zip(filters, row)]
-    return (out.reshape(p.shape) * scale).astype(np.float32)
+    smoother = LandmarkSmoother(fps, face_scale(p), min_cutoff, beta, d_cutoff, points=p.shape[1])
+    return np.stack([smoother(frame) for frame in p]).astype(np.float32)
 
 
 def remove_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -205,69 +205,138 @@ class FaceTracker:
         self.stats = stats
         if n == 0:
             return []
-        h, w = frames.shape[1:3]
         cuts = scene_cuts(frames, self.cut_threshold)
         scheduled = sorted({0, *range(0, n, self.key_interval), *np.flatnonzero(cuts).tolist()})
         pre = dict(zip(scheduled, self.detector.faces(frames[scheduled])))  # one (batched) call
+        state = _TrackState(self, stats)
+        return [
+            state.step(frames[i], bool(cuts[i]), i in pre,
+                       lambda i=i: pre[i] if i in pre else self.detector.faces(frames[i : i + 1])[0])
+            for i in range(n)
+        ]
 
-        out: list[np.ndarray | None] = [None] * n
-        prev_pts: np.ndarray | None = None
-        prev_patch: np.ndarray | None = None
-        relation: np.ndarray | None = None
+    def online(self) -> OnlineTracker:
+        """A tracker for a live stream: one frame at a time (:class:`OnlineTracker`)."""
+        return OnlineTracker(self)
 
-        def choose(faces: list[tuple[np.ndarray, np.ndarray]], fresh: bool) -> tuple[np.ndarray, np.ndarray] | None:
-            if not faces:
-                return None
-            if not fresh and prev_pts is not None:  # keep following the same face
-                pb = landmark_box(prev_pts)
-                overlaps = [iou(landmark_box(p), pb) for _, p in faces]
-                best = int(np.argmax(overlaps))
-                if overlaps[best] >= 0.3:
-                    return faces[best]
-            areas = [np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for _, p in faces]  # largest, as detection does
-            return faces[int(np.argmax(areas))]
 
-        for i in range(n):
-            reason = None
-            if prev_pts is None:
-                reason = "first frame" if i == 0 else ("cut" if cuts[i] else "no face before")
-            elif cuts[i]:
-                reason = "cut"
-            elif i in pre:
-                reason = "key frame"
-            pts = None
-            if reason is None:  # track: fit inside the box the previous landmarks give
-                pts, score = prev_pts, None
-                for _ in range(self.refits):
-                    pts, score = self.detector.fit(frames[i], detector_box(pts, relation))
-                box = landmark_box(pts)
-                patch = face_patch(frames[i], box)
-                if score is not None and score < self.min_score:
-                    reason = "score"
-                elif iou(box, landmark_box(prev_pts)) < self.min_iou:
-                    reason = "jump"
-                elif outside_fraction(box, h, w) > self.max_outside:
-                    reason = "edge"
-                elif patch is None or prev_patch is None or float((patch * prev_patch).sum()) < self.min_ncc:
-                    reason = "appearance"
-                else:
-                    stats.tracked += 1
-                    out[i], prev_pts, prev_patch = pts.astype(np.float32), pts, patch
-                    continue
-            stats.add(reason)
-            stats.detected += 1
-            stats.key.append(i)
-            faces = pre[i] if i in pre else self.detector.faces(frames[i : i + 1])[0]
-            fresh = reason in ("first frame", "cut", "no face before", "appearance")
-            face = choose(faces, fresh)
-            if face is None:
-                prev_pts = prev_patch = None
-                continue
-            dbox, pts = face
-            relation = box_relation(dbox, pts)
-            out[i], prev_pts = pts.astype(np.float32), pts
-            prev_patch = face_patch(frames[i], landmark_box(pts))
-        return out
+class _TrackState:
+    """What tracking carries from one frame to the next (the previous landmarks, face patch and detector-box
+    relation); :meth:`step` is one frame of the schedule in the module docstring, for a clip or a live stream."""
+
+    def __init__(self, tracker: FaceTracker, stats: TrackStats) -> None:
+        self.t, self.stats = tracker, stats
+        self.frames = 0
+        self.prev_pts: np.ndarray | None = None
+        self.prev_patch: np.ndarray | None = None
+        self.relation: np.ndarray | None = None
+
+    def _choose(
+        self, faces: list[tuple[np.ndarray, np.ndarray]], fresh: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        if not faces:
+            return None
+        if not fresh and self.prev_pts is not None:  # keep following the same face
+            pb = landmark_box(self.prev_pts)
+            overlaps = [iou(landmark_box(p), pb) for _, p in faces]
+            best = int(np.argmax(overlaps))
+            if overlaps[best] >= 0.3:
+                return faces[best]
+        areas = [np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for _, p in faces]  # largest, as detection does
+        return faces[int(np.argmax(areas))]
+
+    def step(
+        self, frame: np.ndarray, cut: bool, key: bool, faces: Any
+    ) -> np.ndarray | None:
+        """uint8 (H, W, 3) frame -> float32 (68, 2) landmarks or None; ``cut``: it starts a new shot; ``key``: a
+        scheduled key frame; ``faces()``: the detector's faces of this frame (called only when it is detected)."""
+        t, stats = self.t, self.stats
+        first = self.frames == 0
+        self.frames += 1
+        h, w = frame.shape[:2]
+        reason = None
+        if self.prev_pts is None:
+            reason = "first frame" if first else ("cut" if cut else "no face before")
+        elif cut:
+            reason = "cut"
+        elif key:
+            reason = "key frame"
+        if reason is None:  # track: fit inside the box the previous landmarks give
+            pts, score = self.prev_pts, None
+            for _ in range(t.refits):
+                pts, score = t.detector.fit(frame, detector_box(pts, self.relation))
+            box = landmark_box(pts)
+            patch = face_patch(frame, box)
+            if score is not None and score < t.min_score:
+                reason = "score"
+            elif iou(box, landmark_box(self.prev_pts)) < t.min_iou:
+                reason = "jump"
+            elif outside_fraction(box, h, w) > t.max_outside:
+                reason = "edge"
+            elif patch is None or self.prev_patch is None or float((patch * self.prev_patch).sum()) < t.min_ncc:
+                reason = "appearance"
+            else:
+                stats.tracked += 1
+                self.prev_pts, self.prev_patch = pts, patch
+                return pts.astype(np.float32)
+        stats.add(reason)
+        stats.detected += 1
+        stats.key.append(self.frames - 1)
+        face = self._choose(faces(), reason in ("first frame", "cut", "no face before", "appearance"))
+        if face is None:
+            self.prev_pts = self.prev_patch = None
+            return None
+        dbox, pts = face
+        self.relation = box_relation(dbox, pts)
+        self.prev_pts = pts
+        self.prev_patch = face_patch(frame, landmark_box(pts))
+        return pts.astype(np.float32)
+
+
+class OnlineTracker:
+    """:class:`FaceTracker` for a live stream: ``step(frame)`` per frame, in order, carrying the track from one
+    call to the next (key frames every ``key_interval`` frames and on scene cuts, as for a clip).  A backend that
+    cannot fit a box is detected on every frame.  ``stats`` counts what was done since the start."""
+
+    def __init__(self, tracker: FaceTracker) -> None:
+        self.tracker = tracker
+        self.stats = TrackStats()
+        self._state = _TrackState(tracker, self.stats)
+        self._thumb: np.ndarray | None = None
+
+    def step(self, frame: np.ndarray) -> np.ndarray | None:
+        """uint8 (H, W, 3) RGB -> float32 (68, 2) pixel xy of the tracked face, or None."""
+        det = self.tracker.detector
+        self.stats.frames += 1
+        if not can_track(det):
+            self.stats.detected += 1
+            return det.detect(frame[None])[0]
+        thumb = thumbnail(frame)
+        cut = self._thumb is not None and float(np.abs(thumb - self._thumb).mean()) > self.tracker.cut_threshold
+        self._thumb = thumb
+        key = (self.stats.frames - 1) % self.tracker.key_interval == 0
+        return self._state.step(frame, cut, key, lambda: det.faces(frame[None])[0])
+
+
+def online_tracker(detector: Any, mode: str = "track", **kwargs: Any) -> OnlineTracker:
+    """A frame-by-frame tracker over ``detector`` (a backend, a ``FaceTracker``, or any ``LandmarkDetector``):
+    ``mode="detect"`` or a backend that cannot fit a box detects every frame."""
+    if mode not in LANDMARK_MODES:
+        raise ValueError(f"landmarks mode must be one of {', '.join(LANDMARK_MODES)}, got {mode!r}")
+    if isinstance(detector, FaceTracker):
+        return detector.online()
+    return FaceTracker(detector if mode == "track" else _Untrackable(detector), **kwargs).online()
+
+
+class _Untrackable:
+    """``detector`` without its box fitter: detected on every frame."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.name = getattr(detector, "name", type(detector).__name__)
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
+        return self.detector.detect(frames)
 
 
 def make_landmarker(detector: Any, mode: str = "track", **kwargs: Any) -> Any:
