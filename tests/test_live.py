@@ -4,6 +4,7 @@ bad-input handling, and the one-session-per-server lock."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import demo_helpers
 import numpy as np
@@ -118,7 +119,9 @@ def test_the_demos_live_handlers_serve_one_session_and_free_it_on_stop(avatar, t
     import shutil
     from types import SimpleNamespace
 
-    from talkinghead.demo import Demo, DemoConfig
+    from PIL import Image
+
+    from talkinghead.demo import LIVE_FRAMES_KEPT, Demo, DemoConfig
 
     path, meta = avatar
     demo = Demo(DemoConfig(ckpt=str(meta.path), runs_dir=tmp_path / "runs", avatars_dir=tmp_path / "runs" / "avatars",
@@ -130,13 +133,18 @@ def test_the_demos_live_handlers_serve_one_session_and_free_it_on_stop(avatar, t
             shutil.copytree(path.parent, demo.session_avatars(req) / "person")
         frames = driver_frames()
         out, status = demo.live_frame(frames[0], "person", request=a)
-        assert out.shape == (32, 32, 3) and "frames/s" in status, status
+        assert np.asarray(Image.open(out)).shape == (32, 32, 3) and "frames/s" in status, status
+        for i in range(LIVE_FRAMES_KEPT + 8):  # one JPEG a shown frame, in Gradio's cache: only the newest stay
+            shown = demo.live_frame(frames[i % len(frames)], "person", request=a)[0]
+        cached = [f for f in demo.server.gradio.rglob("*.jpeg")]
+        assert Path(shown) in cached and 0 < len(cached) <= LIVE_FRAMES_KEPT, len(cached)
         out, status = demo.live_frame(frames[1], "person", request=b)
         assert out is None and "Another live session is running" in status and "wait" in status, status
         out, status = demo.live_frame(frames[1], "nobody", request=a)  # not an avatar of this session
         assert out is None and status.startswith("**Error:**") and "nobody" in status, status
         assert demo.live_frame(frames[1], "person", request=a)[0] is not None
         assert demo.live_stop(a) == "Live session ended."
+        assert not list(demo.server.gradio.rglob("*.jpeg")), "the ended session's frames go with it"
         out, status = demo.live_frame(frames[2], "person", request=b)
         assert out is not None and "frames/s" in status, status
         demo.end_session(b)  # the page closed: its live session ends with it

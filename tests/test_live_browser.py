@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip
 
 import demo_helpers
 from finetune_helpers import tiny_checkpoint
+from talkinghead.demo import LIVE_FRAMES_KEPT
 from test_demo_browser import (
     CHROMIUM,
     DRIVER,
@@ -150,6 +152,10 @@ def test_live_frames_come_back_and_one_session_runs_at_a_time(live_page, tmp_pat
     print(f"\nlive, in the browser: {shown_fps:.1f} avatar frames/s shown, {len(caps)} camera frames sent; "
           f"camera frame -> avatar frame shown {lat_lo:.0f}-{lat_hi:.0f} ms; the page says: {text}")
     assert shown_fps > 0 and 0 < lat_lo <= lat_hi and math.isfinite(lat_hi)
+    # one JPEG a shown frame in the server's Gradio cache, but only the newest stay: disk stays bounded
+    server_dir = Path(re.search(r"files of this server's sessions: (\S+)", log.read_text()).group(1))
+    shown_files = list(server_dir.rglob("*.jpeg"))
+    assert len(outs) > LIVE_FRAMES_KEPT and 0 < len(shown_files) <= LIVE_FRAMES_KEPT, (len(outs), len(shown_files))
 
     # a second client is told to wait
     browser.switch_to.new_window("tab")

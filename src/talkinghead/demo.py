@@ -19,6 +19,7 @@ Uploads are bounded by decoded size (DemoConfig).
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import itertools
 import os
@@ -41,6 +42,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls f
 
 MAX_PHOTOS = 32
 NO_CHECKPOINT = "no meta-learned checkpoint"
+#: live frames kept in Gradio's cache per live session (about 1.5 s at 20 frames/s: the page has fetched them by then)
+LIVE_FRAMES_KEPT = 32
 
 
 class DemoError(TalkingHeadError, ValueError):
@@ -520,12 +523,31 @@ class Demo:
         self._live: tuple[str, Path, Any] | None = None  # (owner session, avatar file, LiveSession)
         self._live_guard = threading.Lock()
         self._live_detector: Any = None
+        self._live_files: collections.deque[Path] = collections.deque()  # cache folders of the shown live frames
+
+    def _live_image(self, frame: np.ndarray) -> str:
+        """``frame`` (S, S, 3) as a JPEG in Gradio's cache, where the page fetches it from; only the newest
+        :data:`LIVE_FRAMES_KEPT` stay on disk (a live stream would otherwise leave one file a frame, for a day)."""
+        from gradio.processing_utils import save_img_array_to_cache
+
+        path = Path(save_img_array_to_cache(frame, str(self.server.gradio), format="jpeg"))
+        self._live_files.append(path.parent)
+        while len(self._live_files) > LIVE_FRAMES_KEPT:
+            old = self._live_files.popleft()
+            if old not in self._live_files:  # a repeated frame (held on no face) shares its folder
+                shutil.rmtree(old, ignore_errors=True)
+        return str(path)
+
+    def _drop_live_files(self) -> None:
+        while self._live_files:
+            shutil.rmtree(self._live_files.popleft(), ignore_errors=True)
 
     def live_frame(
         self, frame: Any, avatar_name: str | None, request: Any = None
-    ) -> tuple[np.ndarray | None, str]:
-        """One webcam frame of the Live tab (RGB uint8 (H, W, 3)) -> (the avatar's frame (S, S, 3) or None,
-        status markdown: frames/s, latency, counts; or why not, e.g. another live session is running)."""
+    ) -> tuple[str | None, str]:
+        """One webcam frame of the Live tab (RGB uint8 (H, W, 3)) -> (the avatar's frame (S, S, 3) as a JPEG file in
+        Gradio's cache, or None; status markdown: frames/s, latency, counts; or why not, e.g. another live session
+        is running)."""
         from talkinghead.live import WAIT_MESSAGE, LiveSession
         from talkinghead.sessions import session_id
 
@@ -538,6 +560,7 @@ class Demo:
             avatar = self.session_avatar(request, avatar_name)
             with self._live_guard:
                 if self._live is None or self._live[:2] != (owner, avatar):
+                    self._drop_live_files()
                     if self._live_detector is None:
                         from talkinghead.shots import make_landmark_detector
 
@@ -548,7 +571,7 @@ class Demo:
                         interval_s=self.config.live_every))
                 live = self._live[2]
                 out = live.process(frame, arrived)
-                return out, live.stats.markdown()
+                return (None if out is None else self._live_image(out)), live.stats.markdown()
         except TalkingHeadError as exc:
             self.live_lock.release(owner)
             return None, self.public(_error(exc))
@@ -566,6 +589,7 @@ class Demo:
             ended = self._live is not None and self._live[0] == owner
             if ended:
                 self._live = None
+                self._drop_live_files()
         freed = self.live_lock.release(owner)
         if ended or freed:
             print(f"live session of {owner[:8]} ended", file=sys.stderr, flush=True)
