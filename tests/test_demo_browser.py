@@ -1,5 +1,5 @@
 """`make demo` in a real browser: headless Chromium from the distribution (apt-get install chromium
-chromium-driver), driven by Selenium.  Starts the page on a small checkpoint trained here, makes an FT avatar from
+chromium-driver), driven by Selenium.  Starts the page on a small checkpoint trained here (or $TALKINGHEAD_DEMO_CKPT), makes an FT avatar from
 an uploaded synthetic-head video, drives it with another, checks that the result video plays, that a photo with
 no face shows the error, and saves the screenshot README shows (to docs/demo.png when
 TALKINGHEAD_UPDATE_SCREENSHOT=1).  Then it records a driver with the webcam (Chromium's fake camera playing a
@@ -54,7 +54,8 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> No
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    ckpt = tiny_checkpoint(root / "runs" / "tiny", iterations=8)
+    # TALKINGHEAD_DEMO_CKPT: another model, e.g. a trained one for the screenshot (TALKINGHEAD_UPDATE_SCREENSHOT=1)
+    ckpt = os.environ.get("TALKINGHEAD_DEMO_CKPT") or tiny_checkpoint(root / "runs" / "tiny", iterations=8)
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO), str(REPO / "tests")]),
                GRADIO_TEMP_DIR=str(root / "gradio"))
@@ -178,7 +179,8 @@ def test_make_an_avatar_drive_it_and_see_the_video_play(page, tmp_path) -> None:
     assert "10 frames" in msg, msg
     state = playing(browser)
     assert state.get("duration", 0) > 0 and state.get("decoded", 0) > 0, state
-    assert (state["w"], state["h"]) == (96, 32), state
+    size = int(re.search(r"\((\d+)² px\)", browser.find_element("css selector", "#banner").text).group(1))
+    assert (state["w"], state["h"]) == (3 * size, size), state  # driver | landmarks | avatar
     shot = tmp_path / "demo.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
@@ -203,4 +205,4 @@ def test_make_an_avatar_drive_it_and_see_the_video_play(page, tmp_path) -> None:
     msg = WebDriverWait(browser, 120, poll_frequency=0.5).until(finished)
     assert re.match(r"\d+ frames \(driver", msg) and int(msg.split()[0]) >= 10, msg
     state = playing(browser)
-    assert state.get("duration", 0) > 0 and state.get("decoded", 0) > 0 and (state["w"], state["h"]) == (96, 32), state
+    assert state.get("duration", 0) > 0 and state.get("decoded", 0) > 0 and (state["w"], state["h"]) == (3 * size, size), state
