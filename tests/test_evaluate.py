@@ -78,6 +78,11 @@ def test_bad_settings_are_clear_errors(ckpt, tmp_path) -> None:
             ]
         )
     assert not (tmp_path / "ev").exists(), "no output before the inputs are checked"
+    with pytest.raises(ConfigError, match="unit must be one of"):
+        evaluate_main([f"ckpt={ckpt}", "unit=clip", f"out_dir={tmp_path}/ev", "~logger"])
+    with pytest.raises(ConfigError, match="has no units"):  # the synthetic population has persons and videos only
+        evaluate_main([f"ckpt={ckpt}", "unit=utterance", f"out_dir={tmp_path}/ev", "~logger"])
+    assert not (tmp_path / "ev").exists()
 
 
 def test_ff_rows_use_ff_ckpt_and_say_which_model_they_are(ckpt, tmp_path, monkeypatch) -> None:

@@ -198,6 +198,8 @@ NOT_PAPER_CHOICES = (
     "data.root", "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor",
     "data.max_val_videos", "data.shuffle_buffer", "data.seed", "data.test_fraction", "data.test_persons",
     "data.samples_per_video",
+    # evaluate's unit: null keeps the checkpoint's data.unit (row 37a checks it); a value is for comparing versions
+    "unit",
     # beyond the paper: the cross-identity protocol of `make evaluate` (not Table 1's) and the CLI's overwrite switch
     "protocols", "cross.", "overwrite",
 )

@@ -39,6 +39,22 @@ def test_the_voxceleb_module_answers_the_person_api_on_shards(synthetic_shards, 
         source.person_frames("id99999")
 
 
+def test_evaluate_unit_makes_every_clip_a_held_out_video(synthetic_shards, monkeypatch) -> None:
+    from talkinghead.evaluate import held_out_videos, set_unit
+
+    root, _ = synthetic_shards
+    monkeypatch.delenv("DATA_ROOT", raising=False)
+    meta = compose("meta_learn", ["data=vox2", "data.test_fraction=0.5", f"data.root={root}", "model.image_size=32"])
+    videos = held_out_videos(meta, None)
+    assert videos and all(v.count("/") == 1 for v in videos)  # person/youtube id
+    set_unit(meta, "utterance")
+    clips = held_out_videos(meta, None)
+    assert clips and all(c.count("/") == 2 for c in clips)  # person/youtube id/utterance
+    assert {c.rsplit("/", 1)[0] for c in clips} == set(videos)
+    set_unit(meta, "video")
+    assert held_out_videos(meta, None) == videos
+
+
 def test_a_config_that_names_no_data_module_is_one_line() -> None:
     with pytest.raises(ValueError, match="names no DataModule"):
         open_source({"root": "/x"}, image_size=32)

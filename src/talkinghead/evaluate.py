@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from talkinghead.avatar import MetaLearned, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import ConfigError, EvaluationError
@@ -53,6 +53,22 @@ class Row:
     def fmt(self, name: str, digits: int) -> str:
         v = self.values.get(name.lower())
         return "unavailable" if v is None else f"{v:.{digits}f}"
+
+
+UNITS = ("video", "utterance")
+
+
+def set_unit(meta_cfg: DictConfig, unit: str) -> None:
+    """Evaluate a VoxCeleb model's held-out persons by ``unit`` (``video``: person/youtube id, its utterances pooled;
+    ``utterance``: every clip alone) instead of its own ``data.unit``. The W table is not used by the protocol, so
+    any unit applies to any checkpoint; data without units (the synthetic population) refuses the option."""
+    if unit not in UNITS:
+        raise ConfigError(f"unit must be one of {list(UNITS)} or null, got {unit!r}")
+    if "unit" not in meta_cfg.data:
+        raise ConfigError(f"unit={unit}: the model's data ({meta_cfg.data.get('_target_', '?')}) has no units; "
+                          "leave unit=null")
+    with open_dict(meta_cfg):
+        meta_cfg.data.unit = unit
 
 
 def held_out_videos(meta_cfg: DictConfig, data_root: str | None) -> list[str]:
@@ -145,6 +161,8 @@ def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"methods must be a non-empty subset of [FT, FF], got {list(cfg.methods)}")
     if int(cfg.num_targets) < 1:
         raise ConfigError(f"num_targets must be >= 1, got {cfg.num_targets}")
+    if cfg.get("unit") is not None and str(cfg.unit) not in UNITS:
+        raise ConfigError(f"unit must be one of {list(UNITS)} or null, got {cfg.unit!r}")
     protocols = [str(p) for p in (cfg.get("protocols") or ["table1"])]
     if not protocols or set(protocols) - set(PROTOCOLS):
         raise ConfigError(f"protocols must be a non-empty subset of {list(PROTOCOLS)}, got {protocols}")
@@ -182,6 +200,8 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
         detector = cross_detector(str(cfg.cross.detector))
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     meta = load_meta_learned(ckpt)
+    if cfg.get("unit"):
+        set_unit(meta.config, str(cfg.unit))
     ff_meta, ff_note = load_ff_model(cfg.get("ff_ckpt"), meta) if "FF" in methods else (meta, "")
     size = meta.image_size
     videos = held_out_videos(meta.config, cfg.get("data_root"))
