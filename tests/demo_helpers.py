@@ -4,6 +4,13 @@ ARGS="--detector demo_helpers:detector"`` loads in the browser test's server."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +128,48 @@ def write_large_video(path: Path, side: int = 2048, frames: int = 400) -> Path:
         for pkt in stream.encode():
             out.mux(pkt)
     return path
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def demo_server(root: Path, ckpt: str | Path, args: str, timeout: float = 120) -> Iterator[int]:
+    """``make demo CKPT=ckpt ARGS="--port P --runs-dir root/runs --detector demo_helpers:detector <args>"`` with
+    Gradio's temp folder under ``root`` and its output in ``root/server.log``; yields the port once it listens,
+    stops the server on exit (terminate, then kill after 10 s). A server that exits or never listens is an
+    AssertionError with the log's tail."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO), str(REPO / "tests")]),
+               GRADIO_TEMP_DIR=str(root / "gradio"))
+    full = f"--port {port} --runs-dir {root / 'runs'} --detector demo_helpers:detector {args}"
+    log_path = root / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            ["make", "-s", "demo", f"CKPT={ckpt}", f"ARGS={full}", f"PYTHON={sys.executable}"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            end = time.time() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"make demo exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if time.time() > end:
+                    raise AssertionError(f"make demo did not start listening: {log_path.read_text()[-2000:]}")
+                time.sleep(0.5)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -17,14 +17,6 @@ from finetune_helpers import tiny_checkpoint  # noqa: E402
 from talkinghead.demo import Demo, DemoConfig, DemoError, build_app, checked_upload, launch, safe_child  # noqa: E402
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A tiny meta-learned run, trained once for this module's servers (each copies it)."""
@@ -41,7 +33,7 @@ def server(tmp_path_factory, tiny_run):
                            evaluate_dir=root / "runs" / "evaluate", detector=demo_helpers.detector(),
                            temp_base=root / "tmp", default_epochs=2))
     app = build_app(demo)
-    port = free_port()
+    port = demo_helpers.free_port()
     launch(app, demo, port=port, block=False)
     client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
     yield demo, client, root
@@ -367,7 +359,7 @@ def served(tmp_path_factory, tiny_run):
     (wandb / "run-1.wandb").write_bytes(b"w&b data")
     (wandb / "debug.log").write_text("secret log")
     (root / "tmp").mkdir()
-    port = free_port()
+    port = demo_helpers.free_port()
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, TMPDIR=str(root / "tmp"),
                PYTHONPATH=os.pathsep.join([str(repo / "src"), str(repo), str(repo / "tests")]))

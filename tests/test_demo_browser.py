@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,49 +30,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"make demo exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError("make demo did not start listening")
-
-
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     # TALKINGHEAD_DEMO_CKPT: another model, e.g. a trained one for the screenshot (TALKINGHEAD_UPDATE_SCREENSHOT=1)
     ckpt = os.environ.get("TALKINGHEAD_DEMO_CKPT") or tiny_checkpoint(root / "runs" / "tiny", iterations=8)
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO), str(REPO / "tests")]),
-               GRADIO_TEMP_DIR=str(root / "gradio"))
-    args = f"--port {port} --runs-dir {root / 'runs'} --detector demo_helpers:detector --epochs 2"
-    proc = subprocess.Popen(
-        ["make", "-s", "demo", f"CKPT={ckpt}", f"ARGS={args}", f"PYTHON={sys.executable}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        wait_for_port(port, proc)
+    with demo_helpers.demo_server(root, ckpt, "--epochs 2") as port:
         browser = demo_helpers.chromium(demo_helpers.write_y4m("driver", root / "camera.y4m"), CHROMIUM, DRIVER)
         browser.get(f"http://127.0.0.1:{port}/")
         yield browser, root
         browser.quit()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def wait_text(browser, css: str, *needles: str, timeout: float = 120, before: str | None = None) -> str:

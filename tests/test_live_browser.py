@@ -10,8 +10,6 @@ import itertools
 import math
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,12 +24,9 @@ from talkinghead.demo import LIVE_FRAMES_KEPT
 from test_demo_browser import (
     CHROMIUM,
     DRIVER,
-    REPO,
     click,
-    free_port,
     tab,
     upload,
-    wait_for_port,
     wait_text,
 )
 
@@ -60,27 +55,10 @@ def live_page(tmp_path_factory):
     root = tmp_path_factory.mktemp("live_browser")
     given = os.environ.get("TALKINGHEAD_LIVE_CKPT")  # measure another model (docs/demo.md: the embedded one)
     ckpt = given or tiny_checkpoint(root / "runs" / "tiny", iterations=8)
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO), str(REPO / "tests")]),
-               GRADIO_TEMP_DIR=str(root / "gradio"))
-    args = f"--port {port} --runs-dir {root / 'runs'} --detector demo_helpers:detector --live-idle-s 300"
-    log = open(root / "server.log", "w+")  # noqa: SIM115 - read after the server stops
-    proc = subprocess.Popen(
-        ["make", "-s", "demo", f"CKPT={ckpt}", f"ARGS={args}", f"PYTHON={sys.executable}"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        wait_for_port(port, proc)
+    with demo_helpers.demo_server(root, ckpt, "--live-idle-s 300") as port:
         browser = demo_helpers.chromium(demo_helpers.write_y4m("driver", root / "camera.y4m", fps=30), CHROMIUM, DRIVER)
         yield browser, f"http://127.0.0.1:{port}/", root / "server.log"
         browser.quit()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def make_ff_avatar(browser, folder) -> None:
