@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from talkinghead.avatar import MetaLearned, load_meta_learned, resolve_checkpoint
+from data_modules.shards import UNITS
 from talkinghead.errors import ConfigError, EvaluationError
 from talkinghead.fewshot import FineTuneSettings, fit_avatar
 from talkinghead.files import atomic_write_text
@@ -53,9 +54,6 @@ class Row:
     def fmt(self, name: str, digits: int) -> str:
         v = self.values.get(name.lower())
         return "unavailable" if v is None else f"{v:.{digits}f}"
-
-
-UNITS = ("video", "utterance")
 
 
 def set_unit(meta_cfg: DictConfig, unit: str) -> None:
@@ -287,7 +285,8 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
     csim_note = next((f"CSIM encoder: {s.csim_encoder}" for s in suites.values() if s.csim_encoder), "")
     ft = f"{settings.epochs:g} epochs over the T frames" if settings.epochs is not None else f"{settings.steps} steps"
     footer = [
-        f"checkpoint: {ckpt}; {len(videos)} held-out videos; {int(cfg.num_targets)} target frames each "
+        f"checkpoint: {ckpt}; {len(videos)} held-out videos"
+        f"{f' (unit={cfg.unit})' if cfg.get('unit') else ''}; {int(cfg.num_targets)} target frames each "
         f"(second half of the video's frames, all its utterances), T sources from the first half; FT: {ft}"
     ]
     footer += [ff_note] if ff_note else []
