@@ -530,12 +530,12 @@ class Demo:
         :data:`LIVE_FRAMES_KEPT` stay on disk (a live stream would otherwise leave one file a frame, for a day)."""
         from gradio.processing_utils import save_img_array_to_cache
 
-        path = Path(save_img_array_to_cache(frame, str(self.server.gradio), format="jpeg"))
-        self._live_files.append(path.parent)
-        while len(self._live_files) > LIVE_FRAMES_KEPT:
+        while len(self._live_files) >= LIVE_FRAMES_KEPT:  # make room first: never more than KEPT on disk, even briefly
             old = self._live_files.popleft()
             if old not in self._live_files:  # a repeated frame (held on no face) shares its folder
                 shutil.rmtree(old, ignore_errors=True)
+        path = Path(save_img_array_to_cache(frame, str(self.server.gradio), format="jpeg"))
+        self._live_files.append(path.parent)
         return str(path)
 
     def _drop_live_files(self) -> None:
