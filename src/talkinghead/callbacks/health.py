@@ -415,7 +415,8 @@ class HealthMonitor(pl.Callback):
             dead = real - fake < cfg.d_dead_gap
             flat = std is not None and std < cfg.d_flat_std and 0.9 <= hinge <= 2.1
             why = (f"real and fake scores {real:+.2f} / {fake:+.2f} {where} (gap below {cfg.d_dead_gap:g}): "
-                   "D does not tell them apart" if dead else
+                   "D does not tell them apart (on tens of videos, loss.w_from_fakes=true kept it alive: docs/training.md)"
+                   if dead else
                    f"D's hinge loss is flat at {hinge:.3f} (std {std:.4f} {where}, below {cfg.d_flat_std:g})")
             self.set_state("d_dead", dead or flat, it, f"D dead: {why}")
         else:
