@@ -5,6 +5,7 @@ Everything that can be wrong with the input (config, data, weights, K) fails her
 """
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import time
 import warnings
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.callbacks.health import health_monitor_from_config
 from talkinghead.callbacks.metrics import MetricsCallback
+from talkinghead.callbacks.progress import IterationProgressBar
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
 from talkinghead.callbacks.weight_average import WeightAverage
@@ -178,6 +180,8 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         *(extra_callbacks or []),
     ]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_cfg.get("enable_progress_bar", True) and importlib.util.find_spec("rich") is not None:
+        callbacks.append(IterationProgressBar(steps_per_iter))  # "iteration 340/600", not "Epoch 49/-2"
     strategy = trainer_cfg.pop("strategy", "auto")
     if isinstance(strategy, dict):
         strategy = instantiate(strategy)
