@@ -16,11 +16,14 @@ def test_the_bar_reads_iterations_of_the_total(tmp_path: Any) -> None:
     from talkinghead.train import build_meta_learning
 
     labels: list[str] = []
+    done: list[tuple[float, float]] = []
 
     class Record(pl.Callback):
         def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
             bar = trainer.progress_bar_callback
-            labels.append(str(bar.progress.tasks[bar.train_progress_bar_id].description))
+            task = bar.progress.tasks[bar.train_progress_bar_id]
+            labels.append(str(task.description))
+            done.append((task.completed, task.total))
 
     cfg = compose("meta_learn", [*QUIET, *TINY_MODEL, *TINY_SYNTHETIC_DATA, "speed=plain", "trainer.precision=32-true",
                                  "K=2", "iterations=3", f"run_dir={tmp_path}", "trainer.enable_progress_bar=true"])
@@ -33,6 +36,8 @@ def test_the_bar_reads_iterations_of_the_total(tmp_path: Any) -> None:
     assert all("Epoch" not in x for x in labels), labels
     assert bar.label() == "iteration 3/3", bar.label()
     assert labels[-1] == "iteration 2/3", labels
+    # one bar over the whole run, across the tiny data's epochs
+    assert run.trainer.current_epoch >= 1 and done == [(0, 3), (1, 3), (2, 3)], done
 
 
 def test_no_bar_when_progress_is_off(tmp_path: Any) -> None:

@@ -3,7 +3,7 @@
 A meta-learning run is sized in iterations (``max_steps``) with ``max_epochs=-1``, and an epoch is one pass over
 the training videos (a single batch on a small dataset), so Lightning's bar read "Epoch 49/-2". This bar's label
 is ``iteration 340/600``: batches trained on (``logging_step``) out of ``max_steps`` over the optimiser steps that
-make one iteration (D's and G's).
+make one iteration (D's and G's). The bar spans the whole run (its ETA is the run's), not one pass over the videos.
 """
 from __future__ import annotations
 
@@ -31,12 +31,29 @@ class IterationProgressBar(RichProgressBar):
         max_steps = int(self.trainer.max_steps)
         return f"iteration {done}/{max_steps // self.steps_per_iteration}" if max_steps > 0 else f"iteration {done}"
 
+    @property
+    def total_train_batches(self) -> int | float:
+        """The whole run's iterations (the bar spans the run, not one pass over the videos)."""
+        max_steps = int(self.trainer.max_steps)
+        return max_steps // self.steps_per_iteration if max_steps > 0 else super().total_train_batches
+
     def _get_train_description(self, current_epoch: int) -> str:
         return self.label()
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.train_progress_bar_id is None or self._leave or self.progress is None:
+            super().on_train_epoch_start(trainer, pl_module)  # makes the bar (0 of the total): put back what is done
+            self._update(self.train_progress_bar_id, logging_step(trainer))
+        # a later epoch goes on on the same bar: Lightning's reset would restart its clock, speed and ETA
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
-        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if self.is_disabled:
+            return
+        if self.train_progress_bar_id is None:  # a run resumed mid-epoch
+            self._initialize_train_progress_bar_id()
+        done = logging_step(trainer) + 1  # Lightning counts this batch only after its on_train_batch_end hooks
         if self.progress is not None and self.train_progress_bar_id is not None:
-            # Lightning counts this batch only after its on_train_batch_end hooks
-            self.progress.update(self.train_progress_bar_id, description=self.label(logging_step(trainer) + 1))
-            self.refresh()
+            self.progress.update(self.train_progress_bar_id, description=self.label(done))
+        self._update(self.train_progress_bar_id, done)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
