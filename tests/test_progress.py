@@ -11,6 +11,7 @@ pytest.importorskip("rich")
 
 def test_the_bar_reads_iterations_of_the_total(tmp_path: Any) -> None:
     from finetune_helpers import QUIET, TINY_MODEL, TINY_SYNTHETIC_DATA
+
     from talkinghead.callbacks.progress import IterationProgressBar
     from talkinghead.config import compose
     from talkinghead.train import build_meta_learning
@@ -42,6 +43,7 @@ def test_the_bar_reads_iterations_of_the_total(tmp_path: Any) -> None:
 
 def test_no_bar_when_progress_is_off(tmp_path: Any) -> None:
     from finetune_helpers import QUIET, TINY_MODEL, TINY_SYNTHETIC_DATA
+
     from talkinghead.callbacks.progress import IterationProgressBar
     from talkinghead.config import compose
     from talkinghead.train import build_meta_learning
@@ -58,3 +60,21 @@ def test_steps_per_iteration_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         IterationProgressBar(0)
+
+
+def test_misleading_lightning_notes_are_dropped_and_others_kept() -> None:
+    import logging
+
+    from talkinghead.loggers import drop_lightning_notes
+
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    drop_lightning_notes()
+    drop_lightning_notes()  # idempotent
+
+    def shown(msg: str) -> bool:
+        return bool(log.filter(logging.LogRecord(log.name, logging.INFO, __file__, 1, msg, None, None)))
+
+    assert not shown("`Trainer.fit` stopped: `max_steps=1200` reached.")
+    assert not shown("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+    assert shown("GPU available: False, used: False")
+    assert sum(type(f).__name__ == "_DropLightningNotes" for f in log.filters) == 1

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.errors import ConfigError, TalkingHeadError
+from talkinghead.loggers import drop_lightning_notes
 from talkinghead.modules.meta_learning import MetaLearningModule
 from talkinghead.speed import Speed
 
@@ -126,6 +127,7 @@ def make_trainer(trainer_cfg: dict[str, Any], **kwargs: Any) -> pl.Trainer:
     """``pl.Trainer`` whose set-up errors (no GPU on this machine, a bad strategy) say which config to change."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
+    drop_lightning_notes()
     try:
         return pl.Trainer(**trainer_cfg, **kwargs)
     except MisconfigurationException as exc:

@@ -5,6 +5,7 @@ evaluation and reenactment start a fresh run each time.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -14,6 +15,23 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.errors import ConfigError
+
+# Lightning's notes that mislead here: "`Trainer.fit` stopped: `max_steps=1200` reached" counts D's and G's
+# optimiser steps (twice the iterations asked for; each stage's closing line says what it trained), and the
+# litlogger tip advertises a cloud service to machines that may have no internet.
+LIGHTNING_NOTES_DROPPED = ("`Trainer.fit` stopped: `max_steps=", "💡 Tip: For seamless cloud logging")
+
+
+class _DropLightningNotes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(LIGHTNING_NOTES_DROPPED)
+
+
+def drop_lightning_notes() -> None:
+    """Drop ``LIGHTNING_NOTES_DROPPED`` from Lightning's rank-zero log (idempotent; build.make_trainer calls it; fine-tuning's short trainers are quieter still: fewshot.quiet_lightning)."""
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningNotes) for f in log.filters):
+        log.addFilter(_DropLightningNotes())
 
 
 def wandb_mode(mode: str) -> bool:

@@ -46,7 +46,7 @@ class MetaLearningRun:
 
     def fit(self) -> None:
         self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
-        self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
+        self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimisers
 
 
 # Lightning warns that a manual-optimisation checkpoint holds the state after the optimiser step: that is
@@ -60,6 +60,7 @@ warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_t
 warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
 
 
 def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
