@@ -28,7 +28,8 @@ class _DropLightningNotes(logging.Filter):
 
 
 def drop_lightning_notes() -> None:
-    """Drop ``LIGHTNING_NOTES_DROPPED`` from Lightning's rank-zero log (idempotent; build.make_trainer calls it; fine-tuning's short trainers are quieter still: fewshot.quiet_lightning)."""
+    """Drop ``LIGHTNING_NOTES_DROPPED`` from Lightning's rank-zero log. Idempotent; ``build.make_trainer`` calls it
+    (fine-tuning's short trainers are quieter still: ``fewshot.quiet_lightning``)."""
     log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningNotes) for f in log.filters):
         log.addFilter(_DropLightningNotes())

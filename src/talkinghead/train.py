@@ -62,7 +62,6 @@ warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__`
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
 
-
 def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
     """A checkpoint can be resumed only with the same model and the same W table size."""
     try:

@@ -24,18 +24,17 @@ class IterationProgressBar(RichProgressBar):
             raise ValueError(f"steps_per_iteration must be at least 1, got {steps_per_iteration}")
         self.steps_per_iteration = int(steps_per_iteration)
 
-    def label(self, done: int | None = None) -> str:
-        """``iteration i/total`` (``i`` iterations done; by default as Lightning counts them), or ``iteration i``
-        for an unbounded run."""
-        done = logging_step(self.trainer) if done is None else done
-        max_steps = int(self.trainer.max_steps)
-        return f"iteration {done}/{max_steps // self.steps_per_iteration}" if max_steps > 0 else f"iteration {done}"
-
     @property
     def total_train_batches(self) -> int | float:
         """The whole run's iterations (the bar spans the run, not one pass over the videos)."""
         max_steps = int(self.trainer.max_steps)
         return max_steps // self.steps_per_iteration if max_steps > 0 else super().total_train_batches
+
+    def label(self, done: int | None = None) -> str:
+        """``iteration i/total`` (``i`` iterations done; by default as Lightning counts them), or ``iteration i``
+        for an unbounded run."""
+        done = logging_step(self.trainer) if done is None else done
+        return f"iteration {done}/{self.total_train_batches}" if self.trainer.max_steps > 0 else f"iteration {done}"
 
     def _get_train_description(self, current_epoch: int) -> str:
         return self.label()
@@ -52,8 +51,7 @@ class IterationProgressBar(RichProgressBar):
         if self.train_progress_bar_id is None:  # a run resumed mid-epoch
             self._initialize_train_progress_bar_id()
         done = logging_step(trainer) + 1  # Lightning counts this batch only after its on_train_batch_end hooks
-        if self.progress is not None and self.train_progress_bar_id is not None:
-            self.progress.update(self.train_progress_bar_id, description=self.label(done))
-        self._update(self.train_progress_bar_id, done)
+        if self.progress is not None and self.train_progress_bar_id is not None:  # one update, one refresh
+            self.progress.update(self.train_progress_bar_id, completed=done, description=self.label(done))
         self._update_metrics(trainer, pl_module)
         self.refresh()
