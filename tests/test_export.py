@@ -160,6 +160,18 @@ def test_the_readme_snippet_runs_as_written(exported, avatar, ckpt, driver, tmp_
     assert (diff == 0).mean() > 0.99
 
 
+def test_the_snippet_has_one_source_and_readme_says_how_to_run_it() -> None:
+    """One copy of the snippet (README's, the one run above); the docs link to it instead of copying it."""
+    copies = [p.relative_to(REPO).as_posix() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+              if "<!-- onnx-snippet -->" in p.read_text()]
+    assert copies == ["README.md"], f"the onnxruntime snippet is copied in {copies}"
+    readme = (REPO / "README.md").read_text()
+    assert "save these lines as `run_avatar.py`" in readme, "README says where run_avatar.py comes from"
+    assert "../README.md#export-an-avatar-that-runs-without-this-project" in (REPO / "docs" / "export.md").read_text()
+    assert "## Export: an avatar that runs without this project" in readme, "the anchor docs/export.md links to"
+    assert readme.count("Losses are a named dict") == 1
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_a_corrupt_avatar_is_a_one_line_error_and_nothing_is_written(tmp_path) -> None:
     bad = tmp_path / "avatar.pt"
