@@ -41,8 +41,9 @@ PATCH_EYE_WIDTH = 32
 MIN_RANGE = 8.0
 #: the expected iris radius as a fraction of the eye's corner-to-corner width.
 IRIS_RADIUS_FRACTION = 0.21
-#: candidate iris radii (fractions of the eye's width) for the radius estimate.
-RADIUS_FRACTIONS = (0.15, 0.18, 0.21, 0.24, 0.27)
+#: candidate iris radii (fractions of the eye's width) of the presence test; the radius estimate lies between
+#: the first and the last.
+RADIUS_FRACTIONS = (0.15, 0.18, 0.21, 0.24, 0.27, 0.30)
 
 _PW, _PH = (3 * PATCH_EYE_WIDTH) // 2, PATCH_EYE_WIDTH
 _MID = ((_PW - 1) / 2.0, (_PH - 1) / 2.0)  # the eye's centre in the patch
@@ -66,7 +67,10 @@ _RADII = np.array(RADIUS_FRACTIONS) * PATCH_EYE_WIDTH
 _SIGMA = _R0 / 2.0
 _RIM = np.ones((3, 3), np.uint8)
 _BINS_PER_PX = 2
-_NBINS = int(np.ceil(1.5 * _RADII.max() * _BINS_PER_PX)) + 2
+_NBINS = int(np.ceil(0.5 * PATCH_EYE_WIDTH * _BINS_PER_PX)) + 2   # radial bins out to half the eye's width
+#: bins of the iris's middle (a tenth of the eye's width) and of the sclera around it (0.3 to 0.45 of the width)
+_MIDDLE_BINS = int(round(0.1 * PATCH_EYE_WIDTH * _BINS_PER_PX))
+_AROUND = np.arange(int(0.3 * PATCH_EYE_WIDTH * _BINS_PER_PX), int(0.45 * PATCH_EYE_WIDTH * _BINS_PER_PX))
 #: for each candidate radius r: the last radial bin inside r and inside 1.5 r (cumulative-sum indices)
 _EDGES = np.stack([np.ceil(_RADII * _BINS_PER_PX) - 1, np.ceil(1.5 * _RADII * _BINS_PER_PX) - 1], 1).astype(int)
 #: the blurred value of an all-ones patch at its middle: the coverage of a disc that lies wholly inside the lids
@@ -141,6 +145,62 @@ def _locate(frame: np.ndarray, eyes: np.ndarray) -> tuple[np.ndarray, np.ndarray
         wgt = dark3 * (((_LOCAL_X - x[None, :, None]) ** 2 + (_GRID_Y - y[None, :, None]) ** 2) <= _R0**2)
         tot = np.maximum(wgt.sum(axis=(0, 2)), 1e-9)
         x, y = (wgt * _LOCAL_X).sum(axis=(0, 2)) / tot, (wgt * _GRID_Y).sum(axis=(0, 2)) / tot
+    # presence: some candidate disc is darker than the ring (r, 1.5 r] around it, from radial histograms taken
+    # inside the lids less a rim (lashes and the lid's shadow are dark whatever the eye does)
+    d = np.sqrt((_LOCAL_X - x[None, :, None]) ** 2 + (_GRID_Y - y[None, :, None]) ** 2)         # (PH, n, PW)
+    core = cv2.erode(mask8, _RIM).astype(bool).reshape(_PH, n, _PW)
+    bins = (np.minimum((d * _BINS_PER_PX).astype(np.int64), _NBINS - 1) + (np.arange(n) * _NBINS)[None, :, None])[core]
+    cnt = np.bincount(bins, minlength=n * _NBINS).reshape(n, _NBINS).astype(np.float64)          # (n, bins)
+    ink = np.bincount(bins, weights=dark3[core], minlength=n * _NBINS).reshape(n, _NBINS)
+    area, inked = cnt.cumsum(1)[:, _EDGES], ink.cumsum(1)[:, _EDGES]                              # (n, R, 2)
+    n_in, n_ring = area[..., 0], area[..., 1] - area[..., 0]
+    contrast = inked[..., 0] / np.maximum(n_in, 1) - (inked[..., 1] - inked[..., 0]) / np.maximum(n_ring, 1)
+    contrast = np.where((n_in >= 3) & (n_ring >= 3), contrast, -np.inf)                           # (n, R)
+    found = (count >= 8) & (hi - lo >= MIN_RANGE) & (contrast.max(axis=1) >= MIN_CONTRAST)
+    # radius: where the radial darkness profile first falls two thirds of the way from the middle (the pupil) to
+    # the sclera around it (a light iris is darker than that third, so the edge found is the iris's, not the pupil's)
+    profile = ink / np.maximum(cnt, 1)
+    middle = ink[:, :_MIDDLE_BINS].sum(1) / np.maximum(cnt[:, :_MIDDLE_BINS].sum(1), 1)
+    around = np.where(cnt[:, _AROUND] > 0, profile[:, _AROUND], np.inf).min(axis=1)
+    around = np.where(np.isfinite(around), around, 0.0)
+    half = around + (middle - around) / 3.0
+    below = (profile < half[:, None]) & (cnt > 0) & (np.arange(_NBINS) >= _MIDDLE_BINS)[None]
+    edge = np.where(below.any(1), below.argmax(1), _R0 * _BINS_PER_PX)
+    radius = np.clip(edge / _BINS_PER_PX, _RADII[0], _RADII[-1])
+    # patch -> frame for the remap: x = centre + R^T (p - mid) / s
+    u, v = _LOCAL_X - _MID[0], _GRID_Y - _MID[1]                               # (PH, 1, PW)
+    a, b = (cos / scale)[None, :, None], (sin / scale)[None, :, None]
+    map_x = (centre[:, 0][None, :, None] + a * u - b * v).astype(np.float32).reshape(_PH, n * _PW)
+    map_y = (centre[:, 1][None, :, None] + b * u + a * v).astype(np.float32).reshape(_PH, n * _PW)
+    rgb = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    # the lids' polygon in strip pixels
+    q = eyes - centre[:, None]
+    lids_x = scale[:, None] * (cos[:, None] * q[..., 0] + sin[:, None] * q[..., 1]) + _MID[0] + (np.arange(n) * _PW)[:, None]
+    lids_y = scale[:, None] * (-sin[:, None] * q[..., 0] + cos[:, None] * q[..., 1]) + _MID[1]
+    mask8 = np.zeros((_PH, n * _PW), np.uint8)
+    cv2.fillPoly(mask8, list(np.rint(np.stack([lids_x, lids_y], -1) * 16).astype(np.int32)), 1, cv2.LINE_8, 4)
+    m = mask8.astype(bool)
+    m3 = m.reshape(_PH, n, _PW)
+    count = m3.sum(axis=(0, 2))
+    # darkness relative to the 5th..95th percentile of the gray levels inside the lids
+    ranked = np.sort(np.where(m3, gray.reshape(_PH, n, _PW), np.inf).transpose(1, 0, 2).reshape(n, -1), axis=1)
+    k = np.maximum(count - 1, 0)
+    lo, hi = ranked[np.arange(n), (0.05 * k).astype(int)], ranked[np.arange(n), (0.95 * k).astype(int)]
+    rng = np.maximum(hi - lo, 1e-3)
+    dark = np.clip((np.repeat(hi, _PW)[None] - gray) / np.repeat(rng, _PW)[None], 0.0, 1.0) * m      # (PH, n*PW)
+    # coarse: the darkest iris-sized blob, normalised by how much of it the lids cover (a half-covered iris scores)
+    both = cv2.GaussianBlur(np.dstack([dark, mask8.astype(np.float32)]), (0, 0), _SIGMA, borderType=cv2.BORDER_CONSTANT)
+    num, cover = both[..., 0], np.maximum(both[..., 1], 1e-4)
+    score = np.where(m, num / np.sqrt(cover * _COVER_FULL), -1.0).reshape(_PH, n, _PW)
+    best = score.transpose(1, 0, 2).reshape(n, -1).argmax(axis=1)
+    x, y = (best % _PW).astype(np.float64), (best // _PW).astype(np.float64)
+    # refine: two mean-shift steps of the darkness inside the expected iris disc
+    dark3 = dark.reshape(_PH, n, _PW)
+    for _ in range(2):
+        wgt = dark3 * (((_LOCAL_X - x[None, :, None]) ** 2 + (_GRID_Y - y[None, :, None]) ** 2) <= _R0**2)
+        tot = np.maximum(wgt.sum(axis=(0, 2)), 1e-9)
+        x, y = (wgt * _LOCAL_X).sum(axis=(0, 2)) / tot, (wgt * _GRID_Y).sum(axis=(0, 2)) / tot
     # radius: the candidate disc that is darkest against the ring (r, 1.5 r] around it, from radial histograms
     d = np.sqrt((_LOCAL_X - x[None, :, None]) ** 2 + (_GRID_Y - y[None, :, None]) ** 2)         # (PH, n, PW)
     # (inside the lids less a rim, where lashes and the lid's shadow are dark whatever the eye does)
@@ -156,7 +216,7 @@ def _locate(frame: np.ndarray, eyes: np.ndarray) -> tuple[np.ndarray, np.ndarray
     # patch -> frame
     pu, pv = (x - _MID[0]) / scale, (y - _MID[1]) / scale
     centres = np.stack([centre[:, 0] + cos * pu - sin * pv, centre[:, 1] + sin * pu + cos * pv], 1)
-    return centres, _RADII[pick] / scale, found & np.isfinite(centres).all(1)
+    return centres, radius / scale, found & np.isfinite(centres).all(1)
 
 
 def locate_irises(frame_rgb: np.ndarray, points68: np.ndarray) -> IrisResult:
@@ -179,3 +239,10 @@ def locate_irises(frame_rgb: np.ndarray, points68: np.ndarray) -> IrisResult:
     except Exception:  # noqa: BLE001 - a failure inside the locator is an absent eye, never an exception
         return IrisResult(np.full((2, 2), np.nan, np.float32), np.full(2, np.nan, np.float32), np.zeros(2, bool))
     return IrisResult(centres, radii, present)
+
+
+def inter_ocular_distance(points68: np.ndarray) -> float:
+    """Distance between the two eyes' centres (the means of points 36-41 and 42-47): the unit of the locator's
+    error figures."""
+    pts = np.asarray(points68, dtype=np.float64)
+    return float(np.linalg.norm(pts[EYE_SLICES[0]].mean(0) - pts[EYE_SLICES[1]].mean(0)))
