@@ -167,52 +167,6 @@ def _locate(frame: np.ndarray, eyes: np.ndarray) -> tuple[np.ndarray, np.ndarray
     below = (profile < half[:, None]) & (cnt > 0) & (np.arange(_NBINS) >= _MIDDLE_BINS)[None]
     edge = np.where(below.any(1), below.argmax(1), _R0 * _BINS_PER_PX)
     radius = np.clip(edge / _BINS_PER_PX, _RADII[0], _RADII[-1])
-    # patch -> frame for the remap: x = centre + R^T (p - mid) / s
-    u, v = _LOCAL_X - _MID[0], _GRID_Y - _MID[1]                               # (PH, 1, PW)
-    a, b = (cos / scale)[None, :, None], (sin / scale)[None, :, None]
-    map_x = (centre[:, 0][None, :, None] + a * u - b * v).astype(np.float32).reshape(_PH, n * _PW)
-    map_y = (centre[:, 1][None, :, None] + b * u + a * v).astype(np.float32).reshape(_PH, n * _PW)
-    rgb = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    # the lids' polygon in strip pixels
-    q = eyes - centre[:, None]
-    lids_x = scale[:, None] * (cos[:, None] * q[..., 0] + sin[:, None] * q[..., 1]) + _MID[0] + (np.arange(n) * _PW)[:, None]
-    lids_y = scale[:, None] * (-sin[:, None] * q[..., 0] + cos[:, None] * q[..., 1]) + _MID[1]
-    mask8 = np.zeros((_PH, n * _PW), np.uint8)
-    cv2.fillPoly(mask8, list(np.rint(np.stack([lids_x, lids_y], -1) * 16).astype(np.int32)), 1, cv2.LINE_8, 4)
-    m = mask8.astype(bool)
-    m3 = m.reshape(_PH, n, _PW)
-    count = m3.sum(axis=(0, 2))
-    # darkness relative to the 5th..95th percentile of the gray levels inside the lids
-    ranked = np.sort(np.where(m3, gray.reshape(_PH, n, _PW), np.inf).transpose(1, 0, 2).reshape(n, -1), axis=1)
-    k = np.maximum(count - 1, 0)
-    lo, hi = ranked[np.arange(n), (0.05 * k).astype(int)], ranked[np.arange(n), (0.95 * k).astype(int)]
-    rng = np.maximum(hi - lo, 1e-3)
-    dark = np.clip((np.repeat(hi, _PW)[None] - gray) / np.repeat(rng, _PW)[None], 0.0, 1.0) * m      # (PH, n*PW)
-    # coarse: the darkest iris-sized blob, normalised by how much of it the lids cover (a half-covered iris scores)
-    both = cv2.GaussianBlur(np.dstack([dark, mask8.astype(np.float32)]), (0, 0), _SIGMA, borderType=cv2.BORDER_CONSTANT)
-    num, cover = both[..., 0], np.maximum(both[..., 1], 1e-4)
-    score = np.where(m, num / np.sqrt(cover * _COVER_FULL), -1.0).reshape(_PH, n, _PW)
-    best = score.transpose(1, 0, 2).reshape(n, -1).argmax(axis=1)
-    x, y = (best % _PW).astype(np.float64), (best // _PW).astype(np.float64)
-    # refine: two mean-shift steps of the darkness inside the expected iris disc
-    dark3 = dark.reshape(_PH, n, _PW)
-    for _ in range(2):
-        wgt = dark3 * (((_LOCAL_X - x[None, :, None]) ** 2 + (_GRID_Y - y[None, :, None]) ** 2) <= _R0**2)
-        tot = np.maximum(wgt.sum(axis=(0, 2)), 1e-9)
-        x, y = (wgt * _LOCAL_X).sum(axis=(0, 2)) / tot, (wgt * _GRID_Y).sum(axis=(0, 2)) / tot
-    # radius: the candidate disc that is darkest against the ring (r, 1.5 r] around it, from radial histograms
-    d = np.sqrt((_LOCAL_X - x[None, :, None]) ** 2 + (_GRID_Y - y[None, :, None]) ** 2)         # (PH, n, PW)
-    # (inside the lids less a rim, where lashes and the lid's shadow are dark whatever the eye does)
-    core = cv2.erode(mask8, _RIM).astype(bool).reshape(_PH, n, _PW)
-    bins = (np.minimum((d * _BINS_PER_PX).astype(np.int64), _NBINS - 1) + (np.arange(n) * _NBINS)[None, :, None])[core]
-    area = np.bincount(bins, minlength=n * _NBINS).reshape(n, _NBINS).cumsum(1)[:, _EDGES]         # (n, R, 2)
-    ink = np.bincount(bins, weights=dark3[core], minlength=n * _NBINS).reshape(n, _NBINS).cumsum(1)[:, _EDGES]
-    n_in, n_ring = area[..., 0], area[..., 1] - area[..., 0]
-    contrast = ink[..., 0] / np.maximum(n_in, 1) - (ink[..., 1] - ink[..., 0]) / np.maximum(n_ring, 1)
-    contrast = np.where((n_in >= 3) & (n_ring >= 3), contrast, -np.inf)                           # (n, R)
-    pick = contrast.argmax(axis=1)
-    found = (count >= 8) & (hi - lo >= MIN_RANGE) & (contrast[np.arange(n), pick] >= MIN_CONTRAST)
     # patch -> frame
     pu, pv = (x - _MID[0]) / scale, (y - _MID[1]) / scale
     centres = np.stack([centre[:, 0] + cos * pu - sin * pv, centre[:, 1] + sin * pu + cos * pv], 1)
