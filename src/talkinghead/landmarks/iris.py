@@ -120,7 +120,8 @@ def _locate(frame: np.ndarray, eyes: np.ndarray) -> tuple[np.ndarray, np.ndarray
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     # the lids' polygon in strip pixels
     q = eyes - centre[:, None]
-    lids_x = scale[:, None] * (cos[:, None] * q[..., 0] + sin[:, None] * q[..., 1]) + _MID[0] + (np.arange(n) * _PW)[:, None]
+    lids_x = (scale[:, None] * (cos[:, None] * q[..., 0] + sin[:, None] * q[..., 1]) + _MID[0]
+              + (np.arange(n) * _PW)[:, None])
     lids_y = scale[:, None] * (-sin[:, None] * q[..., 0] + cos[:, None] * q[..., 1]) + _MID[1]
     mask8 = np.zeros((_PH, n * _PW), np.uint8)
     cv2.fillPoly(mask8, list(np.rint(np.stack([lids_x, lids_y], -1) * 16).astype(np.int32)), 1, cv2.LINE_8, 4)
