@@ -19,13 +19,15 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from talkinghead.config import REPO_ROOT
-from talkinghead.landmarks.iris import inter_ocular_distance, locate_irises
+from talkinghead.landmarks.detectors import DlibDetector, LandmarkDetector
+from talkinghead.landmarks.iris import IrisResult, inter_ocular_distance, locate_irises
 
 MARKS = REPO_ROOT / "tests" / "data" / "iris_marks.json"
 #: ``$TALKINGHEAD_VOXMINI`` or voxmini beside the repository (as the tests find it)
@@ -79,7 +81,8 @@ def synthetic_accuracy(identities: int = 8, videos: int = 2, times: np.ndarray |
     return acc
 
 
-def _score(acc: Accuracy, is_open: bool, res, e: int, truth: np.ndarray | None, iod: float) -> None:  # noqa: ANN001
+def _score(acc: Accuracy, is_open: bool, res: IrisResult, e: int, truth: np.ndarray | None, iod: float) -> None:
+    """Count eye ``e`` of ``res``: its error against ``truth`` when open and found, else absent/present."""
     if is_open:
         acc.open_eyes += 1
         if res.present[e]:
@@ -105,7 +108,7 @@ def decode_frames(video: Path, indices: set[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def marked_frames(voxmini: Path, marks: Path = MARKS):
+def marked_frames(voxmini: Path, marks: Path = MARKS) -> Iterator[tuple[str, int, np.ndarray, list[dict]]]:
     """Yield ``(video, frame index, frame, the marks of that frame)`` for every frame of the marks file."""
     rows = json.loads(Path(marks).read_text())["marks"]
     by_video: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -117,10 +120,9 @@ def marked_frames(voxmini: Path, marks: Path = MARKS):
             yield video, index, decoded[index], marks_here
 
 
-def real_accuracy(voxmini: Path = VOXMINI, marks: Path = MARKS, detector=None) -> Accuracy:  # noqa: ANN001
+def real_accuracy(voxmini: Path = VOXMINI, marks: Path = MARKS, detector: LandmarkDetector | None = None
+                  ) -> Accuracy:
     """The locator on the hand-marked voxmini frames, 68 points from ``detector`` (dlib by default)."""
-    from talkinghead.landmarks.detectors import DlibDetector
-
     detector = detector or DlibDetector()
     acc = Accuracy()
     for video, index, frame, marks_here in marked_frames(voxmini, marks):
