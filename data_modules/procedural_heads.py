@@ -37,6 +37,7 @@ __all__ = [
     "face_shape",
     "expression_blendshapes",
     "EXPRESSION_NAMES",
+    "iris_points",
 ]
 
 _SHIFT = 4
@@ -594,6 +595,19 @@ class SyntheticHeads:
         return _render(ident, geo, self._video(identity, video), pose, expression, size, self.supersample,
                        self._background(identity, video, size), self._pixel_grid(size))
 
+    def irises(self, identity: int, video: int, t: float, size: int) -> np.ndarray:
+        """The exact irises of frame ``t`` as :func:`iris_points` rows ``(4, 2)`` (NaN: a closed eye)."""
+        self._check(identity, video)
+        pose, expr = _motion_at(self._video(identity, video), float(t))
+        return iris_points(self._identity(identity), pose, expr, int(size))
+
+    def irises_with(self, identity: int, pose: HeadPose, expression: Expression, size: int,
+                    shape_of: int | None = None) -> np.ndarray:
+        """:func:`iris_points` for :meth:`render_with`'s arguments (``shape_of``: whose eyes)."""
+        self._check(identity, 0)
+        geo = self._identity(identity if shape_of is None else int(shape_of))
+        return iris_points(geo, pose, expression, int(size))
+
     def landmarks(self, identity: int, video: int, t: float, size: int) -> np.ndarray:
         """Only the ``(68, 2)`` landmarks of a frame (no rasterisation)."""
         self._check(identity, video)
@@ -650,6 +664,39 @@ class _Camera:
         q = (p - _PIVOT) @ R.T + _PIVOT
         k = self.f * _CAMERA_DISTANCE / (_CAMERA_DISTANCE - q[..., 2])
         return np.stack([self.cx + q[..., 0] * k, self.cy + (q[..., 1] - _Y_CENTRE) * k], axis=-1)
+
+
+def _eye_open(e2: np.ndarray) -> bool:
+    """The renderer's rule: an eye's iris shows when its lid gaps exceed 15 % of its half width."""
+    ew = 0.5 * np.linalg.norm(e2[3] - e2[0])
+    return bool(np.linalg.norm(e2[1] - e2[5]) + np.linalg.norm(e2[2] - e2[4]) > 0.15 * ew)
+
+
+def _iris_centre3(e3: np.ndarray, geo: _Identity, expr: Expression) -> np.ndarray:
+    """3-D iris centre of one eye's six points: the eye's mean moved by the gaze (as ``_render`` draws it)."""
+    return e3.mean(0) + np.array([expr.gaze_x * geo.geom["eye_w"] * 0.6, expr.gaze_y * geo.geom["eye_h"], 0.02])
+
+
+def iris_points(geo: _Identity, pose: HeadPose, expr: Expression, size: int) -> np.ndarray:
+    """The irises ``_render`` draws, exactly, as ``ibug68+iris`` rows 68-71 (``talkinghead.landmarks.sets``).
+
+    Returns:
+        float32 ``(4, 2)`` pixels: right iris centre, a point on its rim, left iris centre, its rim point.  The rim
+        point lies along the drawn ellipse's unforeshortened axis (distance = the iris radius).  A closed eye
+        (the renderer draws no iris) is NaN in both of its rows.
+    """
+    cam = _Camera(pose, size, 1)
+    L3 = geo.neutral + np.tensordot(expr.coefficients(), geo.blend, axes=1)
+    rr = 0.5 * geo.geom["eye_w"] * cam.f
+    up = rr * np.array([math.sin(math.radians(pose.roll)), -math.cos(math.radians(pose.roll))])
+    rows = []
+    for eye in (slice(36, 42), slice(42, 48)):
+        if _eye_open(cam.project(L3[eye])):
+            c2 = cam.project(_iris_centre3(L3[eye], geo, expr))
+            rows += [c2, c2 + up]
+        else:
+            rows += [np.full(2, np.nan), np.full(2, np.nan)]
+    return np.asarray(rows, dtype=np.float32)
 
 
 def _fix(p: np.ndarray) -> np.ndarray:
