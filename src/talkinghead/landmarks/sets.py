@@ -97,8 +97,8 @@ def require_same_set(what: str, have: str, needs_what: str, needs: str) -> None:
     """One line naming both sets when ``have`` (of ``what``) is not ``needs`` (of ``needs_what``)."""
     if have != needs:
         raise LandmarkSetError(
-            f"{what} uses landmark set {have}, {needs_what} uses {needs}: the sets must match "
-            f"(make the one with the other set again, or use a {needs} one)"
+            f"{what} uses landmark set {have} but {needs_what} uses {needs}: they must match (see the landmark "
+            f"sets in docs/landmarks.md)"
         )
 
 
