@@ -37,7 +37,7 @@ __all__ = [
     "face_shape",
     "expression_blendshapes",
     "EXPRESSION_NAMES",
-    "iris_points",
+    "iris_centres",
 ]
 
 _SHIFT = 4
@@ -595,18 +595,12 @@ class SyntheticHeads:
         return _render(ident, geo, self._video(identity, video), pose, expression, size, self.supersample,
                        self._background(identity, video, size), self._pixel_grid(size))
 
-    def irises(self, identity: int, video: int, t: float, size: int) -> np.ndarray:
-        """The exact irises of frame ``t`` as :func:`iris_points` rows ``(4, 2)`` (NaN: a closed eye)."""
-        self._check(identity, video)
-        pose, expr = _motion_at(self._video(identity, video), float(t))
-        return iris_points(self._identity(identity), pose, expr, int(size))
-
     def irises_with(self, identity: int, pose: HeadPose, expression: Expression, size: int,
-                    shape_of: int | None = None) -> np.ndarray:
-        """:func:`iris_points` for :meth:`render_with`'s arguments (``shape_of``: whose eyes)."""
+                    shape_of: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`iris_centres` for :meth:`render_with`'s arguments (``shape_of``: whose face geometry)."""
         self._check(identity, 0)
-        geo = self._identity(identity if shape_of is None else int(shape_of))
-        return iris_points(geo, pose, expression, int(size))
+        return iris_centres(self._identity(identity if shape_of is None else int(shape_of)), pose, expression,
+                            int(size))
 
     def landmarks(self, identity: int, video: int, t: float, size: int) -> np.ndarray:
         """Only the ``(68, 2)`` landmarks of a frame (no rasterisation)."""
@@ -616,6 +610,12 @@ class SyntheticHeads:
         pts3 = ident.neutral + np.tensordot(expr.coefficients(), ident.blend, axes=1)
         cam = _Camera(pose, size, 1)
         return cam.project(pts3).astype(np.float32)
+
+    def irises(self, identity: int, video: int, t: float, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The exact irises of frame ``t`` (see :func:`iris_centres`): ``(centres (2, 2), radii (2,), drawn (2,))``."""
+        self._check(identity, video)
+        pose, expr = _motion_at(self._video(identity, video), float(t))
+        return iris_centres(self._identity(identity), pose, expr, size)
 
     # -- cached helpers --------------------------------------------------------------------------
     def _background(self, identity: int, video: int, size: int) -> np.ndarray:
@@ -666,39 +666,6 @@ class _Camera:
         return np.stack([self.cx + q[..., 0] * k, self.cy + (q[..., 1] - _Y_CENTRE) * k], axis=-1)
 
 
-def _eye_open(e2: np.ndarray) -> bool:
-    """The renderer's rule: an eye's iris shows when its lid gaps exceed 15 % of its half width."""
-    ew = 0.5 * np.linalg.norm(e2[3] - e2[0])
-    return bool(np.linalg.norm(e2[1] - e2[5]) + np.linalg.norm(e2[2] - e2[4]) > 0.15 * ew)
-
-
-def _iris_centre3(e3: np.ndarray, geo: _Identity, expr: Expression) -> np.ndarray:
-    """3-D iris centre of one eye's six points: the eye's mean moved by the gaze (as ``_render`` draws it)."""
-    return e3.mean(0) + np.array([expr.gaze_x * geo.geom["eye_w"] * 0.6, expr.gaze_y * geo.geom["eye_h"], 0.02])
-
-
-def iris_points(geo: _Identity, pose: HeadPose, expr: Expression, size: int) -> np.ndarray:
-    """The irises ``_render`` draws, exactly, as ``ibug68+iris`` rows 68-71 (``talkinghead.landmarks.sets``).
-
-    Returns:
-        float32 ``(4, 2)`` pixels: right iris centre, a point on its rim, left iris centre, its rim point.  The rim
-        point lies along the drawn ellipse's unforeshortened axis (distance = the iris radius).  A closed eye
-        (the renderer draws no iris) is NaN in both of its rows.
-    """
-    cam = _Camera(pose, size, 1)
-    L3 = geo.neutral + np.tensordot(expr.coefficients(), geo.blend, axes=1)
-    rr = 0.5 * geo.geom["eye_w"] * cam.f
-    up = rr * np.array([math.sin(math.radians(pose.roll)), -math.cos(math.radians(pose.roll))])
-    rows = []
-    for eye in (slice(36, 42), slice(42, 48)):
-        if _eye_open(cam.project(L3[eye])):
-            c2 = cam.project(_iris_centre3(L3[eye], geo, expr))
-            rows += [c2, c2 + up]
-        else:
-            rows += [np.full(2, np.nan), np.full(2, np.nan)]
-    return np.asarray(rows, dtype=np.float32)
-
-
 def _fix(p: np.ndarray) -> np.ndarray:
     return np.rint(p * _FIX).astype(np.int32)
 
@@ -709,6 +676,37 @@ def _hull(p: np.ndarray) -> np.ndarray:
 
 def _c(colour: np.ndarray) -> tuple[float, float, float, float]:
     return (float(colour[0]), float(colour[1]), float(colour[2]), 255.0)
+
+
+def _eye_open(e2: np.ndarray) -> bool:
+    """Whether the renderer draws an eye's sclera and iris: its lids ``(6, 2)`` are apart by > 15 % of its half width."""
+    ew = 0.5 * np.linalg.norm(e2[3] - e2[0])
+    openness = np.linalg.norm(e2[1] - e2[5]) + np.linalg.norm(e2[2] - e2[4])
+    return bool(openness > 0.15 * ew)
+
+
+def _iris_centre3(e3: np.ndarray, geom: dict[str, float], expr: Expression) -> np.ndarray:
+    """Model-space ``(3,)`` iris centre of an eye whose six lid points are ``e3 (6, 3)``, moved by the gaze."""
+    return e3.mean(0) + np.array([expr.gaze_x * geom["eye_w"] * 0.6, expr.gaze_y * geom["eye_h"], 0.02])
+
+
+def iris_centres(geo: _Identity, pose: HeadPose, expr: Expression, size: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact irises the renderer draws for face geometry ``geo`` (``SyntheticHeads._identity(i)``) at ``size``.
+
+    Returns ``(centres float64 (2, 2) pixel (x, y), radii float64 (2,) pixels, drawn bool (2,))`` for the
+    image's left eye (points 36-41) then its right eye (42-47), in the convention of the rendered landmarks
+    (pixel centres at integers). ``radii`` is the iris's vertical semi-axis (its horizontal one is shortened by
+    cos(yaw)); ``drawn`` is False where the eye is shut (the renderer draws no iris there). The iris may still
+    be partly covered by the lids.
+    """
+    cam = _Camera(pose, size, 1)
+    L3 = geo.neutral + np.tensordot(expr.coefficients(), geo.blend, axes=1)
+    L2 = cam.project(L3)
+    c3 = np.stack([_iris_centre3(L3[s], geo.geom, expr) for s in (slice(36, 42), slice(42, 48))])
+    drawn = np.array([_eye_open(L2[s]) for s in (slice(36, 42), slice(42, 48))])
+    radii = np.full(2, 0.5 * geo.geom["eye_w"] * cam.f)
+    return cam.project(c3), radii, drawn
 
 
 def _render(ident: _Identity, geo: _Identity, vid: _Video, pose: HeadPose, expr: Expression, size: int,
@@ -789,13 +787,9 @@ def _render(ident: _Identity, geo: _Identity, vid: _Video, pose: HeadPose, expr:
     for eye, sgn in ((slice(36, 42), -1.0), (slice(42, 48), 1.0)):
         e3 = L3[eye]
         e2 = L2[eye]
-        ew = 0.5 * np.linalg.norm(e2[3] - e2[0])
-        openness = np.linalg.norm(e2[1] - e2[5]) + np.linalg.norm(e2[2] - e2[4])
-        if openness > 0.15 * ew:
+        if _eye_open(e2):
             poly(e2, np.array([242, 240, 236.0]))
-            centre3 = e3.mean(0) + np.array([expr.gaze_x * geo.geom["eye_w"] * 0.6,
-                                             expr.gaze_y * geo.geom["eye_h"], 0.02])
-            c2 = P(centre3)
+            c2 = P(_iris_centre3(e3, geo.geom, expr))
             rr = 0.5 * geo.geom["eye_w"] * px
             cyaw = abs(math.cos(math.radians(pose.yaw)))
             axes = (max(1, int(rr * cyaw * _FIX)), max(1, int(rr * _FIX)))

@@ -29,7 +29,7 @@ from data_modules.persons import PersonData
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads
 from data_modules.resumable import ResumableDataLoader
 from talkinghead.landmarks.draw import draw_landmarks
-from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, check_set
+from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, check_set, with_irises
 from talkinghead.visualize import from_uint8, uint8_chw
 
 __all__ = [
@@ -85,7 +85,7 @@ def render_clip(heads: SyntheticHeads, identity: int, video: int, ts: Sequence[f
     for t in ts:
         img, lm = heads.render(identity, video, t, size)
         if irises:
-            lm = np.concatenate([lm, heads.irises(identity, video, t, size)])
+            lm = with_irises(lm, *heads.irises(identity, video, t, size))
         frames.append(to_tensor(img))
         lmk_imgs.append(to_tensor(draw_landmarks(lm, size)))
         lmks.append(torch.from_numpy(np.array(lm, dtype=np.float32)))

@@ -12,7 +12,7 @@ import pytest
 from data_modules.procedural_heads import Expression, SyntheticHeads
 from talkinghead.landmarks.adapt import adapt_landmarks
 from talkinghead.landmarks.eyes import from_eye, gaze, to_eye
-from talkinghead.landmarks.sets import iris_centres, iris_present, iris_radii
+from talkinghead.landmarks.sets import iris_centres, iris_present, iris_radii, with_irises
 from talkinghead.landmarks.smooth import smooth_landmarks
 from talkinghead.metrics.eyes import eye_scores
 
@@ -27,7 +27,7 @@ def clip(ident: int, change: Callable[[Expression], Expression] = lambda e: e) -
         pose, expr = HEADS.motion(1, 0, t)
         expr = change(expr)
         lm = HEADS.render_with(ident, pose, expr, 64)[1]
-        out.append(np.concatenate([lm, HEADS.irises_with(ident, pose, expr, 64)]))
+        out.append(with_irises(lm, *HEADS.irises_with(ident, pose, expr, 64)))
     return np.stack(out)
 
 
