@@ -14,7 +14,7 @@ from talkinghead.landmarks.adapt import adapt_landmarks
 from talkinghead.landmarks.eyes import from_eye, gaze, to_eye
 from talkinghead.landmarks.sets import iris_centres, iris_present, iris_radii, with_irises
 from talkinghead.landmarks.smooth import smooth_landmarks
-from talkinghead.metrics.eyes import eye_scores
+from talkinghead.metrics.eyes import EyeScores, eye_scores
 
 HEADS = SyntheticHeads(6, 2)
 N = 90  # frames: the driver (identity 1, video 0) blinks twice (frames 27-28 and 61-62)
@@ -36,35 +36,53 @@ def driver() -> np.ndarray:
     return clip(1)
 
 
-def test_true_eyes_score_zero(driver) -> None:
-    s = eye_scores(driver, driver)
+VARIANTS: dict[str, tuple[int, Callable[[Expression], Expression]]] = {
+    "true eyes": (1, lambda e: e),
+    "another person, same motion": (4, lambda e: e),  # wider eyes, further apart
+    "turned the other way": (1, lambda e: dataclasses.replace(e, gaze_x=-e.gaze_x, gaze_y=-e.gaze_y)),
+    "staring ahead": (1, lambda e: dataclasses.replace(e, gaze_x=0.0, gaze_y=0.0)),
+    "held shut": (1, lambda e: dataclasses.replace(e, blink=1.0)),
+    "never blinking": (1, lambda e: dataclasses.replace(e, blink=0.0)),
+}
+
+
+@pytest.fixture(scope="module")
+def scores(driver) -> dict[str, EyeScores]:
+    """Every variant against the driver (``pytest tests/test_eyes.py -s`` prints them: docs/landmarks.md)."""
+    out = {name: eye_scores(clip(ident, change), driver) for name, (ident, change) in VARIANTS.items()}
+    for name, s in out.items():
+        print(f"{name:28s} gaze error {s.gaze_error:.3f}  iris missing {s.iris_missing:.2f}  "
+              f"blink correlation {s.blink_correlation:.2f}  blinks missed {s.blinks_missed}/{s.blinks}")
+    return out
+
+
+def test_true_eyes_score_zero(scores) -> None:
+    s = scores["true eyes"]
     assert s.gaze_error == 0.0 and s.iris_missing == 0.0 and s.blinks_missed == 0
     assert s.blinks == 2 and s.blink_correlation == pytest.approx(1.0, abs=1e-12)
 
 
-def test_gaze_is_measured_in_the_eye_not_in_pixels(driver) -> None:
+def test_gaze_is_measured_in_the_eye_not_in_pixels(driver, scores) -> None:
     """Another person with the same gaze: near zero, though its eyes have another size and place."""
     other = clip(4)
     width = lambda p: np.linalg.norm(p[:, 39] - p[:, 36], axis=-1)  # noqa: E731
     assert (width(other) / width(driver)).min() > 1.1  # wider eyes (and further apart)
-    s = eye_scores(other, driver)
+    s = scores["another person, same motion"]
     assert s.gaze_error < 0.025 and s.blinks_missed == 0 and s.blink_correlation > 0.99
 
 
-def test_eyes_turned_the_other_way_or_staring_are_clearly_wrong(driver) -> None:
-    turned = eye_scores(clip(1, lambda e: dataclasses.replace(e, gaze_x=-e.gaze_x, gaze_y=-e.gaze_y)), driver)
-    staring = eye_scores(clip(1, lambda e: dataclasses.replace(e, gaze_x=0.0, gaze_y=0.0)), driver)
-    other = eye_scores(clip(4), driver)
-    assert turned.gaze_error > 0.06 and turned.gaze_error > 4 * other.gaze_error
+def test_eyes_turned_the_other_way_or_staring_are_clearly_wrong(scores) -> None:
+    turned, staring = scores["turned the other way"], scores["staring ahead"]
+    assert turned.gaze_error > 0.06 and turned.gaze_error > 4 * scores["another person, same motion"].gaze_error
     assert staring.gaze_error > 0.03
     assert turned.blinks_missed == 0  # the lids still follow
 
 
-def test_closed_or_never_blinking_eyes_miss_the_blinks(driver) -> None:
-    closed = eye_scores(clip(1, lambda e: dataclasses.replace(e, blink=1.0)), driver)
+def test_closed_or_never_blinking_eyes_miss_the_blinks(scores) -> None:
+    closed = scores["held shut"]
     assert closed.iris_missing == 1.0 and np.isnan(closed.gaze_error) and closed.blinks_missed == 2
     assert closed.blink_correlation < 0.5
-    open_ = eye_scores(clip(1, lambda e: dataclasses.replace(e, blink=0.0)), driver)
+    open_ = scores["never blinking"]
     assert open_.blinks_missed == 2 and open_.blink_correlation < 0.5 and open_.iris_missing == 0.0
 
 

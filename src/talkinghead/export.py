@@ -230,8 +230,8 @@ def landmark_drawing(size: int, landmark_set: str = "ibug68") -> dict[str, Any]:
         drawing["irises"] = {
             "rows": {eye: list(rows) for eye, rows in IRIS_ROWS.items()},
             "colour": list(IRIS_COLOUR),
-            "drawn": "first, under the lines: a filled anti-aliased disc (radius = centre-to-rim distance) "
-                     "multiplied by the eye contour's filled anti-aliased polygon as alpha",
+            "drawn": "first, under the lines: cv2.circle filled (thickness -1), anti-aliased, radius = the "
+                     "centre-to-rim distance, same shift",
         }
     return drawing
 

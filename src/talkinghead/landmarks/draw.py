@@ -17,8 +17,8 @@ Conventions
 
 Landmark sets (``talkinghead.landmarks.sets``): ``(68, 2)`` points (``ibug68``, the paper) are drawn as above and
 nothing else.  ``(72, 2)`` points (``ibug68+iris``) also draw each present iris as a filled disc of its radius in
-:data:`IRIS_COLOUR`, clipped to its eye's contour (the lids cover the rest of it) and drawn under the lines; an
-absent iris (NaN rows: a closed eye) is not drawn.
+:data:`IRIS_COLOUR`, under the lines (the eyelid lines stay on top); an absent iris (NaN rows: a closed eye) is
+not drawn.
 
 The function runs inside data loaders, so it is a handful of ``cv2.polylines`` calls (about 0.1 ms
 for a 256 x 256 image on one CPU core).
@@ -26,13 +26,14 @@ for a 256 x 256 image on one CPU core).
 
 from __future__ import annotations
 
+import math
 from typing import Final, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from talkinghead.landmarks.sets import EYE_POINTS, IRIS_ROWS
+from talkinghead.landmarks.sets import IRIS_ROWS
 
 __all__ = [
     "PARTS",
@@ -125,20 +126,15 @@ def _check_points(points: np.ndarray) -> np.ndarray:
 
 
 def _draw_irises(img: np.ndarray, pts: np.ndarray, w: int, h: int) -> None:
-    """Each present iris of (72, 2) ``pts``: a disc of its radius clipped to its eye's contour, blended in."""
-    for eye, (centre, rim) in IRIS_ROWS.items():
-        if not np.isfinite(pts[[centre, rim]]).all():
-            continue
-        radius = float(np.linalg.norm(pts[rim] - pts[centre]))
-        c = np.clip(pts[centre], (-w, -h), (2 * w, 2 * h))
-        contour = np.clip(pts[list(EYE_POINTS[eye])], (-w, -h), (2 * w, 2 * h))
-        eye_mask = np.zeros((h, w), dtype=np.uint8)
-        cv2.fillPoly(eye_mask, [np.rint(contour * _SCALE).astype(np.int32)], 255, cv2.LINE_AA, _SHIFT)
-        disc = np.zeros((h, w), dtype=np.uint8)
-        r_fixed = int(round(min(radius, 2.0 * max(w, h)) * _SCALE))
-        cv2.circle(disc, tuple(np.rint(c * _SCALE).astype(np.int32).tolist()), r_fixed, 255, -1, cv2.LINE_AA, _SHIFT)
-        alpha = (eye_mask.astype(np.float32) * disc.astype(np.float32) * (1.0 / 65025.0))[..., None]
-        img[:] = np.rint(img * (1.0 - alpha) + np.asarray(IRIS_COLOUR, np.float32) * alpha).astype(np.uint8)
+    """Each present iris of (72, 2) ``pts``: a filled anti-aliased disc of its radius (one cv2 call per eye)."""
+    for centre, rim in IRIS_ROWS.values():
+        cx, cy, rx, ry = (float(v) for v in (*pts[centre], *pts[rim]))
+        if not math.isfinite(cx + cy + rx + ry):
+            continue  # absent
+        radius = min(math.hypot(rx - cx, ry - cy), 2.0 * max(w, h))
+        cx, cy = min(max(cx, -w), 2 * w), min(max(cy, -h), 2 * h)
+        cv2.circle(img, (round(cx * _SCALE), round(cy * _SCALE)), round(radius * _SCALE), IRIS_COLOUR, -1,
+                   cv2.LINE_AA, _SHIFT)
 
 
 def draw_landmarks(
