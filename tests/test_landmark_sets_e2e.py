@@ -81,3 +81,13 @@ def test_mixed_sets_are_one_line_naming_both(iris_ckpt, iris_avatar, tmp_path) -
     with pytest.raises(AvatarMismatchError) as e:
         av.check_model(plain)
     _one_line(e, f"landmarks={IBUG68_IRIS}", f"landmarks={IBUG68}")
+
+
+def test_live_driving_refuses_an_iris_avatar_in_one_line(iris_avatar) -> None:
+    from types import SimpleNamespace
+
+    from talkinghead.live import LiveSession
+
+    with pytest.raises(LandmarkSetError) as e:
+        LiveSession(SimpleNamespace(avatar=load_avatar(iris_avatar)), detector=None)
+    _one_line(e, "live driving", IBUG68_IRIS)
