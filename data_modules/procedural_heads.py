@@ -595,6 +595,13 @@ class SyntheticHeads:
         return _render(ident, geo, self._video(identity, video), pose, expression, size, self.supersample,
                        self._background(identity, video, size), self._pixel_grid(size))
 
+    def irises_with(self, identity: int, pose: HeadPose, expression: Expression, size: int,
+                    shape_of: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`iris_centres` for :meth:`render_with`'s arguments (``shape_of``: whose face geometry)."""
+        self._check(identity, 0)
+        return iris_centres(self._identity(identity if shape_of is None else int(shape_of)), pose, expression,
+                            int(size))
+
     def landmarks(self, identity: int, video: int, t: float, size: int) -> np.ndarray:
         """Only the ``(68, 2)`` landmarks of a frame (no rasterisation)."""
         self._check(identity, video)

@@ -15,13 +15,15 @@ The manifest's ``videos`` list holds one entry per clip (``video_id`` is the cli
 training unit (one row of D's W table) is one video, or one clip with ``data.unit=utterance`` (``Manifest.units``).
 A manifest written before the ``video`` field existed (format ``talkinghead-shards/1``) is re-indexed on load from
 its clip ids (``data_modules.sources.video_of``) and marked ``reindexed``; one whose ids do not name a video is
-refused for per-video training.
+refused for per-video training.  ``landmarks`` names the landmark set of its points (``talkinghead.landmarks.sets``;
+a manifest without it holds ``ibug68``).
 
 Inside a shard every clip is one WebDataset sample whose key is the sanitised clip id
 (``id00012/abc/00001`` -> ``id00012__abc__00001``) and whose members are::
 
     <key>.0000.jpg ... <key>.<T-1>.jpg   the T cropped frames, S x S RGB JPEG (fixed quality)
     <key>.landmarks.npy                  float32 (T, 68, 2): iBUG-68 (x, y) pixels in the S x S crop
+                                         ((T, 72, 2) with irises: the manifest's ``landmarks`` set)
     <key>.json                           person_id, video_id, frame_indices (source frame numbers), fps,
                                          source (path relative to --src), crop box, face width, split
 
@@ -42,6 +44,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from talkinghead.landmarks.sets import IBUG68, recorded_set
 
 MANIFEST = "manifest.json"
 FORMAT = "talkinghead-shards/2"  # /2: every clip names its video; /1 manifests are re-indexed on load
@@ -272,6 +276,7 @@ class Manifest:
     backend: str = ""
     complete: bool = True  # False while preprocessing has not finished (or was stopped)
     reindexed: bool = False  # read from a manifest without the ``video`` field: videos derived from the clip ids
+    landmarks: str = IBUG68  # the landmark set of the shards' points (talkinghead.landmarks.sets); absent = ibug68
 
     @property
     def num_clips(self) -> int:
@@ -353,6 +358,7 @@ class Manifest:
             ],
             "skipped": self.skipped,
             "complete": self.complete,
+            "landmarks": self.landmarks,
         }
 
     def save(self) -> None:
@@ -412,6 +418,7 @@ def _parse_manifest(data: dict[str, Any], root: Path | str) -> Manifest:
         data.get("backend", ""),
         bool(data.get("complete", True)),
         reindexed,
+        recorded_set(data),
     )
 
 

@@ -9,7 +9,9 @@ and the generator has to read the identity from the K source frames. Splits are 
 * test: the last ``test_identities`` identities (never trained on), for fine-tuning / evaluation.
 
 Samples follow the common format of :mod:`data_modules` (``frames``, ``landmark_images``,
-``landmarks``, ``video_index``, ``person_id``, ``video_id``). Sample ``i`` is a pure function of
+``landmarks``, ``video_index``, ``person_id``, ``video_id``).  ``landmarks="ibug68+iris"`` adds the exact irises
+(``talkinghead.landmarks.sets``: ``(72, 2)`` points, NaN rows for a closed eye), drawn into the landmark images,
+so a model sees where the heads look. Sample ``i`` is a pure function of
 ``(seed, i)``, and :class:`EpochSampler` makes the order a pure function of ``(seed, epoch)``, so a run
 resumed from a checkpoint sees exactly the data it would have seen.
 """
@@ -27,6 +29,7 @@ from data_modules.persons import PersonData
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads
 from data_modules.resumable import ResumableDataLoader
 from talkinghead.landmarks.draw import draw_landmarks
+from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, check_set, with_irises
 from talkinghead.visualize import from_uint8, uint8_chw
 
 __all__ = [
@@ -68,17 +71,21 @@ def _parse_video_id(video_id: str) -> tuple[int, int]:
 
 
 def render_clip(heads: SyntheticHeads, identity: int, video: int, ts: Sequence[float], size: int,
-                uint8: bool = False) -> dict[str, torch.Tensor]:
+                uint8: bool = False, landmarks: str = IBUG68) -> dict[str, torch.Tensor]:
     """Frames ``ts`` of a video as tensors.
 
     Returns:
         ``frames`` ``(N, 3, H, W)`` and ``landmark_images`` ``(N, 3, H, W)`` float32 in [-1, 1] (``uint8``: uint8
-        0..255, converted on the device by the LightningModule), ``landmarks`` ``(N, 68, 2)`` float32 pixels.
+        0..255, converted on the device by the LightningModule), ``landmarks`` ``(N, 68, 2)`` float32 pixels
+        (``(N, 72, 2)`` with the exact irises for ``landmarks="ibug68+iris"``).
     """
     frames, lmk_imgs, lmks = [], [], []
     to_tensor = uint8_chw if uint8 else from_uint8
+    irises = check_set(landmarks) == IBUG68_IRIS
     for t in ts:
         img, lm = heads.render(identity, video, t, size)
+        if irises:
+            lm = with_irises(lm, *heads.irises(identity, video, t, size))
         frames.append(to_tensor(img))
         lmk_imgs.append(to_tensor(draw_landmarks(lm, size)))
         lmks.append(torch.from_numpy(np.array(lm, dtype=np.float32)))
@@ -101,11 +108,12 @@ class SyntheticTalkingHeads(Dataset):
         length: ``len(self)`` (default: number of videos). Any index ``i >= 0`` is valid, also
             ``i >= len``: the video is ``i % num_videos`` and the frame choice depends on the whole ``i``.
         uint8: images as uint8 0..255 (the training split: converted on the device), else float in [-1, 1].
+        landmarks: the landmark set (``ibug68`` or ``ibug68+iris``; ``talkinghead.landmarks.sets``).
     """
 
     def __init__(self, heads: SyntheticHeads, identities: Sequence[int], K: int, image_size: int,
                  frames_per_video: int, frame_offset: int = 0, seed: int = 0,
-                 length: int | None = None, uint8: bool = False) -> None:
+                 length: int | None = None, uint8: bool = False, landmarks: str = IBUG68) -> None:
         if K < 1:
             raise SyntheticDataError(f"K must be >= 1 source frame, got K={K}")
         if K + 1 > frames_per_video:
@@ -131,6 +139,7 @@ class SyntheticTalkingHeads(Dataset):
         self.video_ids: list[str] = [video_id_of(i, v) for i, v in self.videos]
         self.length = int(length) if length is not None else len(self.videos)
         self.uint8 = bool(uint8)
+        self.landmarks = check_set(landmarks)
 
     @property
     def num_videos(self) -> int:
@@ -151,7 +160,7 @@ class SyntheticTalkingHeads(Dataset):
         vi = index % len(self.videos)
         identity, video = self.videos[vi]
         clip = render_clip(self.heads, identity, video, self.frame_indices(index).tolist(), self.image_size,
-                           uint8=self.uint8)
+                           uint8=self.uint8, landmarks=self.landmarks)
         clip["video_index"] = torch.tensor(vi, dtype=torch.int64)
         clip["person_id"] = person_id_of(identity)
         clip["video_id"] = self.video_ids[vi]
@@ -202,13 +211,16 @@ class SyntheticDataModule(pl.LightningDataModule):
         batch_size, num_workers: DataLoader settings.
         seed: appearance, motion, frame choice and data order all derive from it.
         samples_per_epoch: training items per epoch (default: one per training video).
+        landmarks: the landmark set the samples carry and draw: ``ibug68`` (the paper's 68 points) or
+            ``ibug68+iris`` (plus the exact irises; ``talkinghead.landmarks.sets``).
     """
 
     def __init__(self, num_identities: int = 40, videos_per_identity: int = 3, test_identities: int = 8,
                  frames_per_video: int = 32, heldout_frames: int = 16, K: int = 4, image_size: int = 64,
                  batch_size: int = 8, num_workers: int = 0, seed: int = 0,
-                 samples_per_epoch: int | None = None) -> None:
+                 samples_per_epoch: int | None = None, landmarks: str = IBUG68) -> None:
         super().__init__()
+        check_set(landmarks)
         if num_identities < 2:
             raise SyntheticDataError(f"num_identities must be >= 2 (train + test), got {num_identities}")
         if not 1 <= test_identities < num_identities:
@@ -247,11 +259,12 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         self.samples_per_epoch = samples_per_epoch
+        self.landmarks = str(landmarks)
         self.heads = SyntheticHeads(num_identities, videos_per_identity, seed=seed)
         n_train = num_identities - test_identities
         self.train_identities = list(range(n_train))
         self.test_identity_list = list(range(n_train, num_identities))
-        common = dict(K=self._K, image_size=self._image_size, seed=self.seed)
+        common = dict(K=self._K, image_size=self._image_size, seed=self.seed, landmarks=self.landmarks)
         self.train_set = SyntheticTalkingHeads(self.heads, self.train_identities,
                                                frames_per_video=frames_per_video,
                                                frame_offset=0, length=samples_per_epoch, uint8=True, **common)
@@ -317,7 +330,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         a test identity.
 
         Returns:
-            ``frames`` / ``landmark_images`` ``(N, 3, H, W)`` in [-1, 1], ``landmarks`` ``(N, 68, 2)``.
+            ``frames`` / ``landmark_images`` ``(N, 3, H, W)`` in [-1, 1], ``landmarks`` ``(N, 68, 2)`` (or
+            ``(N, 72, 2)``, the data module's landmark set).
         """
         identity, video = _parse_video_id(video_id)
         if not 0 <= identity < self.num_identities or not 0 <= video < self.videos_per_identity:
@@ -327,7 +341,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         if len(indices) == 0:
             raise SyntheticDataError("frames_of needs at least one frame index")
         return render_clip(self.heads, identity, video, [int(t) for t in indices],
-                           self._image_size if image_size is None else int(image_size))
+                           self._image_size if image_size is None else int(image_size), landmarks=self.landmarks)
 
     # -- loaders ---------------------------------------------------------------------------------
     def _loader(self, ds: Dataset, sampler: Sampler | None) -> DataLoader:

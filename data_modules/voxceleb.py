@@ -56,6 +56,7 @@ from data_modules.shards import (
 from data_modules.persons import PersonData
 from data_modules.remote import ShardError, is_remote, local_path
 from data_modules.resumable import ResumableStreamLoader
+from talkinghead.landmarks.sets import check_set, require_same_set
 from talkinghead.visualize import from_uint8, uint8_chw
 
 # iBUG-68 index of each point's mirror image (x -> -x): jaw, brows, nose, eyes, outer and inner lips.
@@ -72,6 +73,9 @@ IBUG68_FLIP = np.array(
     + [67, 66, 65],
     dtype=np.int64,
 )
+
+#: The same for ``ibug68+iris`` points: the two irises (centre, rim rows) swap as well.
+IRIS72_FLIP = np.concatenate([IBUG68_FLIP, [70, 71, 68, 69]])
 
 VOX1_TEST_PERSONS = tuple(f"id{n}" for n in range(10270, 10310))  # VoxCeleb1 identification test: 40 persons
 
@@ -135,7 +139,7 @@ def apply_augment(augment, frames: np.ndarray, landmarks: np.ndarray) -> tuple[n
         out_l.append(np.asarray(r["keypoints"], dtype=np.float32)[:, :2])
     pts = np.stack(out_l)
     if _flipped(replay):
-        pts = pts[:, IBUG68_FLIP]
+        pts = pts[:, IBUG68_FLIP if pts.shape[1] == 68 else IRIS72_FLIP]
     return np.stack(out_f), pts
 
 
@@ -460,6 +464,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         prefetch_factor: int = 4,
         unit: str = "video",
+        landmarks: str | None = None,
     ) -> None:
         super().__init__()
         if root is None or str(root).strip() in ("", "???", "None", "null"):
@@ -474,6 +479,10 @@ class VoxCelebDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"{self.root}/manifest.json lists no videos: preprocessing kept none (see report.json)"
             )
+        if landmarks is not None:  # the model's landmark set (data.landmarks); the shards' must be the same
+            require_same_set("the model (data.landmarks)", check_set(landmarks),
+                             f"the shards in {self.root}", self.manifest.landmarks)
+        self.landmarks = self.manifest.landmarks
         self.unit = str(unit)
         self.units = self.manifest.units(self.unit)  # UnitError / ManifestError (one line) on bad unit or manifest
         if self.manifest.reindexed and self.unit == "video":

@@ -175,6 +175,7 @@ def test_landmarks_detect_reproduces_the_shards_of_the_code_before_tracking(voxm
     now_m, before_m = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("now", "before"))
     assert now_m.pop("format") == "talkinghead-shards/2" and before_m.pop("format") == "talkinghead-shards/1"
     assert now_m.pop("num_clips") == len(now_m["videos"]) == 3
+    assert now_m.pop("landmarks") == "ibug68"  # the landmark set (docs/landmarks.md): none recorded before = ibug68
     assert [v.pop("video") for v in now_m["videos"]] == [v["video_id"].rsplit("/", 1)[0] for v in now_m["videos"]]
     assert now_m == before_m
     # the settings record gained one key with cluster parts ("part": null for a whole run), nothing else

@@ -203,3 +203,28 @@ def test_hydra_configs_instantiate(synthetic_shards, monkeypatch):
         dm = instantiate(compose("meta_learn", overrides).data, num_workers=0)
         assert isinstance(dm, cls) and dm.K == 2 and dm.image_size == 32 and dm.num_videos == 8
         assert dm.augment == {}, "the paper uses no augmentation: off by default"
+
+
+def test_the_shards_landmark_set_must_be_the_models(tmp_path):
+    """A manifest without a set is ibug68 (shards made before sets); another set than the model's: one line."""
+    import json
+
+    from talkinghead.landmarks.sets import LandmarkSetError
+
+    m = _manifest(tmp_path / "m", ["id00001", "id00002"])
+    data = json.loads((m.root / "manifest.json").read_text())
+    assert data["landmarks"] == "ibug68"
+    del data["landmarks"]  # as written before landmark sets
+    (m.root / "manifest.json").write_text(json.dumps(data))
+    assert VoxCeleb2DataModule(m.root, num_workers=0, landmarks="ibug68").landmarks == "ibug68"
+    assert VoxCeleb2DataModule(m.root, num_workers=0).landmarks == "ibug68"  # a data config from before sets
+    with pytest.raises(LandmarkSetError) as e:
+        VoxCeleb2DataModule(m.root, num_workers=0, landmarks="ibug68+iris")
+    assert "\n" not in str(e.value) and "ibug68+iris" in str(e.value) and "uses ibug68:" in str(e.value)
+
+
+def test_flip_swaps_the_irises_too():
+    from data_modules.voxceleb import IRIS72_FLIP
+
+    assert (IRIS72_FLIP[IRIS72_FLIP] == np.arange(72)).all()
+    assert IRIS72_FLIP[68:].tolist() == [70, 71, 68, 69]

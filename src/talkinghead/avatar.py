@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import atomic_path
+from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
 from talkinghead.speed import Speed
 
 AVATAR_FORMAT = "talkinghead-avatar/1"
@@ -81,7 +82,8 @@ def model_fingerprint(model_config: Mapping[str, Any], generator_state: Mapping[
 
 
 def _model_summary(model_cfg: Mapping[str, Any]) -> str:
-    return f"image_size={model_cfg.get('image_size')}, emb_dim={model_cfg.get('emb_dim')}"
+    return (f"image_size={model_cfg.get('image_size')}, emb_dim={model_cfg.get('emb_dim')}, "
+            f"landmarks={recorded_set(model_cfg)}")
 
 
 @dataclass
@@ -200,6 +202,11 @@ class Avatar:
         return int(self.model_config["image_size"])
 
     @property
+    def landmark_set(self) -> str:
+        """The landmark set its model draws (``talkinghead.landmarks.sets``; none recorded: ``ibug68``)."""
+        return recorded_set(self.model_config)
+
+    @property
     def has_source_frame(self) -> bool:
         return self.source_png is not None and self.crop_box is not None and self.source_landmarks is not None
 
@@ -215,7 +222,7 @@ class Avatar:
         Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="PNG", compress_level=6)
         self.source_png = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8).clone()
         self.crop_box = [float(v) for v in np.asarray(box, dtype=np.float64).reshape(3)]
-        self.source_landmarks = torch.as_tensor(np.asarray(landmarks, dtype=np.float32)).reshape(68, 2).clone()
+        self.source_landmarks = torch.as_tensor(np.asarray(landmarks, dtype=np.float32)).reshape(-1, 2)[:68].clone()
 
     def source_frame(self, path: str | Path | None = None) -> Any:
         """The source frame uint8 (H, W, 3); an avatar made before full-frame output -> one-line AvatarError."""
@@ -328,8 +335,9 @@ class AvatarRenderer:
         return self.frames.render(landmark_images, batch_size)
 
     def render_points(self, points: Any, batch_size: int = 16) -> torch.Tensor:
-        """(N, 68, 2) pixel landmarks -> (N, 3, S, S) frames."""
+        """(N, 68, 2) pixel landmarks (N, 72, 2 for an ``ibug68+iris`` avatar) -> (N, 3, S, S) frames."""
         from talkinghead.landmarks.draw import landmark_image_tensor
 
+        require_same_set("the landmarks given", set_of_points(points), "the avatar", self.avatar.landmark_set)
         size = self.avatar.image_size
         return self.render(torch.stack([landmark_image_tensor(p, size) for p in points]), batch_size)

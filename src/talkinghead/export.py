@@ -204,11 +204,14 @@ def avatar_fingerprint(avatar: Avatar) -> str:
     return h.hexdigest()[:16]
 
 
-def landmark_drawing(size: int) -> dict[str, Any]:
-    """``talkinghead.landmarks.draw.draw_landmarks`` at ``size`` as data: what the file's input must look like."""
-    from talkinghead.landmarks.draw import _SHIFT, PART_COLOURS, PARTS, line_width_for
+def landmark_drawing(size: int, landmark_set: str = "ibug68") -> dict[str, Any]:
+    """``talkinghead.landmarks.draw.draw_landmarks`` at ``size`` as data: what the file's input must look like.
 
-    return {
+    ``landmark_set``: the avatar's (``talkinghead.landmarks.sets``); ``ibug68+iris`` adds how the irises are drawn."""
+    from talkinghead.landmarks.draw import _SHIFT, IRIS_COLOUR, PART_COLOURS, PARTS, line_width_for
+    from talkinghead.landmarks.sets import IBUG68_IRIS, IRIS_ROWS, check_set
+
+    drawing = {
         "drawn_by": "talkinghead.landmarks.draw.draw_landmarks (cv2.polylines per part, anti-aliased)",
         "points": "68 iBUG landmarks (x, y) in pixels of the S x S face crop; integer coordinates are pixel centres",
         "background": [0, 0, 0],
@@ -218,7 +221,19 @@ def landmark_drawing(size: int) -> dict[str, Any]:
         "parts": [{"name": name, "points": list(idx), "closed": closed, "colour": list(PART_COLOURS[name])}
                   for name, (idx, closed) in PARTS.items()],
         "to_input": "RGB uint8 (S, S, 3) -> transpose to (3, S, S) -> float32 / 127.5 - 1; batch on axis 0",
+        "landmark_set": check_set(landmark_set),
     }
+    if landmark_set == IBUG68_IRIS:
+        drawing["points"] = ("72 points (x, y) in pixels of the S x S face crop: the 68 iBUG landmarks, then per eye "
+                             "(right = points 36-41, then left) the iris centre and a point on its rim; an absent iris "
+                             "(closed eye) is NaN and not drawn")
+        drawing["irises"] = {
+            "rows": {eye: list(rows) for eye, rows in IRIS_ROWS.items()},
+            "colour": list(IRIS_COLOUR),
+            "drawn": "first, under the lines: cv2.circle filled (thickness -1), anti-aliased, radius = the "
+                     "centre-to-rim distance, same shift",
+        }
+    return drawing
 
 
 def file_metadata(avatar: Avatar, precision: str) -> dict[str, str]:
@@ -233,7 +248,7 @@ def file_metadata(avatar: Avatar, precision: str) -> dict[str, str]:
         "precision": precision,
         "input": f"{INPUT}: float32 (N, 3, {s}, {s}) RGB landmark images in [-1, 1] (see landmark_drawing)",
         "output": f"{OUTPUT}: float32 (N, 3, {s}, {s}) RGB frames in [-1, 1] ((x + 1) * 127.5 -> uint8)",
-        "landmark_drawing": json.dumps(landmark_drawing(s)),
+        "landmark_drawing": json.dumps(landmark_drawing(s, avatar.landmark_set)),
         "person_id": str(avatar.person_id),
         "mode": avatar.mode,
         "T": str(avatar.T),

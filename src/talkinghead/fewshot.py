@@ -29,6 +29,7 @@ from talkinghead.avatar import Avatar, MetaLearned, generator_delta
 from talkinghead.callbacks.weight_average import WeightAverage
 from talkinghead.errors import ConfigError
 from talkinghead.landmarks.adapt import neutral_index
+from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
 from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
 from talkinghead.modules.meta_learning import GENERATOR_TERMS
 from talkinghead.render import pick_device
@@ -204,12 +205,15 @@ def fit_avatar(
 ) -> FineTuned:
     """Fine-tune (FT) or not (FF) the meta-learned model on the T frames ``shots``.
 
-    ``shots``: ``frames``, ``landmark_images`` (T, 3, S, S) in [-1, 1] and ``landmarks`` (T, 68, 2).
+    ``shots``: ``frames``, ``landmark_images`` (T, 3, S, S) in [-1, 1] and ``landmarks`` (T, 68, 2) (T, 72, 2 for a
+    model of landmark set ``ibug68+iris``: the sets must match, ``talkinghead.landmarks.sets``).
     ``meta`` is left unchanged: FT trains copies of G and D; FF only computes ψ' = P ê_new.
     ``progress``: Lightning's progress bar; ``on_step(iteration, total)``: called after each generator update.
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be FT or FF, got {mode!r}")
+    require_same_set(f"the fine-tuning frames ({source or person_id or 'shots'})", set_of_points(shots["landmarks"]),
+                     f"the model {meta.path}", recorded_set(meta.config.model))
     settings = settings or FineTuneSettings()
     start = time.time()
     x, y = shots["frames"], shots["landmark_images"]

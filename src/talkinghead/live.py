@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.landmarks.sets import IBUG68, recorded_set, require_same_set
 
 #: frames smaller or larger than this (pixels a side) are skipped
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -95,6 +96,9 @@ class LiveSession:
         check_options(adapt, smooth=smooth)
         self.renderer = renderer
         self.avatar = renderer.avatar
+        # the camera's landmarks are the tracker's 68 points: an avatar of another set cannot follow them (yet)
+        require_same_set("live driving (the tracker's 68 points)", IBUG68, "the avatar",
+                         recorded_set(getattr(self.avatar, "model_config", None)))
         self.size = int(self.avatar.image_size)
         self.detector = detector
         self.tracker = online_tracker(detector)

@@ -25,6 +25,7 @@ import torch
 from talkinghead.avatar import Avatar, AvatarRenderer, load_avatar, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.adapt import ADAPT_MODES, adapt_landmarks, neutral_index, should_adapt
+from talkinghead.landmarks.sets import require_same_set, set_of_points
 from talkinghead.video import side_by_side_frames, write_video
 
 __all__ = [
@@ -110,6 +111,11 @@ def check_options(
         raise ReenactError(f"--smooth must be on or off, got {smooth!r}")
 
 
+def check_driver_set(drv: Driver, avatar: Avatar) -> None:
+    """One line naming both landmark sets when the driver's points are not of the avatar's set."""
+    require_same_set(f"the driver {drv.source}", set_of_points(drv.landmarks), "the avatar", avatar.landmark_set)
+
+
 def driver_points(
     drv: Driver, avatar: Avatar, adapt: str = "auto", reference: str = "neutral", smooth: str = "on"
 ) -> tuple[np.ndarray, bool]:
@@ -121,6 +127,7 @@ def driver_points(
     measured from its ``reference`` frame (``neutral`` or ``first``), is moved onto the avatar's face shape.
     Returns ``(points (N, 68, 2), adapted)``.
     """
+    check_driver_set(drv, avatar)
     adapted = should_adapt(adapt, drv.person_id, avatar.person_id)
     points = drv.landmarks
     if smooth == "on" and drv.person_id is None:  # detected landmarks jitter; a data id's are exact
@@ -192,6 +199,7 @@ def modes_figure(
     renderer = AvatarRenderer(av_, load_meta_learned(ckpt_path))
     size = av_.image_size
     drv = load_driver(driver, av_.data_config, size, detector=detector, synthetic_frames=synthetic_frames)
+    check_driver_set(drv, av_)
     ref = drv.landmarks[0] if reference == "first" else drv.landmarks[neutral_index(drv.landmarks)]
     adapted = adapt_landmarks(drv.landmarks, av_.reference_landmarks.numpy(), ref)
     cols = evenly(len(drv.landmarks), num_frames)

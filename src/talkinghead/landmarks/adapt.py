@@ -16,6 +16,12 @@ avatar's identity drifts towards the driver's.  Adaptation transfers only *relat
 
 If the driver *is* the avatar's face (``d_ref = A^-1(a_ref)``), ``a_t = A(d_t)``: adaptation changes nothing but
 the placement.  With ``d_t = d_ref``, ``a_t = a_ref``.
+
+Gaze (``ibug68+iris`` points, ``talkinghead.landmarks.sets``): after the 68 points, each iris (centre and rim point)
+keeps its place relative to its eye: its eye-normalised coordinates in the driver's eye (``talkinghead.landmarks.eyes``:
+relative to the eye corners, in eye widths) become the same coordinates in the avatar's adapted eye.  So the
+avatar looks where the driver looks, whatever the two eyes' shapes, and the iris keeps the driver's size relative
+to the eye.  An absent iris (closed eye, NaN) stays absent.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from talkinghead.landmarks.eyes import from_eye, to_eye
+from talkinghead.landmarks.sets import IRIS_ROWS
+
 __all__ = [
+    "adapt_irises",
     "RIGID_POINTS",
     "Similarity",
     "fit_similarity",
@@ -103,21 +113,24 @@ def adapt_landmarks(
     """The driver's pose and expression changes applied to the avatar's face (see the module docstring).
 
     Args:
-        driver: (N, 68, 2) driver landmarks, pixels of the avatar's image.
-        avatar_ref: (68, 2) the avatar's reference landmarks.
-        driver_ref: (68, 2) the driver's reference landmarks (default: ``driver[0]``).
+        driver: (N, 68, 2) driver landmarks, pixels of the avatar's image; (N, 72, 2) with irises: their gaze moves
+            into the avatar's eyes (:func:`adapt_irises`).
+        avatar_ref: (68, 2) the avatar's reference landmarks (of either set: its 68 points are used).
+        driver_ref: (68, 2) the driver's reference landmarks (default: ``driver[0]``; of either set).
         rigid: point indices the per-frame head motion is fitted on.
 
     Returns:
-        (N, 68, 2) float32 landmarks with the avatar's face shape.
+        (N, 68, 2) (or (N, 72, 2), as ``driver``) float32 landmarks with the avatar's face shape.
     """
-    driver = np.asarray(driver, dtype=np.float64)
-    if driver.ndim != 3 or driver.shape[1:] != (68, 2):
-        raise ValueError(f"driver landmarks must be (N, 68, 2), got {driver.shape}")
+    full = np.asarray(driver, dtype=np.float64)
+    if full.ndim != 3 or full.shape[1:] not in ((68, 2), (72, 2)):
+        raise ValueError(f"driver landmarks must be (N, 68, 2) or (N, 72, 2), got {full.shape}")
+    driver = full[:, :68]
     a_ref = np.asarray(avatar_ref, dtype=np.float64)
-    if a_ref.shape != (68, 2):
+    if a_ref.shape not in ((68, 2), (72, 2)):
         raise ValueError(f"avatar reference landmarks must be (68, 2), got {a_ref.shape}")
-    d_ref = driver[0] if driver_ref is None else np.asarray(driver_ref, dtype=np.float64)
+    a_ref = a_ref[:68]
+    d_ref = driver[0] if driver_ref is None else np.asarray(driver_ref, dtype=np.float64)[:68]
     idx = np.asarray(rigid)
     to_avatar = fit_similarity(d_ref, a_ref)  # A
     from_avatar = to_avatar.inverse()
@@ -127,7 +140,28 @@ def adapt_landmarks(
         delta = motion.inverse()(d_t) - d_ref  # expression change, reference coordinates
         shaped = a_ref + delta @ to_avatar.linear.T  # avatar face with the expression change
         out[t] = to_avatar.compose(motion).compose(from_avatar)(shaped)  # A M_t A^-1
+    if full.shape[1] == 72:
+        return adapt_irises(full, out)
     return out.astype(np.float32)
+
+
+def adapt_irises(driver: np.ndarray, adapted: np.ndarray) -> np.ndarray:
+    """The driver's irises moved into the adapted eyes: same eye-normalised place (see the module docstring).
+
+    Args:
+        driver: (N, 72, 2) driver landmarks with irises (NaN rows: absent).
+        adapted: (N, 68 or 72, 2) the avatar's adapted landmarks (only its 68 points are read).
+
+    Returns:
+        (N, 72, 2) float32: ``adapted``'s 68 points and the irises.
+    """
+    d = np.asarray(driver, dtype=np.float64)
+    a = np.asarray(adapted, dtype=np.float64)[:, :68]
+    irises = []
+    for eye, rows in IRIS_ROWS.items():
+        uv = to_eye(d[:, None], d[:, list(rows)], eye)  # (N, 2 rows, 2)
+        irises.append(from_eye(a[:, None], uv, eye))
+    return np.concatenate([a, *irises], axis=1).astype(np.float32)
 
 
 def _mouth_opening(points: np.ndarray) -> float:

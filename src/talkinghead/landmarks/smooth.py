@@ -81,10 +81,16 @@ def smooth_landmarks(
     ``min_cutoff`` (Hz): cutoff of a still signal (lower = steadier); ``beta``: how fast the cutoff rises with
     speed (in face units per second; higher = less lag).  Causal: frame t depends on frames <= t only
     (:class:`LandmarkSmoother` frame by frame, scaled by the clip's :func:`face_scale`).
+    ``ibug68+iris`` points (N, 72, 2): the 68 are smoothed, the irises pass as they are (gaze jumps in saccades,
+    and a closed eye's iris is NaN, which a filter would carry into the following frames).
     """
     p = np.asarray(points, dtype=np.float64)
     if p.ndim != 3 or p.shape[-1] != 2:
         raise ValueError(f"points must be (N, 68, 2), got {p.shape}")
+    if p.shape[1] == 72:
+        out = p.astype(np.float32)
+        out[:, :68] = smooth_landmarks(p[:, :68], fps, min_cutoff, beta, d_cutoff)
+        return out
     if len(p) < 2:
         return p.astype(np.float32)
     if fps <= 0:
