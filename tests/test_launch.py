@@ -3,10 +3,14 @@ last.ckpt after a whole iteration and stop, the requeued run ends equal to an un
 (submitit's local executor) requeues and resumes, refuses a second writer, and says what is missing."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import stat
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +110,88 @@ def test_a_signal_mid_run_writes_last_ckpt_requeues_and_the_resumed_run_ends_equ
     resumed.fit()
     assert resumed.module.iteration == 6
     assert_same_parameters(straight, resumed.module)
+
+
+# ------------------------------------------------------------------------------------------ the launcher
+LOCAL = [*TINY, "iterations=10", "callbacks.ckpt_every_n_iterations=2"]
+
+
+def task_pid(controller: int, timeout: float = 60) -> int:
+    """The pid of the job's task: the child of submitit's local controller."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = subprocess.run(["pgrep", "-P", str(controller)], capture_output=True, text=True).stdout.split()
+        if out:
+            return int(out[0])
+        time.sleep(0.05)
+    raise AssertionError("the local job started no task")
+
+
+def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_a_local_job_requeued_by_the_signal_resumes_and_ends_equal_and_a_second_submit_is_refused(tmp_path) -> None:
+    """submitit's local executor stands in for SLURM: SIGUSR1 mid-run -> last.ckpt, exit "requeue me", the
+    controller starts the job again, it resumes; the result equals an uninterrupted job's."""
+    pytest.importorskip("submitit")
+    from talkinghead.launch import LaunchError, job_state, submit
+
+    interrupted = submit([*LOCAL, f"run_dir={tmp_path / 'b'}"], gpus=0, cluster="local", time_min=30)
+    with pytest.raises(LaunchError, match=rf"job {interrupted.job_id} of this run is running and writes .*b.*kill"):
+        submit([*LOCAL, f"run_dir={tmp_path / 'b'}"], gpus=0, cluster="local", time_min=30)
+    pid = task_pid(int(interrupted.job_id))
+    first = tmp_path / "b" / "checkpoints" / "last.ckpt"  # written at iteration 2
+    deadline = time.time() + 240
+    while not first.exists():
+        assert time.time() < deadline and interrupted.state != "FINISHED", "no checkpoint at iteration 2"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGUSR1)
+    straight = submit([*LOCAL, f"run_dir={tmp_path / 'a'}"], gpus=0, cluster="local", time_min=30)
+    straight.result()
+    interrupted.result()
+    err = Path(interrupted.paths.stderr).read_text()
+    stops = re.findall(r"stopped by SIGUSR1 after iteration (\d+): wrote .*last\.ckpt", err)
+    assert len(stops) == 1 and 2 <= int(stops[0]) < 10, err[-2000:]
+    assert f"resuming from {tmp_path / 'b' / 'checkpoints' / 'last.ckpt'}" in Path(interrupted.paths.stdout).read_text()
+    a, b = final_state(tmp_path / "a"), final_state(tmp_path / "b")
+    assert a.keys() == b.keys() and "discriminator.W.weight" in a
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), f"requeued job differs in {key}"
+    # the job is over: a new submission (which would go on from last.ckpt) would be accepted again
+    assert job_state(json.loads((tmp_path / "b" / "slurm.json").read_text())) is None
+
+
+# ------------------------------------------------------------------------------------------------ torchrun
+def torchrun(out: Path, kill: bool) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", KILL_RANK="1" if kill else "", KILL_AT="3")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--max-restarts=1",
+           "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", str(ROOT / "tests" / "torchrun_check.py"), str(out),
+           *TINY_MODEL, *TINY_SYNTHETIC_DATA, "K=2", "iterations=5", "callbacks.ckpt_every_n_iterations=2",
+           "callbacks.val_every_n_iterations=1000", "callbacks.sample_every_n_iterations=1000",
+           "callbacks.metrics_every_n_iterations=1000", "trainer.enable_progress_bar=false", "logger=csv",
+           "speed=plain", "trainer.precision=32-true"]
+    return subprocess.run(cmd, env=env, cwd=out.parent, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_killed_rank_from_last_ckpt_and_ends_equal(tmp_path) -> None:
+    """A rank SIGKILLed mid-run (iteration 3; last.ckpt at 2): torchrun restarts both workers, they resume from
+    last.ckpt (not from scratch) and end with the parameters of an uninterrupted 2-process run."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for out, kill in ((straight, False), (killed, True)):
+        out.mkdir()
+        proc = torchrun(out, kill)
+        (out / "stderr.txt").write_text(proc.stderr)
+        errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln]
+        assert proc.returncode == 0, "\n".join(errors[-12:]) or proc.stderr[-3000:]
+    assert (killed / "attempt1_rank0.resumed").read_text() == str(killed / "run" / "checkpoints" / "last.ckpt")
+    assert (killed / "attempt0_rank0.resumed").read_text() == "None"
+    assert not (straight / "attempt1_rank0.resumed").exists()
+    for rank in (0, 1):
+        a, b = torch.load(straight / f"rank{rank}.pt"), torch.load(killed / f"rank{rank}.pt")
+        assert a["iteration"] == b["iteration"] == 5
+        for key in a["state"]:
+            assert torch.allclose(a["state"][key], b["state"][key], atol=1e-6, rtol=0), f"rank {rank} differs in {key}"
