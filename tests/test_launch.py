@@ -168,7 +168,7 @@ def torchrun(out: Path, kill: bool) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1", KILL_RANK="1" if kill else "", KILL_AT="3")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--max-restarts=1",
-           "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", str(ROOT / "tests" / "torchrun_check.py"), str(out),
+           "--standalone", str(ROOT / "tests" / "torchrun_check.py"), str(out),
            *TINY_MODEL, *TINY_SYNTHETIC_DATA, "K=2", "iterations=5", "callbacks.ckpt_every_n_iterations=2",
            "callbacks.val_every_n_iterations=1000", "callbacks.sample_every_n_iterations=1000",
            "callbacks.metrics_every_n_iterations=1000", "trainer.enable_progress_bar=false", "logger=csv",
@@ -195,3 +195,83 @@ def test_torchrun_restarts_a_killed_rank_from_last_ckpt_and_ends_equal(tmp_path)
         assert a["iteration"] == b["iteration"] == 5
         for key in a["state"]:
             assert torch.allclose(a["state"][key], b["state"][key], atol=1e-6, rtol=0), f"rank {rank} differs in {key}"
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def fake_bin(folder: Path, name: str, script: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / name
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+
+
+def test_without_submitit_or_sbatch_the_launcher_says_what_is_missing_in_one_line(tmp_path, monkeypatch, capsys):
+    from talkinghead.launch import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch
+    assert main(["--gpus", "8", f"run_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: SLURM is absent here: no sbatch or srun on PATH (submit from a SLURM login node, "
+                           "or --cluster local to run the same job on this machine)")
+    monkeypatch.setitem(sys.modules, "submitit", None)  # not installed
+    assert main(["--cluster", "local", "--gpus", "0", f"run_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: submitit is not installed: pip install 'submitit>=1.5,<2' (or pip install -e '.[cluster]')"
+    assert main(["--cluster", "local", "--gpus", "0", "K=zero"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1, "a bad override is one line too, before anything is submitted"
+
+
+def test_the_sbatch_script_asks_for_the_signal_and_requeue_and_a_second_writer_is_refused(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """With fake sbatch / squeue on PATH: what is submitted, what is printed, and squeue decides a resubmission."""
+    pytest.importorskip("submitit")
+    from talkinghead.launch import main
+
+    bin_dir = tmp_path / "bin"
+    fake_bin(bin_dir, "sbatch", "echo \"$@\" >> \"$(dirname \"$0\")/sbatch.log\"\necho 'Submitted batch job 77'\n")
+    fake_bin(bin_dir, "squeue", "echo RUNNING\n")
+    fake_bin(bin_dir, "srun", "echo 'slurm 24.05.1'\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run = tmp_path / "run"
+    args = ["--nodes", "2", "--gpus", "8", "--partition", "gpu", "--time", "600", f"run_dir={run}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"submitted meta-learning job 77 (2 node(s) x 8 GPU(s)), run {run}" in out
+    assert f"logs:       {run / 'submitit' / '77_0_log.out'}" in out and "squeue -j 77" in out
+    script = Path((bin_dir / "sbatch.log").read_text().split()[-1]).read_text()
+    for flag in ("--signal=USR1@120", "--requeue", "--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8",
+                 "--partition=gpu", "--time=600", "--open-mode=append"):
+        assert f"#SBATCH {flag}\n" in script, flag
+    state = json.loads((run / "slurm.json").read_text())
+    assert state["job_id"] == "77" and state["cluster"] == "slurm"
+    assert state["overrides"][:3] == ["trainer=ddp", "trainer.num_nodes=2", "trainer.devices=8"]
+
+    assert main(args) == 2, "job 77 is still running: no second writer"
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: job 77 of this run is running and writes {run}") and "scancel 77" in err
+    assert err.count("\n") == 1
+    fake_bin(bin_dir, "squeue", "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1\n")
+    assert main(args) == 0, "job 77 has left the queue: a new job may go on with the run"
+    fake_bin(bin_dir, "squeue", "echo '' \n")
+    fake_bin(bin_dir, "sbatch", "echo 'sbatch: error: Batch job submission failed: Unable to contact slurm "
+                                "controller (connect failure)' >&2; exit 1\n")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    ours = err.strip().splitlines()[-1]  # (sbatch's own line, which it writes itself, comes before)
+    assert ours == ("error: sbatch failed: sbatch: error: Batch job submission failed: Unable to contact slurm "
+                    "controller (connect failure)")
+
+
+def test_a_requeued_job_whose_checkpoint_is_unreadable_trains_nothing_and_names_the_file(tmp_path, capsys):
+    from talkinghead.errors import ConfigError
+    from talkinghead.launch import MetaLearnJob
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 torn by a full disk")
+    with pytest.raises(ConfigError, match=rf"cannot read {re.escape(str(last))} to resume \("):
+        MetaLearnJob((*TINY, f"run_dir={tmp_path / 'run'}"))()
+    err = capsys.readouterr().err
+    assert f"error: cannot read {last} to resume (" in err
+    assert last.read_bytes() == b"PK\x03\x04 torn by a full disk", "nothing overwritten"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"], "no training started"

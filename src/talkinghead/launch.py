@@ -134,9 +134,10 @@ def pick_cluster(cluster: str) -> str:
     """``auto``: SLURM where ``sbatch`` is on PATH; ``slurm`` without ``sbatch`` is a one-line error."""
     if cluster == "local":
         return "local"
-    if shutil.which("sbatch") is None:
-        raise LaunchError("SLURM is absent here: no sbatch on PATH (submit from a SLURM login node, or "
-                          "--cluster local to run the same job on this machine)")
+    missing = [exe for exe in ("sbatch", "srun") if shutil.which(exe) is None]
+    if missing:
+        raise LaunchError(f"SLURM is absent here: no {' or '.join(missing)} on PATH (submit from a SLURM login node, "
+                          "or --cluster local to run the same job on this machine)")
     return "slurm"
 
 
