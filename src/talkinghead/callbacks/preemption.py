@@ -123,6 +123,7 @@ class GracefulStop(pl.callbacks.Checkpoint):
         self._previous = {}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _received.clear()  # arrived after the last iteration: the run is complete, nothing to stop
         self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
