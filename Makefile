@@ -97,3 +97,15 @@ gpu-check:  ## on a lent GPU (<= 8 min): pytest -m gpu, paper model bf16 eager/c
 
 rehearse:  ## the paper config's optimisation at VoxCeleb2's W size on this CPU (~10 min idle): ‖ê‖, W, D, G over time + verdict [QUICK=1] [ROWS=1090000] [ARGS=overrides]
 	$(PYTHON) -m talkinghead.tools.rehearse $(if $(QUICK),--quick) $(if $(ROWS),--rows $(ROWS)) $(ARGS)
+
+.PHONY: meta-learn-slurm meta-learn-torchrun
+meta-learn-slurm:  ## meta-learn as a SLURM job (submitit) that checkpoints + requeues itself at TIME's end and on preemption: NODES=1 GPUS=1 [PARTITION= TIME=1440 min] EXP= DATA= DATA_ROOT= ARGS= [LAUNCH='--cluster local --wait ...']
+	$(PYTHON) -m talkinghead.launch --nodes $(or $(NODES),1) --gpus $(or $(GPUS),1) $(if $(PARTITION),--partition $(call q,$(PARTITION))) \
+		$(if $(TIME),--time $(TIME)) $(LAUNCH) -- experiment=$(EXP) $(if $(DATA),data=$(DATA)) \
+		$(if $(DATA_ROOT),$(call q,data.root=$(DATA_ROOT))) $(ARGS)
+
+meta-learn-torchrun:  ## meta-learn with torchrun on GPUS=1 per node, a dead rank restarts all from last.ckpt (RESTARTS=3) [NODES=1 RDZV=host:port for several nodes] EXP= DATA_ROOT= ARGS=
+	torchrun --nnodes=$(or $(NODES),1) --nproc-per-node=$(or $(GPUS),1) --max-restarts=$(or $(RESTARTS),3) \
+		$(if $(RDZV),--rdzv-backend=c10d --rdzv-endpoint=$(RDZV),--standalone) -m talkinghead.cli meta-learn \
+		experiment=$(EXP) $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),$(call q,data.root=$(DATA_ROOT))) \
+		trainer=ddp trainer.num_nodes=$(or $(NODES),1) trainer.devices=$(or $(GPUS),1) $(ARGS)

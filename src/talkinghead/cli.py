@@ -407,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("demo_args", nargs=argparse.REMAINDER, help="--ckpt, --host, --port, ... (demo --help)")
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("meta-learn-slurm", help="meta-learn as a SLURM job that requeues itself (submitit)",
+                       description="Submit meta-learning to SLURM (talkinghead.launch); its options follow.",
+                       add_help=False)
+    p.add_argument("launch_args", nargs=argparse.REMAINDER, help="--nodes, --gpus, --partition, --time, overrides")
+
     _add_config_stage(
         sub, "evaluate", "the paper's Table 1 protocol (FID/SSIM/CSIM, FT and FF, T=1/8/32)",
         "Evaluate a meta-learned checkpoint on its held-out videos.\n"
@@ -424,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from talkinghead.demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["meta-learn-slurm"]:  # the launcher has its own options (talkinghead meta-learn-slurm --help)
+        from talkinghead.launch import main as launch_main
+
+        return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

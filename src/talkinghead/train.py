@@ -16,10 +16,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.callbacks.health import health_monitor_from_config
 from talkinghead.callbacks.metrics import MetricsCallback
+from talkinghead.callbacks.preemption import GracefulStop
 from talkinghead.callbacks.progress import IterationProgressBar
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
@@ -172,6 +174,7 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         ),
         samples,
         ResumeHint(str(last)),
+        GracefulStop(last),  # requeue signal / SIGTERM: last.ckpt at the iteration's end, requeue, exit
         MetricsCallback(int(cb.metrics_every_n_iterations), int(cb.metrics_max_batches),
                         OmegaConf.to_container(cb.metrics, resolve=True)),
         *weight_average(cb),
@@ -199,6 +202,8 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         callbacks=callbacks,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
+        # GracefulStop requeues, after a whole iteration; Lightning's own auto-requeue would save mid-iteration
+        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
     return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples, speed)
 
