@@ -292,7 +292,12 @@ def fit_avatar(
             )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(settings.seed)
-                trainer.fit(module, loader)
+                try:
+                    trainer.fit(module, loader)
+                except SystemExit:  # Lightning ends a Ctrl-C'd fit with sys.exit(1): it is the Ctrl-C
+                    if trainer.interrupted:
+                        raise KeyboardInterrupt from None
+                    raise
         if average is not None:  # the avatar is the running average of G and psi' (FSTH's drive.py renders it)
             assert average.average is not None
             averaged = average.average.module
