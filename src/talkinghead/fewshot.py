@@ -120,7 +120,8 @@ def quiet_lightning() -> Iterator[None]:
     """Silence what a short Trainer prints each time it starts ("GPU available…", the litlogger tip, the
     ``validation_step`` warning): fine-tuning runs once per avatar, 60 times in one ``make evaluate``."""
     names = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-             "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+             "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+             "pytorch_lightning.trainer.connectors.signal_connector")  # "Received SIGTERM": the CLI says it once
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
