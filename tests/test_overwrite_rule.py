@@ -238,3 +238,44 @@ def test_a_stopped_reenact_says_so_and_leaves_no_partial_file(ckpt, tmp_path, ca
     assert status == 143 and err == [f"interrupted (SIGTERM): {out} not written; its partial video was removed"], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
     assert signal.getsignal(signal.SIGTERM) == handler, "the command's SIGTERM handler is gone after it"
+
+
+# ------------------------------------------------------------------------------------------ clear words
+def test_a_ckpt_folder_without_a_checkpoint_says_so(tmp_path, capsys) -> None:
+    from talkinghead.avatar import CheckpointError, resolve_checkpoint
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError, match="is a folder without checkpoints/last.ckpt"):
+        resolve_checkpoint(tmp_path / "run")
+    msg = one_line_error(capsys, ["finetune", f"ckpt={tmp_path / 'run'}", "id=syn0004/v00",
+                                  f"out_dir={tmp_path / 'avatars'}"])
+    assert "is a folder without checkpoints/last.ckpt" in msg and "does not exist" not in msg
+
+
+def test_a_photo_with_two_faces_says_which_it_took(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from conftest import synthetic_heads
+    from talkinghead.shots import photo_frames
+
+    img, pts = synthetic_heads(1, 1).render(0, 0, 0.0, 128)
+    photo = tmp_path / "two people.png"
+    Image.fromarray(np.asarray(img)).save(photo)
+    pts = np.asarray(pts, dtype=np.float32)
+    small = pts * 0.25
+
+    class TwoFaces:
+        name = "two"
+
+        def faces(self, frames):
+            return [[(np.array([0, 0, 20, 20.0]), small), (np.array([10, 12, 110, 120.0]), pts)] for _ in frames]
+
+        def detect(self, frames):
+            return [pts for _ in frames]
+
+    person = photo_frames([photo], 32, TwoFaces())
+    assert person.notes == [f"2 faces in {photo}: took the largest at (x, y, w, h) = (10, 12, 100, 108)"]
+    one = photo_frames([photo], 32, type("One", (), {"name": "one", "detect": TwoFaces.detect,
+                                                     "faces": lambda self, f: [[(np.zeros(4), pts)]]})())
+    assert one.notes == []
