@@ -279,3 +279,19 @@ def test_a_photo_with_two_faces_says_which_it_took(tmp_path) -> None:
     one = photo_frames([photo], 32, type("One", (), {"name": "one", "detect": TwoFaces.detect,
                                                      "faces": lambda self, f: [[(np.zeros(4), pts)]]})())
     assert one.notes == []
+
+
+def test_a_stopped_evaluate_says_so_and_removes_its_unfinished_folder(ckpt, tmp_path, capsys, monkeypatch) -> None:
+    import talkinghead.evaluate as ev
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(ev, "fit_avatar", stopped)
+    status = cli.main(["evaluate", f"ckpt={ckpt}", "T_values=[1]", "num_targets=2", "max_videos=1",
+                       f"out_dir={tmp_path / 'ev'}", "logger=csv", "progress=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 143 and len(err) == 1, err
+    assert err[0].startswith("interrupted (SIGTERM): no table written; its unfinished folder ")
+    assert not any((tmp_path / "ev").iterdir())
