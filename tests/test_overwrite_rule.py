@@ -295,3 +295,26 @@ def test_a_stopped_evaluate_says_so_and_removes_its_unfinished_folder(ckpt, tmp_
     assert status == 143 and len(err) == 1, err
     assert err[0].startswith("interrupted (SIGTERM): no table written; its unfinished folder ")
     assert not any((tmp_path / "ev").iterdir())
+
+
+@pytest.mark.parametrize("name, overrides", [("meta_learn", []), ("meta_learn", ["experiment=vox2_paper"]),
+                                             ("finetune", ["id=x"]), ("evaluate", [])])
+def test_every_yes_no_key_of_the_configs_is_read_as_one(name, overrides) -> None:
+    """The keys whose defaults are true/false are the ones ``config.FLAGS`` reads (a new one must join them)."""
+    from omegaconf import OmegaConf
+
+    from talkinghead.config import FLAGS
+
+    def bools(d: dict, prefix: str = "") -> set[str]:
+        found = set()
+        for k, v in d.items():
+            if isinstance(v, dict):
+                found |= bools(v, f"{prefix}{k}.")
+            elif isinstance(v, bool) and k != "_partial_":
+                found.add(prefix + k)
+        return found
+
+    cfg = OmegaConf.to_container(compose(name, overrides), resolve=True)
+    assert bools(cfg) <= set(FLAGS[name])
+    flipped = compose(name, [*overrides, *(f"{k}=off" for k in sorted(bools(cfg)))])
+    assert all(OmegaConf.select(flipped, k) is False for k in bools(cfg))

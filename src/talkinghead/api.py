@@ -136,7 +136,7 @@ def make_avatar(
     ckpt_path = Path(meta.path) if meta is not None else resolve_checkpoint(None if ckpt is None else str(ckpt), runs_dir)
     grid_file, video_file = run_dir / "samples.png", run_dir / "preview.mp4"
     check_outputs([out, grid_file, video_file], {"checkpoint": ckpt_path, "source": photos or str(source)},
-                  overwrite=overwrite, label="out=" if out.name != "avatar.pt" else "avatar")
+                  overwrite=overwrite, label="out=")
     _report(progress, 0.0, "loading the model")
     meta = meta if meta is not None else load_meta_learned(ckpt_path)
     made_folder = not run_dir.exists()

@@ -89,11 +89,14 @@ def _explain(exc: Exception, config_name: str, overrides: Sequence[str]) -> str:
 YES = ("1", "yes", "true", "on", "y")
 NO = ("0", "no", "false", "off", "n", "")
 
-#: the yes/no keys of each root config, read with :func:`as_flag` when it is composed
+_SPEED_FLAGS = ("speed.channels_last", "speed.cudnn_benchmark")
+#: the yes/no keys of each root config, read with :func:`as_flag` when it is composed (a test holds this list equal
+#: to the keys whose defaults are true/false)
 FLAGS = {
-    "finetune": ("overwrite", "progress"),
-    "evaluate": ("progress", "cross.full"),
-    "meta_learn": ("resume",),
+    "finetune": ("overwrite", "progress", *_SPEED_FLAGS),
+    "evaluate": ("progress", "cross.full", *_SPEED_FLAGS),
+    "meta_learn": ("resume", "loss.w_from_fakes", "trainer.enable_progress_bar", "callbacks.weight_average.enabled",
+                   "callbacks.health.enabled", "data.pin_memory", *_SPEED_FLAGS),
 }
 
 
