@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from talkinghead.errors import TalkingHeadError
-from talkinghead.outputs import check_writable
+from talkinghead.outputs import check_outputs, check_writable
 from talkinghead.stops import Interrupted, as_interrupted, sigterm_raises
 
 META_LEARN_HELP = """\
@@ -239,11 +239,12 @@ def reenact_main(
     from talkinghead.sessions import numbered
 
     out = Path(out)
-    if out.exists() and not overwrite and out.suffix.lower() == ".mp4" and not _is_input(out, avatar, driver, kwargs):
+    inputs = {"driver": driver, "avatar": avatar, "checkpoint": kwargs.get("ckpt"), "ONNX file": kwargs.get("onnx")}
+    check_outputs([out], inputs, overwrite=True, label="OUT")  # an input is refused, never numbered around
+    if out.exists() and not overwrite and out.suffix.lower() == ".mp4":
         free = numbered(out)
         print(f"{out} exists: writing {free} instead (--overwrite, make: OVERWRITE=1, replaces it)", file=sys.stderr)
         out = free
-    check_writable(out, "OUT")
     existed = out.exists()
     try:
         result = api.drive(avatar, driver, out, side_by_side=side_by_side, adapt=adapt, progress_bar=progress,
@@ -265,15 +266,6 @@ def reenact_main(
     if wandb:
         log_video_to_wandb(result.path, name=f"reenact-{Path(str(avatar)).parent.name}", save_dir=result.path.parent)
     return result.path
-
-
-def _is_input(out: Path, avatar: str | Path, driver: str, kwargs: dict[str, Any]) -> bool:
-    """Whether ``out`` is one of reenact's input files (then it is refused, not numbered around)."""
-    for path in (avatar, driver, kwargs.get("ckpt"), kwargs.get("onnx")):
-        p = Path(str(path)).expanduser() if path else None
-        if p is not None and p.exists() and p.resolve() == out.expanduser().resolve():
-            return True
-    return False
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -119,8 +119,8 @@ def check_outputs(
             raise OutputError(f"{label} {out} is a folder: give a file name")
         if out.exists() and not overwrite:
             raise OutputError(f"{out} exists: give another {label}, or {hint} to replace it")
-    for folder in dict.fromkeys(o.parent for o in outs):
-        check_writable(folder / "x", label)
+    for out in {o.parent: o for o in reversed(outs)}.values():  # one file per folder
+        check_writable(out, label)
     for out in outs:
         remove_stale_partials(out)
     return outs
