@@ -318,3 +318,16 @@ def test_every_yes_no_key_of_the_configs_is_read_as_one(name, overrides) -> None
     assert bools(cfg) <= set(FLAGS[name])
     flipped = compose(name, [*overrides, *(f"{k}=off" for k in sorted(bools(cfg)))])
     assert all(OmegaConf.select(flipped, k) is False for k in bools(cfg))
+
+
+def test_make_finetune_with_overwrite_0_keeps_an_existing_file(ckpt, tmp_path) -> None:
+    precious = tmp_path / "mine.pt"
+    precious.write_bytes(b"precious")
+    proc = subprocess.run(
+        ["make", "-s", "finetune", "ID=syn0004/v00", "T=1", "MODE=FF", f"CKPT={ckpt}", "OVERWRITE=0",
+         f"PYTHON={sys.executable}", f"ARGS=~logger progress=false out={precious}"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    err = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
+    assert proc.returncode != 0 and len(err) == 1 and f"{precious} exists" in err[0], proc.stderr
+    assert precious.read_bytes() == b"precious"
