@@ -133,7 +133,8 @@ def make_avatar(
     name = f"{slug(str(source if photos is None else _photos_name(photos)))}_T{T}_{mode}"
     out = Path(out) if out else Path(out_dir) / name / "avatar.pt"
     run_dir = out.parent
-    ckpt_path = Path(meta.path) if meta is not None else resolve_checkpoint(None if ckpt is None else str(ckpt), runs_dir)
+    ckpt_path = Path(meta.path) if meta is not None else resolve_checkpoint(None if ckpt is None else str(ckpt),
+                                                                             runs_dir)
     grid_file, video_file = run_dir / "samples.png", run_dir / "preview.mp4"
     check_outputs([out, grid_file, video_file], {"checkpoint": ckpt_path, "source": photos or str(source)},
                   overwrite=overwrite, label="out=")
@@ -429,8 +430,8 @@ def export_avatar(
 
     out = Path(out) if out else default_out(avatar)
     if out.suffix.lower() == ".onnx":  # (export's own one-line error names any other suffix)
-        check_outputs([out], {"avatar": avatar, "checkpoint": ckpt, "model's checkpoint": None if meta is None else meta.path},
-                      overwrite=overwrite, label="OUT")
+        inputs = {"avatar": avatar, "checkpoint": ckpt, "model's checkpoint": None if meta is None else meta.path}
+        check_outputs([out], inputs, overwrite=overwrite, label="OUT")
     return export(avatar, out, precision=precision, ckpt=ckpt, runs_dir=runs_dir,
                   overwrite=overwrite, meta=meta)
 
