@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from talkinghead.avatar import (
 )
 from talkinghead.errors import ConfigError
 from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar
+from talkinghead.outputs import check_outputs
 
 #: ``progress(fraction in [0, 1], message)``
 Progress = Callable[[float, str], None]
@@ -107,6 +109,7 @@ def make_avatar(
     make_logger: Callable[[Path, str], Any] | None = None,
     progress_bar: bool = False,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> AvatarResult:
     """An avatar of the person of ``source`` from T of its frames, saved as ``make finetune`` saves it.
 
@@ -114,23 +117,68 @@ def make_avatar(
     images, or a list of photo files (landmarks detected with ``detector``: a backend name or a
     ``LandmarkDetector``; frames scaled down while decoding to ``max_side`` pixels a side, 0 = full size).  T frames are
     picked evenly; the rest (up to ``preview_frames``) are rendered for the preview.  Writes ``out`` (default
-    ``out_dir/<source>_T<T>_<mode>/avatar.pt``) and beside it ``samples.png`` and ``preview.mp4``.  ``logger``:
-    Lightning logger(s) of fine-tuning, or ``make_logger(folder, name)`` makes one once the frames are found
-    (nothing is written for a bad source).
+    ``out_dir/<source>_T<T>_<mode>/avatar.pt``) and beside it ``samples.png`` and ``preview.mp4``: these three
+    files are checked before any work (``talkinghead.outputs``): none may be an input (the checkpoint, the video,
+    a photo) and none may exist unless ``overwrite``.  ``logger``: Lightning logger(s) of fine-tuning, or
+    ``make_logger(folder, name)`` makes one once the frames are found (nothing is written for a bad source).
+    Stopped or failed half way, it removes what it wrote: the avatar's folder when it made it, else its files.
     """
-    from talkinghead import shots as shots_mod
-    from talkinghead.landmarks.detectors import LandmarkDetector
-    from talkinghead.visualize import make_grid, save_png
-    from talkinghead.video import side_by_side_frames, write_video
-
     if mode not in MODES:
         raise ConfigError(f"mode must be FT (fine-tune) or FF (feed-forward, no fine-tuning), got {mode!r}")
     if int(T) < 1:
         raise ConfigError(f"T must be >= 1 (frames of the new person), got {T}")
     T = int(T)
     settings = settings or FineTuneSettings()
+    photos = [Path(p) for p in source] if isinstance(source, (list, tuple)) else None
+    name = f"{slug(str(source if photos is None else _photos_name(photos)))}_T{T}_{mode}"
+    out = Path(out) if out else Path(out_dir) / name / "avatar.pt"
+    run_dir = out.parent
+    ckpt_path = Path(meta.path) if meta is not None else resolve_checkpoint(None if ckpt is None else str(ckpt),
+                                                                             runs_dir)
+    grid_file, video_file = run_dir / "samples.png", run_dir / "preview.mp4"
+    check_outputs([out, grid_file, video_file], {"checkpoint": ckpt_path, "source": photos or str(source)},
+                  overwrite=overwrite, label="out=")
     _report(progress, 0.0, "loading the model")
-    meta = meta if meta is not None else load_model(ckpt, runs_dir)
+    meta = meta if meta is not None else load_meta_learned(ckpt_path)
+    made_folder = not run_dir.exists()
+    before = {f: _mtime(f) for f in (out, grid_file, video_file)}
+    try:
+        return _make_avatar(
+            meta, source if photos is None else photos, T=T, mode=mode, settings=settings, out=out, name=name,
+            data_root=data_root, detector=detector, max_frames=max_frames, max_side=max_side,
+            synthetic_video_length=synthetic_video_length, preview_frames=preview_frames, logger=logger,
+            make_logger=make_logger, progress_bar=progress_bar, progress=progress,
+        )
+    except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: no half-made avatar is left
+        if made_folder:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            for f, was in before.items():
+                if _mtime(f) != was and f.is_file():
+                    f.unlink()
+        raise
+
+
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def _photos_name(photos: Sequence[Path]) -> str:
+    return f"{len(photos)} photos" if len(photos) != 1 else str(photos[0])
+
+
+def _make_avatar(
+    meta: MetaLearned, source: str | Path | Sequence[Path], *, T: int, mode: str, settings: FineTuneSettings,
+    out: Path, name: str, data_root: str | None, detector: Any, max_frames: int, max_side: int,
+    synthetic_video_length: int, preview_frames: int, logger: Any, make_logger: Callable[[Path, str], Any] | None,
+    progress_bar: bool, progress: Progress | None,
+) -> AvatarResult:
+    """:func:`make_avatar` once its outputs are checked and the model is loaded."""
+    from talkinghead import shots as shots_mod
+    from talkinghead.landmarks.detectors import LandmarkDetector
+    from talkinghead.visualize import make_grid, save_png
+    from talkinghead.video import side_by_side_frames, write_video
+
     size = meta.image_size
     photos = [Path(p) for p in source] if isinstance(source, (list, tuple)) else None
     if photos is not None:
@@ -151,8 +199,6 @@ def make_avatar(
     person.require(T)
     positions = shots_mod.evenly(person.num_frames, T)
     shots = person.load(positions)
-    name = f"{slug(str(source))}_T{T}_{mode}"
-    out = Path(out) if out else Path(out_dir) / name / "avatar.pt"
     run_dir = out.parent
     if make_logger is not None:
         logger = make_logger(run_dir, name)
@@ -176,7 +222,6 @@ def make_avatar(
     )
     frame, box = person.source_frame(positions[0])  # what full-frame output pastes the face back into
     fitted.avatar.set_source_frame(frame, box, shots["landmarks"][0])
-    save_avatar(fitted.avatar, out)
     _report(progress, 0.92, "rendering the preview")
 
     # preview: FF beside FT on frames outside the T (the T frames themselves when there are none)
@@ -203,6 +248,7 @@ def make_avatar(
         side_by_side_frames(preview["frames"], preview["landmark_images"], preview["fake"]),
         fps=10,
     )
+    save_avatar(fitted.avatar, out)  # last: an avatar file means a finished avatar
     caption = (
         "T sources (<=4) | target landmarks | "
         + ("FF | FT" if mode == "FT" else "FF")
@@ -263,6 +309,7 @@ def drive(
     progress_bar: bool = False,
     backend: str = "auto",
     onnx: str | Path | None = None,
+    overwrite: bool = False,
 ) -> DriveResult:
     """Render ``avatar`` driven by the landmarks of ``driver`` into the mp4 ``out``.
 
@@ -270,8 +317,9 @@ def drive(
     (adapt the driver's landmarks to the avatar's face shape unless both are known to be one person), ``on``,
     or ``off`` (raw landmarks, the paper).  ``meta``: the model, when already loaded (else the avatar's own
     checkpoint, or ``ckpt``).  ``max_frames``: driver frames used, evenly spaced (0 = all); ``max_side``: they are
-    scaled down while decoding to at most that many pixels a side (0 = full size).  ``out`` may not be the
-    driver or the avatar file (``ReenactError``).  ``landmarks``:
+    scaled down while decoding to at most that many pixels a side (0 = full size).  ``out`` may not be an input
+    (driver, avatar, checkpoint, ONNX file) and may not exist unless ``overwrite`` (``talkinghead.outputs``, checked
+    before any work).  ``landmarks``:
     ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
     ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.  ``full``: write the avatar's
     source frame at its original size with the rendered face pasted back where its crop came from
@@ -293,10 +341,10 @@ def drive(
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ReenactError(f"OUT must be an .mp4 file, got {out}")
-    inputs = {"driver": driver} if isinstance(avatar, Avatar) else {"driver": driver, "avatar": avatar}
-    for what, path in inputs.items():
-        if Path(str(path)).expanduser().exists() and Path(str(path)).expanduser().resolve() == out.expanduser().resolve():
-            raise ReenactError(f"OUT {out} is the {what} itself: give another OUT (the {what} is kept)")
+    check_outputs([out], {
+        "driver": str(driver), "avatar": None if isinstance(avatar, Avatar) else avatar, "checkpoint": ckpt,
+        "model's checkpoint": None if meta is None else meta.path, "ONNX file": onnx,
+    }, overwrite=overwrite, label="OUT")
     _report(progress, 0.0, "loading the avatar and the model")
     av_ = avatar if isinstance(avatar, Avatar) else load_avatar(avatar)
     if full and side_by_side:
@@ -374,12 +422,17 @@ def export_avatar(
     meta: MetaLearned | None = None,
 ) -> Any:
     """``avatar`` as one ONNX file (default ``avatar.onnx`` beside it): ``talkinghead.export.export_avatar``;
-    returns its ``ExportResult``.  ``meta``: the model, when already loaded.  Needs ``pip install -e '.[export]'``
+    returns its ``ExportResult``.  ``out`` may not be an input and may not exist unless ``overwrite``
+    (``talkinghead.outputs``).  ``meta``: the model, when already loaded.  Needs ``pip install -e '.[export]'``
     (onnx, onnxscript, onnxruntime)."""
     from talkinghead.export import default_out
     from talkinghead.export import export_avatar as export
 
-    return export(avatar, out or default_out(avatar), precision=precision, ckpt=ckpt, runs_dir=runs_dir,
+    out = Path(out) if out else default_out(avatar)
+    if out.suffix.lower() == ".onnx":  # (export's own one-line error names any other suffix)
+        inputs = {"avatar": avatar, "checkpoint": ckpt, "model's checkpoint": None if meta is None else meta.path}
+        check_outputs([out], inputs, overwrite=overwrite, label="OUT")
+    return export(avatar, out, precision=precision, ckpt=ckpt, runs_dir=runs_dir,
                   overwrite=overwrite, meta=meta)
 
 

@@ -60,6 +60,9 @@ def resolve_checkpoint(ckpt: str | Path | None, runs_dir: str | Path = "runs") -
         return latest_checkpoint(runs_dir)
     path = Path(str(ckpt)).expanduser()
     if path.is_dir():  # a run folder
+        if not (path / "checkpoints" / "last.ckpt").is_file():
+            raise CheckpointError(f"checkpoint {ckpt} is a folder without checkpoints/last.ckpt: give a run folder "
+                                  "or a .ckpt file")
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {ckpt} does not exist (give a run's checkpoints/last.ckpt)")

@@ -6,12 +6,15 @@ Stages take Hydra overrides (``model=paper``, ``K=8``, ``trainer=ddp``, ``optim.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.outputs import check_outputs, check_writable
+from talkinghead.stops import Interrupted, as_interrupted, sigterm_raises
 
 META_LEARN_HELP = """\
 Meta-learn the embedder E, generator G and projection discriminator D (paper Sec. 3.2).
@@ -66,24 +69,6 @@ def hydra_overrides(overrides: Sequence[str]) -> list[str]:
             ) from exc
         out.append(o)
     return out
-
-
-def check_writable(path: Path, what: str) -> None:
-    """Before any work: ``ConfigError`` naming the folder when ``path`` (to be written) cannot be created there."""
-    import tempfile
-
-    from talkinghead.errors import ConfigError
-
-    folder = path.expanduser().absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"cannot write {what} {path}: {folder} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot write {what} {path}: the folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
 def _groups_text() -> str:
@@ -172,18 +157,15 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     from talkinghead.fewshot import FineTuneSettings
     from talkinghead.loggers import make_logger, wandb_loggers
 
-    from talkinghead.errors import ConfigError
     from talkinghead.sessions import free_name
 
     cfg = compose_finetune(overrides)
     settings = FineTuneSettings.from_config(cfg)
     T, mode = int(cfg.T), str(cfg.mode)
     name = f"{api.slug(str(cfg.id))}_T{T}_{mode}"
-    overwrite = bool(cfg.get("overwrite", False))
+    overwrite = bool(cfg.overwrite)  # a bool: config.as_flag read it
     if cfg.get("out"):
         out = Path(str(cfg.out))
-        if out.exists() and not overwrite:
-            raise ConfigError(f"out={out} exists: give another out=, or overwrite=true (make: OVERWRITE=1) to replace it")
     else:
         out_dir = Path(str(cfg.out_dir))
         out = out_dir / name / "avatar.pt"
@@ -197,13 +179,25 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
         f"{'fine-tuning' if mode == 'FT' else 'feed-forward (FF)'} {cfg.id} on T={T} frames with {ckpt}"
         + (f" for {settings.describe(T)}" if mode == "FT" else "")
     )
-    made = api.make_avatar(
-        str(cfg.id), T=T, mode=mode, ckpt=ckpt, settings=settings, out=out, data_root=cfg.get("data_root"),
-        detector=detector if detector is not None else str(cfg.detector), max_frames=int(cfg.max_frames),
-        synthetic_video_length=int(cfg.synthetic_video_length), preview_frames=int(cfg.preview_frames),
-        make_logger=lambda folder, name: make_logger(cfg.get("logger"), folder, name),
-        progress_bar=bool(cfg.progress),
-    )
+    folder_was_there = out.parent.exists()
+    try:
+        made = api.make_avatar(
+            str(cfg.id), T=T, mode=mode, ckpt=ckpt, settings=settings, out=out, data_root=cfg.get("data_root"),
+            detector=detector if detector is not None else str(cfg.detector), max_frames=int(cfg.max_frames),
+            synthetic_video_length=int(cfg.synthetic_video_length), preview_frames=int(cfg.preview_frames),
+            make_logger=lambda folder, name: make_logger(cfg.get("logger"), folder, name),
+            progress_bar=bool(cfg.progress), overwrite=overwrite,
+        )
+    except BaseException as exc:
+        stop = as_interrupted(exc)
+        if stop is None:
+            raise
+        if out.parent.exists():
+            left = (f"{out.parent} is kept as it was before this run" if folder_was_there
+                    else f"{out.parent} could not be removed")
+        else:
+            left = f"its unfinished folder {out.parent} was removed"
+        raise Interrupted(stop.signum, f"no avatar written; {left}") from None
     for note in made.notes:
         print(note, file=sys.stderr)
     for lg in wandb_loggers(made.logger):
@@ -220,7 +214,7 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     print(f"  L1 on its T frames: {made.fitted.l1_before:.4f} (FF) -> {made.fitted.l1_after:.4f}")
     print(f"  samples: {made.grid_path} ({made.caption})")
     print(f"  preview: {made.video_path} (real | landmarks | avatar)")
-    print(f"  reenact: make reenact AVATAR={out} DRIVER=<video or id> OUT=out.mp4")
+    print(f"  reenact: make reenact AVATAR={shlex.quote(str(out))} DRIVER=<video or id> OUT=out.mp4")
     return out
 
 
@@ -242,21 +236,25 @@ def reenact_main(
     :func:`talkinghead.api.drive` (ckpt, detector, reference, max_frames, fps, ...)."""
     from talkinghead import api
     from talkinghead.loggers import log_video_to_wandb
-    from talkinghead.reenact import ReenactError
     from talkinghead.sessions import numbered
 
     out = Path(out)
-    for what, path in (("driver", driver), ("avatar", avatar), ("checkpoint", kwargs.get("ckpt"))):
-        p = Path(str(path)).expanduser() if path else None
-        if p is not None and p.exists() and p.resolve() == out.expanduser().resolve():
-            raise ReenactError(f"OUT {out} is the {what} itself: give another OUT (the {what} is kept)")
+    inputs = {"driver": driver, "avatar": avatar, "checkpoint": kwargs.get("ckpt"), "ONNX file": kwargs.get("onnx")}
+    check_outputs([out], inputs, overwrite=True, label="OUT")  # an input is refused, never numbered around
     if out.exists() and not overwrite and out.suffix.lower() == ".mp4":
         free = numbered(out)
         print(f"{out} exists: writing {free} instead (--overwrite, make: OVERWRITE=1, replaces it)", file=sys.stderr)
         out = free
-    check_writable(out, "OUT")
-
-    result = api.drive(avatar, driver, out, side_by_side=side_by_side, adapt=adapt, progress_bar=progress, **kwargs)
+    existed = out.exists()
+    try:
+        result = api.drive(avatar, driver, out, side_by_side=side_by_side, adapt=adapt, progress_bar=progress,
+                           overwrite=overwrite, **kwargs)
+    except BaseException as exc:
+        stop = as_interrupted(exc)
+        if stop is None:
+            raise
+        left = f"the earlier {out} is kept unchanged" if existed else "its partial video was removed"
+        raise Interrupted(stop.signum, f"{out} not written; {left}") from None
     for note in result.notes:
         print(note, file=sys.stderr)
     mode = "adapted to the avatar's face shape" if result.adapted else "raw driver landmarks"
@@ -298,14 +296,22 @@ def _live(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from talkinghead import api
 
-    r = api.export_avatar(args.avatar, args.out, precision=args.precision, ckpt=args.ckpt, overwrite=args.overwrite)
+    try:
+        r = api.export_avatar(args.avatar, args.out, precision=args.precision, ckpt=args.ckpt,
+                              overwrite=args.overwrite)
+    except BaseException as exc:
+        stop = as_interrupted(exc)
+        if stop is None:
+            raise
+        raise Interrupted(stop.signum, "no ONNX file written (an earlier one is kept unchanged)") from None
     print(
         f"wrote {r.path} ({r.bytes / 2**20:.1f} MiB, {r.metadata['precision']}, {r.metadata['image_size']}² landmark "
         f"images -> frames, dynamic batch; |onnxruntime - PyTorch| max {r.max_abs_error:.2g}, "
         f"mean {r.mean_abs_error:.2g}; {r.seconds:.0f} s)"
     )
-    print(f"  reenact with it: make reenact AVATAR={args.avatar} DRIVER=<video or id> "
-          f"ARGS='--backend onnx --onnx {r.path}'")
+    onnx_args = shlex.quote(f"--backend onnx --onnx {shlex.quote(str(r.path))}")
+    print(f"  reenact with it: make reenact AVATAR={shlex.quote(str(args.avatar))} DRIVER=<video or id> "
+          f"ARGS={onnx_args}")
     return 0
 
 
@@ -436,13 +442,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        if args.stage == "meta-learn":  # Lightning's own SIGTERM handling and resume hint stay in charge
+            return func(args)
+        with sigterm_raises():
+            return func(args)
     except TalkingHeadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as exc:
+        stop = as_interrupted(exc)
+        assert stop is not None
+        if args.stage == "meta-learn":
+            kept = stop.kept or "the last checkpoint is kept; run the same command again to resume"
+        else:
+            kept = stop.kept or f"{args.stage} stopped"
+        print(f"interrupted ({stop.name}): {kept}", file=sys.stderr)
+        return stop.exit_status
 
 
 if __name__ == "__main__":

@@ -85,8 +85,45 @@ def _explain(exc: Exception, config_name: str, overrides: Sequence[str]) -> str:
     return f"config error: {first}"
 
 
+#: the yes/no words of every surface (the Makefile's ``bool`` reads the same ones, any case)
+YES = ("1", "yes", "true", "on", "y")
+NO = ("0", "no", "false", "off", "n", "")
+
+_SPEED_FLAGS = ("speed.channels_last", "speed.cudnn_benchmark")
+#: the yes/no keys of each root config, read with :func:`as_flag` when it is composed (a test holds this list equal
+#: to the keys whose defaults are true/false)
+FLAGS = {
+    "finetune": ("overwrite", "progress", *_SPEED_FLAGS),
+    "evaluate": ("progress", "cross.full", *_SPEED_FLAGS),
+    "meta_learn": ("resume", "loss.w_from_fakes", "trainer.enable_progress_bar", "callbacks.weight_average.enabled",
+                   "callbacks.health.enabled", "data.pin_memory", *_SPEED_FLAGS),
+}
+
+
+def as_flag(value: object, key: str) -> bool:
+    """``value`` of the yes/no key ``key`` as a bool: true/1/yes/on -> True, false/0/no/off/empty/null -> False
+    (any case); anything else is a one-line ``ConfigError`` naming the key and the accepted words."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    word = str(value).strip().lower()
+    if isinstance(value, (int, float, str)) and word in YES + NO:
+        return word in YES
+    raise ConfigError(f"{key} must be yes or no (1/yes/true/on or 0/no/false/off), got {value!r}")
+
+
+def read_flags(cfg: DictConfig, keys: Sequence[str]) -> DictConfig:
+    """Each present yes/no key of ``keys`` (dotted) replaced by its bool (:func:`as_flag`), in place."""
+    absent = object()
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is not absent:
+            OmegaConf.update(cfg, key, as_flag(value, key), force_add=False)
+    return cfg
+
+
 def compose(config_name: str = "meta_learn", overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``experiments/<config_name>.yaml`` with command-line style overrides; raises ConfigError."""
+    """Compose ``experiments/<config_name>.yaml`` with command-line style overrides; raises ConfigError.
+    Its yes/no keys (:data:`FLAGS`) come back as bools."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -108,4 +145,4 @@ def compose(config_name: str = "meta_learn", overrides: Sequence[str] = ()) -> D
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"config value(s) not set: {', '.join(missing)} (give them as key=value)")
-    return cfg
+    return read_flags(cfg, FLAGS.get(config_name, ()))

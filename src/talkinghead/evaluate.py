@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from talkinghead.errors import ConfigError, EvaluationError
 from talkinghead.fewshot import FineTuneSettings, fit_avatar
 from talkinghead.files import atomic_write_text
 from talkinghead.loggers import make_logger, wandb_loggers
+from talkinghead.sessions import free_name
+from talkinghead.stops import Interrupted, as_interrupted
 
 #: The paper's FIDs (Zakharov et al. 2019, Table 1): "Ours" on VoxCeleb1 (fine-tuned), Ours-FT on VoxCeleb2.
 PAPER_FID = {
@@ -216,136 +219,146 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
         raise EvaluationError(
             f"synthetic_video_length={length} is too short for T up to {max(Ts)} and {int(cfg.num_targets)} targets: "
             f"set synthetic_video_length >= {2 * max(max(Ts), int(cfg.num_targets))}")
-    out_dir = Path(cfg.out_dir) / f"{Path(ckpt).parent.parent.name}_{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if "table1" not in protocols:
-        return cross_protocol(cfg, meta, settings, videos, out_dir, detector)
-    logger = make_logger(cfg.get("logger"), out_dir, f"evaluate-{Path(ckpt).parent.parent.name}")
-    rows = {(T, m): Row(T, m) for T in Ts for m in methods}
-    notes: list[str] = []
-    examples: dict[tuple[int, str], list[torch.Tensor]] = {}
-    example_src: dict[int, torch.Tensor] = {}
-    bar = tqdm(
-        total=len(videos) * len(Ts) * len(methods), desc="evaluate", unit="avatar", disable=not cfg.progress
-    )
-    first_real = None
-    skipped: dict[int, list[str]] = {}
-    for vi, video in enumerate(videos):
-        person = shots_mod.resolve(
-            video, meta.config.data, size, data_root=cfg.get("data_root"), synthetic_video_length=length
+    name = f"{Path(ckpt).parent.parent.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = Path(cfg.out_dir) / free_name(Path(cfg.out_dir), name)  # a new folder: no earlier table replaced
+    out_dir.mkdir(parents=True)
+    try:
+        if "table1" not in protocols:
+            return cross_protocol(cfg, meta, settings, videos, out_dir, detector)
+        logger = make_logger(cfg.get("logger"), out_dir, f"evaluate-{Path(ckpt).parent.parent.name}")
+        rows = {(T, m): Row(T, m) for T in Ts for m in methods}
+        notes: list[str] = []
+        examples: dict[tuple[int, str], list[torch.Tensor]] = {}
+        example_src: dict[int, torch.Tensor] = {}
+        bar = tqdm(
+            total=len(videos) * len(Ts) * len(methods), desc="evaluate", unit="avatar", disable=not cfg.progress
         )
-        half = person.num_frames // 2
-        targets_pos = shots_mod.evenly(person.num_frames - half, int(cfg.num_targets), offset=half)
-        targets = person.load(targets_pos)
-        if first_real is None:
-            first_real = targets
+        first_real = None
+        skipped: dict[int, list[str]] = {}
+        for vi, video in enumerate(videos):
+            person = shots_mod.resolve(
+                video, meta.config.data, size, data_root=cfg.get("data_root"), synthetic_video_length=length
+            )
+            half = person.num_frames // 2
+            targets_pos = shots_mod.evenly(person.num_frames - half, int(cfg.num_targets), offset=half)
+            targets = person.load(targets_pos)
+            if first_real is None:
+                first_real = targets
+            for T in Ts:
+                if T > half:
+                    skipped.setdefault(T, []).append(video)
+                    bar.update(len(methods))
+                    continue
+                shots = person.load(shots_mod.evenly(half, T))
+                for m in methods:
+                    result = fit_avatar(
+                        ff_meta if m == "FF" else meta, shots, mode=m, settings=settings,
+                        person_id=person.person_id, source=video,
+                    )
+                    fake = result.render(targets["landmark_images"])
+                    suites[(T, m)].update(fake, targets["frames"])
+                    row = rows[(T, m)]
+                    row.videos += 1
+                    row.frames += fake.shape[0]
+                    row.seconds += result.seconds
+                    if vi == 0:
+                        examples[(T, m)] = list(fake[:2])
+                        example_src[T] = shots["frames"][:3]
+                    bar.update(1)
+        bar.close()
+        for T, vids in skipped.items():
+            notes.append(
+                f"T={T} skipped on {len(vids)} video(s) with fewer than {2 * T} frames (e.g. {vids[0]}): "
+                f"the T sources come from the first half (preprocess with --frames-per-video >= {2 * T})"
+            )
+        for key, suite in suites.items():
+            if rows[key].videos:
+                rows[key].values = suite.compute()
+                for name, why in suite.reasons().items():
+                    notes.append(f"{name.upper()} unavailable: {why}")
+        fell = seen = 0
+        for suite in suites.values():
+            if "csim" in suite.metrics:
+                f, n = suite.metrics["csim"].fallbacks
+                fell, seen = fell + f, seen + n
+        if fell:
+            notes.append(f"CSIM: the face encoder found no face in {fell} of {seen} frames and used the crop centre")
+        notes = list(dict.fromkeys(notes))
+        done = [rows[(T, m)] for T in Ts for m in methods if rows[(T, m)].videos]
+        if not done:
+            raise EvaluationError(f"no held-out video has enough frames for T in {Ts}: " + "; ".join(notes[:3]))
+        csim_note = next((f"CSIM encoder: {s.csim_encoder}" for s in suites.values() if s.csim_encoder), "")
+        ft = f"{settings.epochs:g} epochs over the T frames" if settings.epochs is not None else f"{settings.steps} steps"
+        footer = [
+            f"checkpoint: {ckpt}; {len(videos)} held-out videos"
+            f"{f' (unit={cfg.unit})' if cfg.get('unit') else ''}; {int(cfg.num_targets)} target frames each "
+            f"(second half of the video's frames, all its utterances), T sources from the first half; FT: {ft}"
+        ]
+        footer += [ff_note] if ff_note else []
+        footer += [csim_note] if csim_note else []
+        table = markdown_table(done, footer + notes)
+        csv_path = atomic_write_text(out_dir / "table.csv", csv_text(done))
+        atomic_write_text(out_dir / "table.md", table + "\n")
+
+        grid_rows = []
         for T in Ts:
-            if T > half:
-                skipped.setdefault(T, []).append(video)
-                bar.update(len(methods))
+            if (T, methods[0]) not in examples:
                 continue
-            shots = person.load(shots_mod.evenly(half, T))
-            for m in methods:
-                result = fit_avatar(
-                    ff_meta if m == "FF" else meta, shots, mode=m, settings=settings,
-                    person_id=person.person_id, source=video,
+            for i in range(len(examples[(T, methods[0])])):
+                row = list(example_src[T]) + [first_real["landmark_images"][i]]
+                row += [examples[(T, m)][i] for m in methods] + [first_real["frames"][i]]
+                grid_rows.append(row)
+        grid_path = save_png(make_grid(grid_rows), out_dir / "examples.png") if grid_rows else None
+        for lg in wandb_loggers(logger):
+            import wandb
+
+            table_w = wandb.Table(columns=[*COLUMNS, "example"])
+            for r in done:
+                ex = (
+                    [wandb.Image(make_grid([[*examples[(r.T, r.method)]]]))]
+                    if (r.T, r.method) in examples
+                    else [None]
                 )
-                fake = result.render(targets["landmark_images"])
-                suites[(T, m)].update(fake, targets["frames"])
-                row = rows[(T, m)]
-                row.videos += 1
-                row.frames += fake.shape[0]
-                row.seconds += result.seconds
-                if vi == 0:
-                    examples[(T, m)] = list(fake[:2])
-                    example_src[T] = shots["frames"][:3]
-                bar.update(1)
-    bar.close()
-    for T, vids in skipped.items():
-        notes.append(
-            f"T={T} skipped on {len(vids)} video(s) with fewer than {2 * T} frames (e.g. {vids[0]}): "
-            f"the T sources come from the first half (preprocess with --frames-per-video >= {2 * T})"
+                table_w.add_data(
+                    r.T,
+                    r.method,
+                    r.videos,
+                    r.frames,
+                    r.values.get("fid"),
+                    r.values.get("ssim"),
+                    r.values.get("csim"),
+                    r.seconds,
+                    *ex,
+                )
+            lg.experiment.log({"evaluate/table": table_w})
+            if grid_path is not None:
+                lg.log_image(
+                    key="evaluate/examples",
+                    images=[str(grid_path)],
+                    caption=[f"per T: sources (<=3) | target landmarks | {' | '.join(methods)} | real"],
+                )
+            lg.experiment.finish()
+        print(table)
+        print(
+            f"\nCSV: {csv_path}\nmarkdown: {out_dir / 'table.md'}"
+            + (
+                f"\nexamples: {grid_path} (per T: sources | landmarks | {' | '.join(methods)} | real)"
+                if grid_path
+                else ""
+            ),
+            file=sys.stdout,
         )
-    for key, suite in suites.items():
-        if rows[key].videos:
-            rows[key].values = suite.compute()
-            for name, why in suite.reasons().items():
-                notes.append(f"{name.upper()} unavailable: {why}")
-    fell = seen = 0
-    for suite in suites.values():
-        if "csim" in suite.metrics:
-            f, n = suite.metrics["csim"].fallbacks
-            fell, seen = fell + f, seen + n
-    if fell:
-        notes.append(f"CSIM: the face encoder found no face in {fell} of {seen} frames and used the crop centre")
-    notes = list(dict.fromkeys(notes))
-    done = [rows[(T, m)] for T in Ts for m in methods if rows[(T, m)].videos]
-    if not done:
-        raise EvaluationError(f"no held-out video has enough frames for T in {Ts}: " + "; ".join(notes[:3]))
-    csim_note = next((f"CSIM encoder: {s.csim_encoder}" for s in suites.values() if s.csim_encoder), "")
-    ft = f"{settings.epochs:g} epochs over the T frames" if settings.epochs is not None else f"{settings.steps} steps"
-    footer = [
-        f"checkpoint: {ckpt}; {len(videos)} held-out videos"
-        f"{f' (unit={cfg.unit})' if cfg.get('unit') else ''}; {int(cfg.num_targets)} target frames each "
-        f"(second half of the video's frames, all its utterances), T sources from the first half; FT: {ft}"
-    ]
-    footer += [ff_note] if ff_note else []
-    footer += [csim_note] if csim_note else []
-    table = markdown_table(done, footer + notes)
-    csv_path = atomic_write_text(out_dir / "table.csv", csv_text(done))
-    atomic_write_text(out_dir / "table.md", table + "\n")
-
-    grid_rows = []
-    for T in Ts:
-        if (T, methods[0]) not in examples:
-            continue
-        for i in range(len(examples[(T, methods[0])])):
-            row = list(example_src[T]) + [first_real["landmark_images"][i]]
-            row += [examples[(T, m)][i] for m in methods] + [first_real["frames"][i]]
-            grid_rows.append(row)
-    grid_path = save_png(make_grid(grid_rows), out_dir / "examples.png") if grid_rows else None
-    for lg in wandb_loggers(logger):
-        import wandb
-
-        table_w = wandb.Table(columns=[*COLUMNS, "example"])
-        for r in done:
-            ex = (
-                [wandb.Image(make_grid([[*examples[(r.T, r.method)]]]))]
-                if (r.T, r.method) in examples
-                else [None]
-            )
-            table_w.add_data(
-                r.T,
-                r.method,
-                r.videos,
-                r.frames,
-                r.values.get("fid"),
-                r.values.get("ssim"),
-                r.values.get("csim"),
-                r.seconds,
-                *ex,
-            )
-        lg.experiment.log({"evaluate/table": table_w})
-        if grid_path is not None:
-            lg.log_image(
-                key="evaluate/examples",
-                images=[str(grid_path)],
-                caption=[f"per T: sources (<=3) | target landmarks | {' | '.join(methods)} | real"],
-            )
-        lg.experiment.finish()
-    print(table)
-    print(
-        f"\nCSV: {csv_path}\nmarkdown: {out_dir / 'table.md'}"
-        + (
-            f"\nexamples: {grid_path} (per T: sources | landmarks | {' | '.join(methods)} | real)"
-            if grid_path
-            else ""
-        ),
-        file=sys.stdout,
-    )
-    if "cross" in protocols:
-        cross_protocol(cfg, meta, settings, videos, out_dir, detector)
-    return csv_path
+        if "cross" in protocols:
+            cross_protocol(cfg, meta, settings, videos, out_dir, detector)
+        return csv_path
+    except BaseException as exc:  # Ctrl-C / SIGTERM: say what is kept (talkinghead.stops)
+        stop = as_interrupted(exc)
+        if stop is None:
+            raise
+        if not any((out_dir / f).is_file() for f in ("table.csv", "cross.csv")):
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise Interrupted(stop.signum, f"no table written; its unfinished folder {out_dir} was removed") from None
+        raise Interrupted(stop.signum, f"{out_dir} keeps the tables written before the stop") from None
 
 
 def cross_protocol(

@@ -121,7 +121,8 @@ def quiet_lightning() -> Iterator[None]:
     """Silence what a short Trainer prints each time it starts ("GPU available…", the litlogger tip, the
     ``validation_step`` warning): fine-tuning runs once per avatar, 60 times in one ``make evaluate``."""
     names = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-             "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+             "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+             "pytorch_lightning.trainer.connectors.signal_connector")  # "Received SIGTERM": the CLI says it once
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -296,7 +297,12 @@ def fit_avatar(
             )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(settings.seed)
-                trainer.fit(module, loader)
+                try:
+                    trainer.fit(module, loader)
+                except SystemExit:  # Lightning ends a Ctrl-C'd fit with sys.exit(1): it is the Ctrl-C
+                    if trainer.interrupted:
+                        raise KeyboardInterrupt from None
+                    raise
         if average is not None:  # the avatar is the running average of G and psi' (FSTH's drive.py renders it)
             assert average.average is not None
             averaged = average.average.module

@@ -312,6 +312,22 @@ def read_photo(path: Path, max_side: int = 0) -> np.ndarray:
         raise NoFaceError(f"cannot read {path}: not a readable image") from exc
 
 
+def several_faces_note(path: Path, frame: np.ndarray, detector: Any) -> str | None:
+    """``"2 faces in x.jpg: took the largest at (x, y, w, h) = (…)"`` when the photo ``frame`` uint8 (H, W, 3) shows
+    several faces (the detectors take the largest, by its landmarks' extent); None for one face, or for a detector
+    that cannot list faces (one with ``faces``, or a tracker around one, can)."""
+    backend = detector if hasattr(detector, "faces") else getattr(detector, "detector", None)
+    if backend is None or not hasattr(backend, "faces"):
+        return None
+    faces = backend.faces(frame[None])[0]
+    if len(faces) < 2:
+        return None
+    areas = [np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for _, p in faces]
+    x0, y0, x1, y1 = (float(v) for v in faces[int(np.argmax(areas))][0][:4])
+    return (f"{len(faces)} faces in {path}: took the largest at (x, y, w, h) = "
+            f"({x0:.0f}, {y0:.0f}, {x1 - x0:.0f}, {y1 - y0:.0f})")
+
+
 def photo_frames(paths: Sequence[Path], image_size: int, detector: Any, max_side: int = 0) -> PersonFrames:
     """Frames of one photo or a list of photos of one person: each photo is cropped around its own face.
 
@@ -327,6 +343,8 @@ def photo_frames(paths: Sequence[Path], image_size: int, detector: Any, max_side
                 raise
             notes.append(f"{exc}: skipped")
             continue
+        several = several_faces_note(path, frames[0], detector)
+        notes += [several] if several else []
         kept = np.flatnonzero(track.found)
         crops.append(track.crops(frames, kept))
         points.append(track.landmarks[kept])
