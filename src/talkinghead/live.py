@@ -45,8 +45,8 @@ class LiveStats:
     ``frames``: frames given to :meth:`LiveSession.process`; ``rendered``: of them, rendered from their own face;
     ``no_face``: held the last good frame (no face found); ``skipped``: not an RGB uint8 image of a usable size;
     ``dropped``: frames the client did not send or the server replaced while it was busy, estimated from the gaps
-    between arrivals at the stream's rate (0 when the rate is unknown; a gap over :data:`PAUSE_S` is a pause, not
-    drops; skipped frames are counted as skipped, never as dropped).  ``fps``: output frames per second over
+    before each usable frame at the stream's rate (0 when the rate is unknown; a gap over :data:`PAUSE_S` is a pause,
+    not drops; a skipped frame adds no drops: it is counted as skipped).  ``fps``: output frames per second over
     the last ``window_s``; ``latency_ms``: mean time from a frame's arrival to its output frame over that window.
     """
 
@@ -147,12 +147,12 @@ class LiveSession:
         arrived = self.clock() if arrived is None else arrived
         c = self.counts
         c.frames += 1
-        if self.interval_s and self._last_arrival is not None and arrived - self._last_arrival <= PAUSE_S:
-            c.dropped += max(0, round((arrived - self._last_arrival) / self.interval_s) - 1)
-        self._last_arrival = arrived
-        if not _usable(frame):
+        last, self._last_arrival = self._last_arrival, arrived
+        if not _usable(frame):  # counted as skipped; the gap before it adds no drops
             c.skipped += 1
             return self._out(arrived)
+        if self.interval_s and last is not None and arrived - last <= PAUSE_S:
+            c.dropped += max(0, round((arrived - last) / self.interval_s) - 1)
         frame = np.ascontiguousarray(frame)
         c.camera = (int(frame.shape[1]), int(frame.shape[0]))
         if frame.shape != self._frame_shape:  # a new camera size: a new track and crop box
