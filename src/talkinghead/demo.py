@@ -271,8 +271,7 @@ class Demo:
         from talkinghead.sessions import session_id
 
         sid = session_id(request)
-        for folder in {p.parent for p in staged}:
-            shutil.rmtree(folder, ignore_errors=True)
+        _drop_staged(staged)
         others = {f for owner, files in self.queued() if owner != sid for f in files}
         self.server.drop_cached(sid, _file_paths(uploads), keep=others)
 
@@ -440,8 +439,7 @@ class Demo:
             traceback.print_exc()
             self.failed(request, staged, video, photos)
             return self.public(_error(exc, unexpected=True)), [], [], None, self._avatar_choices(request), None
-        for folder in {p.parent for p in staged}:  # the avatar is made: the session's copy of its input goes
-            shutil.rmtree(folder, ignore_errors=True)
+        _drop_staged(staged)  # the avatar is made: the session's copy of its input goes
         removed = prune_avatars(folder, self.config.max_avatars + 1, self.config.max_age_h * 3600)
         notes += [f"Removed your oldest avatar `{n}` (the page keeps {self.config.max_avatars} per session, "
                   f"for up to {self.config.max_age_h:g} h)." for n in removed if n != made.path.parent.name]
@@ -578,8 +576,7 @@ class Demo:
             traceback.print_exc()
             self.failed(request, staged, video)
             return self.public(_error(exc, unexpected=True)), None, None
-        for folder in {p.parent for p in staged}:  # driven: the session's copy of the driver goes
-            shutil.rmtree(folder, ignore_errors=True)
+        _drop_staged(staged)  # driven: the session's copy of the driver goes
         mode = "adapted to the avatar's face shape" if clip.adapted else "raw driver landmarks"
         layout = "the avatar's whole photo, face pasted back" if clip.full else "driver | landmarks | avatar"
         lines = [
@@ -726,6 +723,12 @@ class Demo:
 
         names = self.saved_avatars(request)
         return gr.update(choices=names, value=value if value in names else (names[0] if names else None))
+
+
+def _drop_staged(staged: Sequence[Path]) -> None:
+    """Remove the session's copies of a job's uploads (each in a folder of its own, :meth:`Demo.stage`)."""
+    for upload_folder in {p.parent for p in staged}:
+        shutil.rmtree(upload_folder, ignore_errors=True)
 
 
 def _file_paths(items: Any) -> list[str]:
