@@ -31,7 +31,7 @@ def server(tmp_path_factory, tiny_run):
     shutil.copytree(tiny_run, root / "runs" / "tiny")
     demo = Demo(DemoConfig(runs_dir=root / "runs", avatars_dir=root / "runs" / "avatars",
                            evaluate_dir=root / "runs" / "evaluate", detector=demo_helpers.detector(),
-                           temp_base=root / "tmp", default_epochs=2))
+                           temp_base=root / "tmp", default_epochs=2, allow_keep=True))
     app = build_app(demo)
     port = demo_helpers.free_port()
     launch(app, demo, port=port, block=False)
@@ -366,7 +366,8 @@ def served(tmp_path_factory, tiny_run):
     env.pop("GRADIO_TEMP_DIR", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "talkinghead.cli", "demo", "--ckpt", "runs/tiny/checkpoints/last.ckpt",
-         "--runs-dir", "runs", "--port", str(port), "--detector", "demo_helpers:static_detector", "--epochs", "1"],
+         "--runs-dir", "runs", "--port", str(port), "--detector", "demo_helpers:static_detector", "--epochs", "1",
+         "--allow-keep"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}/"

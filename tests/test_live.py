@@ -113,6 +113,75 @@ def test_the_lock_refuses_a_second_session_and_frees_on_stop_and_when_idle() -> 
     now[0] = 9.5
     assert lock.idle() and lock.acquire("a")  # b sent nothing for 9.5 s > 5 s: a takes over
     assert lock.holder == "a" and not lock.acquire("b")
+    now[0] = 14.0
+    assert lock.acquire("a")  # a's own frames, none rendered: acquiring does not refresh its time
+    now[0] = 15.0
+    assert lock.acquire("b"), "a rendered nothing for 5.5 s > 5 s"
+    lock.touch("a")  # no longer the holder: nothing happens
+    now[0] = 19.0
+    lock.touch("b")  # b rendered a frame
+    now[0] = 23.0
+    assert not lock.acquire("a"), "b rendered 4 s ago"
+
+
+def test_a_skipped_frame_now_and_then_does_not_hold_the_live_slot(avatar, tmp_path) -> None:
+    """A hostile client takes the live slot with one real frame, then sends a 1×1 frame every few tenths of a
+    second: once the idle time passes without a rendered frame, a second client gets the slot; the hostile
+    client's status counts its frames as skipped, not dropped."""
+    import shutil
+    import time
+    from types import SimpleNamespace
+
+    import gradio.processing_utils  # noqa: F401 - imported by the first frame out: tens of seconds on a busy CPU
+
+    from talkinghead.demo import Demo, DemoConfig
+
+    path, meta = avatar
+    idle = 2.0
+    demo = Demo(DemoConfig(ckpt=str(meta.path), runs_dir=tmp_path / "runs", avatars_dir=tmp_path / "runs" / "avatars",
+                           evaluate_dir=tmp_path / "runs" / "evaluate", detector=demo_helpers.detector(),
+                           temp_base=tmp_path / "tmp", live_backend="torch", live_idle_s=idle))
+    try:
+        hostile, other = SimpleNamespace(session_hash="hostile"), SimpleNamespace(session_hash="other")
+        for req in (hostile, other):
+            shutil.copytree(path.parent, demo.session_avatars(req) / "person")
+        frames = driver_frames()
+        out, status = demo.live_frame(frames[0], "person", request=hostile)
+        assert out is not None and "1 rendered" in status, status  # the slot is its
+        out, status = demo.live_frame(frames[1], "person", request=other)
+        assert out is None and "Another live session is running" in status, status
+        tiny = np.zeros((1, 1, 3), np.uint8)
+        end = time.monotonic() + 1.5 * idle
+        while time.monotonic() < end:
+            out, status = demo.live_frame(tiny, "person", request=hostile)
+            assert out is not None, "accepted (the last good frame back), skipped, not rendered"
+            time.sleep(0.25)
+        assert "0 dropped" in status and " skipped" in status and "1 rendered" in status, status
+        out, status = demo.live_frame(frames[1], "person", request=other)
+        assert out is not None and "frames/s" in status, status
+        assert demo.live_lock.holder == "other"
+        out, status = demo.live_frame(tiny, "person", request=hostile)
+        assert out is None and "Another live session is running" in status, status
+    finally:
+        demo.close()
+
+
+def test_pauses_and_skipped_frames_are_not_counted_as_dropped(avatar) -> None:
+    from talkinghead.live import LiveSession
+
+    path, meta = avatar
+    s = LiveSession.from_file(path, meta, demo_helpers.detector(), backend="torch", interval_s=0.04)
+    frames = driver_frames()
+    tiny = np.zeros((1, 1, 3), np.uint8)
+    s.process(frames[0], arrived=0.0)
+    for i in range(5):  # a 1×1 frame every 8 s: 1,000 frames' worth of gaps, none of them dropped
+        s.process(tiny, arrived=8.0 * (i + 1))
+    assert s.stats.dropped == 0 and s.stats.skipped == 5 and s.stats.rendered == 1
+    s.process(frames[1], arrived=60.0)  # a pause of 20 s: no drops
+    for t in (60.08, 60.12, 60.20):  # a rejected frame between two good ones, then a slot missed
+        s.process(tiny if t == 60.08 else frames[2], arrived=t)
+    assert s.stats.dropped == 1 and "1 dropped" in s.stats.markdown() and "6 skipped" in s.stats.markdown(), \
+        s.stats.markdown()
 
 
 def test_the_demos_live_handlers_serve_one_session_and_free_it_on_stop(avatar, tmp_path) -> None:

@@ -12,8 +12,9 @@ session per server), **Runs** (sample grids over iterations, loss curves, evalua
 The page is a thin layer over :mod:`talkinghead.api`.  It reads only uploaded files and the model's own data by
 id: no field names a server path.  Long work runs in Gradio's queue, one job at a time.  Each browser session
 sees and is sent only what it uploaded or made, kept in a temporary folder of its own (talkinghead.sessions),
-removed when the session ends and when the server stops (Ctrl-C or SIGTERM); nothing under runs/ is served.
-Uploads are bounded by decoded size (DemoConfig).
+removed when the session ends, when its client shows no activity for 15 minutes, and when the server stops
+(Ctrl-C or SIGTERM); nothing under runs/ is served.  Uploads are bounded by decoded size (DemoConfig), the upload
+route in files a request and bytes a file, the sessions in number and disk (talkinghead.sessions.Limits).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ MAX_PHOTOS = 32
 NO_CHECKPOINT = "no meta-learned checkpoint"
 #: live frames kept in Gradio's cache per live session (about 1.5 s at 20 frames/s: the page has fetched them by then)
 LIVE_FRAMES_KEPT = 32
+#: files one POST to Gradio's upload route may carry (MAX_PHOTOS photos and a margin); more: 400, nothing kept
+MAX_UPLOAD_FILES = 40
+KEEP_OFF = ("keeping avatars on the server is off here (the server's operator turns it on with "
+            "`make demo ARGS=--allow-keep`): download avatar.pt instead")
 
 
 class DemoError(TalkingHeadError, ValueError):
@@ -73,12 +78,18 @@ class DemoConfig:
     max_side: int = 0
     drive_frames: int = 0  # driver frames rendered (0 = all, up to max_frames)
     max_avatars: int = 8  # per session: the oldest goes when a new one is made
-    max_age_h: float = 24.0  # avatars and idle sessions older than this are removed
+    max_age_h: float = 24.0  # avatars older than this are removed, and Gradio's cache copies
+    session_idle_s: float = 900.0  # a session whose client shows no activity this long is removed with its files
+    max_sessions: int = 16  # sessions at once: a new one beyond is told the server is full
+    max_disk_mb: float = 10240.0  # the server's folder (sessions, uploads): no new session or upload beyond
+    upload_idle_s: float = 600.0  # an upload no job used (nor waits in the queue to use) goes after this
+    max_upload_files: int = MAX_UPLOAD_FILES  # files one upload request may carry
+    allow_keep: bool = False  # "Keep it on the server" (copies into avatars_dir): off unless the operator says
     temp_base: Path | None = None  # the server's folder goes under it (default: the system temp dir)
     default_epochs: float = 40.0
     extra_notes: list[str] = field(default_factory=list)
     live_every: float = 0.04  # s between webcam frames the Live tab sends (at most 25 frames/s)
-    live_idle_s: float = 10.0  # a live session that sends nothing this long frees the server's one live slot
+    live_idle_s: float = 10.0  # a live session that renders no frame this long frees the server's one live slot
     live_time_limit: int = 600  # s a live stream runs before the page must start it again
     live_backend: str = "auto"  # the Live tab's renderer (talkinghead.export.avatar_renderer)
 
@@ -175,13 +186,16 @@ class Demo:
 
     def __init__(self, config: DemoConfig) -> None:
         from talkinghead import api
-        from talkinghead.sessions import ServerFolder
+        from talkinghead.sessions import Limits, ServerFolder
 
         self.config = config
         self._jobs = itertools.count(1)  # names files uniquely: two jobs of one session within a second
         self.avatars_dir = Path(config.avatars_dir)
         self.detector = load_detector(config.detector)
-        self.server = ServerFolder(config.temp_base)
+        self.server = ServerFolder(config.temp_base, Limits(
+            idle_s=config.session_idle_s, max_sessions=config.max_sessions, max_disk_mb=config.max_disk_mb,
+            upload_idle_s=config.upload_idle_s))
+        self.app: Any = None  # the page (build_app): its queue says which sessions wait for a job
         # Gradio's upload/output cache lives in the server's folder, so that it goes with it (read when the
         # page is built and launched)
         self._gradio_env = os.environ.get("GRADIO_TEMP_DIR")
@@ -200,6 +214,7 @@ class Demo:
                 f"{NO_CHECKPOINT}: {exc} — meta-learn one with `make meta-learn`, or start with "
                 f"`make demo CKPT=...`" if "checkpoint" in str(exc).lower() else str(exc)
             )
+        self.server.start_sweeper(self.pending)
 
     def close(self) -> None:
         """Remove the server's folder (sessions and Gradio's cache)."""
@@ -211,12 +226,54 @@ class Demo:
 
     # -------------------------------------------------------------------------------------------- sessions
     def session_dir(self, request: Any) -> Path:
+        """This session's folder, made when it has none (:class:`~talkinghead.sessions.ServerFull` over the
+        server's limits); the client's activity."""
         from talkinghead.sessions import session_id
 
         return self.server.session(session_id(request))
 
     def session_avatars(self, request: Any) -> Path:
-        return self.session_dir(request) / "avatars"
+        """This session's avatars folder (not made: reading needs no session)."""
+        from talkinghead.sessions import session_id
+
+        sid = session_id(request)
+        self.server.touch(sid)
+        return self.server.sessions / sid / "avatars"
+
+    def ping(self, request: Any) -> None:
+        """The open page's periodic sign of life: its session stays (talkinghead.sessions.Limits.idle_s)."""
+        from talkinghead.sessions import session_id
+
+        self.server.touch(session_id(request))
+
+    def queued(self) -> list[tuple[str, list[str]]]:
+        """(session, files its job names) of each job waiting or running in Gradio's queue."""
+        queue = getattr(self.app, "_queue", None)
+        if queue is None:
+            return []
+        try:
+            events = [e for q in list(queue.event_queue_per_concurrency_id.values()) for e in list(q.queue)]
+            events += [e for job in list(queue.active_jobs) if job for e in job]
+        except (AttributeError, RuntimeError, TypeError):  # another Gradio, or the queue changing meanwhile
+            return []
+        return [(str(getattr(e, "session_hash", "")), _paths_in(getattr(getattr(e, "data", None), "data", None)))
+                for e in events]
+
+    def pending(self) -> tuple[set[str], set[str]]:
+        """(sessions with a job waiting or running, the files those jobs name and the live frames on show): what
+        the sweeper leaves."""
+        jobs = self.queued()
+        return {sid for sid, _ in jobs}, {f for _, files in jobs for f in files} | {str(f) for f in list(self._live_files)}
+
+    def failed(self, request: Any, staged: Sequence[Path], *uploads: Any) -> None:
+        """A job failed: its uploads go at once (the session's copies, and the cache copies that no other
+        session claimed and no other session's queued job names)."""
+        from talkinghead.sessions import session_id
+
+        sid = session_id(request)
+        _drop_staged(staged)
+        others = {f for owner, files in self.queued() if owner != sid for f in files}
+        self.server.drop_cached(sid, _file_paths(uploads), keep=others)
 
     def end_session(self, request: Any) -> None:
         from talkinghead.sessions import session_id
@@ -229,9 +286,7 @@ class Demo:
         """Note files this session uploaded or is sent, so that their cache copies go when it ends."""
         from talkinghead.sessions import session_id
 
-        flat = [q for p in paths for q in (p if isinstance(p, (list, tuple)) else [p])]
-        files = [p if isinstance(p, (str, os.PathLike)) else getattr(p, "name", None) for p in flat]
-        self.server.remember_cached(session_id(request), files)
+        self.server.remember_cached(session_id(request), _file_paths(paths))
 
     def upload_roots(self, request: Any) -> list[Path]:
         return [self.session_dir(request), self.server.gradio]
@@ -260,11 +315,18 @@ class Demo:
         return f"{time.strftime('%H%M%S')}_{next(self._jobs)}"
 
     # -------------------------------------------------------------------------------------------- uploads
-    def stage(self, request: Any, upload: Any, suffixes: Sequence[str], what: str) -> Path:
-        """Copy one upload into this session's folder under the name the user gave it; refuse it (one line
-        naming it) when it is no ``what`` by name or exceeds the size limit."""
+    def stage(self, request: Any, upload: Any, suffixes: Sequence[str], what: str,
+              staged: list[Path] | None = None) -> Path:
+        """Copy one upload into this session's folder under the name the user gave it (appended to ``staged``);
+        refuse it (one line naming it) when it is no ``what`` by name or exceeds the size limit."""
         path = upload if isinstance(upload, (str, os.PathLike)) else getattr(upload, "name", upload)
-        src = checked_upload(path, self.upload_roots(request))
+        try:
+            src = checked_upload(path, self.upload_roots(request))
+        except DemoError as exc:
+            if str(exc).endswith(": not a file"):  # swept (unused too long) or a failed job's: gone
+                raise DemoError(f"{_user_name(Path(str(path)).name)} is no longer on the server (uploads are "
+                                "removed when a job fails or none uses them for a while): upload it again") from None
+            raise
         name = _user_name(src.name)
         if src.suffix.lower() not in suffixes:
             raise DemoError(f"{name}: not {what} ({', '.join(suffixes)})")
@@ -274,6 +336,8 @@ class Demo:
         folder = self.session_dir(request) / f"upload_{self.stamp()}"
         folder.mkdir()
         dst = folder / name
+        if staged is not None:
+            staged.append(dst)
         shutil.copyfile(src, dst)
         return dst
 
@@ -312,22 +376,22 @@ class Demo:
                             f"{self.config.max_megapixels:g} megapixels (e.g. {_side(cap)}×{_side(cap)})")
 
     def stage_source(
-        self, request: Any, video: Any, photos: Any, held_out: str | None
+        self, request: Any, video: Any, photos: Any, held_out: str | None, staged: list[Path] | None = None,
     ) -> tuple[str | list[Path], str, list[str], int]:
         """The source for ``api.make_avatar`` (a session-folder video, a list of photos in it, or a held-out
         id), its name, notes, and frames to decode (0 = all)."""
         if video:
-            src = self.stage(request, video, VIDEO_SUFFIXES, "a video file")
+            src = self.stage(request, video, VIDEO_SUFFIXES, "a video file", staged)
             frames, note = self.check_video(src)
             return str(src), _stem(src.name), [note] if note else [], frames
         if photos:
             files = photos if isinstance(photos, list) else [photos]
             if len(files) > MAX_PHOTOS:
                 raise DemoError(f"{len(files)} photos: give at most {MAX_PHOTOS}")
-            staged = [self.stage(request, f, IMAGE_SUFFIXES, "an image") for f in files]
-            for photo in staged:
+            copies = [self.stage(request, f, IMAGE_SUFFIXES, "an image", staged) for f in files]
+            for photo in copies:
                 self.check_photo(photo)
-            return staged, _stem(staged[0].name), [], 0
+            return copies, _stem(copies[0].name), [], 0
         if held_out:
             if held_out not in self.held_out:
                 raise DemoError(f"refused {held_out!r}: not a held-out video id of the model's data")
@@ -345,13 +409,14 @@ class Demo:
         from talkinghead.fewshot import FineTuneSettings
         from talkinghead.sessions import free_name, prune_avatars
 
-        self.sent(request, video, photos or [])
+        staged: list[Path] = []
         try:
+            self.session_dir(request)  # a new session over the server's limits stops here
+            self.sent(request, video, photos or [])
             meta = self.require_model()
             if mode not in ("FT", "FF"):
                 raise DemoError(f"mode must be FT or FF, got {mode!r}")
-            self.server.sweep(self.config.max_age_h * 3600)
-            source, name, notes, max_frames = self.stage_source(request, video, photos, held_out)
+            source, name, notes, max_frames = self.stage_source(request, video, photos, held_out, staged)
             T = int(T)
             epochs = float(epochs)
             if epochs <= 0:
@@ -368,10 +433,13 @@ class Demo:
                 max_side=self.max_side, settings=FineTuneSettings(epochs=epochs), progress=report,
             )
         except TalkingHeadError as exc:
+            self.failed(request, staged, video, photos)
             return self.public(_error(exc)), [], [], None, self._avatar_choices(request), None
         except Exception as exc:  # noqa: BLE001 - the page shows one line; the server log keeps the trace
             traceback.print_exc()
+            self.failed(request, staged, video, photos)
             return self.public(_error(exc, unexpected=True)), [], [], None, self._avatar_choices(request), None
+        _drop_staged(staged)  # the avatar is made: the session's copy of its input goes
         removed = prune_avatars(folder, self.config.max_avatars + 1, self.config.max_age_h * 3600)
         notes += [f"Removed your oldest avatar `{n}` (the page keeps {self.config.max_avatars} per session, "
                   f"for up to {self.config.max_age_h:g} h)." for n in removed if n != made.path.parent.name]
@@ -394,7 +462,7 @@ class Demo:
             f"{made.fitted.l1_after:.3f}.",
             f"Comparison on {where}: " + ("FF | FT | real" if "ff" in pv else "FF | real") + ".",
             "It is removed when you close the page: download `avatar.pt` below (`make reenact AVATAR=avatar.pt "
-            "DRIVER=...` drives it), or keep it on the server.",
+            "DRIVER=...` drives it)" + (", or keep it on the server." if self.config.allow_keep else "."),
             *notes, *made.notes,
         ]
         self.sent(request, [c for c, _ in chosen], [c for c, _ in compare], made.video_path, made.path)
@@ -415,6 +483,8 @@ class Demo:
         from talkinghead.sessions import free_name
 
         try:
+            if not self.config.allow_keep:
+                raise DemoError(KEEP_OFF)
             self.require_model()
             avatar = self.session_avatar(request, avatar_name)
             self.avatars_dir.mkdir(parents=True, exist_ok=True)
@@ -462,8 +532,10 @@ class Demo:
         from talkinghead import api
         from talkinghead.export import BACKENDS
 
-        self.sent(request, video)
+        staged: list[Path] = []
         try:
+            self.session_dir(request)  # a new session over the server's limits stops here
+            self.sent(request, video)
             meta = self.require_model()
             if adapt not in ("auto", "on", "off"):
                 raise DemoError(f"adaptation must be auto, on or off, got {adapt!r}")
@@ -475,7 +547,7 @@ class Demo:
             stamp = self.stamp()
             max_frames = int(self.config.drive_frames)
             if video:
-                driver = self.stage(request, video, VIDEO_SUFFIXES, "a video file")
+                driver = self.stage(request, video, VIDEO_SUFFIXES, "a video file", staged)
                 limit, note = self.check_video(driver)
                 notes += [note] if note else []
                 max_frames = limit or max_frames
@@ -498,10 +570,13 @@ class Demo:
                 backend=backend,
             )
         except TalkingHeadError as exc:
+            self.failed(request, staged, video)
             return self.public(_error(exc)), None, None
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
+            self.failed(request, staged, video)
             return self.public(_error(exc, unexpected=True)), None, None
+        _drop_staged(staged)  # driven: the session's copy of the driver goes
         mode = "adapted to the avatar's face shape" if clip.adapted else "raw driver landmarks"
         layout = "the avatar's whole photo, face pasted back" if clip.full else "driver | landmarks | avatar"
         lines = [
@@ -570,7 +645,10 @@ class Demo:
                         avatar, meta, self._live_detector, backend=self.config.live_backend,
                         interval_s=self.config.live_every))
                 live = self._live[2]
+                rendered = live.counts.rendered
                 out = live.process(frame, arrived)
+                if live.counts.rendered > rendered:  # only a rendered frame keeps the slot (not a skipped one)
+                    self.live_lock.touch(owner)
                 return (None if out is None else self._live_image(out)), live.stats.markdown()
         except TalkingHeadError as exc:
             self.live_lock.release(owner)
@@ -645,6 +723,35 @@ class Demo:
 
         names = self.saved_avatars(request)
         return gr.update(choices=names, value=value if value in names else (names[0] if names else None))
+
+
+def _drop_staged(staged: Sequence[Path]) -> None:
+    """Remove the session's copies of a job's uploads (each in a folder of its own, :meth:`Demo.stage`)."""
+    for upload_folder in {p.parent for p in staged}:
+        shutil.rmtree(upload_folder, ignore_errors=True)
+
+
+def _file_paths(items: Any) -> list[str]:
+    """The file paths among ``items`` (paths, lists of them, objects with a ``name``: what Gradio hands over)."""
+    out: list[str] = []
+    for item in items if isinstance(items, (list, tuple)) else [items]:
+        if isinstance(item, (list, tuple)):
+            out += _file_paths(item)
+        elif isinstance(item, (str, os.PathLike)):
+            out.append(str(item))
+        elif getattr(item, "name", None):
+            out.append(str(item.name))
+    return out
+
+
+def _paths_in(payload: Any) -> list[str]:
+    """The ``path`` of every file (Gradio's FileData: ``{"path": ...}``) in a queued job's payload."""
+    if isinstance(payload, dict):
+        found = [str(payload["path"])] if isinstance(payload.get("path"), str) else []
+        return found + [p for v in payload.values() if isinstance(v, (dict, list)) for p in _paths_in(v)]
+    if isinstance(payload, list):
+        return [p for v in payload for p in _paths_in(v)]
+    return []
 
 
 def _stem(name: str) -> str:
@@ -725,8 +832,9 @@ def build_app(demo: Demo) -> Any:
                                        label="fine-tuning epochs over the T frames (FT; make finetune: 560 steps, FSTH)")
                     make = gr.Button("Make avatar", variant="primary", elem_id="make-avatar")
             gr.Markdown(f"Avatars made here are this browser session's only ({cfg.max_avatars} at most, for up to "
-                        f"{cfg.max_age_h:g} h) and are removed when the page is closed: download one, or keep it on "
-                        "the server.")
+                        f"{cfg.max_age_h:g} h) and are removed when the page is closed (or after "
+                        f"{cfg.session_idle_s / 60:g} min without it open): download one"
+                        + (", or keep it on the server." if cfg.allow_keep else "."))
             avatar_status = gr.Markdown(elem_id="avatar-status")
             chosen = gr.Gallery(label="Chosen frames with their detected landmarks", columns=8, height="auto",
                                 elem_id="chosen-frames")
@@ -736,7 +844,8 @@ def build_app(demo: Demo) -> Any:
             with gr.Row():
                 avatar_file = gr.File(label="Download the avatar (avatar.pt)", interactive=False, elem_id="avatar-file")
                 with gr.Column():
-                    keep = gr.Button("Keep it on the server (its avatars folder)", elem_id="keep-avatar")
+                    keep = gr.Button("Keep it on the server (its avatars folder)", elem_id="keep-avatar",
+                                     visible=cfg.allow_keep)  # off unless the operator says (--allow-keep)
                     keep_status = gr.Markdown(elem_id="keep-status")
                     export = gr.Button("Export it as one ONNX file (runs with onnxruntime alone)",
                                        elem_id="export-avatar")
@@ -820,10 +929,16 @@ def build_app(demo: Demo) -> Any:
         def on_live_avatars(name, request: gr.Request):
             return demo._avatar_choices(request, name)
 
+        def on_ping(request: gr.Request) -> None:
+            demo.ping(request)
+
         # the page's handlers get the browser session (per-session folders): annotations must be real classes
         for fn in (on_make, on_drive, on_keep, on_export, on_load, on_unload, on_live, on_live_stop,
-                   on_live_avatars):
+                   on_live_avatars, on_ping):
             fn.__annotations__["request"] = gr.Request
+        # an open page says so a few times per idle limit: its session stays; a client gone does not
+        gr.Timer(max(1.0, min(60.0, cfg.session_idle_s / 3))).tick(on_ping, None, None, api_name=False, queue=False,
+                                                                  show_progress="hidden")
 
         make.click(on_make, [video, photos, held, T, mode, epochs],
                    [avatar_status, chosen, compare, preview, avatar, avatar_file],
@@ -855,6 +970,7 @@ def build_app(demo: Demo) -> Any:
                       concurrency_id="live", show_progress="hidden").then(
             on_live_stop, None, [live_status], api_name=False)
         app.unload(on_unload)
+    demo.app = app
     return app
 
 
@@ -863,6 +979,7 @@ def launch(app: Any, demo: Demo, host: str = "127.0.0.1", port: int = 7860, bloc
     copies it makes in its cache of files the page sent; the runs folder, the avatars folder and the checkpoint's
     run are blocked outright."""
     app.queue(default_concurrency_limit=1, max_size=32)
+    bound_upload_route(demo.server.gradio, demo.config.max_upload_files, demo.server.check_disk)
     blocked = [Path(demo.config.runs_dir), demo.avatars_dir, Path(demo.config.evaluate_dir)]
     if demo.meta is not None:
         blocked.append(Path(demo.meta.path).parent.parent)
@@ -872,6 +989,46 @@ def launch(app: Any, demo: Demo, host: str = "127.0.0.1", port: int = 7860, bloc
         server_name=host, server_port=port, max_file_size=f"{demo.config.max_file_mb}mb", allowed_paths=[],
         blocked_paths=blocked_paths, prevent_thread_lock=not block, show_error=False, ssr_mode=False, quiet=False,
     )
+
+
+#: upload folder -> (files a request may carry, a check that raises ServerFull): the servers bound_upload_route bounds
+_UPLOAD_BOUNDS: dict[Path, tuple[int, Callable[[], None]]] = {}
+
+
+def bound_upload_route(upload_dir: Path, max_files: int, check: Callable[[], None]) -> None:
+    """Bound Gradio's upload route (``POST /gradio_api/upload``) for a server whose uploads go to ``upload_dir``:
+    at most ``max_files`` files a request, and none while ``check()`` raises ServerFull (its disk limit).  Gradio
+    takes up to 1000 files a request and has no hook for it: its ``upload_fn`` looks up its multipart parser
+    (``gradio.route_utils.GradioMultiPartParser``) at each request, so that name is given a subclass that applies
+    these bounds to the servers registered here (others' uploads are parsed as before).  The parser's own error
+    path answers 400 with the one line and removes the request's files."""
+    from gradio import route_utils
+
+    from talkinghead.sessions import ServerFull
+
+    base = route_utils.GradioMultiPartParser
+    if not getattr(base, "talkinghead_bounds", False):
+
+        class BoundedParser(base):  # type: ignore[misc, valid-type]
+            talkinghead_bounds = True
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                where = Path(str(self.upload_dir)).resolve() if self.upload_dir else None
+                self.bounds = _UPLOAD_BOUNDS.get(where) if where else None
+                if self.bounds:
+                    self.max_files = min(self.max_files, self.bounds[0])
+
+            def on_headers_finished(self) -> None:
+                if self.bounds:
+                    try:
+                        self.bounds[1]()
+                    except ServerFull as exc:
+                        raise route_utils.MultiPartException(str(exc)) from None
+                super().on_headers_finished()
+
+        route_utils.GradioMultiPartParser = BoundedParser
+    _UPLOAD_BOUNDS[Path(upload_dir).resolve()] = (int(max_files), check)
 
 
 def _stop_on_sigterm() -> None:
@@ -902,10 +1059,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-megapixels", type=float, default=16.8, help="larger video frames or photos are refused")
     p.add_argument("--max-video-frames", type=int, default=3000, help="longer videos are refused")
     p.add_argument("--max-avatars", type=int, default=8, help="avatars per browser session (the oldest goes)")
-    p.add_argument("--max-age-h", type=float, default=24.0, help="avatars and idle sessions older than this go")
+    p.add_argument("--max-age-h", type=float, default=24.0, help="avatars older than this go")
+    p.add_argument("--idle-min", type=float, default=15.0,
+                   help="a session whose client shows no activity this long (page closed, client gone) is removed")
+    p.add_argument("--max-sessions", type=int, default=16, help="sessions at once (a new one beyond: 'server is full')")
+    p.add_argument("--max-disk-gb", type=float, default=10.0,
+                   help="disk the sessions and uploads may take (beyond: no new session or upload)")
+    p.add_argument("--upload-idle-min", type=float, default=10.0, help="uploads that no job used go after this")
+    p.add_argument("--allow-keep", action="store_true",
+                   help="offer 'Keep it on the server' (copies avatars into the avatars folder; off by default)")
     p.add_argument("--epochs", type=float, default=40.0, help="default fine-tuning epochs shown on the page")
     p.add_argument("--live-idle-s", type=float, default=10.0,
-                   help="a Live tab that sends no frame this long frees the server's one live session")
+                   help="a Live tab that renders no frame this long frees the server's one live session")
     p.add_argument("--live-backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="the Live tab's renderer (auto: onnx where an exported avatar.onnx is faster)")
     args = p.parse_args(argv)
@@ -921,6 +1086,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_file_mb=args.max_file_mb, default_epochs=args.epochs, max_side=args.max_side,
         max_megapixels=args.max_megapixels, max_video_frames=args.max_video_frames, max_avatars=args.max_avatars,
         max_age_h=args.max_age_h, live_idle_s=args.live_idle_s, live_backend=args.live_backend,
+        session_idle_s=60 * args.idle_min, max_sessions=args.max_sessions, max_disk_mb=1024 * args.max_disk_gb,
+        upload_idle_s=60 * args.upload_idle_min, allow_keep=args.allow_keep,
     )
     try:
         demo = Demo(config)

@@ -8,7 +8,8 @@ and rendered (``talkinghead.reenact.render_frames``).  A frame without a face, o
 of a usable size, returns the last good output frame and is counted; nothing raises for bad input.
 
 :class:`LiveLock` lets one live session run per server: a second client is refused (and told to wait) until the
-first stops, ends its page session, or sends nothing for ``idle_s`` seconds.
+first stops, ends its page session, or renders no frame for ``idle_s`` seconds (frames it sends that are skipped,
+or have no face, do not hold the slot).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from talkinghead.landmarks.sets import IBUG68, recorded_set, require_same_set
 
 #: frames smaller or larger than this (pixels a side) are skipped
 MIN_SIDE, MAX_SIDE = 16, 4096
+#: a gap between two frames longer than this (s) is a pause of the stream (a camera stopped, a hidden tab, a client
+#: sending a frame now and then), not dropped frames
+PAUSE_S = 2.0
 
 
 class LiveError(TalkingHeadError, RuntimeError):
@@ -42,7 +46,8 @@ class LiveStats:
     ``frames``: frames given to :meth:`LiveSession.process`; ``rendered``: of them, rendered from their own face;
     ``no_face``: held the last good frame (no face found); ``skipped``: not an RGB uint8 image of a usable size;
     ``dropped``: frames the client did not send or the server replaced while it was busy, estimated from the gaps
-    between arrivals at the stream's rate (0 when the rate is unknown).  ``fps``: output frames per second over
+    before each usable frame at the stream's rate (0 when the rate is unknown; a gap over :data:`PAUSE_S` is a pause,
+    not drops; a skipped frame adds no drops: it is counted as skipped).  ``fps``: output frames per second over
     the last ``window_s``; ``latency_ms``: mean time from a frame's arrival to its output frame over that window.
     """
 
@@ -146,12 +151,12 @@ class LiveSession:
         arrived = self.clock() if arrived is None else arrived
         c = self.counts
         c.frames += 1
-        if self.interval_s and self._last_arrival is not None:
-            c.dropped += max(0, round((arrived - self._last_arrival) / self.interval_s) - 1)
-        self._last_arrival = arrived
-        if not _usable(frame):
+        last, self._last_arrival = self._last_arrival, arrived
+        if not _usable(frame):  # counted as skipped; the gap before it adds no drops
             c.skipped += 1
             return self._out(arrived)
+        if self.interval_s and last is not None and arrived - last <= PAUSE_S:
+            c.dropped += max(0, round((arrived - last) / self.interval_s) - 1)
         frame = np.ascontiguousarray(frame)
         c.camera = (int(frame.shape[1]), int(frame.shape[0]))
         if frame.shape != self._frame_shape:  # a new camera size: a new track and crop box
@@ -237,8 +242,10 @@ def _usable(frame: Any) -> bool:
 # ------------------------------------------------------------------------------------------------ one per server
 class LiveLock:
     """One live session per server.  ``acquire(owner)``: True when ``owner`` holds it (taken now, or already
-    its own, or taken over from a holder that sent nothing for ``idle_s`` seconds); ``touch(owner)`` on each frame;
-    ``release(owner)`` when it stops.  Thread-safe."""
+    its own, or taken over from a holder that has not touched it for ``idle_s`` seconds); ``touch(owner)`` on
+    each frame rendered (acquiring does not refresh the holder's time: a client sending frames that are skipped
+    keeps the slot only ``idle_s`` after it took it or last rendered); ``release(owner)`` when it stops.
+    Thread-safe."""
 
     def __init__(self, idle_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.idle_s = float(idle_s)
@@ -250,10 +257,18 @@ class LiveLock:
     def acquire(self, owner: str) -> bool:
         with self._lock:
             now = self.clock()
-            if self.holder is not None and self.holder != owner and now - self.seen <= self.idle_s:
+            if self.holder == owner:
+                return True
+            if self.holder is not None and now - self.seen <= self.idle_s:
                 return False
             self.holder, self.seen = owner, now
             return True
+
+    def touch(self, owner: str) -> None:
+        """``owner`` rendered a frame: its slot's idle time starts again."""
+        with self._lock:
+            if self.holder == owner:
+                self.seen = self.clock()
 
     def release(self, owner: str) -> bool:
         """Free the lock if ``owner`` holds it; True if it did."""
@@ -270,7 +285,7 @@ class LiveLock:
 
 
 WAIT_MESSAGE = ("**Another live session is running on this server: wait until it ends** (when that client stops "
-                "its camera, closes its page, or sends nothing for {idle:g} s); this page retries with each frame.")
+                "its camera, closes its page, or renders no frame for {idle:g} s); this page retries with each frame.")
 
 
 # ------------------------------------------------------------------------------------------------ make live
