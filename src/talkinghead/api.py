@@ -33,7 +33,7 @@ from talkinghead.avatar import (
     save_avatar,
 )
 from talkinghead.errors import ConfigError
-from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar
+from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, settings_for
 
 #: ``progress(fraction in [0, 1], message)``
 Progress = Callable[[float, str], None]
@@ -128,9 +128,9 @@ def make_avatar(
     if int(T) < 1:
         raise ConfigError(f"T must be >= 1 (frames of the new person), got {T}")
     T = int(T)
-    settings = settings or FineTuneSettings()
     _report(progress, 0.0, "loading the model")
     meta = meta if meta is not None else load_model(ckpt, runs_dir)
+    settings = settings or settings_for(meta.config)  # the model's own recipe (experiments/finetuning/)
     size = meta.image_size
     photos = [Path(p) for p in source] if isinstance(source, (list, tuple)) else None
     if photos is not None:
