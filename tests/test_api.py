@@ -21,7 +21,7 @@ def test_make_avatar_then_drive_it_reports_progress(ckpt, tmp_path) -> None:
     meta = api.load_model(ckpt)
     seen: list[tuple[float, str]] = []
     made = api.make_avatar(
-        "syn0005/v01", T=4, mode="FT", meta=meta, settings=FineTuneSettings(steps=3, batch_size=2, epochs=None),
+        "syn0005/v01", T=4, mode="FT", meta=meta, settings=FineTuneSettings.from_recipe(steps=3, batch_size=2, epochs=None),
         out_dir=tmp_path, preview_frames=6, progress=lambda f, m: seen.append((f, m)),
     )
     assert made.path == tmp_path / "syn0005_v01_T4_FT" / "avatar.pt" and load_avatar(made.path).steps == 3

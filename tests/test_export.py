@@ -45,7 +45,7 @@ def avatar(ckpt, tmp_path_factory) -> Path:
     """An FT avatar (2 steps: ψ' and generator tensors changed) of a 32² model."""
     meta = load_meta_learned(ckpt)
     person = resolve("syn0004/v00", meta.config.data, meta.image_size, synthetic_video_length=32)
-    settings = FineTuneSettings(steps=2, epochs=None, batch_size=2, device="cpu", speed=Speed.plain())
+    settings = FineTuneSettings.from_recipe(steps=2, epochs=None, batch_size=2, device="cpu", speed=Speed.plain())
     result = fit_avatar(meta, person.load(evenly(32, 2)), mode="FT", settings=settings, person_id="syn0004",
                         source="syn0004/v00")
     assert result.avatar.generator_delta, "FT changed generator tensors (the export must carry them)"

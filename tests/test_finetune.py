@@ -97,7 +97,7 @@ def test_ff_changes_no_weight_and_psi_is_P_times_mean_embedding(ckpt, shots) -> 
 def test_ft_trains_psi_lowers_l1_and_leaves_the_meta_model_alone(ckpt, shots) -> None:
     meta = load_meta_learned(ckpt)
     before = states(meta.generator, meta.discriminator)
-    settings = FineTuneSettings(steps=25, epochs=None, lr_g=1e-3, lr_d=1e-3, batch_size=4)
+    settings = FineTuneSettings.from_recipe(steps=25, epochs=None, lr_g=1e-3, lr_d=1e-3, batch_size=4)
     result = fit_avatar(meta, shots, mode="FT", settings=settings)
     ff = fit_avatar(meta, shots, mode="FF")
     assert result.avatar.steps == 25
@@ -110,7 +110,7 @@ def test_ft_trains_psi_lowers_l1_and_leaves_the_meta_model_alone(ckpt, shots) ->
 def test_avatar_round_trip_renders_identical_frames(ckpt, shots, tmp_path) -> None:
     meta = load_meta_learned(ckpt)
     result = fit_avatar(
-        meta, shots, mode="FT", settings=FineTuneSettings(steps=3, epochs=None, batch_size=2), person_id="syn0005"
+        meta, shots, mode="FT", settings=FineTuneSettings.from_recipe(steps=3, epochs=None, batch_size=2), person_id="syn0005"
     )
     path = save_avatar(result.avatar, tmp_path / "a" / "avatar.pt")
     assert [p.name for p in path.parent.iterdir()] == ["avatar.pt"], "no temporary file left"
@@ -235,14 +235,14 @@ SETTINGS = ("steps", "epochs", "optimizer", "lr_g", "lr_d", "betas", "eps", "d_s
 
 
 def test_finetune_defaults_agree_with_the_one_fine_tuning_config_and_fsth() -> None:
-    """FineTuneSettings(), `make finetune` and `make evaluate` read the same settings (experiments/finetuning/
+    """FineTuneSettings.from_recipe(), `make finetune` and `make evaluate` read the same settings (experiments/finetuning/
     paper.yaml): FSTH's RAdam at 5e-4 / 8e-4 for ~560 iterations, averaged at 0.972, the paper's two D steps."""
     from talkinghead.config import compose
     from talkinghead.fewshot import FineTuneSettings
 
     finetune = FineTuneSettings.from_config(compose("finetune", ["id=x"]))
     evaluate = FineTuneSettings.from_config(compose("evaluate").finetune)
-    default = FineTuneSettings()
+    default = FineTuneSettings.from_recipe()
     for key in SETTINGS:
         assert getattr(finetune, key) == getattr(default, key) == getattr(evaluate, key), key
     assert (default.optimizer, default.lr_g, default.lr_d) == ("radam", 5e-4, 8e-4)
@@ -271,7 +271,7 @@ def test_fine_tuning_prints_no_lightning_banner_and_reports_each_step(ckpt, shot
     """``make evaluate`` fine-tunes 60 avatars: Lightning's banner must not be printed for each."""
     meta = load_meta_learned(ckpt)
     seen: list[tuple[int, int]] = []
-    fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings(steps=3, epochs=None, batch_size=2),
+    fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings.from_recipe(steps=3, epochs=None, batch_size=2),
                on_step=lambda i, n: seen.append((i, n)))
     out = "".join(capfd.readouterr())
     for banner in ("GPU available", "litlogger", "validation_step", "TPU available", "LeafSpec"):
@@ -282,7 +282,7 @@ def test_fine_tuning_prints_no_lightning_banner_and_reports_each_step(ckpt, shot
 def test_rendering_an_ft_avatar_leaves_the_loaded_model_alone(ckpt, shots) -> None:
     meta = load_meta_learned(ckpt)
     before = states(meta.generator)
-    result = fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings(steps=2, epochs=None, batch_size=2))
+    result = fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings.from_recipe(steps=2, epochs=None, batch_size=2))
     assert result.avatar.generator_delta
     AvatarRenderer(result.avatar, meta)
     assert same(before[0], states(meta.generator)[0]), "a cached model (the demo's) must stay the meta-learned one"

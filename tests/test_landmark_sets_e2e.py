@@ -28,7 +28,7 @@ def iris_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def iris_avatar(iris_ckpt, tmp_path_factory) -> Path:
     made = api.make_avatar(
-        "syn0005/v01", T=4, mode="FT", ckpt=iris_ckpt, settings=FineTuneSettings(steps=2, batch_size=2, epochs=None),
+        "syn0005/v01", T=4, mode="FT", ckpt=iris_ckpt, settings=FineTuneSettings.from_recipe(steps=2, batch_size=2, epochs=None),
         out_dir=tmp_path_factory.mktemp("avatars"), preview_frames=4,
     )
     return made.path

@@ -96,13 +96,13 @@ def test_fine_tuning_starts_from_the_trained_G_embeds_with_the_average_and_rende
     ff = fit_avatar(meta, shots, mode="FF")
     assert torch.equal(ff.avatar.e_new, embed_person(meta.embedder, shots["frames"], shots["landmark_images"]))
     assert torch.equal(ff.avatar.psi, initial_psi(meta.generator, ff.avatar.e_new))  # FF: the averaged G's P
-    settings = FineTuneSettings(steps=3, batch_size=2, average_decay=0.5, device="cpu")
+    settings = FineTuneSettings.from_recipe(steps=3, batch_size=2, average_decay=0.5, device="cpu")
     ft = fit_avatar(meta, shots, mode="FT", settings=settings)
-    no_avg = fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings(steps=3, batch_size=2, average_decay=None,
+    no_avg = fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings.from_recipe(steps=3, batch_size=2, average_decay=None,
                                                                         device="cpu"))
     assert not torch.allclose(ft.avatar.psi, no_avg.avatar.psi), "the FT avatar is the average, not the last step"
     # with zero learning rates fine-tuning leaves its start: the trained G (FSTH), psi' = P_trained e_new
-    still = fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings(steps=2, batch_size=2, lr_g=0.0, lr_d=0.0,
+    still = fit_avatar(meta, shots, mode="FT", settings=FineTuneSettings.from_recipe(steps=2, batch_size=2, lr_g=0.0, lr_d=0.0,
                                                                          average_decay=None, device="cpu"))
     trained = load_meta_learned(ckpt, average=False)
     assert torch.allclose(still.avatar.psi, initial_psi(trained.generator, ff.avatar.e_new))

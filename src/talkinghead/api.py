@@ -34,7 +34,7 @@ from talkinghead.avatar import (
     save_avatar,
 )
 from talkinghead.errors import ConfigError
-from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar
+from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, settings_for
 from talkinghead.outputs import check_outputs
 
 #: ``progress(fraction in [0, 1], message)``
@@ -128,7 +128,6 @@ def make_avatar(
     if int(T) < 1:
         raise ConfigError(f"T must be >= 1 (frames of the new person), got {T}")
     T = int(T)
-    settings = settings or FineTuneSettings()
     photos = [Path(p) for p in source] if isinstance(source, (list, tuple)) else None
     name = f"{slug(str(source if photos is None else _photos_name(photos)))}_T{T}_{mode}"
     out = Path(out) if out else Path(out_dir) / name / "avatar.pt"
@@ -140,6 +139,7 @@ def make_avatar(
                   overwrite=overwrite, label="out=")
     _report(progress, 0.0, "loading the model")
     meta = meta if meta is not None else load_meta_learned(ckpt_path)
+    settings = settings or settings_for(meta.config)  # the model's own recipe (experiments/finetuning/)
     made_folder = not run_dir.exists()
     before = {f: _mtime(f) for f in (out, grid_file, video_file)}
     try:

@@ -430,7 +430,7 @@ class Demo:
 
             made = api.make_avatar(
                 source, T=T, mode=mode, meta=meta, out=out, detector=self.detector, max_frames=max_frames,
-                max_side=self.max_side, settings=FineTuneSettings(epochs=epochs), progress=report,
+                max_side=self.max_side, settings=FineTuneSettings.from_recipe(epochs=epochs), progress=report,
             )
         except TalkingHeadError as exc:
             self.failed(request, staged, video, photos)

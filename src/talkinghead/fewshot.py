@@ -15,7 +15,7 @@ import math
 import warnings
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from talkinghead.avatar import Avatar, MetaLearned, generator_delta
 from talkinghead.callbacks.weight_average import WeightAverage
+from talkinghead.config import compose, config_dir, group_options
 from talkinghead.errors import ConfigError
 from talkinghead.landmarks.adapt import neutral_index
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
@@ -41,24 +42,41 @@ MODES = ("FT", "FF")
 OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}
 
 
+#: the fine-tuning recipe a checkpoint gets when it names none (``finetuning_recipe`` in its config)
+DEFAULT_RECIPE = "paper"
+
+
+def recipe(name: str = DEFAULT_RECIPE) -> dict[str, Any]:
+    """The settings of ``experiments/finetuning/<name>.yaml``: the one place where fine-tuning's numbers live."""
+    folder = config_dir() / "finetuning"
+    if not (folder / f"{name}.yaml").is_file():
+        raise ConfigError(f"no fine-tuning recipe {name!r} in {folder}: known {', '.join(group_options('finetuning'))}")
+    return dict(OmegaConf.to_container(compose(f"finetuning/{name}"), resolve=True))  # with what it inherits
+
+
 @dataclass
 class FineTuneSettings:
-    """Optimisation settings of fine-tuning: ``experiments/finetuning/<recipe>.yaml``, which ``make finetune`` and
-    ``make evaluate`` both compose; these defaults are ``finetuning/paper.yaml``'s (a test holds them equal)."""
+    """Optimisation settings of fine-tuning, as ``experiments/finetuning/<recipe>.yaml`` gives them (no number is
+    written here: :meth:`from_recipe` / :meth:`from_config` read the recipe, which ``make finetune``, ``make
+    evaluate`` and the page all compose)."""
 
-    steps: int = 560  # FSTH (configs/finetuning-base.yaml: "Need about 560 iterations")
-    lr_g: float = 5e-4  # FSTH's fine-tuning rates (lr_gen / lr_dis); the paper gives none for fine-tuning
-    lr_d: float = 8e-4
-    betas: tuple[float, float] = (0.0, 0.999)  # the authors' FSTH code (beta1 = 0, eps = 1e-5)
-    eps: float = 1e-5
-    d_steps_per_g: int = 2  # paper "Implementation details": two D updates per G update
-    batch_size: int = 4
-    loss_weights: Mapping[str, float] | None = None  # None: the meta-learning run's weights
-    seed: int = 0
-    device: str = "auto"
-    epochs: float | None = None  # when set: steps = epochs x T / batch; None: ``steps``
-    optimizer: str = "radam"  # FSTH: RAdam (adam | radam, torch.optim's)
-    average_decay: float | None = 0.972  # FSTH: G and psi' are averaged at 0.972 while fine-tuning; None: off
+    steps: int  # generator updates (the most, when early_stop_window is set)
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]
+    eps: float
+    d_steps_per_g: int
+    batch_size: int
+    loss_weights: Mapping[str, float] | None  # None: the meta-learning run's weights
+    seed: int
+    device: str
+    epochs: float | None  # when set: steps = epochs x T / batch; None: ``steps``
+    optimizer: str  # adam | radam (torch.optim's)
+    average_decay: float | None  # G and psi' averaged while fine-tuning; None: off
+    early_stop_window: int = 0  # > 0: stop when the reconstruction terms stop improving (:class:`StopWhenFlat`)
+    early_stop_min_gain: float = 0.0
+    early_stop_patience: int = 1
+    recipe: str = DEFAULT_RECIPE  # which experiments/finetuning/*.yaml these came from
     speed: Speed = field(default_factory=Speed)  # fast path (default) or Speed.plain(); compile auto = off here
 
     def steps_for(self, T: int) -> int:
@@ -69,28 +87,54 @@ class FineTuneSettings:
 
     def describe(self, T: int) -> str:
         epochs = f" ({self.epochs:g} epochs over T={T})" if self.epochs is not None else ""
-        return f"{self.steps_for(T)} steps{epochs}"
+        most = "at most " if self.early_stop_window else ""
+        flat = (f", stopping when the reconstruction gains < {self.early_stop_min_gain:g} over "
+                f"{self.early_stop_window} steps" if self.early_stop_window else "")
+        return f"{most}{self.steps_for(T)} steps{epochs}{flat} (recipe {self.recipe})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings a run used, as plain values (recorded in the avatar file)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "speed"}
+        out["betas"] = list(self.betas)
+        out["loss_weights"] = None if self.loss_weights is None else dict(self.loss_weights)
+        return out
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], speed: Mapping[str, Any] | None = None) -> FineTuneSettings:
-        """From ``experiments/finetune.yaml`` (its ``speed`` group, or ``speed`` given apart, e.g. by evaluate)."""
-        weights = cfg.get("loss_weights")
+    def from_recipe(cls, name: str = DEFAULT_RECIPE, speed: Mapping[str, Any] | Speed | None = None,
+                    **overrides: Any) -> FineTuneSettings:
+        """``experiments/finetuning/<name>.yaml`` with ``overrides`` (``steps=3``, ``epochs=None``...)."""
+        cfg = {**recipe(name), **overrides}
+        return cls.from_config(cfg, speed=speed, recipe_name=name)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], speed: Mapping[str, Any] | Speed | None = None,
+                    recipe_name: str | None = None) -> FineTuneSettings:
+        """From a composed config holding a recipe's keys (``experiments/finetune.yaml``'s top level, evaluate's
+        ``finetune:``); a key it lacks comes from its recipe (``finetuning_recipe``, else paper), never from here."""
+        name = recipe_name or str(cfg.get("finetuning_recipe") or DEFAULT_RECIPE)
+        base = recipe(name)
+        get = lambda key: cfg[key] if key in cfg else base.get(key)  # noqa: E731
+        weights = get("loss_weights")
         speed = speed if speed is not None else cfg.get("speed")
         s = cls(
-            steps=int(cfg.get("steps", 560)),
-            lr_g=float(cfg.get("lr_g", 5e-4)),
-            lr_d=float(cfg.get("lr_d", 8e-4)),
-            betas=tuple(cfg.get("betas", (0.0, 0.999))),
-            eps=float(cfg.get("eps", 1e-5)),
-            d_steps_per_g=int(cfg.get("d_steps_per_g", 2)),
-            batch_size=int(cfg.get("batch_size", 4)),
+            steps=int(get("steps")),
+            lr_g=float(get("lr_g")),
+            lr_d=float(get("lr_d")),
+            betas=tuple(float(b) for b in get("betas")),
+            eps=float(get("eps")),
+            d_steps_per_g=int(get("d_steps_per_g")),
+            batch_size=int(get("batch_size")),
             loss_weights=None if weights is None else {k: float(v) for k, v in dict(weights).items()},
-            seed=int(cfg.get("seed", 0)),
-            device=str(cfg.get("device", "auto")),
-            epochs=None if cfg.get("epochs") is None else float(cfg.get("epochs")),
-            optimizer=str(cfg.get("optimizer", "radam")).lower(),
-            average_decay=None if cfg.get("average_decay") is None else float(cfg.get("average_decay")),
-            speed=Speed.from_config(speed),
+            seed=int(get("seed")),
+            device=str(get("device")),
+            epochs=None if get("epochs") is None else float(get("epochs")),
+            optimizer=str(get("optimizer")).lower(),
+            average_decay=None if get("average_decay") is None else float(get("average_decay")),
+            early_stop_window=int(get("early_stop_window") or 0),
+            early_stop_min_gain=float(get("early_stop_min_gain") or 0.0),
+            early_stop_patience=int(get("early_stop_patience") or 1),
+            recipe=name,
+            speed=speed if isinstance(speed, Speed) else Speed.from_config(speed),
         )
         s.check()
         return s
@@ -108,12 +152,58 @@ class FineTuneSettings:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.average_decay is not None and not 0.0 <= self.average_decay < 1.0:
             raise ConfigError(f"average_decay must be in [0, 1) (or null: no average), got {self.average_decay}")
+        if self.early_stop_window < 0 or self.early_stop_patience < 1 or self.early_stop_min_gain < 0:
+            raise ConfigError("early_stop_window must be >= 0, early_stop_patience >= 1 and early_stop_min_gain >= 0, "
+                              f"got {self.early_stop_window}, {self.early_stop_patience}, {self.early_stop_min_gain}")
         if self.loss_weights is not None:
             unknown = set(self.loss_weights) - set(GENERATOR_TERMS)
             if unknown:
                 raise ConfigError(
                     f"unknown loss term(s) {sorted(unknown)} in loss_weights; known: {list(GENERATOR_TERMS)}"
                 )
+
+
+def settings_for(meta_config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                 speed: Mapping[str, Any] | Speed | None = None, recipe_name: str | None = None) -> FineTuneSettings:
+    """The fine-tuning settings of a meta-learned model: the recipe its experiment names (``finetuning_recipe``:
+    a 64² embedded model is not fine-tuned with the 256² paper recipe), else ``paper``; ``recipe_name`` picks
+    another; ``overrides`` replace single keys.  The CLI, the API, evaluation and the page all call this."""
+    name = recipe_name or str(meta_config.get("finetuning_recipe") or DEFAULT_RECIPE)
+    return FineTuneSettings.from_recipe(name, speed=speed, **dict(overrides or {}))
+
+
+class StopWhenFlat(pl.Callback):
+    """Ends fine-tuning when its reconstruction terms stop improving: every ``window`` generator updates the mean of
+    the weighted reconstruction terms (pixel, content) over that window is compared with the best window so far;
+    ``patience`` windows in a row that gain less than ``min_gain`` (relative) stop the run.  ``stopped_at``: the
+    generator update it stopped after, or None when it ran all its steps."""
+
+    TERMS = ("pixel", "content_vgg19", "content_vggface")
+
+    def __init__(self, window: int, min_gain: float, patience: int, weights: Mapping[str, float]) -> None:
+        self.window, self.min_gain, self.patience = window, min_gain, patience
+        self.weights = {k: float(weights.get(k, 0.0)) for k in self.TERMS if weights.get(k, 0.0)}
+        self.values: list[float] = []
+        self.best, self.flat, self.last, self.stopped_at = math.inf, 0, -1, None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, *args: Any, **kwargs: Any) -> None:
+        it = int(module.iteration)
+        if it == self.last or not self.weights:
+            return
+        self.last = it
+        logged = trainer.callback_metrics
+        self.values.append(sum(w * float(logged[f"finetune/g_{k}"]) for k, w in self.weights.items()
+                               if f"finetune/g_{k}" in logged))
+        if len(self.values) % self.window:
+            return
+        mean = sum(self.values[-self.window:]) / self.window
+        if mean < self.best * (1.0 - self.min_gain):
+            self.best, self.flat = mean, 0
+        else:
+            self.flat += 1
+        if self.flat >= self.patience:
+            self.stopped_at = it
+            trainer.should_stop = True
 
 
 @contextlib.contextmanager
@@ -215,7 +305,7 @@ def fit_avatar(
         raise ConfigError(f"mode must be FT or FF, got {mode!r}")
     require_same_set(f"the fine-tuning frames ({source or person_id or 'shots'})", set_of_points(shots["landmarks"]),
                      f"the model {meta.path}", recorded_set(meta.config.model))
-    settings = settings or FineTuneSettings()
+    settings = settings or settings_for(meta.config)
     start = time.time()
     x, y = shots["frames"], shots["landmark_images"]
     T = int(x.shape[0])
@@ -278,6 +368,9 @@ def fit_avatar(
         callbacks: list[pl.Callback] = [] if average is None else [average]
         if on_step is not None:
             callbacks.append(_StepReport(on_step, num_steps))
+        if settings.early_stop_window:
+            callbacks.append(StopWhenFlat(settings.early_stop_window, settings.early_stop_min_gain,
+                                          settings.early_stop_patience, weights))
         with quiet_lightning():
             trainer = pl.Trainer(
                 accelerator="gpu" if device.type == "cuda" else "cpu",

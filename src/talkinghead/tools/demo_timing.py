@@ -46,7 +46,7 @@ def main() -> None:
         start = time.perf_counter()
         made = api.make_avatar(args.person, T=args.T, mode="FT", meta=meta, out=Path(tmp) / "a" / "avatar.pt",
                                detector=args.detector, max_frames=args.max_frames,
-                               settings=FineTuneSettings(epochs=args.epochs), progress=progress)
+                               settings=FineTuneSettings.from_recipe(epochs=args.epochs), progress=progress)
         t_avatar = time.perf_counter() - start
         clip = api.drive(made.path, args.driver, Path(tmp) / "o.mp4", side_by_side=True, meta=meta,
                          detector=args.detector, max_frames=args.max_frames)
