@@ -31,7 +31,7 @@ def server(tmp_path_factory, tiny_run):
     shutil.copytree(tiny_run, root / "runs" / "tiny")
     demo = Demo(DemoConfig(runs_dir=root / "runs", avatars_dir=root / "runs" / "avatars",
                            evaluate_dir=root / "runs" / "evaluate", detector=demo_helpers.detector(),
-                           temp_base=root / "tmp", default_epochs=2, allow_keep=True))
+                           temp_base=root / "tmp", default_steps=4, allow_keep=True))
     app = build_app(demo)
     port = demo_helpers.free_port()
     launch(app, demo, port=port, block=False)
@@ -41,13 +41,13 @@ def server(tmp_path_factory, tiny_run):
     demo.close()
 
 
-def make(client, video=None, photos=None, held="", T=4, mode="FT", epochs=2):
+def make(client, video=None, photos=None, held="", T=4, mode="FT", steps=4):
     from gradio_client import handle_file
 
     return client.predict(
         handle_file(str(video)) if video else None,
         [handle_file(str(p)) for p in photos] if photos else None,
-        held, T, mode, epochs, api_name="/make_avatar",
+        held, T, mode, steps, api_name="/make_avatar",
     )
 
 
@@ -366,7 +366,7 @@ def served(tmp_path_factory, tiny_run):
     env.pop("GRADIO_TEMP_DIR", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "talkinghead.cli", "demo", "--ckpt", "runs/tiny/checkpoints/last.ckpt",
-         "--runs-dir", "runs", "--port", str(port), "--detector", "demo_helpers:static_detector", "--epochs", "1",
+         "--runs-dir", "runs", "--port", str(port), "--detector", "demo_helpers:static_detector", "--steps", "2",
          "--allow-keep"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -35,7 +35,7 @@ def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     # TALKINGHEAD_DEMO_CKPT: another model, e.g. a trained one for the screenshot (TALKINGHEAD_UPDATE_SCREENSHOT=1)
     ckpt = os.environ.get("TALKINGHEAD_DEMO_CKPT") or tiny_checkpoint(root / "runs" / "tiny", iterations=8)
-    with demo_helpers.demo_server(root, ckpt, "--epochs 2") as port:
+    with demo_helpers.demo_server(root, ckpt, "--steps 4") as port:
         browser = demo_helpers.chromium(demo_helpers.write_y4m("driver", root / "camera.y4m"), CHROMIUM, DRIVER)
         browser.get(f"http://127.0.0.1:{port}/")
         yield browser, root

@@ -154,13 +154,12 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     ``detector`` overrides the landmark backend."""
     from talkinghead import api
     from talkinghead.avatar import resolve_checkpoint
-    from talkinghead.fewshot import FineTuneSettings
+    from talkinghead.fewshot import settings_from_command
     from talkinghead.loggers import make_logger, wandb_loggers
 
     from talkinghead.sessions import free_name
 
     cfg = compose_finetune(overrides)
-    settings = FineTuneSettings.from_config(cfg)
     T, mode = int(cfg.T), str(cfg.mode)
     name = f"{api.slug(str(cfg.id))}_T{T}_{mode}"
     overwrite = bool(cfg.overwrite)  # a bool: config.as_flag read it
@@ -175,6 +174,8 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
                   "(overwrite=true, make: OVERWRITE=1, replaces it)", file=sys.stderr)
     check_writable(out, "the avatar")
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    meta = api.load_model(ckpt)
+    settings = settings_from_command(meta.config, cfg, hydra_overrides(overrides))  # the model's recipe + the line's
     print(
         f"{'fine-tuning' if mode == 'FT' else 'feed-forward (FF)'} {cfg.id} on T={T} frames with {ckpt}"
         + (f" for {settings.describe(T)}" if mode == "FT" else "")
@@ -182,7 +183,7 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     folder_was_there = out.parent.exists()
     try:
         made = api.make_avatar(
-            str(cfg.id), T=T, mode=mode, ckpt=ckpt, settings=settings, out=out, data_root=cfg.get("data_root"),
+            str(cfg.id), T=T, mode=mode, meta=meta, settings=settings, out=out, data_root=cfg.get("data_root"),
             detector=detector if detector is not None else str(cfg.detector), max_frames=int(cfg.max_frames),
             synthetic_video_length=int(cfg.synthetic_video_length), preview_frames=int(cfg.preview_frames),
             make_logger=lambda folder, name: make_logger(cfg.get("logger"), folder, name),

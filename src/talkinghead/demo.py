@@ -86,7 +86,7 @@ class DemoConfig:
     max_upload_files: int = MAX_UPLOAD_FILES  # files one upload request may carry
     allow_keep: bool = False  # "Keep it on the server" (copies into avatars_dir): off unless the operator says
     temp_base: Path | None = None  # the server's folder goes under it (default: the system temp dir)
-    default_epochs: float = 40.0
+    default_steps: int = 0  # fine-tuning steps shown on the page; 0: the model's recipe (as make finetune)
     extra_notes: list[str] = field(default_factory=list)
     live_every: float = 0.04  # s between webcam frames the Live tab sends (at most 25 frames/s)
     live_idle_s: float = 10.0  # a live session that renders no frame this long frees the server's one live slot
@@ -400,13 +400,13 @@ class Demo:
 
     # -------------------------------------------------------------------------------------------- handlers
     def make_avatar(
-        self, video: Any, photos: Any, held_out: str | None, T: float, mode: str, epochs: float,
+        self, video: Any, photos: Any, held_out: str | None, T: float, mode: str, steps: float,
         request: Any = None, progress: Callable[..., Any] | None = None,
     ) -> tuple[str, list[Any], list[Any], str | None, Any, str | None]:
         """-> (status markdown, chosen frames with landmarks, FF | FT | real gallery, preview video, avatar list,
         the avatar file to download)"""
         from talkinghead import api
-        from talkinghead.fewshot import FineTuneSettings
+        from talkinghead.fewshot import settings_for
         from talkinghead.sessions import free_name, prune_avatars
 
         staged: list[Path] = []
@@ -418,9 +418,11 @@ class Demo:
                 raise DemoError(f"mode must be FT or FF, got {mode!r}")
             source, name, notes, max_frames = self.stage_source(request, video, photos, held_out, staged)
             T = int(T)
-            epochs = float(epochs)
-            if epochs <= 0:
-                raise DemoError("epochs must be > 0 (or choose FF)")
+            steps = int(steps or 0)
+            if steps < 0:
+                raise DemoError("fine-tuning steps must be >= 0 (0: the model's recipe)")
+            # the recipe make finetune and make evaluate use for this model; the page changes only what it shows
+            settings = settings_for(meta.config, {"steps": steps} if steps else None)
             folder = self.session_avatars(request)
             out = folder / free_name(folder, f"{api.slug(name)}_T{T}_{mode}") / "avatar.pt"
 
@@ -430,7 +432,7 @@ class Demo:
 
             made = api.make_avatar(
                 source, T=T, mode=mode, meta=meta, out=out, detector=self.detector, max_frames=max_frames,
-                max_side=self.max_side, settings=FineTuneSettings.from_recipe(epochs=epochs), progress=report,
+                max_side=self.max_side, settings=settings, progress=report,
             )
         except TalkingHeadError as exc:
             self.failed(request, staged, video, photos)
@@ -828,8 +830,8 @@ def build_app(demo: Demo) -> Any:
                     T = gr.Slider(1, MAX_PHOTOS, value=8, step=1, label="T: frames the avatar is made from")
                     mode = gr.Radio(["FT", "FF"], value="FT", label="FT: fine-tune G and D on the T frames; "
                                     "FF: feed-forward, ψ' = P ê (no training)")
-                    epochs = gr.Number(value=cfg.default_epochs, minimum=1, maximum=400,
-                                       label="fine-tuning epochs over the T frames (FT; make finetune: 560 steps, FSTH)")
+                    steps = gr.Number(value=cfg.default_steps, minimum=0, maximum=2000, precision=0,
+                                      label="fine-tuning steps (FT; 0: the model's recipe, as make finetune)")
                     make = gr.Button("Make avatar", variant="primary", elem_id="make-avatar")
             gr.Markdown(f"Avatars made here are this browser session's only ({cfg.max_avatars} at most, for up to "
                         f"{cfg.max_age_h:g} h) and are removed when the page is closed (or after "
@@ -902,8 +904,8 @@ def build_app(demo: Demo) -> Any:
             eval_examples = gr.Gallery(label="Example frames: per T, sources | landmarks | FT | FF | real", columns=1,
                                        height="auto")
 
-        def on_make(video, photos, held, T, mode, epochs, request: gr.Request, progress=gr.Progress()):
-            return demo.make_avatar(video, photos, held, T, mode, epochs, request=request, progress=progress)
+        def on_make(video, photos, held, T, mode, steps, request: gr.Request, progress=gr.Progress()):
+            return demo.make_avatar(video, photos, held, T, mode, steps, request=request, progress=progress)
 
         def on_drive(avatar, driver, driver_held, adapt, full, backend, request: gr.Request, progress=gr.Progress()):
             return demo.drive(avatar, driver, driver_held, adapt, full, backend, request=request, progress=progress)
@@ -940,7 +942,7 @@ def build_app(demo: Demo) -> Any:
         gr.Timer(max(1.0, min(60.0, cfg.session_idle_s / 3))).tick(on_ping, None, None, api_name=False, queue=False,
                                                                   show_progress="hidden")
 
-        make.click(on_make, [video, photos, held, T, mode, epochs],
+        make.click(on_make, [video, photos, held, T, mode, steps],
                    [avatar_status, chosen, compare, preview, avatar, avatar_file],
                    api_name="make_avatar", concurrency_limit=1, concurrency_id="model")
         keep.click(on_keep, [avatar], [keep_status], api_name="keep")
@@ -1068,7 +1070,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--upload-idle-min", type=float, default=10.0, help="uploads that no job used go after this")
     p.add_argument("--allow-keep", action="store_true",
                    help="offer 'Keep it on the server' (copies avatars into the avatars folder; off by default)")
-    p.add_argument("--epochs", type=float, default=40.0, help="default fine-tuning epochs shown on the page")
+    p.add_argument("--steps", type=int, default=0,
+                   help="fine-tuning steps shown on the page (default 0: the model's recipe, as make finetune)")
     p.add_argument("--live-idle-s", type=float, default=10.0,
                    help="a Live tab that renders no frame this long frees the server's one live session")
     p.add_argument("--live-backend", default="auto", choices=["auto", "torch", "onnx"],
@@ -1083,7 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = DemoConfig(
         ckpt=args.ckpt, runs_dir=runs, avatars_dir=Path(args.avatars_dir) if args.avatars_dir else runs / "avatars",
         evaluate_dir=runs / "evaluate", detector=args.detector, max_frames=args.max_frames,
-        max_file_mb=args.max_file_mb, default_epochs=args.epochs, max_side=args.max_side,
+        max_file_mb=args.max_file_mb, default_steps=args.steps, max_side=args.max_side,
         max_megapixels=args.max_megapixels, max_video_frames=args.max_video_frames, max_avatars=args.max_avatars,
         max_age_h=args.max_age_h, live_idle_s=args.live_idle_s, live_backend=args.live_backend,
         session_idle_s=60 * args.idle_min, max_sessions=args.max_sessions, max_disk_mb=1024 * args.max_disk_gb,

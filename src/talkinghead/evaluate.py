@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from talkinghead.avatar import MetaLearned, load_meta_learned, resolve_checkpoint
 from data_modules.shards import UNITS
 from talkinghead.errors import ConfigError, EvaluationError
-from talkinghead.fewshot import FineTuneSettings, fit_avatar
+from talkinghead.fewshot import FineTuneSettings, fit_avatar, settings_from_command
 from talkinghead.files import atomic_write_text
 from talkinghead.loggers import make_logger, wandb_loggers
 from talkinghead.sessions import free_name
@@ -187,7 +187,6 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
     cfg = compose_evaluate(overrides)
     Ts = sorted({int(t) for t in cfg.T_values})
     methods = [str(m) for m in cfg.methods]
-    settings = FineTuneSettings.from_config(cfg.finetune, speed=cfg.get("speed"))
     metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") else {}
     # build the metrics first: a missing weight file that was asked for fails before any work is done
     try:
@@ -201,6 +200,8 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
         detector = cross_detector(str(cfg.cross.detector))
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     meta = load_meta_learned(ckpt)
+    # the model's fine-tuning recipe (finetuning_recipe), another one or single keys where the line asks
+    settings = settings_from_command(meta.config, cfg.finetune, overrides, prefix="finetune.", speed=cfg.get("speed"))
     if cfg.get("unit"):
         set_unit(meta.config, str(cfg.unit))
     ff_meta, ff_note = load_ff_model(cfg.get("ff_ckpt"), meta) if "FF" in methods else (meta, "")
@@ -288,7 +289,8 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
         if not done:
             raise EvaluationError(f"no held-out video has enough frames for T in {Ts}: " + "; ".join(notes[:3]))
         csim_note = next((f"CSIM encoder: {s.csim_encoder}" for s in suites.values() if s.csim_encoder), "")
-        ft = f"{settings.epochs:g} epochs over the T frames" if settings.epochs is not None else f"{settings.steps} steps"
+        ft = (f"{settings.epochs:g} epochs over the T frames" if settings.epochs is not None else
+              f"{'at most ' if settings.early_stop_window else ''}{settings.steps} steps") + f", recipe {settings.recipe}"
         footer = [
             f"checkpoint: {ckpt}; {len(videos)} held-out videos"
             f"{f' (unit={cfg.unit})' if cfg.get('unit') else ''}; {int(cfg.num_targets)} target frames each "

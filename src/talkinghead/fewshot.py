@@ -14,7 +14,7 @@ import logging
 import math
 import warnings
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -170,6 +170,23 @@ def settings_for(meta_config: Mapping[str, Any], overrides: Mapping[str, Any] | 
     another; ``overrides`` replace single keys.  The CLI, the API, evaluation and the page all call this."""
     name = recipe_name or str(meta_config.get("finetuning_recipe") or DEFAULT_RECIPE)
     return FineTuneSettings.from_recipe(name, speed=speed, **dict(overrides or {}))
+
+
+def settings_from_command(meta_config: Mapping[str, Any], cfg: Mapping[str, Any], overrides: Sequence[str],
+                          prefix: str = "", speed: Mapping[str, Any] | Speed | None = None) -> FineTuneSettings:
+    """The settings a command line asks for: the model's recipe (:func:`settings_for`), another one where the line
+    names it (``finetuning=embedded``; evaluate: ``finetuning@finetune=embedded``), and the keys the line sets
+    (``steps=100``; evaluate: ``finetune.steps=100``) with the values of the composed config ``cfg``."""
+    group = "finetuning@finetune" if prefix else "finetuning"
+    name, keys = None, set(recipe(DEFAULT_RECIPE)) | {f.name for f in fields(FineTuneSettings)}
+    explicit: dict[str, Any] = {}
+    for item in overrides:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        if key == group:
+            name = value
+        elif key.startswith(prefix) and key[len(prefix):] in keys:
+            explicit[key[len(prefix):]] = cfg[key[len(prefix):]]
+    return settings_for(meta_config, explicit, speed=speed, recipe_name=name)
 
 
 class StopWhenFlat(pl.Callback):

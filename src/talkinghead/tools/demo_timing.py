@@ -5,7 +5,7 @@
         --driver ../shared/data/voxmini/dev/mp4/id90005/d10/00001.mp4
 
 Runs what the page runs for one user (talkinghead.api with the page's settings: the upload's frames up to
---max-frames, T=8, FT for 40 epochs, then a side-by-side drive) and prints the seconds of each phase.
+--max-frames, T=8, FT with the model's fine-tuning recipe, then a side-by-side drive) and prints the seconds of each phase.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from talkinghead import api
-from talkinghead.fewshot import FineTuneSettings
+from talkinghead.fewshot import settings_for
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--person", required=True, help="a video of the person (a real face: dlib detects it)")
     p.add_argument("--driver", required=True, help="a driver video")
     p.add_argument("--T", type=int, default=8)
-    p.add_argument("--epochs", type=float, default=40.0)
+    p.add_argument("--steps", type=int, default=0, help="fine-tuning steps (0: the model's recipe)")
     p.add_argument("--max-frames", type=int, default=300)
     p.add_argument("--detector", default="auto")
     args = p.parse_args()
@@ -46,7 +46,8 @@ def main() -> None:
         start = time.perf_counter()
         made = api.make_avatar(args.person, T=args.T, mode="FT", meta=meta, out=Path(tmp) / "a" / "avatar.pt",
                                detector=args.detector, max_frames=args.max_frames,
-                               settings=FineTuneSettings.from_recipe(epochs=args.epochs), progress=progress)
+                               settings=settings_for(meta.config, {"steps": args.steps} if args.steps else None),
+                               progress=progress)
         t_avatar = time.perf_counter() - start
         clip = api.drive(made.path, args.driver, Path(tmp) / "o.mp4", side_by_side=True, meta=meta,
                          detector=args.detector, max_frames=args.max_frames)
