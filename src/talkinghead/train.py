@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +27,7 @@ from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, re
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import is_global_rank_zero, make_logger
 from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
+from talkinghead.safe_load import UnsafeFileError, allowed_globals, safe_load
 from talkinghead.speed import Speed
 
 
@@ -45,7 +45,8 @@ class MetaLearningRun:
     speed: Speed
 
     def fit(self) -> None:
-        self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
+        with allowed_globals():  # resuming reads the checkpoint as safe_load does: nothing in it runs
+            self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, weights_only=True)
         self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimisers
 
 
@@ -66,7 +67,9 @@ def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
     """A checkpoint can be resumed only with the same model and the same W table size."""
     try:
         # memory-mapped: only the config and W are read here; Lightning loads the whole file once, later
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+        saved = safe_load(ckpt, "checkpoint", mmap=True)
+    except UnsafeFileError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a truncated file, say
         raise ConfigError(f"cannot read {ckpt} to resume ({type(exc).__name__}): use resume=false to start "
                           "afresh (the old checkpoints are kept)") from exc
