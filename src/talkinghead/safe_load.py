@@ -81,4 +81,10 @@ def safe_load(path: str | Path, what: str = "checkpoint", mmap: bool = False) ->
         with allowed_globals():
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
-        raise UnsafeFileError(f"{path} is refused: {refusal(path, exc, what)}; nothing in it was run") from exc
+        raise refused(path, exc, what) from exc
+
+
+def refused(path: str | Path, exc: BaseException, what: str = "checkpoint") -> UnsafeFileError:
+    """The one-line error for ``path``, which the restricted unpickler refused with ``exc`` (``safe_load``, or
+    Lightning's own weights_only load when resuming)."""
+    return UnsafeFileError(f"{path} is refused: {refusal(Path(path), exc, what)}; nothing in it was run")

@@ -6,6 +6,7 @@ Everything that can be wrong with the input (config, data, weights, K) fails her
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import shutil
 import time
 import warnings
@@ -27,7 +28,7 @@ from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, re
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import is_global_rank_zero, make_logger
 from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
-from talkinghead.safe_load import UnsafeFileError, allowed_globals, safe_load
+from talkinghead.safe_load import UnsafeFileError, allowed_globals, refused, safe_load
 from talkinghead.speed import Speed
 
 
@@ -45,8 +46,13 @@ class MetaLearningRun:
     speed: Speed
 
     def fit(self) -> None:
-        with allowed_globals():  # resuming reads the checkpoint as safe_load does: nothing in it runs
-            self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, weights_only=True)
+        try:
+            with allowed_globals():  # resuming reads the checkpoint as safe_load does: nothing in it runs
+                self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, weights_only=True)
+        except pickle.UnpicklingError as exc:  # the restricted unpickler refused the checkpoint resumed from
+            if self.ckpt_path is None:
+                raise
+            raise refused(self.ckpt_path, exc) from exc
         self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimisers
 
 
