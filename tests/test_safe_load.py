@@ -143,6 +143,23 @@ def test_files_that_are_not_zip_checkpoints_are_refused_too(kind, tmp_path) -> N
     assert not marker.exists()
 
 
+def test_a_pickle_torch_cannot_read_is_one_line_and_runs_nothing(tmp_path) -> None:
+    """A protocol-4 pickle (or any non-torch bytes) stops the restricted unpickler before it names a global: the
+    loaders word it as not their kind of file, in one line."""
+    from talkinghead.avatar import CheckpointError
+
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "x.ckpt"
+    path.write_bytes(pickle.dumps({"x": Payload(marker)}, protocol=4))
+    with pytest.raises(CheckpointError) as exc:
+        load_meta_learned(path)
+    assert one_line(exc) == f"cannot read checkpoint {path}: its pickle stops at: Unsupported operand 149"
+    with pytest.raises(AvatarError) as exc:
+        load_avatar(path)
+    assert one_line(exc).startswith(f"{path} is not an avatar file (its pickle stops at")
+    assert not marker.exists()
+
+
 def test_resuming_from_a_crafted_checkpoint_is_refused_and_runs_nothing(crafted, tmp_path) -> None:
     """Both loads of resuming: the check before training (``check_resumable``) and Lightning's own (weights_only)."""
     from talkinghead.config import compose

@@ -44,21 +44,15 @@ class UnsafeFileError(TalkingHeadError, ValueError):
     """A checkpoint or avatar file that would run code (or build objects of unknown classes) when loaded."""
 
 
-def refusal(path: Path, exc: BaseException, what: str) -> str:
-    """Why the restricted unpickler refused ``path``, in a few words: the globals it names (from a scan of the
-    file's pickle, which runs nothing, else from ``exc``'s message), or the message's reason."""
+def refused_globals(path: Path, exc: BaseException) -> list[str]:
+    """The globals of ``path`` beyond :data:`ALLOWED_GLOBALS` that the restricted unpickler refused with ``exc``:
+    from a scan of the file's pickle (which runs nothing), else from ``exc``'s message; [] when it named none."""
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # noqa: BLE001 - not a zip checkpoint (a bare pickle, a legacy torch.save)
         names = []
     allowed = {f"{g.__module__}.{getattr(g, '__qualname__', getattr(g, '_name', g))}" for g in ALLOWED_GLOBALS}
-    names = [n for n in names if n not in allowed] or _GLOBAL.findall(str(exc))
-    if names:
-        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
-        return f"it names {shown}, which no {what} of this project holds (loading it could run code)"
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(_BOILERPLATE)]
-    reason = lines[0].removeprefix("WeightsUnpickler error:").strip() if lines else "an unknown instruction"
-    return f"not a {what} of this project (weights-only loading stops at: {reason})"
+    return [n for n in names if n not in allowed] or _GLOBAL.findall(str(exc))
 
 
 @contextmanager
@@ -71,9 +65,9 @@ def allowed_globals() -> Iterator[None]:
 def safe_load(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> Any:
     """``torch.load(path)`` on the CPU with the restricted unpickler and :data:`ALLOWED_GLOBALS`.
 
-    A file that names any other global (or uses what the restricted unpickler does not read) -> one-line
-    :class:`UnsafeFileError` (``what`` names the kind of file); any other failure (a missing, truncated or foreign
-    file) propagates as ``torch.load`` raises it, for the caller to word.  ``mmap``: memory-map the tensors (zip
+    A file that names any other global -> one-line :class:`UnsafeFileError` (``what`` names the kind of file); a
+    pickle the restricted unpickler cannot read -> a one-line ``pickle.UnpicklingError``; any other failure (a
+    missing, truncated or foreign file) propagates as ``torch.load`` raises it.  The caller words those two.  ``mmap``: memory-map the tensors (zip
     checkpoints; another file is read whole, and refused the same way).
     """
     path = Path(path)
@@ -84,7 +78,16 @@ def safe_load(path: str | Path, what: str = "checkpoint", mmap: bool = False) ->
         raise refused(path, exc, what) from exc
 
 
-def refused(path: str | Path, exc: BaseException, what: str = "checkpoint") -> UnsafeFileError:
-    """The one-line error for ``path``, which the restricted unpickler refused with ``exc`` (``safe_load``, or
-    Lightning's own weights_only load when resuming)."""
-    return UnsafeFileError(f"{path} is refused: {refusal(Path(path), exc, what)}; nothing in it was run")
+def refused(path: str | Path, exc: BaseException, what: str = "checkpoint") -> Exception:
+    """The one-line error for ``path``, which the restricted unpickler refused with ``exc`` (in ``safe_load``, or
+    Lightning's own weights_only load when resuming): :class:`UnsafeFileError` when the file names globals, else
+    (not a pickle torch.save writes: text, a foreign pickle) a short ``pickle.UnpicklingError`` for the caller to
+    word."""
+    names = refused_globals(Path(path), exc)
+    if names:
+        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        return UnsafeFileError(f"{path} is refused: it names {shown}, which no {what} of this project holds (loading "
+                               "it could run code); nothing in it was run")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(_BOILERPLATE)]
+    reason = lines[0].removeprefix("WeightsUnpickler error:").strip() if lines else "an unknown instruction"
+    return pickle.UnpicklingError(f"its pickle stops at: {reason}")
