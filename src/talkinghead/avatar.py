@@ -16,8 +16,8 @@ import glob
 import hashlib
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import atomic_path
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
+from talkinghead.safe_load import UnsafeFileError, safe_load
 from talkinghead.speed import Speed
 
 AVATAR_FORMAT = "talkinghead-avatar/1"
@@ -73,15 +74,25 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
+def hash_tensors(h: Any, tensors: Iterable[tuple[str, torch.Tensor]]) -> Any:
+    """Feed each (name, tensor) to the hashlib object ``h``: name, dtype, shape, then the bytes in row-major order
+    whatever the strides; returns ``h``.
+
+    Flattened before the byte view: a channels-last (C, Cin, 1, 1) kernel, as fine-tuning and checkpoints leave
+    1x1 convolutions, counts as contiguous (``.contiguous()`` returns it as it is) with a last stride of Cin, which
+    ``view(torch.uint8)`` refuses.
+    """
+    for name, t in tensors:
+        t = t.detach().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h
+
+
 def model_fingerprint(model_config: Mapping[str, Any], generator_state: Mapping[str, torch.Tensor]) -> str:
     """sha256 over the model config and the meta-learned generator's tensors (names, dtypes, shapes, bytes)."""
     h = hashlib.sha256(_canonical(dict(model_config)).encode())
-    for name in sorted(generator_state):
-        t = generator_state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        # reshape: a checkpoint's channels-last 1x1 kernels count as contiguous with a last stride != 1
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    return hash_tensors(h, ((name, generator_state[name]) for name in sorted(generator_state))).hexdigest()[:16]
 
 
 def _model_summary(model_cfg: Mapping[str, Any]) -> str:
@@ -124,7 +135,9 @@ def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
 
     path = Path(ckpt)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = safe_load(path, "checkpoint")
+    except UnsafeFileError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
     config = (data.get("hyper_parameters") or {}).get("config") if isinstance(data, dict) else None
@@ -273,8 +286,9 @@ def generator_delta(
 
 
 def save_avatar(avatar: Avatar, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(avatar.to_dict(), tmp)
+    """Write ``avatar`` to ``path`` atomically (a full disk: one-line ``DiskFullError``, no file)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:  # a file object: torch.save then raises OSError(ENOSPC)
+        torch.save(avatar.to_dict(), f)
     return Path(path)
 
 
@@ -283,13 +297,23 @@ def load_avatar(path: str | Path) -> Avatar:
     if not path.is_file():
         raise AvatarError(f"avatar file {path} does not exist (make one with `make finetune ID=...`)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = safe_load(path, "avatar file")
+    except UnsafeFileError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise AvatarError(f"{path} is not an avatar file ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict) or data.get("format") != AVATAR_FORMAT:
         raise AvatarError(f"{path} is not a talkinghead avatar (format {AVATAR_FORMAT} expected)")
     data = dict(data)
     data.pop("format")
+    known = {f.name for f in fields(Avatar)}
+    required = {f.name for f in fields(Avatar) if f.default is MISSING and f.default_factory is MISSING}
+    unknown, missing = sorted(set(data) - known, key=str), sorted(required - set(data))
+    if unknown or missing:
+        said = [f"unknown keys {', '.join(map(str, unknown))}"] * bool(unknown)
+        said += [f"missing keys {', '.join(missing)}"] * bool(missing)
+        raise AvatarError(f"{path} is not an avatar of format {AVATAR_FORMAT}: {'; '.join(said)} (made by another "
+                          "version of talkinghead, or edited? remake it with make finetune)")
     return Avatar(**data)
 
 

@@ -155,7 +155,7 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     from talkinghead import api
     from talkinghead.avatar import resolve_checkpoint
     from talkinghead.fewshot import settings_from_command
-    from talkinghead.loggers import make_logger, wandb_loggers
+    from talkinghead.loggers import finetune_to_wandb, logged_after, make_logger
 
     from talkinghead.sessions import free_name
 
@@ -201,12 +201,9 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
         raise Interrupted(stop.signum, f"no avatar written; {left}") from None
     for note in made.notes:
         print(note, file=sys.stderr)
-    for lg in wandb_loggers(made.logger):
-        import wandb
-
-        lg.log_image(key="finetune/samples", images=[str(made.grid_path)], caption=[made.caption])
-        lg.experiment.log({"finetune/preview": wandb.Video(str(made.video_path), format="mp4")})
-        lg.experiment.finish()
+    warning = logged_after(out, lambda: finetune_to_wandb(made.logger, made.grid_path, made.caption, made.video_path))
+    if warning:
+        print(warning, file=sys.stderr)
     av = made.avatar
     print(
         f"avatar: {out}  ({av.mode}, T={T}, {av.steps} steps, "
@@ -236,7 +233,7 @@ def reenact_main(
     ``<out stem>-2.mp4`` ... when ``out`` exists (unless ``overwrite``).  ``kwargs``: the keyword arguments of
     :func:`talkinghead.api.drive` (ckpt, detector, reference, max_frames, fps, ...)."""
     from talkinghead import api
-    from talkinghead.loggers import log_video_to_wandb
+    from talkinghead.loggers import log_video_to_wandb, logged_after
     from talkinghead.sessions import numbered
 
     out = Path(out)
@@ -265,7 +262,10 @@ def reenact_main(
         f"{mode}; {result.fps:.1f} frames/s rendered with {result.backend})"
     )
     if wandb:
-        log_video_to_wandb(result.path, name=f"reenact-{Path(str(avatar)).parent.name}", save_dir=result.path.parent)
+        warning = logged_after(result.path, lambda: log_video_to_wandb(
+            result.path, name=f"reenact-{Path(str(avatar)).parent.name}", save_dir=result.path.parent))
+        if warning:
+            print(warning, file=sys.stderr)
     return result.path
 
 

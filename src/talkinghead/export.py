@@ -48,6 +48,7 @@ from talkinghead.avatar import (
     Avatar,
     MetaLearned,
     avatar_generator,
+    hash_tensors,
     load_avatar,
     load_meta_learned,
     resolve_checkpoint,
@@ -197,11 +198,7 @@ class FoldedRenderer(nn.Module):
 def avatar_fingerprint(avatar: Avatar) -> str:
     """sha256 over ψ', the fine-tuned generator tensors and the model fingerprint: which avatar a file renders."""
     h = hashlib.sha256(avatar.fingerprint.encode())
-    for name, t in [("psi", avatar.psi), *sorted(avatar.generator_delta.items())]:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    return hash_tensors(h, [("psi", avatar.psi), *sorted(avatar.generator_delta.items())]).hexdigest()[:16]
 
 
 def landmark_drawing(size: int, landmark_set: str = "ibug68") -> dict[str, Any]:

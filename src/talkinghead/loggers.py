@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,28 @@ def wandb_loggers(logger: Any) -> list[Any]:
     """The W&B loggers among ``logger`` (one logger, a list of them, or False)."""
     loggers = logger if isinstance(logger, list) else [logger]
     return [lg for lg in loggers if isinstance(lg, pl.loggers.WandbLogger)]
+
+
+def finetune_to_wandb(logger: Any, grid_path: Path, caption: str, video_path: Path) -> None:
+    """Log a new avatar's sample grid and preview to the W&B loggers among ``logger``, then finish their runs."""
+    for lg in wandb_loggers(logger):
+        import wandb as wb  # optional: only with logger=wandb
+
+        lg.log_image(key="finetune/samples", images=[str(grid_path)], caption=[caption])
+        lg.experiment.log({"finetune/preview": wb.Video(str(video_path), format="mp4")})
+        lg.experiment.finish()
+
+
+def logged_after(output: Path, log: Callable[[], None]) -> str | None:
+    """Run ``log``, the logging of an ``output`` already written; its failure (a full disk, W&B's teardown) is one
+    warning line returned, not an error: the output does not depend on its logging.  None when it went well."""
+    try:
+        log()
+    except Exception as exc:  # noqa: BLE001 - whatever the logger raises, the output stands
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        return (f"warning: logging to W&B failed after {output} was written ({type(exc).__name__}"
+                f"{': ' + first if first else ''}); {output} is complete and kept")
+    return None
 
 
 def log_video_to_wandb(video: Path, name: str, save_dir: Path, job_type: str = "reenact") -> None:

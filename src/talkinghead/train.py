@@ -6,6 +6,7 @@ Everything that can be wrong with the input (config, data, weights, K) fails her
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import shutil
 import time
 import warnings
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +30,7 @@ from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, re
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import is_global_rank_zero, make_logger
 from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
+from talkinghead.safe_load import UnsafeFileError, allowed_globals, refused, safe_load
 from talkinghead.speed import Speed
 
 
@@ -47,7 +48,13 @@ class MetaLearningRun:
     speed: Speed
 
     def fit(self) -> None:
-        self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path)
+        try:
+            with allowed_globals():  # resuming reads the checkpoint as safe_load does: nothing in it runs
+                self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=self.ckpt_path, weights_only=True)
+        except pickle.UnpicklingError as exc:  # the restricted unpickler refused the checkpoint resumed from
+            if self.ckpt_path is None:
+                raise
+            raise refused(self.ckpt_path, exc) from exc
         self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimisers
 
 
@@ -68,7 +75,9 @@ def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
     """A checkpoint can be resumed only with the same model and the same W table size."""
     try:
         # memory-mapped: only the config and W are read here; Lightning loads the whole file once, later
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+        saved = safe_load(ckpt, "checkpoint", mmap=True)
+    except UnsafeFileError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a truncated file, say
         raise ConfigError(f"cannot read {ckpt} to resume ({type(exc).__name__}): use resume=false to start "
                           "afresh (the old checkpoints are kept)") from exc

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from talkinghead import api
+from talkinghead.safe_load import safe_load
 
 
 def caption(img: np.ndarray, lines: list[str], scale: int = 1) -> np.ndarray:
@@ -63,9 +64,7 @@ def main() -> None:
     if ckpt is None:
         raise SystemExit(f"{args.run} has no checkpoints/last.ckpt yet")
     meta = api.load_model(ckpt)
-    import torch
-
-    iterations = int(torch.load(ckpt, map_location="cpu", weights_only=False).get("global_step", 0)) // (
+    iterations = int(safe_load(ckpt, "checkpoint").get("global_step", 0)) // (
         1 + int(meta.config.optim.get("d_steps_per_g", 1)))
     if args.wall is None:
         files = [p for p in args.run.rglob("*") if p.is_file()]

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from talkinghead.config import REPO_ROOT
+from talkinghead.safe_load import safe_load
 
 #: dense bf16 tensor-core peaks (FLOP/s) of GPUs this may be lent, by a substring of their CUDA name
 PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12,
@@ -239,7 +240,7 @@ def section_ddp(plan: Plan, args: argparse.Namespace, out_dir: Path, timeout: fl
                               "backend": "gloo" if plan.cpu else "nccl"}
     dump = out_dir / "rank0.pt"
     if proc.returncode == 0 and dump.exists():
-        state = torch.load(dump, map_location="cpu", weights_only=False)
+        state = safe_load(dump, "DDP check dump")
         result.update(world_size=state["world_size"], iterations=state["iteration"],
                       finite=all(bool(torch.isfinite(v).all()) for v in state["state"].values()
                                  if v.is_floating_point()))
