@@ -100,7 +100,7 @@ def test_an_avatar_saved_today_loads(ckpt, tmp_path) -> None:
 
     meta = load_meta_learned(ckpt)
     shots = resolve("syn0004/v00", meta.config.data, 32, synthetic_video_length=8).load(evenly(8, 1))
-    avatar = fit_avatar(meta, shots, mode="FF", settings=FineTuneSettings(device="cpu"), person_id="syn0004",
+    avatar = fit_avatar(meta, shots, mode="FF", settings=FineTuneSettings.from_recipe(device="cpu"), person_id="syn0004",
                         source="syn0004/v00").avatar
     again = load_avatar(save_avatar(avatar, tmp_path / "avatar.pt"))
     assert torch.equal(again.psi, avatar.psi) and again.fingerprint == meta.fingerprint
@@ -210,7 +210,7 @@ def test_an_avatar_with_keys_too_many_or_too_few_is_one_line(change, ckpt, tmp_p
 
     meta = load_meta_learned(ckpt)
     shots = resolve("syn0004/v00", meta.config.data, 32, synthetic_video_length=8).load(evenly(8, 1))
-    avatar = fit_avatar(meta, shots, mode="FF", settings=FineTuneSettings(device="cpu"), person_id="syn0004",
+    avatar = fit_avatar(meta, shots, mode="FF", settings=FineTuneSettings.from_recipe(device="cpu"), person_id="syn0004",
                         source="syn0004/v00").avatar
     data = avatar.to_dict()
     if change in ("unknown", "both"):
