@@ -81,3 +81,46 @@ def test_fine_tuning_stops_early_under_the_rule_and_records_the_steps_it_ran(met
     full = fit_avatar(meta, shots, mode="FT",
                       settings=FineTuneSettings.from_recipe(steps=6, epochs=None, batch_size=2))
     assert full.avatar.steps == 6
+
+
+def test_the_page_make_finetune_and_make_evaluate_fine_tune_with_the_same_settings(tmp_path, monkeypatch) -> None:
+    """Each surface reads what it ran with: the avatar file's finetune_settings (the page, make finetune) and
+    the settings evaluate handed to fit_avatar.  The embedded recipe is shortened in a copy of the configs."""
+    pytest.importorskip("gradio", reason="the demo extra is not installed")
+    import shutil
+
+    from talkinghead import evaluate as evaluate_mod
+    from talkinghead.avatar import load_avatar
+    from talkinghead.cli import finetune_main
+    from talkinghead.demo import Demo, DemoConfig
+
+    configs = tmp_path / "experiments"
+    shutil.copytree(REPO / "experiments", configs)
+    recipe_file = configs / "finetuning" / "embedded.yaml"
+    recipe_file.write_text(recipe_file.read_text().replace("steps: 120", "steps: 3")
+                           .replace("early_stop_window: 10", "early_stop_window: 0"))
+    monkeypatch.setenv("TALKINGHEAD_CONFIG_DIR", str(configs))
+    ckpt = tiny_checkpoint(tmp_path / "runs" / "tiny")
+
+    cli_avatar = finetune_main(["id=syn0005/v01", "T=2", f"ckpt={ckpt}", "~logger", f"out_dir={tmp_path}/cli",
+                                "progress=false"])
+    demo = Demo(DemoConfig(runs_dir=tmp_path / "runs", avatars_dir=tmp_path / "runs" / "avatars",
+                           evaluate_dir=tmp_path / "runs" / "evaluate", temp_base=tmp_path / "tmp"))
+    demo.make_avatar(None, None, demo.held_out[0], 2, "FT", 0)
+    page_avatar = next((tmp_path / "tmp").rglob("avatar.pt"), None) or next((tmp_path / "runs" / "avatars").rglob("avatar.pt"))
+    seen = []
+    real = evaluate_mod.fit_avatar
+
+    def spy(*args, settings=None, **kwargs):
+        seen.append(settings.as_dict())
+        return real(*args, settings=settings, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "fit_avatar", spy)
+    evaluate_mod.evaluate_main([f"ckpt={ckpt}", "T_values=[1]", "methods=[FT]", "num_targets=2", "max_videos=1",
+                                f"out_dir={tmp_path}/ev", "~logger", "progress=false"])
+    used = {"make finetune": load_avatar(cli_avatar).finetune_settings,
+            "page": load_avatar(page_avatar).finetune_settings, "make evaluate": seen[0]}
+    for surface, settings in used.items():
+        assert settings["recipe"] == "embedded" and settings["steps"] == 3, (surface, settings)
+        assert settings == used["make finetune"], f"{surface} fine-tuned with other settings"
+    assert load_avatar(cli_avatar).steps == 3

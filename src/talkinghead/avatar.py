@@ -212,6 +212,7 @@ class Avatar:
     source_png: torch.Tensor | None = None
     crop_box: list[float] | None = None
     source_landmarks: torch.Tensor | None = None
+    finetune_settings: dict[str, Any] | None = None  # what FT ran with (FineTuneSettings.as_dict; recipe, steps…)
 
     @property
     def image_size(self) -> int:

@@ -443,5 +443,6 @@ def fit_avatar(
         data_config=OmegaConf.to_container(meta.config.data, resolve=True),
         fingerprint=meta.fingerprint,
         checkpoint=str(Path(meta.path).resolve()),
+        finetune_settings=settings.as_dict() if mode == "FT" else None,
     )
     return FineTuned(avatar, generator.eval(), time.time() - start, before, after, speed, str(device))
