@@ -200,7 +200,7 @@ def test_an_upload_over_the_bounds_is_one_line_saying_which(server, tmp_path, mo
     assert status.startswith("**Error:** my clip.mp4: 96×96 pixels a frame; the page takes up to 0.005 megapixels"), status
     Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "big.png")
     status, *_ = make(client, photos=[tmp_path / "big.png"], T=1)
-    assert status.startswith("**Error:** big.png: 80×80 pixels; the page takes photos of up to 0.005"), status
+    assert status == "**Error:** big.png: 80×80 = 0.0064 Mpx, over the bound of 0.005 Mpx per image", status
 
 
 def test_names_that_are_paths_are_refused(server, tmp_path) -> None:
