@@ -90,7 +90,11 @@ def mpx(pixels: float) -> str:
 
 
 def gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.3g} GiB"
+    """Bytes in GiB, MiB or KiB (3 digits)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes / 2**10:.3g} KiB"
 
 
 @dataclass
@@ -216,7 +220,8 @@ def read_image(source: str | Path | bytes, max_side: int = 0, name: str | None =
             w, h = scaled_size(*im.size, max_side) if max_side else im.size
             if charge:
                 work.charge(name, w * h * 3, f"{w}×{h}")
-            im = ImageOps.exif_transpose(im) or im
+            if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation (a transpose copies: only when needed)
+                im = ImageOps.exif_transpose(im) or im
             if max_side and max(im.size) > max_side:
                 im = im.convert("RGB") if not (im.mode.startswith("I;16") or im.mode in ("I", "F")) else im
                 im.thumbnail((max_side, max_side), Image.Resampling.BOX)
@@ -306,8 +311,9 @@ def read_video(path: str | Path, count: int = 0, max_side: int = 0, threads: str
             fps = float(stream.average_rate or stream.guessed_rate or 25)
             total = count_frames(container, bounds.max_frames)
             if total > bounds.max_frames:
-                raise DecodeBoundError(f"{name}: {'more than ' if not stream.frames else ''}{total} frames, over "
-                                       f"the bound of {bounds.max_frames} frames per input{bounds.hint('max_frames')}")
+                held = f"{total}" if stream.frames else f"more than {bounds.max_frames}"  # packets counted up to it
+                raise DecodeBoundError(f"{name}: {held} frames, over the bound of {bounds.max_frames} frames per "
+                                       f"input{bounds.hint('max_frames')}")
             wanted = even_indices(total, count)
             wanted_set = set(wanted.tolist())
             last = int(wanted[-1]) if len(wanted) else -1
