@@ -213,8 +213,8 @@ def test_a_decompression_bomb_png_is_one_line_on_the_cli(ckpt, tmp_path) -> None
                                     f"id={bomb}", "T=1", "mode=FF", f"out_dir={tmp_path / 'out'}", "~logger"],
                                    tmp_path)
     assert code == 2 and err.strip().splitlines() == [
-        "error: bomb.png: 400 Mpx, over the bound of 16.8 Mpx per image (a decompression bomb?) "
-        "(raise it with TALKINGHEAD_MAX_MEGAPIXELS=...)"], err
+        f"error: {bomb}: 400 Mpx, over the bound of 16.8 Mpx per image (a decompression bomb?) "
+        "(raise it with TALKINGHEAD_MAX_MEGAPIXELS=...)"], err  # the photo named as given
     # under PIL's limit but over ours: the header's size named
     big = tmp_path / "big.png"
     big.write_bytes(flat_png(9000, 9000, gray_bits=1))

@@ -406,6 +406,23 @@ def test_a_large_video_stays_under_the_stated_peak_memory(served, tmp_path) -> N
     assert (peak - base) / 1024 < PEAK_JOB_MB, f"{(peak - base) / 1024:.0f} MB for one job"
 
 
+def test_a_video_that_lies_about_its_frame_size_is_one_line_and_decodes_nothing_big(served, tmp_path) -> None:
+    """Its stream header and first frames say 64², its last frame is a 12000² PNG (432 MB as RGB, 0.4 MB sent)."""
+    from test_decode import lying_video
+
+    proc, url, client, root, _ = served
+    plain = lying_video(tmp_path / "plain.avi", 64)
+    status, *_ = make(client, video=plain, T=99, mode="FF")  # the same upload, decoding and detection: small
+    assert "T=99 needs 99 frames" in status, status
+    base = _kib(proc.pid, "VmHWM")
+    status, *_ = make(client, video=lying_video(tmp_path / "lying.avi", 12000), T=2, mode="FF")
+    assert status == ("**Error:** lying.avi: frame 4 is 12000×12000 = 144 Mpx, over the bound of 16.8 Mpx per "
+                      "frame"), status
+    rise = (_kib(proc.pid, "VmHWM") - base) / 1024
+    print(f"server peak RSS rise for the lying video: {rise:.0f} MB")
+    assert rise < 40, f"{rise:.0f} MB"
+
+
 def test_files_are_served_only_to_the_session_that_made_them(served, tmp_path) -> None:
     import httpx
 
