@@ -238,5 +238,8 @@ def test_a_16_bit_photo_of_a_face_decodes_as_its_8_bit_version(tmp_path) -> None
     for name in ("g16.png", "g16.tif"):
         got = decode.read_image(tmp_path / name).astype(int)
         assert got.shape == want.shape and np.abs(got - want).max() <= 1, name
+        small = decode.read_image(tmp_path / name, max_side=48).astype(int)  # scaled while decoding
+        assert small.shape == (48, 48, 3)
+        assert np.abs(small - decode.read_image(tmp_path / "g8.png", max_side=48)).max() <= 1, name
     got = decode.read_image(tmp_path / "rgb16.png").astype(int)
     assert np.abs(got - face.astype(int)).max() <= 1

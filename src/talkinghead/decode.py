@@ -223,7 +223,7 @@ def read_image(source: str | Path | bytes, max_side: int = 0, name: str | None =
             if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation (a transpose copies: only when needed)
                 im = ImageOps.exif_transpose(im) or im
             if max_side and max(im.size) > max_side:
-                im = im.convert("RGB") if not (im.mode.startswith("I;16") or im.mode in ("I", "F")) else im
+                im = Image.fromarray(to_rgb8(im))  # 8-bit RGB first (PIL resizes few high-depth modes)
                 im.thumbnail((max_side, max_side), Image.Resampling.BOX)
             return np.ascontiguousarray(to_rgb8(im))
     except (DecodeBoundError, DecodeError):
