@@ -551,9 +551,9 @@ class Demo:
     def live_frame(
         self, frame: Any, avatar_name: str | None, request: Any = None
     ) -> tuple[str | None, str]:
-        """One webcam frame of the Live tab (RGB uint8 (H, W, 3)) -> (the avatar's frame (S, S, 3) as a JPEG file in
-        Gradio's cache, or None; status markdown: frames/s, latency, counts; or why not, e.g. another live session
-        is running)."""
+        """One webcam frame of the Live tab (RGB uint8 (H, W, 3), or the one-line refusal :func:`read_live_frame`
+        returned for it) -> (the avatar's frame (S, S, 3) as a JPEG file in Gradio's cache, or None; status
+        markdown: frames/s, latency, counts; or why not, e.g. another live session is running)."""
         from talkinghead.live import WAIT_MESSAGE, LiveSession
         from talkinghead.sessions import session_id
 
@@ -695,7 +695,7 @@ def _error(exc: BaseException, unexpected: bool = False) -> str:
 
 # ------------------------------------------------------------------------------------------------ live frames
 #: a live frame's bounds, checked on the encoded frame before it is decoded: its bytes, and the pixels its
-#: PNG/JPEG header states (a webcam sends far less; a 12000² flat PNG is 0.4 MB but 430 MB decoded)
+#: PNG/JPEG header states (a webcam sends far less; a flat 12000² PNG is 18 KB sent, 432 MB decoded as RGB)
 LIVE_BOUNDS = decode.Bounds(max_pixels=4096 * 4096, max_encoded=16 * 10**6)
 
 
