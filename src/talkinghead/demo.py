@@ -729,15 +729,11 @@ def read_live_frame(payload: Any, bounds: decode.Bounds = LIVE_BOUNDS) -> np.nda
 
 def live_camera(gr: Any, **kwargs: Any) -> Any:
     """The Live tab's streaming ``gr.Image``, whose frames go through :func:`read_live_frame` instead of Gradio's
-    preprocessing (which decodes a frame of any size before the handler sees it)."""
-
-    class LiveCamera(gr.Image):
-        is_template = True  # drawn by the page as the gr.Image it is
-
-        def preprocess(self, payload: Any) -> np.ndarray | TalkingHeadError | None:
-            return read_live_frame(payload)
-
-    return LiveCamera(**kwargs)
+    preprocessing (which decodes a frame of any size before the handler sees it).  The instance's ``preprocess``
+    is replaced, not subclassed: Gradio writes a ``.pyi`` beside the module of every component class defined."""
+    camera = gr.Image(**kwargs)
+    camera.preprocess = read_live_frame
+    return camera
 
 
 # ------------------------------------------------------------------------------------------------ the page
