@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from talkinghead import decode
 from talkinghead.errors import TalkingHeadError
 
 
@@ -304,11 +305,9 @@ def read_photo(path: Path, max_side: int = 0) -> np.ndarray:
     (0 = full size; JPEG decodes at a reduced scale directly) by the bounded decoder (``talkinghead.decode``:
     16-bit images scaled, not clipped; over a bound one line); a clear error naming the file when it is no
     readable image."""
-    from talkinghead.decode import DecodeError, read_image
-
     try:
-        return read_image(path, max_side, name=str(path))[None]
-    except DecodeError as exc:
+        return decode.read_image(path, max_side, name=str(path))[None]
+    except decode.DecodeError as exc:
         raise NoFaceError(f"cannot read {path}: not a readable image") from exc
 
 
