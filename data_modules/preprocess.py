@@ -63,7 +63,7 @@ from data_modules.shards import (
     sample_key,
     write_shard,
 )
-from data_modules.sources import LAYOUTS, Clip, DecodeError, LayoutError, discover, read_clip
+from data_modules.sources import LAYOUTS, Clip, DecodeBoundError, DecodeError, LayoutError, discover, read_clip
 from talkinghead.crop import crop_frame, face_track, landmarks_to_crop  # noqa: F401 - also this module's API
 
 LEDGER = "ledger.jsonl"
@@ -165,6 +165,9 @@ def process_clip(clip: Clip, detector, cfg: PreprocessConfig, src_root: Path) ->
         frames, indices, fps, asked = read_clip(clip, cfg.frames_per_video)
     except DecodeError as e:
         res.reason = f"corrupt video: {e}"
+        return res
+    except DecodeBoundError as e:  # one clip over a decoding bound (talkinghead.decode): skipped, the run goes on
+        res.reason = str(e)
         return res
     if len(frames) < asked:
         res.reason = f"truncated video: only {len(frames)} of {asked} sampled frames decode"

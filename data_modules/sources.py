@@ -23,7 +23,7 @@ video-preprocessing. Every clip also names the *video* it was cut from (``Clip.v
 file). The paper's W_i is one row per video: the VoxCeleb DataModules group a video's clips into one training unit
 (``data.unit=video``) unless told to keep clips apart (``data.unit=utterance``).
 
-Decoding uses PyAV (FFmpeg bindings); nothing shells out.
+Decoding uses PyAV (FFmpeg bindings) through the bounded decoder ``talkinghead.decode``; nothing shells out.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+import talkinghead.decode as decode
+from talkinghead.decode import DecodeBoundError, DecodeError, count_frames, even_indices, scaled_size  # noqa: F401
 
 #: The one list of the file suffixes read as a video / an image, everywhere (data, shots, the page).
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
@@ -48,10 +51,6 @@ _VP_NAME = re.compile(r"^([^#/]+)#([^#/]+)#([^#/]+)#([^#/]+?)(?:\.mp4)?$")
 
 class LayoutError(ValueError):
     """The source folder is not one of the supported layouts (or empty)."""
-
-
-class DecodeError(RuntimeError):
-    """A video could not be decoded (corrupt, truncated, not a video)."""
 
 
 @dataclass(frozen=True)
@@ -211,121 +210,53 @@ def discover(src: str | Path, layout: str = "auto") -> list[Clip]:
     return clips
 
 
-def even_indices(num_frames: int, count: int) -> np.ndarray:
-    """``count`` frame indices spread evenly over ``[0, num_frames)`` (all when ``count`` >= num_frames).
-
-    Returns int64 ``(min(count, num_frames),)``, strictly increasing.
-    """
-    if num_frames <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if count <= 0 or count >= num_frames:
-        return np.arange(num_frames, dtype=np.int64)
-    return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
-
-
 #: PyAV ``thread_type`` for decoding ("AUTO": frame + slice threads; None: one thread, as before)
 DECODE_THREADS: str | None = "AUTO"
-
-
-def count_frames(container) -> int:  # noqa: ANN001 (av container)
-    """Frames of the container's first video stream: its header's count, else its packets counted (no decoding),
-    the container rewound after."""
-    stream = container.streams.video[0]
-    if stream.frames and stream.frames > 0:
-        return int(stream.frames)
-    n = sum(1 for pkt in container.demux(stream) if pkt.size)
-    container.seek(0)
-    return n
-
-
-def scaled_size(width: int, height: int, max_side: int = 0) -> tuple[int, int]:
-    """(width, height) scaled down (aspect kept, even sizes) so that neither exceeds ``max_side`` (0: as they are)."""
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    f = max_side / max(width, height)
-    return max(2, int(width * f) // 2 * 2), max(2, int(height * f) // 2 * 2)
 
 
 def read_video(
     path: str | Path, count: int = 0, max_side: int = 0
 ) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Decode ``count`` evenly spaced frames of a video file (all when 0), each scaled down while decoding so that
-    its longer side is at most ``max_side`` pixels (0: full size), which bounds memory to count x max_side² x 3.
+    its longer side is at most ``max_side`` pixels (0: full size), which bounds memory to count x max_side² x 3:
+    ``talkinghead.decode.read_video`` (the bounded decoder: pixels per frame, frames per input, bytes per job).
 
     Returns ``(frames uint8 (N,H,W,3) RGB, indices int64 (N,) source frame numbers, fps, frames asked for)``.
-    Raises ``DecodeError`` with FFmpeg's reason when the file is not a decodable video. A truncated file whose
-    first frames decode returns those frames only (the caller decides whether they are enough); the shortfall
-    is visible as fewer frames than asked.
+    Raises ``DecodeError`` with FFmpeg's reason when the file is not a decodable video, ``DecodeBoundError``
+    over a bound. A truncated file whose first frames decode returns those frames only (the caller decides
+    whether they are enough); the shortfall is visible as fewer frames than asked.
     """
-    import av
-
-    path = Path(path)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DecodeError(f"{path.name}: no video stream")
-            stream = container.streams.video[0]
-            if DECODE_THREADS:
-                stream.thread_type = DECODE_THREADS  # same pixels as one thread (FFmpeg's threading is exact)
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            total = count_frames(container)
-            wanted = even_indices(total, count)
-            wanted_set = set(wanted.tolist())
-            last = int(wanted[-1]) if len(wanted) else -1
-            frames: np.ndarray | None = None  # filled in place: no list of frames and no stacked copy of it
-            got: list[int] = []
-            i = 0
-            try:
-                for frame in container.decode(stream):
-                    if i in wanted_set:
-                        w, h = scaled_size(frame.width, frame.height, max_side)
-                        if (w, h) == (frame.width, frame.height):
-                            rgb = frame.to_ndarray(format="rgb24")
-                        else:  # swscale shrinks while converting: no full-size RGB copy
-                            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
-                        if frames is None:
-                            frames = np.empty((len(wanted), *rgb.shape), np.uint8)
-                        frames[len(got)] = rgb
-                        got.append(i)
-                    i += 1
-                    if i > last:
-                        break
-            except (av.error.FFmpegError, EOFError):
-                pass  # truncated stream: keep what decoded
-    except DecodeError:
-        raise
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, IndexError, EOFError) as e:
-        raise DecodeError(f"cannot decode {path.name}: {e}") from e
-    if not got:
-        raise DecodeError(f"cannot decode {path.name}: no frame decodes (corrupt or truncated)")
-    return frames[: len(got)], np.asarray(got, dtype=np.int64), fps, len(wanted)
+    return decode.read_video(path, count, max_side, threads=DECODE_THREADS)
 
 
 def read_images(files: tuple[Path, ...] | list[Path], count: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Load ``count`` evenly spaced images of a frame folder as uint8 (N,H,W,3) RGB + their indices (N,).
+    """Load ``count`` evenly spaced images of a frame folder as uint8 (N,H,W,3) RGB + their indices (N,), each
+    through the bounded decoder (``talkinghead.decode.read_image``; an image over a bound is a
+    ``DecodeBoundError``, an unreadable one is skipped).
 
     Images of another size than the first are resized to it (a user's photos rarely agree).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     idx = even_indices(len(files), count)
-    frames, kept = [], []
-    size = None
+    frames: np.ndarray | None = None  # filled in place, charged once to the job's budget
+    kept: list[int] = []
     for i in idx:
         try:
-            with Image.open(files[int(i)]) as im:
-                im = im.convert("RGB")
-                if size is None:
-                    size = im.size
-                elif im.size != size:
-                    im = im.resize(size, Image.BILINEAR)
-                frames.append(np.asarray(im))
-                kept.append(int(i))
-        except (UnidentifiedImageError, OSError):
+            im = decode.read_image(files[int(i)], charge=False)  # the array below is charged
+        except decode.DecodeError:
             continue
-    if not frames:
+        if frames is None:
+            decode.budget().charge(Path(files[int(i)]).name, len(idx) * im.nbytes,
+                                   f"{len(idx)} images of {im.shape[1]}×{im.shape[0]}")
+            frames = np.empty((len(idx), *im.shape), np.uint8)
+        elif im.shape != frames.shape[1:]:
+            im = np.asarray(Image.fromarray(im).resize(frames.shape[2:0:-1], Image.BILINEAR))
+        frames[len(kept)] = im
+        kept.append(int(i))
+    if frames is None:
         raise DecodeError(f"no readable image in {Path(files[0]).parent if files else '?'}")
-    return np.stack(frames), np.asarray(kept, dtype=np.int64)
+    return frames[: len(kept)], np.asarray(kept, dtype=np.int64)
 
 
 def read_clip(clip: Clip, count: int = 0) -> tuple[np.ndarray, np.ndarray, float, int]:

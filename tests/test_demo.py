@@ -200,7 +200,7 @@ def test_an_upload_over_the_bounds_is_one_line_saying_which(server, tmp_path, mo
     assert status.startswith("**Error:** my clip.mp4: 96×96 pixels a frame; the page takes up to 0.005 megapixels"), status
     Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "big.png")
     status, *_ = make(client, photos=[tmp_path / "big.png"], T=1)
-    assert status.startswith("**Error:** big.png: 80×80 pixels; the page takes photos of up to 0.005"), status
+    assert status == "**Error:** big.png: 80×80 = 0.0064 Mpx, over the bound of 0.005 Mpx per image", status
 
 
 def test_names_that_are_paths_are_refused(server, tmp_path) -> None:
@@ -405,6 +405,23 @@ def test_a_large_video_stays_under_the_stated_peak_memory(served, tmp_path) -> N
     peak = _kib(proc.pid, "VmHWM")
     print(f"server peak RSS {peak / 1024:.0f} MB, {(peak - base) / 1024:.0f} MB above its level after a small job")
     assert (peak - base) / 1024 < PEAK_JOB_MB, f"{(peak - base) / 1024:.0f} MB for one job"
+
+
+def test_a_video_that_lies_about_its_frame_size_is_one_line_and_decodes_nothing_big(served, tmp_path) -> None:
+    """Its stream header and first frames say 64², its last frame is a 12000² PNG (432 MB as RGB, 0.4 MB sent)."""
+    from test_decode import lying_video
+
+    proc, url, client, root, _ = served
+    plain = lying_video(tmp_path / "plain.avi", 64)
+    status, *_ = make(client, video=plain, T=32, mode="FF")  # the same upload, decoding and detection: small
+    assert "T=32 needs 32 frames" in status, status
+    base = _kib(proc.pid, "VmHWM")
+    status, *_ = make(client, video=lying_video(tmp_path / "lying.avi", 12000), T=2, mode="FF")
+    assert status == ("**Error:** lying.avi: frame 4 is 12000×12000 = 144 Mpx, over the bound of 16.8 Mpx per "
+                      "frame"), status
+    rise = (_kib(proc.pid, "VmHWM") - base) / 1024
+    print(f"server peak RSS rise for the lying video: {rise:.0f} MB")
+    assert rise < 40, f"{rise:.0f} MB"
 
 
 def test_files_are_served_only_to_the_session_that_made_them(served, tmp_path) -> None:

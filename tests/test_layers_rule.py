@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: talkinghead modules (and packages) that data_modules may import.
 ALLOWED_BELOW_DATA = ("talkinghead.landmarks", "talkinghead.crop", "talkinghead.visualize", "talkinghead.errors",
-                      "talkinghead.config")
+                      "talkinghead.config", "talkinghead.decode")
 
 
 def talkinghead_imports(path: Path) -> list[tuple[int, str]]:

@@ -33,6 +33,7 @@ from talkinghead.avatar import (
     resolve_checkpoint,
     save_avatar,
 )
+from talkinghead.decode import one_job
 from talkinghead.errors import ConfigError
 from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, settings_for
 from talkinghead.outputs import check_outputs
@@ -88,6 +89,7 @@ class AvatarResult:
     logger: Any = False
 
 
+@one_job  # everything it decodes is one job's budget (talkinghead.decode)
 def make_avatar(
     source: str | Path | Sequence[Path],
     *,
@@ -282,6 +284,7 @@ class DriveResult:
     backend: str = "torch"  # what rendered: torch or onnxruntime (``backend="auto"`` picks one)
 
 
+@one_job
 def drive(
     avatar: str | Path | Avatar,
     driver: str | Path,

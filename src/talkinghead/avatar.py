@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from talkinghead.decode import read_image
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import atomic_path
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
@@ -243,19 +244,14 @@ class Avatar:
 
     def source_frame(self, path: str | Path | None = None) -> Any:
         """The source frame uint8 (H, W, 3); an avatar made before full-frame output -> one-line AvatarError."""
-        import io
-
-        import numpy as np
-        from PIL import Image
-
         if not self.has_source_frame:
             where = f"{path} was" if path else "this avatar was"
             raise AvatarError(
                 f"{where} made before full-frame output and lacks its source frame: remake it with "
                 f"`make finetune ID={self.source or '<its source>'} T={self.T} MODE={self.mode}` (or drop FULL=1)"
             )
-        with Image.open(io.BytesIO(self.source_png.numpy().tobytes())) as im:
-            return np.asarray(im.convert("RGB"))
+        # an avatar file may come from anyone: its frame is decoded within the bounds (talkinghead.decode)
+        return read_image(self.source_png.numpy().tobytes(), name=f"the source frame of {path or 'the avatar'}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

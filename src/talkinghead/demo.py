@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from talkinghead import decode
 from talkinghead.errors import TalkingHeadError
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from the page's server
@@ -362,18 +363,21 @@ class Demo:
             return limit, f"The video has {info.frames} frames: {limit} of them, evenly spaced, were used (the page's limit)."
         return 0, ""
 
-    def check_photo(self, photo: Path) -> None:
-        from PIL import Image, UnidentifiedImageError
+    def decode_bounds(self) -> decode.Bounds:
+        """The page's bounds on what one job decodes (talkinghead.decode): megapixels per frame or photo, frames
+        per video, and max_frames x max_side² x 3 decoded bytes."""
+        side = self.max_side or 4096
+        return decode.Bounds(max_pixels=int(self.config.max_megapixels * 1e6),
+                             max_frames=int(self.config.max_video_frames),
+                             max_bytes=max(int(self.config.max_frames), MAX_PHOTOS) * side * side * 3)
 
+    def check_photo(self, photo: Path) -> None:
+        """Refuse a photo over the page's pixel bound from its header, nothing decoded (a decompression bomb is
+        one line too)."""
         try:
-            with Image.open(photo) as im:
-                w, h = im.size
-        except (UnidentifiedImageError, OSError):
+            decode.image_size(photo, bounds=self.decode_bounds())
+        except decode.DecodeError:
             raise DemoError(f"{photo.name}: not a readable image") from None
-        cap = self.config.max_megapixels * 1e6
-        if w * h > cap:
-            raise DemoError(f"{photo.name}: {w}×{h} pixels; the page takes photos of up to "
-                            f"{self.config.max_megapixels:g} megapixels (e.g. {_side(cap)}×{_side(cap)})")
 
     def stage_source(
         self, request: Any, video: Any, photos: Any, held_out: str | None, staged: list[Path] | None = None,
@@ -430,10 +434,11 @@ class Demo:
                 if progress is not None:
                     progress(fraction, desc=message)
 
-            made = api.make_avatar(
-                source, T=T, mode=mode, meta=meta, out=out, detector=self.detector, max_frames=max_frames,
-                max_side=self.max_side, settings=settings, progress=report,
-            )
+            with decode.job(self.decode_bounds()):  # every frame and photo of this job within the page's bounds
+                made = api.make_avatar(
+                    source, T=T, mode=mode, meta=meta, out=out, detector=self.detector, max_frames=max_frames,
+                    max_side=self.max_side, settings=settings, progress=report,
+                )
         except TalkingHeadError as exc:
             self.failed(request, staged, video, photos)
             return self.public(_error(exc)), [], [], None, self._avatar_choices(request), None
@@ -566,11 +571,12 @@ class Demo:
                     progress(fraction, desc=message)
 
             out = sdir / f"driven_{api.slug(str(avatar_name))}_{stamp}.mp4"
-            clip = api.drive(
-                avatar, driver_arg, out, side_by_side=not full, full=bool(full), adapt=adapt, meta=meta,
-                detector=self.detector, max_frames=max_frames, max_side=self.max_side, progress=report,
-                backend=backend,
-            )
+            with decode.job(self.decode_bounds()):
+                clip = api.drive(
+                    avatar, driver_arg, out, side_by_side=not full, full=bool(full), adapt=adapt, meta=meta,
+                    detector=self.detector, max_frames=max_frames, max_side=self.max_side, progress=report,
+                    backend=backend,
+                )
         except TalkingHeadError as exc:
             self.failed(request, staged, video)
             return self.public(_error(exc)), None, None
@@ -622,13 +628,15 @@ class Demo:
     def live_frame(
         self, frame: Any, avatar_name: str | None, request: Any = None
     ) -> tuple[str | None, str]:
-        """One webcam frame of the Live tab (RGB uint8 (H, W, 3)) -> (the avatar's frame (S, S, 3) as a JPEG file in
-        Gradio's cache, or None; status markdown: frames/s, latency, counts; or why not, e.g. another live session
-        is running)."""
+        """One webcam frame of the Live tab (RGB uint8 (H, W, 3), or the one-line refusal :func:`read_live_frame`
+        returned for it) -> (the avatar's frame (S, S, 3) as a JPEG file in Gradio's cache, or None; status
+        markdown: frames/s, latency, counts; or why not, e.g. another live session is running)."""
         from talkinghead.live import WAIT_MESSAGE, LiveSession
         from talkinghead.sessions import session_id
 
         arrived = time.perf_counter()
+        if isinstance(frame, TalkingHeadError):  # refused before decoding (read_live_frame): one line, no frame
+            return None, self.public(_error(frame))
         owner = session_id(request)
         if not self.live_lock.acquire(owner):
             return None, WAIT_MESSAGE.format(idle=self.live_lock.idle_s)
@@ -794,6 +802,49 @@ def _error(exc: BaseException, unexpected: bool = False) -> str:
     return f"**Error:** {first}"
 
 
+# ------------------------------------------------------------------------------------------------ live frames
+#: a live frame's bounds, checked on the encoded frame before it is decoded: its bytes, and the pixels its
+#: PNG/JPEG header states (a webcam sends far less; a flat 12000² PNG is 18 KB sent, 432 MB decoded as RGB)
+LIVE_BOUNDS = decode.Bounds(max_pixels=4096 * 4096, max_encoded=16 * 10**6)
+
+
+def read_live_frame(payload: Any, bounds: decode.Bounds = LIVE_BOUNDS) -> np.ndarray | TalkingHeadError | None:
+    """A live frame as Gradio receives it (an uploaded file, or a ``data:`` URL) -> uint8 (H, W, 3) RGB, or the
+    one-line error (returned, not raised: the stream goes on) when it is over a bound or no image; its size is
+    checked on the encoded bytes and the header before any pixel is decoded."""
+    import base64
+    import binascii
+
+    if payload is None:
+        return None
+    url = str(getattr(payload, "url", None) or "")
+    name = "the live frame"
+    try:
+        if url.startswith("data:"):
+            encoded = url.partition(",")[2]
+            if bounds.max_encoded and len(encoded) * 3 // 4 > bounds.max_encoded:
+                return decode.DecodeBoundError(f"{name}: {len(encoded) * 3 // 4 / 1e6:.3g} MB encoded, over the "
+                                               f"bound of {bounds.max_encoded / 1e6:.3g} MB per image")
+            return decode.read_image(base64.b64decode(encoded), name=name, bounds=bounds, charge=False)
+        path = getattr(payload, "path", None)
+        if not path:
+            return decode.DecodeError(f"{name}: no image sent")
+        return decode.read_image(path, name=name, bounds=bounds, charge=False)
+    except (decode.DecodeBoundError, decode.DecodeError) as exc:
+        return exc
+    except binascii.Error:
+        return decode.DecodeError(f"{name}: not a readable image")
+
+
+def live_camera(gr: Any, **kwargs: Any) -> Any:
+    """The Live tab's streaming ``gr.Image``, whose frames go through :func:`read_live_frame` instead of Gradio's
+    preprocessing (which decodes a frame of any size before the handler sees it).  The instance's ``preprocess``
+    is replaced, not subclassed: Gradio writes a ``.pyi`` beside the module of every component class defined."""
+    camera = gr.Image(**kwargs)
+    camera.preprocess = read_live_frame
+    return camera
+
+
 # ------------------------------------------------------------------------------------------------ the page
 def build_app(demo: Demo) -> Any:
     """The Gradio Blocks of the page (not launched)."""
@@ -882,9 +933,9 @@ def build_app(demo: Demo) -> Any:
                 with gr.Column():
                     live_avatar = gr.Dropdown(choices=[], value=None, label="Avatar (made on this page, this session)",
                                               elem_id="live-avatar")
-                    camera = gr.Image(label="Webcam: start it to drive the avatar live", sources=["webcam"],
-                                      streaming=True, type="numpy", height=260, elem_id="live-camera",
-                                      webcam_options=gr.WebcamOptions(mirror=False))  # frames as the camera sees
+                    camera = live_camera(gr, label="Webcam: start it to drive the avatar live", sources=["webcam"],
+                                         streaming=True, type="numpy", height=260, elem_id="live-camera",
+                                         webcam_options=gr.WebcamOptions(mirror=False))  # frames as the camera sees
                 with gr.Column():
                     live_out = gr.Image(label="Avatar, live", interactive=False, format="jpeg", height=260,
                                         elem_id="live-output")

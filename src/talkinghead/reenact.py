@@ -75,9 +75,9 @@ def load_driver(
 
     path = Path(driver).expanduser()
     if path.exists():
+        frames, fps = shots.read_user_frames(path, max_frames, max_side)  # decoded (bounded) before the detector loads
         if isinstance(detector, str):
             detector = shots.make_landmark_detector(detector, landmarks)
-        frames, fps = shots.read_user_frames(path, max_frames, max_side)
         track = shots.track_faces(frames, detector, size, source=str(path))
 
         def crops() -> torch.Tensor:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from talkinghead import decode
 from talkinghead.errors import TalkingHeadError
 
 
@@ -271,7 +272,11 @@ def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, 
 
 
 def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0, max_side: int = 0) -> PersonFrames:
+    """A user's video or image folder, its face cropped.  ``detector``: a ``LandmarkDetector`` or a backend
+    name, loaded once the frames have decoded (a file over a decoding bound is refused first)."""
     frames, _ = read_user_frames(path, max_frames, max_side)
+    if isinstance(detector, str):
+        detector = make_landmark_detector(detector)
     track = track_faces(frames, detector, image_size, source=str(path))
     found = track.found
     kept = np.flatnonzero(found)
@@ -297,18 +302,12 @@ def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0,
 
 def read_photo(path: Path, max_side: int = 0) -> np.ndarray:
     """One image file -> uint8 (1, H, W, 3) RGB, scaled down while decoding to at most ``max_side`` pixels a side
-    (0 = full size; JPEG decodes at a reduced scale directly); a clear error naming the file when it is no
+    (0 = full size; JPEG decodes at a reduced scale directly) by the bounded decoder (``talkinghead.decode``:
+    16-bit images scaled, not clipped; over a bound one line); a clear error naming the file when it is no
     readable image."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as im:
-            if max_side and max(im.size) > max_side:
-                im.draft("RGB", (max_side, max_side))
-                im = im.convert("RGB")
-                im.thumbnail((max_side, max_side), Image.Resampling.BOX)
-            return np.asarray(im.convert("RGB"))[None]
-    except (UnidentifiedImageError, OSError) as exc:
+        return decode.read_image(path, max_side, name=str(path))[None]
+    except decode.DecodeError as exc:
         raise NoFaceError(f"cannot read {path}: not a readable image") from exc
 
 
@@ -336,6 +335,8 @@ def photo_frames(paths: Sequence[Path], image_size: int, detector: Any, max_side
     crops, points, notes, origins = [], [], [], []
     for path in paths:
         frames = read_photo(path, max_side)
+        if isinstance(detector, str):  # a backend name: loaded once a photo has decoded
+            detector = make_landmark_detector(detector)
         try:
             track = track_faces(frames, detector, image_size, source=str(path))
         except NoFaceError as exc:
@@ -420,9 +421,7 @@ def resolve(
     side (0 = full size)."""
     photos = photo_list(id_ if not isinstance(id_, str) and isinstance(id_, Sequence) else str(id_))
     if photos:
-        if detector is None:
-            detector = make_landmark_detector(detector_backend)
-        return photo_frames(photos, image_size, detector, max_side)
+        return photo_frames(photos, image_size, detector if detector is not None else detector_backend, max_side)
     id_ = str(id_).strip()
     if not id_:
         raise UnknownIdError(
@@ -430,9 +429,8 @@ def resolve(
         )
     path = Path(id_).expanduser()
     if path.exists():
-        if detector is None:
-            detector = make_landmark_detector(detector_backend)
-        return user_frames(path, image_size, detector, max_frames, max_side)
+        return user_frames(path, image_size, detector if detector is not None else detector_backend, max_frames,
+                           max_side)
     if looks_like_path(id_):
         raise UnknownIdError(f"no such file or folder: {id_}")
 
