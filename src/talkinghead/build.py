@@ -123,6 +123,29 @@ def build_module(
 
 
 
+def world_size(trainer_cfg: Any) -> int:
+    """Processes the Trainer of ``trainer_cfg`` will train with: ``num_nodes`` x devices per node, the devices
+    counted as Lightning counts them (``-1``, ``"auto"``, a list or ``"0,1"`` of GPUs).  Known before the Trainer
+    exists, so that the DataModule can be built with its per-device batch (``data_modules.batch``)."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.accelerators import CPUAccelerator, CUDAAccelerator
+
+    nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
+    devices = trainer_cfg.get("devices", "auto")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        return nodes * devices
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and CUDAAccelerator.is_available())
+    kind = CUDAAccelerator if gpu else CPUAccelerator
+    if devices == "auto":
+        return nodes * kind.auto_device_count()
+    try:
+        return nodes * len(kind.get_parallel_devices(kind.parse_devices(devices)))
+    except MisconfigurationException as exc:
+        hint = "; no GPU here: add trainer=cpu" if gpu and not torch.cuda.is_available() else ""
+        raise ConfigError(f"trainer.devices={devices!r}: {str(exc).splitlines()[0]}{hint}") from exc
+
+
 def make_trainer(trainer_cfg: dict[str, Any], **kwargs: Any) -> pl.Trainer:
     """``pl.Trainer`` whose set-up errors (no GPU on this machine, a bad strategy) say which config to change."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
