@@ -113,6 +113,7 @@ def build_module(
         optimizer_w=instantiate(cfg.optim.w, _convert_="all") if cfg.optim.get("w") else None,  # plain lists: checkpoints load weights_only
         w_from_fakes=bool(cfg.loss.get("w_from_fakes", False)),
         d_steps_per_g=int(cfg.optim.d_steps_per_g), content_loss=content_loss,
+        g_first=bool(cfg.optim.get("g_first", False)),
         config=OmegaConf.to_container(cfg, resolve=True),
         channels_last=speed.channels_last,
     )

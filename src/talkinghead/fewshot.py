@@ -51,6 +51,7 @@ class FineTuneSettings:
     betas: tuple[float, float] = (0.0, 0.999)  # the authors' FSTH code (beta1 = 0, eps = 1e-5)
     eps: float = 1e-5
     d_steps_per_g: int = 2  # paper "Implementation details": two D updates per G update
+    g_first: bool = True  # FSTH's order: G's update, then D's, from the same fakes
     batch_size: int = 4
     loss_weights: Mapping[str, float] | None = None  # None: the meta-learning run's weights
     seed: int = 0
@@ -82,6 +83,7 @@ class FineTuneSettings:
             betas=tuple(cfg.get("betas", (0.0, 0.999))),
             eps=float(cfg.get("eps", 1e-5)),
             d_steps_per_g=int(cfg.get("d_steps_per_g", 2)),
+            g_first=bool(cfg.get("g_first", True)),
             batch_size=int(cfg.get("batch_size", 4)),
             loss_weights=None if weights is None else {k: float(v) for k, v in dict(weights).items()},
             seed=int(cfg.get("seed", 0)),
@@ -254,6 +256,7 @@ def fit_avatar(
             optimizer_g=partial(opt, lr=settings.lr_g, betas=settings.betas, eps=settings.eps, **impl),
             optimizer_d=partial(opt, lr=settings.lr_d, betas=settings.betas, eps=settings.eps, **impl),
             d_steps_per_g=settings.d_steps_per_g,
+            g_first=settings.g_first,
             content_loss=content,
             channels_last=speed.channels_last,
         )
