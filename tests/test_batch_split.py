@@ -12,7 +12,8 @@ from talkinghead.build import world_size
 from talkinghead.config import compose
 from talkinghead.errors import ConfigError
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments" / "experiment").glob("*.yaml"))
+EXPERIMENT_DIR = Path(__file__).resolve().parents[1] / "experiments" / "experiment"
+EXPERIMENTS = sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("world, per_device, text", [

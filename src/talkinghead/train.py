@@ -230,7 +230,8 @@ def meta_learn(cfg: DictConfig) -> MetaLearningRun:
     if run.trainer.is_global_zero:
         precision = run.trainer.precision
         print(f"speed: {precision}, {run.speed.describe().split(', ', 1)[1]} (speed=plain: the fp32 reference path)")
-        print(run.batch.describe("GPU" if isinstance(run.trainer.accelerator, pl.accelerators.CUDAAccelerator) else "device"))
+        gpu = isinstance(run.trainer.accelerator, pl.accelerators.CUDAAccelerator)
+        print(run.batch.describe("GPU" if gpu else "device"))
     if run.ckpt_path:
         print(f"resuming from {run.ckpt_path} (resume=false starts afresh)")
     start = time.time()
