@@ -152,7 +152,9 @@ def zoom_centre(images: Tensor, zoom: float | None) -> Tensor:
     theta = images.new_zeros(images.shape[0], 2, 3, dtype=torch.float32)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zoom
     grid = F.affine_grid(theta, list(images.shape), align_corners=False).to(images.dtype)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    channels_last = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # the backbone's layout
 
 
 def content_loss_terms(
