@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from data_modules.batch import split_batch
 from data_modules.persons import PersonData
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads
 from data_modules.resumable import ResumableDataLoader
@@ -208,17 +209,20 @@ class SyntheticDataModule(pl.LightningDataModule):
         heldout_frames: validation frames per training video, ``t in [frames_per_video, +heldout_frames)``.
         K: source frames per sample.
         image_size: H = W of frames and landmark images.
-        batch_size, num_workers: DataLoader settings.
+        batch_size: samples per batch and device; None: ``global_batch_size`` (one device: see ``data_modules.batch``).
+        num_workers: DataLoader workers.
         seed: appearance, motion, frame choice and data order all derive from it.
         samples_per_epoch: training items per epoch (default: one per training video).
         landmarks: the landmark set the samples carry and draw: ``ibug68`` (the paper's 68 points) or
             ``ibug68+iris`` (plus the exact irises; ``talkinghead.landmarks.sets``).
+        global_batch_size: samples per optimiser step, all devices together (used when ``batch_size`` is None).
     """
 
     def __init__(self, num_identities: int = 40, videos_per_identity: int = 3, test_identities: int = 8,
                  frames_per_video: int = 32, heldout_frames: int = 16, K: int = 4, image_size: int = 64,
-                 batch_size: int = 8, num_workers: int = 0, seed: int = 0,
-                 samples_per_epoch: int | None = None, landmarks: str = IBUG68) -> None:
+                 batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
+                 samples_per_epoch: int | None = None, global_batch_size: int | None = 8,
+                 landmarks: str = IBUG68) -> None:
         super().__init__()
         check_set(landmarks)
         if num_identities < 2:
@@ -242,9 +246,9 @@ class SyntheticDataModule(pl.LightningDataModule):
                 f"lower K or raise heldout_frames")
         if image_size < 16:
             raise SyntheticDataError(f"image_size must be >= 16, got {image_size}")
-        if batch_size < 1 or num_workers < 0:
-            raise SyntheticDataError(
-                f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        batch_size = split_batch(global_batch_size, batch_size).per_device  # BatchSizeError (one line)
+        if num_workers < 0:
+            raise SyntheticDataError(f"need num_workers >= 0, got {num_workers}")
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise SyntheticDataError(f"samples_per_epoch must be >= 1 or None, got {samples_per_epoch}")
         self.save_hyperparameters()

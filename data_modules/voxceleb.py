@@ -53,6 +53,7 @@ from data_modules.shards import (
     iter_shard,
     load_manifest,
 )
+from data_modules.batch import split_batch
 from data_modules.persons import PersonData
 from data_modules.remote import ShardError, is_remote, local_path
 from data_modules.resumable import ResumableStreamLoader
@@ -452,7 +453,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
         root: str | Path | None,
         K: int = 8,
         image_size: int = 256,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         num_workers: int = 4,
         seed: int = 0,
         augment: Mapping[str, Any] | None = None,
@@ -465,6 +466,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
         prefetch_factor: int = 4,
         unit: str = "video",
         landmarks: str | None = None,
+        global_batch_size: int | None = 8,
     ) -> None:
         super().__init__()
         if root is None or str(root).strip() in ("", "???", "None", "null"):
@@ -497,7 +499,9 @@ class VoxCelebDataModule(pl.LightningDataModule):
                 "videos written so far; re-run `make preprocess` to finish",
                 stacklevel=2,
             )
-        self.K, self.image_size, self.batch_size = int(K), int(image_size), int(batch_size)
+        # per device: batch_size, or else the global batch on one device (meta-learning passes the split batch)
+        self.K, self.image_size = int(K), int(image_size)
+        self.batch_size = split_batch(global_batch_size, batch_size).per_device
         self.num_workers, self.seed, self.augment = int(num_workers), int(seed), dict(augment or {})
         self.samples_per_video, self.shuffle_buffer = int(samples_per_video), int(shuffle_buffer)
         self.max_val_videos, self.pin_memory = max_val_videos, bool(pin_memory)

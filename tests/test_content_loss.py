@@ -166,7 +166,11 @@ def test_the_paper_loss_is_the_caffe_vgg19_and_its_weight_reaches_the_loss(weigh
     s19 = torch.load(weights_dir / "vgg19-d01eb7cb.pth", weights_only=True)
     sface = torch.load(weights_dir / "vgg_face_dag.pth", weights_only=True)
     l19 = _reference_l1(s19, fake, real, caffe_vgg19=True, relus={1, 6, 11, 20, 29})
-    lface = _reference_l1(sface, fake, real, caffe_vgg19=False, relus={1, 6, 11, 18, 25})
+    from talkinghead.losses.content import zoom_centre
+
+    assert cfg.loss.vggface_zoom == 1.8  # VGGFace sees the central face box (FSTH's idt_embed crop)
+    lface = _reference_l1(sface, zoom_centre(fake, 1.8), zoom_centre(real, 1.8), caffe_vgg19=False,
+                          relus={1, 6, 11, 18, 25})
     assert float(l19) > 0 and float(lface) > 0
     assert torch.allclose(got, 0.15 * l19 + 0.025 * lface, rtol=1e-4), (got, l19, lface)
     # swapping the channel order (RGB into the Caffe net) would give another value: the test can fail
@@ -196,3 +200,37 @@ def test_a_config_saved_before_the_input_norm_key_keeps_its_training_setup(tmp_p
     assert loss is not None and loss.vgg19.input_norm == "imagenet" and loss.vgg19.pool == "max"
     assert loss.weight_vgg19 == 1.0  # unit weight: the training module applies 0.15
     assert content_loss_from_config({"weights": {"content_vgg19": 0, "content_vggface": 0}}) is None
+
+
+def _fsth_crop_and_resize(images: torch.Tensor, crop_factor: float) -> torch.Tensor:
+    """FSTH's ``criterions/idt_embed.py`` without keypoints: its fixed box [t, b, l, r] and ``crop_and_resize``."""
+    h, w = images.shape[2:]
+    t, l = h * (1 - crop_factor) / 2, w * (1 - crop_factor) / 2
+    b, r = h - t, w - l
+    theta = torch.zeros(images.shape[0], 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = (r - l) / w, (b - t) / h
+    theta[:, 0, 2], theta[:, 1, 2] = (l + r) / w - 1, (t + b) / h - 1
+    grid = torch.affine_grid_generator(theta, images.shape, False)
+    return torch.nn.functional.grid_sample(images, grid, "bilinear", "reflection")
+
+
+def test_vggface_sees_fsth_s_central_face_box() -> None:
+    from talkinghead.losses.content import zoom_centre
+
+    x = _face_like(size=64, seed=5)
+    torch.testing.assert_close(zoom_centre(x, 1.8), _fsth_crop_and_resize(x, 1 / 1.8), rtol=0, atol=1e-6)
+    assert zoom_centre(x, None) is x and zoom_centre(x, 1.0) is x
+
+
+def test_with_the_zoom_vggface_ignores_the_border_and_vgg19_does_not(weights_dir: Path) -> None:
+    zoomed = ContentLoss(weights_dir=weights_dir, vggface_zoom=1.8)
+    whole = ContentLoss(weights_dir=weights_dir)
+    x = _face_like(size=64, seed=6)
+    y = x.clone()
+    y[..., :8, :] = -y[..., :8, :]  # the top 8 rows: outside the central 64/1.8 = 35.6 rows (rows 14-50)
+    with torch.no_grad():
+        near, far = zoomed.terms(y, x), whole.terms(y, x)
+    assert float(near["content_vggface"]) < 1e-6 < float(far["content_vggface"])
+    assert float(near["content_vgg19"]) == pytest.approx(float(far["content_vgg19"]), rel=1e-6)
+    with pytest.raises(ValueError, match="vggface_zoom"):
+        ContentLoss(weights_dir=weights_dir, vggface_zoom=0.5)

@@ -230,8 +230,8 @@ def test_epochs_count_passes_over_the_T_frames() -> None:
     assert FineTuneSettings.from_config({"steps": 40, "epochs": None, "batch_size": 4}).steps_for(32) == 40
 
 
-SETTINGS = ("steps", "epochs", "optimizer", "lr_g", "lr_d", "betas", "eps", "d_steps_per_g", "average_decay",
-            "batch_size", "loss_weights", "seed", "device")
+SETTINGS = ("steps", "epochs", "optimizer", "lr_g", "lr_d", "betas", "eps", "d_steps_per_g", "g_first",
+            "average_decay", "batch_size", "loss_weights", "seed", "device")
 
 
 def test_finetune_defaults_agree_with_the_one_fine_tuning_config_and_fsth() -> None:

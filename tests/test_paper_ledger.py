@@ -288,3 +288,19 @@ def test_one_changed_fine_tuning_value_fails_the_ledger_for_both_stages(tmp_path
     assert any("finetune config" in b and "lr_g" in b for b in bad), bad
     assert any("evaluate config" in b and "finetune.lr_g" in b for b in bad), bad
     assert len(bad) == 2, bad
+
+
+def test_the_rows_on_fsth_s_batch_order_crop_and_psi_are_there_and_say_what_the_code_does() -> None:
+    """Rows 38 and 61-62 as corrected, and 66-68 (the batch on N GPUs, the update order, VGGFace's crop, ψ''s P):
+    their config keys are checked above; here the facts they state that are not config values."""
+    rows = {r["#"]: r for r in ledger_rows()}
+    entries = {(row, key) for row, _, key, _ in ledger_entries()}
+    assert {("38", "data.global_batch_size"), ("38", "data.batch_size"), ("66", "optim.g_first"),
+            ("66", "g_first"), ("66", "finetune.g_first"), ("67", "loss.vggface_zoom")} <= entries
+    assert "global batch" in rows["38"]["FSTH"] and "batch_size // num_gpus" in rows["38"]["FSTH"]
+    bound = f"{math.sqrt(512 / 145_000):.3f}"  # W's rows' RMS norm bound under spectral norm at 145k rows
+    assert bound == "0.059" and bound in rows["61"]["verdict"]
+    assert "eps/√(1−β₂ᵗ)" in rows["62"]["verdict"] and "eps·√(1−β₂ᵗ)" not in rows["62"]["verdict"]
+    assert "perc_weight" in rows["22"]["FSTH"] and "idt_embed_weight" in rows["22"]["FSTH"]
+    assert "ReLU, then sum" in rows["18"]["FSTH"] and "sum then ReLU" in rows["18"]["verdict"]
+    assert rows["68"]["verdict"].startswith("same") and "trained G's P" in rows["68"]["verdict"]

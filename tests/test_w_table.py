@@ -15,8 +15,9 @@ from talkinghead.nets import ProjectionDiscriminator
 from helpers import FixedEpisodes, tiny_module
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-2, betas=(0.0, 0.999), eps=1e-5)  # the paper config's betas
-# SparseAdam adds eps to sqrt(v) before the bias correction, dense Adam after it (the ledger's relation): they
-# are compared with an eps too small to matter.
+# SparseAdam adds eps to sqrt(v) before the bias correction, dense Adam after it, so SparseAdam is dense Adam with
+# eps / sqrt(1 - beta2^t) (ledger row 62 (a); test_sparse_adam_is_dense_adam_with_eps_over_the_bias_correction):
+# elsewhere they are compared with an eps too small to matter.
 ADAM_NO_EPS = functools.partial(torch.optim.Adam, lr=1e-2, betas=(0.0, 0.999), eps=1e-12)
 
 
@@ -64,6 +65,29 @@ def test_sparse_W_equals_dense_adam_when_every_row_is_in_every_batch() -> None:
         _step(sparse.weight, opt_s, idx, g, sparse)
         _step(dense.weight, opt_d, idx, g, dense)
     torch.testing.assert_close(sparse.weight, dense.weight, rtol=0, atol=1e-6)
+
+
+def test_sparse_adam_is_dense_adam_with_eps_over_the_bias_correction() -> None:
+    """Ledger row 62 (a): with gradients near eps (where eps matters), SparseAdam(eps) takes dense Adam's steps
+    with eps / sqrt(1 - beta2^t) at step t, not eps * sqrt(1 - beta2^t)."""
+    eps, b2 = 1e-5, 0.999
+    torch.manual_seed(3)
+    grads = [1e-5 * torch.randn(6, 4) for _ in range(5)]
+
+    def run(scale) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse, dense, _, _ = _pair()
+        opt_s = sparse_adam_like(ADAM)([sparse.weight])
+        opt_d = ADAM([dense.weight])
+        for t, g in enumerate(grads, start=1):
+            opt_d.param_groups[0]["eps"] = scale(eps, 1 - b2 ** t)
+            _step(sparse.weight, opt_s, torch.arange(6), g, sparse)
+            _step(dense.weight, opt_d, torch.arange(6), g, dense)
+        return sparse.weight.detach(), dense.weight.detach()
+
+    s, d = run(lambda e, bc: e / bc ** 0.5)
+    torch.testing.assert_close(s, d, rtol=0, atol=1e-7)
+    s, d = run(lambda e, bc: e * bc ** 0.5)
+    assert (s - d).abs().max() > 1e-3, "eps * sqrt(1 - beta2^t) would give SparseAdam's steps too"
 
 
 def test_sparse_W_equals_dense_adam_at_a_row_s_first_touch_and_differs_only_by_v_s_decay_after() -> None:

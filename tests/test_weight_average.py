@@ -106,6 +106,7 @@ def test_fine_tuning_starts_from_the_trained_G_embeds_with_the_average_and_rende
                                                                          average_decay=None, device="cpu"))
     trained = load_meta_learned(ckpt, average=False)
     assert torch.allclose(still.avatar.psi, initial_psi(trained.generator, ff.avatar.e_new))
+    assert not torch.allclose(still.avatar.psi, ff.avatar.psi), "the averaged G's P would give FF's psi' (row 68)"
     # the avatar renders over the averaged meta-learned G exactly as fine-tuning left it
     from talkinghead.speed import Speed
 

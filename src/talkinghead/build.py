@@ -113,6 +113,7 @@ def build_module(
         optimizer_w=instantiate(cfg.optim.w, _convert_="all") if cfg.optim.get("w") else None,  # plain lists: checkpoints load weights_only
         w_from_fakes=bool(cfg.loss.get("w_from_fakes", False)),
         d_steps_per_g=int(cfg.optim.d_steps_per_g), content_loss=content_loss,
+        g_first=bool(cfg.optim.get("g_first", False)),
         config=OmegaConf.to_container(cfg, resolve=True),
         channels_last=speed.channels_last,
     )
@@ -121,6 +122,29 @@ def build_module(
         content_loss.to(memory_format=speed.memory_format)
     return module
 
+
+
+def world_size(trainer_cfg: Any) -> int:
+    """Processes the Trainer of ``trainer_cfg`` will train with: ``num_nodes`` x devices per node, the devices
+    counted as Lightning counts them (``-1``, ``"auto"``, a list or ``"0,1"`` of GPUs).  Known before the Trainer
+    exists, so that the DataModule can be built with its per-device batch (``data_modules.batch``)."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.accelerators import CPUAccelerator, CUDAAccelerator
+
+    nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
+    devices = trainer_cfg.get("devices", "auto")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        return nodes * devices
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and CUDAAccelerator.is_available())
+    kind = CUDAAccelerator if gpu else CPUAccelerator
+    if devices == "auto":
+        return nodes * kind.auto_device_count()
+    try:
+        return nodes * len(kind.get_parallel_devices(kind.parse_devices(devices)))
+    except MisconfigurationException as exc:
+        hint = "; no GPU here: add trainer=cpu" if gpu and not torch.cuda.is_available() else ""
+        raise ConfigError(f"trainer.devices={devices!r}: {str(exc).splitlines()[0]}{hint}") from exc
 
 
 def make_trainer(trainer_cfg: dict[str, Any], **kwargs: Any) -> pl.Trainer:

@@ -66,6 +66,7 @@ class FineTuneSettings:
     betas: tuple[float, float]
     eps: float
     d_steps_per_g: int
+    g_first: bool  # FSTH's order: G's update, then D's, from the same fakes
     batch_size: int
     loss_weights: Mapping[str, float] | None  # None: the meta-learning run's weights
     seed: int
@@ -123,6 +124,7 @@ class FineTuneSettings:
             betas=tuple(float(b) for b in get("betas")),
             eps=float(get("eps")),
             d_steps_per_g=int(get("d_steps_per_g")),
+            g_first=bool(get("g_first")),
             batch_size=int(get("batch_size")),
             loss_weights=None if weights is None else {k: float(v) for k, v in dict(weights).items()},
             seed=int(get("seed")),
@@ -366,6 +368,7 @@ def fit_avatar(
             optimizer_g=partial(opt, lr=settings.lr_g, betas=settings.betas, eps=settings.eps, **impl),
             optimizer_d=partial(opt, lr=settings.lr_d, betas=settings.betas, eps=settings.eps, **impl),
             d_steps_per_g=settings.d_steps_per_g,
+            g_first=settings.g_first,
             content_loss=content,
             channels_last=speed.channels_last,
         )

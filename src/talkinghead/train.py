@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from data_modules.batch import BatchSplit, split_batch
 from talkinghead.callbacks.health import health_monitor_from_config
 from talkinghead.callbacks.metrics import MetricsCallback
 from talkinghead.callbacks.preemption import GracefulStop
@@ -26,7 +27,7 @@ from talkinghead.callbacks.progress import IterationProgressBar
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
 from talkinghead.callbacks.weight_average import WeightAverage
-from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, resolve_speed
+from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, resolve_speed, world_size
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import is_global_rank_zero, make_logger
 from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
@@ -46,6 +47,7 @@ class MetaLearningRun:
     ckpt_path: Path | None
     samples: SampleGridCallback
     speed: Speed
+    batch: BatchSplit
 
     def fit(self) -> None:
         try:
@@ -135,16 +137,17 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown loss term(s) {sorted(unknown)} in loss.weights; known: {list(GENERATOR_TERMS)}")
 
 
-def resolve_iterations(cfg: DictConfig, datamodule: pl.LightningDataModule) -> int:
+def resolve_iterations(cfg: DictConfig, datamodule: pl.LightningDataModule, world: int = 1) -> int:
     """Generator updates to run: ``epochs`` passes over the training data when set (the paper counts epochs; one
-    epoch is one batch per ``batch_size`` training samples, i.e. every training video once with
-    ``samples_per_video: 1``), else ``iterations``."""
+    epoch is one step per global batch of training samples, i.e. every training video once with
+    ``samples_per_video: 1``), else ``iterations``.  ``datamodule``'s loader is read before the Trainer exists, on
+    one process: its batches of the per-device batch, over ``world`` devices."""
     import math
 
     if cfg.get("epochs") is None:
         return int(cfg.iterations)
     batches = len(datamodule.train_dataloader())
-    return max(1, math.ceil(float(cfg.epochs) * batches))
+    return max(1, math.ceil(float(cfg.epochs) * batches / world))
 
 
 def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> MetaLearningRun:
@@ -153,7 +156,9 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
-    datamodule = build(cfg.data)
+    world = world_size(cfg.trainer)
+    batch = split_batch(cfg.data.get("global_batch_size"), cfg.data.get("batch_size"), world)
+    datamodule = build(cfg.data, batch_size=batch.per_device)
     datamodule.prepare_data()
     datamodule.setup("fit")
     speed = resolve_speed(cfg)
@@ -203,7 +208,7 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     trainer = make_trainer(
         trainer_cfg,
         strategy=strategy,
-        max_steps=resolve_iterations(cfg, datamodule) * steps_per_iter,
+        max_steps=resolve_iterations(cfg, datamodule, world) * steps_per_iter,
         max_epochs=-1,
         val_check_interval=int(cb.val_every_n_iterations),
         check_val_every_n_epoch=None,
@@ -214,7 +219,10 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
         # GracefulStop requeues, after a whole iteration; Lightning's own auto-requeue would save mid-iteration
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
-    return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples, speed)
+    if trainer.world_size != world:  # the batch was split for another number of processes
+        raise ConfigError(f"the trainer runs {trainer.world_size} processes, the batch was split over {world}: "
+                          "give trainer.devices and trainer.num_nodes as numbers")
+    return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples, speed, batch)
 
 
 def weight_average(cb: DictConfig) -> list[pl.Callback]:
@@ -236,6 +244,8 @@ def meta_learn(cfg: DictConfig) -> MetaLearningRun:
     if run.trainer.is_global_zero:
         precision = run.trainer.precision
         print(f"speed: {precision}, {run.speed.describe().split(', ', 1)[1]} (speed=plain: the fp32 reference path)")
+        gpu = isinstance(run.trainer.accelerator, pl.accelerators.CUDAAccelerator)
+        print(run.batch.describe("GPU" if gpu else "device"))
     if run.ckpt_path:
         print(f"resuming from {run.ckpt_path} (resume=false starts afresh)")
     start = time.time()

@@ -77,6 +77,8 @@ class ContentLoss(nn.Module):
         config_key_vgg19 / config_key_vggface: the config keys named in a missing-weights error.
         vgg19 / vggface: backbones built by the caller instead of loaded from files (``make bench`` times
             random-weight ones when the files are absent, and says so; training never does).
+        vggface_zoom: VGGFace sees the central 1/zoom of each frame resized back to the frame's size (FSTH's
+            ``criterions/idt_embed.py`` crop, 1.8: the face box); None or 1: the whole frame.
 
     The frozen weights are kept out of ``state_dict()`` (see ``FrozenBackbone.freeze``): checkpoints stay
     small and the public weights are always reloaded from their files.
@@ -97,11 +99,15 @@ class ContentLoss(nn.Module):
         config_key_vggface: str = "loss.weights.content_vggface",
         vgg19: VGG19 | None = None,
         vggface: VGGFace | None = None,
+        vggface_zoom: float | None = None,
     ) -> None:
         super().__init__()
         if weight_vgg19 < 0 or weight_vggface < 0:
             raise ValueError(f"content loss weights must be >= 0, got vgg19={weight_vgg19}, "
                              f"vggface={weight_vggface}")
+        if vggface_zoom is not None and not float(vggface_zoom) >= 1.0:
+            raise ValueError(f"vggface_zoom must be >= 1 (1/zoom of the frame, centred) or null, got {vggface_zoom}")
+        self.vggface_zoom = None if vggface_zoom is None or float(vggface_zoom) == 1.0 else float(vggface_zoom)
         self.weight_vgg19 = float(weight_vgg19)
         self.weight_vggface = float(weight_vggface)
         self.vgg19_layers = tuple(int(i) for i in vgg19_layers)
@@ -129,12 +135,26 @@ class ContentLoss(nn.Module):
     def terms(self, fake: Tensor, real: Tensor) -> dict[str, Tensor]:
         """The weighted terms ``{"content_vgg19": ..., "content_vggface": ...}`` (see ``content_loss``)."""
         return content_loss_terms(fake, real, self.vgg19, self.vggface, self.weight_vgg19,
-                                  self.weight_vggface, self.vgg19_layers, self.vggface_layers)
+                                  self.weight_vggface, self.vgg19_layers, self.vggface_layers, self.vggface_zoom)
 
     def forward(self, fake: Tensor, real: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """``(L_CNT, terms)``: the scalar total and the weighted terms (for logging term by term)."""
         parts = self.terms(fake, real)
         return parts["content_vgg19"] + parts["content_vggface"], parts
+
+
+def zoom_centre(images: Tensor, zoom: float | None) -> Tensor:
+    """The central 1/zoom of every image resized back to its size, (B, C, H, W) -> (B, C, H, W): FSTH's
+    ``crop_and_resize`` with its fixed box (``criterions/idt_embed.py``: ``crop_factor = 1 / 1.8``), the same
+    affine grid, bilinear samples and reflection padding.  ``zoom`` None or 1: the images unchanged."""
+    if zoom is None or zoom == 1.0:
+        return images
+    theta = images.new_zeros(images.shape[0], 2, 3, dtype=torch.float32)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zoom
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False).to(images.dtype)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    channels_last = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # the backbone's layout
 
 
 def content_loss_terms(
@@ -146,6 +166,7 @@ def content_loss_terms(
     weight_vggface: float = PAPER_WEIGHT_VGGFACE,
     vgg19_layers: Sequence[int] = VGG19_LAYERS,
     vggface_layers: Sequence[int] = VGGFACE_LAYERS,
+    vggface_zoom: float | None = None,
 ) -> dict[str, Tensor]:
     """The weighted terms ``{"content_vgg19": ..., "content_vggface": ...}``; a term that is off is 0.
 
@@ -153,6 +174,7 @@ def content_loss_terms(
         fake: x̂, generated images ``(B, 3, H, W)`` in [-1, 1], H, W >= 32; gradients flow to it.
         real: x, ground truth ``(B, 3, H, W)`` in [-1, 1]; a constant target (no gradient).
         vgg19 / vggface: loaded, frozen backbones; None only where the term's weight is 0.
+        vggface_zoom: VGGFace compares the central 1/zoom of both (``zoom_centre``); None: the whole frames.
     """
     if (vgg19 is None and weight_vgg19 > 0) or (vggface is None and weight_vggface > 0):
         raise ValueError("content loss: a term with weight > 0 needs its backbone (pass it, or set weight 0)")
@@ -166,9 +188,10 @@ def content_loss_terms(
                                      ("content_vggface", vggface, weight_vggface, vggface_layers)):
         if net is None or weight == 0:
             continue
+        a, b = (zoom_centre(fake, vggface_zoom), zoom_centre(real, vggface_zoom)) if net is vggface else (fake, real)
         with torch.no_grad():
-            target = net.activations(real, layers)
-        out[key] = weight * feature_l1(net.activations(fake, layers), target)
+            target = net.activations(b, layers)
+        out[key] = weight * feature_l1(net.activations(a, layers), target)
     return out
 
 
@@ -224,4 +247,5 @@ def content_loss_from_config(loss_cfg: Mapping[str, Any], *, unit_weights: bool 
         vggface_layers=layers("vggface_layers", VGGFACE_LAYERS),
         vgg19_input_norm=str(loss_cfg.get("vgg19_input_norm") or LEGACY_VGG19_INPUT_NORM),
         pool=str(loss_cfg.get("vgg_pool") or LEGACY_POOL),  # type: ignore[arg-type]
+        vggface_zoom=loss_cfg.get("vggface_zoom"),  # absent (a checkpoint before the key): the whole frame
     )

@@ -41,6 +41,9 @@ class AdversarialModule(pl.LightningModule):
         loss_weights: weight per term of ``GENERATOR_TERMS``.
         optimizer_g / optimizer_d: partial optimisers (``params`` still missing), from config.
         d_steps_per_g: discriminator updates per generator update (the paper uses 2).
+        g_first: G's update first, against D before this iteration's D updates, which then learn from the same
+            fakes (FSTH's order, ``runners/holycow.py`` ``run_epoch``); False: D's updates first, G's against the
+            updated D.
         content_loss: ``talkinghead.losses.content.ContentLoss`` built with unit weights, whose ``terms(x_hat, x)``
             gives ``{"content_vgg19": t, "content_vggface": t}``, or None when both content weights are 0.
         config: the resolved experiment config, saved in checkpoints so that later stages rebuild the networks.
@@ -59,6 +62,7 @@ class AdversarialModule(pl.LightningModule):
         content_loss: nn.Module | None = None,
         config: Mapping[str, Any] | None = None,
         channels_last: bool = False,
+        g_first: bool = False,
     ) -> None:
         super().__init__()
         unknown = set(loss_weights) - set(GENERATOR_TERMS)
@@ -76,6 +80,7 @@ class AdversarialModule(pl.LightningModule):
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.w_from_fakes = False
         self.d_steps_per_g = d_steps_per_g
+        self.g_first = bool(g_first)
         self.channels_last = channels_last
         self.save_hyperparameters({"config": dict(config or {}), "d_steps_per_g": d_steps_per_g})
 
@@ -196,16 +201,20 @@ class AdversarialModule(pl.LightningModule):
         w_i: torch.Tensor | None, video_index: torch.Tensor | None, w: torch.Tensor | None = None,
         prefix: str = "train",
     ) -> dict[str, torch.Tensor]:
-        """``d_steps_per_g`` updates of D, then one of G (and E, when x_hat depends on it); logs every term
-        as ``<prefix>/...``.  Fine-tuning calls it with an explicit projection vector ``w`` and no embeddings."""
+        """``d_steps_per_g`` updates of D and one of G (and E, when x_hat depends on it), G's first when
+        ``g_first`` (FSTH's order: G against D before D's updates, which then take the same fakes x_hat), else
+        last; logs every term as ``<prefix>/...``.  Fine-tuning calls it with an explicit projection vector ``w``
+        and no embeddings."""
         opt_g, opt_d, opt_w = self.d_optimizers()
-        for _ in range(self.d_steps_per_g):
+        for _ in range(0 if self.g_first else self.d_steps_per_g):
             d_logs = self.discriminator_step(opt_d, x, y, x_hat, video_index, w=w, opt_w=opt_w)
         terms = self.generator_terms(x, y, x_hat, e_frames, w_i, video_index, w=w)
         g_total = self.weighted_total(terms)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_total)
         opt_g.step()
+        for _ in range(self.d_steps_per_g if self.g_first else 0):  # D's grads from G's backward are zeroed first
+            d_logs = self.discriminator_step(opt_d, x, y, x_hat, video_index, w=w, opt_w=opt_w)
 
         logs = {f"{prefix}/g_{k}": v.detach() for k, v in terms.items()}
         logs.update({f"{prefix}/{k}": v for k, v in d_logs.items()})

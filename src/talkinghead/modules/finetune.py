@@ -72,7 +72,7 @@ class FineTuningModule(AdversarialModule):
         e_new: (emb,) the new person's embedding ê_new.
         loss_weights: as in meta-learning; ``match`` is forced to 0 (no W table, no embedder here).
         optimizer_g / optimizer_d: partial optimisers, from config.
-        d_steps_per_g: D updates per G update.
+        d_steps_per_g: D updates per G update; g_first: G's update first (FSTH's order), see AdversarialModule.
         content_loss, config, channels_last: as in :class:`AdversarialModule`.
     Batches: ``{"frames": (B, 3, S, S), "landmark_images": (B, 3, S, S)}``, targets drawn among the T frames.
     """
@@ -89,6 +89,7 @@ class FineTuningModule(AdversarialModule):
         content_loss: nn.Module | None = None,
         config: Mapping[str, Any] | None = None,
         channels_last: bool = False,
+        g_first: bool = False,
     ) -> None:
         weights = {k: float(v) for k, v in loss_weights.items()}
         weights["match"] = 0.0  # the paper's fine-tuning objective has no match term
@@ -102,6 +103,7 @@ class FineTuningModule(AdversarialModule):
             content_loss=content_loss,
             config=config,
             channels_last=channels_last,
+            g_first=g_first,
         )
         if e_new.numel() != discriminator.emb_dim:
             raise ValueError(

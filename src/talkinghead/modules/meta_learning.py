@@ -57,6 +57,7 @@ class MetaLearningModule(AdversarialModule):
         optimizer_w: partial optimiser of W's sparse rows (``w_norm="none"``; default: SparseAdam with D's lr,
             betas and eps); W under spectral norm is dense and stays in ``optimizer_d``.
         w_from_fakes: let W_i learn from the hinge's fake half too (default False: detached there, as in FSTH).
+        g_first: G's update before D's (FSTH's order), see ``AdversarialModule``.
     """
 
     def __init__(
@@ -73,9 +74,10 @@ class MetaLearningModule(AdversarialModule):
         channels_last: bool = False,
         optimizer_w: OptimizerFactory | None = None,
         w_from_fakes: bool = False,
+        g_first: bool = False,
     ) -> None:
         super().__init__(generator, discriminator, loss_weights, optimizer_g, optimizer_d, d_steps_per_g=d_steps_per_g,
-                         content_loss=content_loss, config=config, channels_last=channels_last)
+                         content_loss=content_loss, config=config, channels_last=channels_last, g_first=g_first)
         self.embedder = embedder
         self.optimizer_w = optimizer_w or sparse_adam_like(optimizer_d)
         self.w_from_fakes = w_from_fakes

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from data_modules.batch import split_batch
 from talkinghead.config import REPO_ROOT
 from talkinghead.speed import Speed
 
@@ -273,7 +274,8 @@ def bench_meta(res: Results, args: argparse.Namespace) -> None:
     from talkinghead.config import compose
 
     paper_cfg = compose("meta_learn", ["experiment=vox2_paper", "data=synthetic", "logger=csv"])
-    paper_batch = args.paper_batch or (int(paper_cfg.data.batch_size) if device.type == "cuda" else 2)
+    one_gpu = split_batch(paper_cfg.data.get("global_batch_size"), paper_cfg.data.get("batch_size")).per_device
+    paper_batch = args.paper_batch or (one_gpu if device.type == "cuda" else 2)
     if not args.skip_paper:
         content, content_note = content_loss_for_timing(paper_cfg.loss)
         k = ["K=2"] if args.quick else []  # --quick: a smoke run, not a figure
