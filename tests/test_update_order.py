@@ -54,5 +54,5 @@ def test_the_paper_configs_update_g_first_and_the_embedded_default_d_first() -> 
     for exp in ("vox2_paper", "vox1_paper", "vox2_paper_ff", "vox1_paper_ff"):
         assert compose("meta_learn", [f"experiment={exp}", "data.root=/x"]).optim.g_first is True
     assert compose("meta_learn", []).optim.g_first is False
-    assert compose("finetune", ["id=x"]).g_first is True and FineTuneSettings().g_first is True
+    assert compose("finetune", ["id=x"]).g_first is True and FineTuneSettings.from_recipe().g_first is True
     assert FineTuneSettings.from_config({"g_first": False}).g_first is False
