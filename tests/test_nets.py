@@ -184,3 +184,46 @@ def test_the_renderer_runs_every_up_block_folded_and_matches_the_generator() -> 
     assert all(m.up_conv1 is None for m in g.modules() if isinstance(m, ResBlockUp)), "the model is left as it was"
     y = torch.rand(3, 3, 64, 64) * 2 - 1
     torch.testing.assert_close(renderer.render(y), g(y, psi=psi).detach(), atol=1e-4, rtol=0)  # a wrong phase: ~0.1
+
+
+# ------------------------------------------------------------------ the embedder's final pooling order
+def test_embedder_pool_orders_differ_where_the_last_map_has_negatives_and_the_default_is_unchanged() -> None:
+    """sum_relu (the default, this code's order from the start) is ReLU(sum over space); relu_sum (FSTH's
+    embedders/FSTH.py) is sum over space of ReLU: larger wherever a channel's map has negative entries."""
+    torch.manual_seed(0)
+    default = Embedder(64, **SMALL)
+    fsth = Embedder(64, pool="relu_sum", **SMALL)
+    fsth.load_state_dict(default.state_dict())  # the order has no parameters: every checkpoint loads into both
+    assert default.pool == "sum_relu"
+    x, y = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    h = default.trunk(torch.cat([x, y], dim=1))[-1]  # (2, emb, 4, 4): the map that is pooled
+    assert (h < 0).any() and (h > 0).any(), "the test needs a last map with both signs"
+    e_default, e_fsth = default(x, y), fsth(x, y)
+    assert torch.equal(e_default, torch.relu(h.sum(dim=(2, 3)))), "the default order changed"
+    assert torch.equal(e_fsth, torch.relu(h).sum(dim=(2, 3)))
+    assert (e_fsth >= e_default - 1e-5).all(), "sum of ReLU is never below ReLU of the sum"
+    mixed = ((h < 0).flatten(2).any(2)) & ((h > 0).flatten(2).any(2))  # channels whose map has both signs
+    assert mixed.any() and (e_fsth[mixed] > e_default[mixed] + 1e-6).all()
+
+
+def test_embedder_pool_reaches_the_network_from_config_and_a_config_without_it_keeps_the_old_order() -> None:
+    from omegaconf import OmegaConf
+
+    from talkinghead.build import build_networks
+    from talkinghead.config import compose
+
+    tiny = ["model.embedder.base_channels=8", "model.embedder.max_channels=32", "model.emb_dim=32"]
+    for model in ("small", "paper"):
+        assert compose("meta_learn", [f"model={model}"]).model.embedder.pool == "sum_relu", model
+    cfg = compose("meta_learn", ["model.embedder.pool=relu_sum", *tiny]).model
+    assert build_networks(cfg, 3)[0].pool == "relu_sum"
+    old = OmegaConf.to_container(cfg, resolve=True)
+    del old["embedder"]["pool"]  # a checkpoint's config from before the key existed
+    assert build_networks(OmegaConf.create(old), 3)[0].pool == "sum_relu"
+
+
+def test_embedder_pool_rejects_an_unknown_order_in_one_line() -> None:
+    from talkinghead.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model\.embedder\.pool='max': expected one of sum_relu, relu_sum$"):
+        Embedder(64, pool="max", **SMALL)

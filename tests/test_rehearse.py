@@ -47,12 +47,15 @@ def test_w_cost_counts_what_a_step_touches() -> None:
 # is 0, so at the paper's weight 10 the outputs are driven to 0, the ReLU dies and ê stays 0 (E gets no gradient
 # again), whatever W's normalisation; FSTH's weight 0.01 keeps ê (docs/paper.md rows 28, 61).  The tiny widths move
 # slowly at the paper's lr 5e-5, so E/G's lr is raised alike in every case: the same trend in 12 iterations that the
-# paper widths show within 40 (docs/training.md, "Rehearsal").
+# paper widths show within 40 (docs/training.md, "Rehearsal").  FSTH's pooling order (ReLU per position, then sum,
+# ``model.embedder.pool=relu_sum``) does not save weight 10: ê collapses with it as well.
 @pytest.mark.parametrize("overrides, status", [
     (["model.discriminator.w_norm=spectral", "loss.w_from_fakes=true", "loss.weights.match=10"], rehearse.COLLAPSED),
     (["loss.weights.match=10"], rehearse.COLLAPSED),
+    (["loss.weights.match=10", "model.embedder.pool=relu_sum"], rehearse.COLLAPSED),
     ([], rehearse.HEALTHY),
-], ids=["before: normalised W, weight 10", "plain W, weight 10", "the paper config as shipped"])
+], ids=["before: normalised W, weight 10", "plain W, weight 10", "FSTH's pooling order, weight 10",
+        "the paper config as shipped"])
 def test_tiny_rehearsal_collapses_at_the_papers_match_weight_and_not_with_fsths(overrides, status) -> None:
     out = io.StringIO()
     result = rehearse.rehearse(["optim.g.lr=1e-3", *overrides], rows=500, iterations=12, quick=True, size=32,
@@ -75,6 +78,15 @@ def test_printed_rehearsals_are_read_back_and_charted(tmp_path) -> None:
     log.write_text("some make noise\n" + out.getvalue())
     label, rows = rehearse.read_log(log)
     assert label == "W plain, match weight 10" and [r["iteration"] for r in rows] == [1.0, 2.0]
+    assert "E pools sum_relu" in out.getvalue()
+    fsth = tmp_path / "fsth.log"
+    fsth.write_text(out.getvalue().replace("E pools sum_relu", "E pools relu_sum"))
+    assert rehearse.read_log(fsth)[0] == "W plain, match weight 10, E: ReLU then sum (FSTH)"
+    same = tmp_path / "seed2.log"
+    same.write_text(log.read_text())
+    assert [lbl for lbl, _ in rehearse.read_logs([log, fsth, same])] == [
+        "W plain, match weight 10 (run)", "W plain, match weight 10, E: ReLU then sum (FSTH)",
+        "W plain, match weight 10 (seed2)"], "logs with the same settings must be told apart in the chart"
     assert all(math.isfinite(r["e_norm"]) and math.isnan(r["g_content_vgg19"]) for r in rows)
     png = tmp_path / "chart.png"
     assert rehearse.main(["--chart", str(png), str(log)]) == rehearse.HEALTHY

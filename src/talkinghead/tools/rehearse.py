@@ -219,7 +219,8 @@ def rehearse(overrides: Sequence[str] = (), rows: int = VOX2_VIDEOS, iterations:
         D = module.discriminator
         d_steps = int(cfg.optim.d_steps_per_g)
         print(f"rehearsal: {size}², K={cfg.K}, batch {batch}, {iterations} iterations; E/G/D widths "
-              f"{cfg.model.embedder.base_channels}->{cfg.model.embedder.max_channels}, emb {cfg.model.emb_dim}; "
+              f"{cfg.model.embedder.base_channels}->{cfg.model.embedder.max_channels}, emb {cfg.model.emb_dim}, "
+              f"E pools {module.embedder.pool}; "
               f"W {rows} x {cfg.model.emb_dim} (w_norm={D.w_norm}; the data's {n} videos spread over it); "
               f"match weight {module.loss_weights['match']}, FM weight {module.loss_weights['feature_matching']}; "
               f"{speed.precision}", file=out, flush=True)
@@ -256,8 +257,9 @@ def rehearse(overrides: Sequence[str] = (), rows: int = VOX2_VIDEOS, iterations:
 
 
 def read_log(path: str | Path) -> tuple[str, list[dict[str, float]]]:
-    """A rehearsal's printed output (``make rehearse > run.log``): its label (W's normalisation and the match
-    weight, from the ``rehearsal:`` line) and the printed rows (``iteration`` plus ``COLUMNS``)."""
+    """A rehearsal's printed output (``make rehearse > run.log``): its label (W's normalisation, the match
+    weight and E's pooling order when it is FSTH's, from the ``rehearsal:`` line) and the printed rows
+    (``iteration`` plus ``COLUMNS``)."""
     import re
 
     label, rows = None, []
@@ -265,8 +267,11 @@ def read_log(path: str | Path) -> tuple[str, list[dict[str, float]]]:
         if line.startswith("rehearsal:"):
             norm = re.search(r"w_norm=(\w+)", line)
             weight = re.search(r"match weight ([\d.eE+-]+)", line)
+            pool = re.search(r"E pools (\w+)", line)
             label = (f"W {'normalised' if norm and norm.group(1) == 'spectral' else 'plain'}, match weight "
                      f"{float(weight.group(1)):g}" if norm and weight else line[:40])
+            if pool and pool.group(1) == "relu_sum":
+                label += ", E: ReLU then sum (FSTH)"
         fields = line.split()
         if len(fields) == 1 + len(COLUMNS) and fields[0].isdigit():
             rows.append({"iteration": float(fields[0]),
@@ -276,11 +281,20 @@ def read_log(path: str | Path) -> tuple[str, list[dict[str, float]]]:
     return label, rows
 
 
+def read_logs(logs: Sequence[str | Path]) -> list[tuple[str, list[dict[str, float]]]]:
+    """``read_log`` of each log, with distinct labels: logs whose settings label the same (two seeds, or logs
+    printed before a setting was) are told apart by their file names."""
+    runs = [read_log(p) for p in logs]
+    labels = [label for label, _ in runs]
+    return [(f"{label} ({Path(p).stem})" if labels.count(label) > 1 else label, rows)
+            for p, (label, rows) in zip(logs, runs)]
+
+
 def chart_logs(logs: Sequence[str | Path], out: str | Path) -> Path:
     """‖ê‖, ‖W_i‖, mean |W_i - ê_i| and D's hinge over iterations of several rehearsals, as one PNG."""
     from talkinghead.tools.charts import Panel, line_chart
 
-    runs = [read_log(p) for p in logs]
+    runs = read_logs(logs)
 
     def series(col: str) -> dict[str, tuple[list[float], list[float]]]:
         return {label: ([r["iteration"] for r in rows], [r[col] for r in rows]) for label, rows in runs}
