@@ -93,10 +93,10 @@ _SPEED_FLAGS = ("speed.channels_last", "speed.cudnn_benchmark")
 #: the yes/no keys of each root config, read with :func:`as_flag` when it is composed (a test holds this list equal
 #: to the keys whose defaults are true/false)
 FLAGS = {
-    "finetune": ("overwrite", "progress", *_SPEED_FLAGS),
-    "evaluate": ("progress", "cross.full", *_SPEED_FLAGS),
+    "finetune": ("overwrite", "progress", "g_first", *_SPEED_FLAGS),
+    "evaluate": ("progress", "cross.full", "finetune.g_first", *_SPEED_FLAGS),
     "meta_learn": ("resume", "loss.w_from_fakes", "trainer.enable_progress_bar", "callbacks.weight_average.enabled",
-                   "callbacks.health.enabled", "data.pin_memory", *_SPEED_FLAGS),
+                   "callbacks.health.enabled", "data.pin_memory", "optim.g_first", *_SPEED_FLAGS),
 }
 
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from talkinghead.avatar import Avatar, MetaLearned, generator_delta
 from talkinghead.callbacks.weight_average import WeightAverage
-from talkinghead.config import compose, config_dir, group_options
+from talkinghead.config import as_flag, compose, config_dir, group_options
 from talkinghead.errors import ConfigError
 from talkinghead.landmarks.adapt import neutral_index
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
@@ -124,7 +124,7 @@ class FineTuneSettings:
             betas=tuple(float(b) for b in get("betas")),
             eps=float(get("eps")),
             d_steps_per_g=int(get("d_steps_per_g")),
-            g_first=bool(get("g_first")),
+            g_first=as_flag(get("g_first"), "g_first"),
             batch_size=int(get("batch_size")),
             loss_weights=None if weights is None else {k: float(v) for k, v in dict(weights).items()},
             seed=int(get("seed")),
