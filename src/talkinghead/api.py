@@ -34,6 +34,7 @@ from talkinghead.avatar import (
 )
 from talkinghead.errors import ConfigError
 from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar
+from talkinghead.landmarks.sets import absent_note
 
 #: ``progress(fraction in [0, 1], message)``
 Progress = Callable[[float, str], None]
@@ -327,10 +328,13 @@ def drive(
         data_root=data_root,
         landmarks=landmarks,
         max_side=max_side,
+        landmark_set=av_.landmark_set,
     )
     n = len(drv.landmarks)
     if drv.missing:
         notes.append(f"driver: no face in {drv.missing} of {n} frames: held the last good landmarks there")
+    if drv.person_id is None and (iris_note := absent_note(drv.landmarks, "the driver")):
+        notes.append(iris_note)
     points, adapted = driver_points(drv, av_, adapt, reference, smooth)
     bar = tqdm(total=n, desc="reenact", unit="frame", disable=not progress_bar)
     done = [0]
