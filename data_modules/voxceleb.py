@@ -487,8 +487,8 @@ class VoxCelebDataModule(pl.LightningDataModule):
             except LandmarkSetError as e:
                 if landmarks != IBUG68_IRIS or is_remote(self.root):
                     raise
-                raise LandmarkSetError(f"{e}; add the irises to them with `{UPGRADE_IRISES_COMMAND.format(root=self.root)}` "
-                                       "(no video is decoded again)") from None
+                upgrade = UPGRADE_IRISES_COMMAND.format(root=self.root)
+                raise LandmarkSetError(f"{e}; add the irises to them with `{upgrade}` (no video is decoded again)") from None
         self.landmarks = self.manifest.landmarks
         self.unit = str(unit)
         self.units = self.manifest.units(self.unit)  # UnitError / ManifestError (one line) on bad unit or manifest

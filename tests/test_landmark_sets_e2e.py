@@ -76,7 +76,7 @@ def test_mixed_sets_are_one_line_naming_both(iris_ckpt, iris_avatar, tmp_path) -
         fit_avatar(meta, shots, mode="FF")
     _one_line(e, IBUG68_IRIS, f"uses landmark set {IBUG68} but")
     # an ibug68 checkpoint with an iris avatar (and so an ibug68 avatar with an iris checkpoint)
-    plain = api.load_model(tiny_checkpoint(tmp_path / "plain"))
+    plain = api.load_model(tiny_checkpoint(tmp_path / "plain", extra=[f"model.landmarks={IBUG68}"]))
     assert plain.config.model.landmarks == IBUG68
     with pytest.raises(AvatarMismatchError) as e:
         av.check_model(plain)
