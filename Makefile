@@ -77,11 +77,17 @@ clean:  ## remove caches (keeps runs/ and weights/)
 	rm -rf .pytest_cache build dist *.egg-info src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BACKEND=auto|dlib|face-alignment] [WORKERS=N] [LANDMARKS=track|detect]
+preprocess:  ## VoxCeleb videos -> shards: SRC=<mp4 tree> OUT=<shard folder> [BACKEND=auto|dlib|face-alignment] [WORKERS=N] [LANDMARKS=track|detect] [LANDMARK_SET=ibug68|ibug68+iris]
 	$(call need,SRC,the video folder such as /data/voxceleb2/dev/mp4)
 	$(call need,OUT,the shard folder to write such as /data/vox2-shards)
 	$(PYTHON) -m data_modules.preprocess --src "$(SRC)" --out "$(OUT)" --backend $(or $(BACKEND),auto) \
-		$(if $(WORKERS),--workers $(WORKERS)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(ARGS)
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(LANDMARKS),--landmarks $(LANDMARKS)) \
+		$(if $(LANDMARK_SET),--landmark-set $(LANDMARK_SET)) $(ARGS)
+
+.PHONY: upgrade-shards
+upgrade-shards:  ## add the irises (ibug68+iris) to shard folders made with 68 points, from their stored crops: SHARDS=<folder> [more folders]
+	$(call need,SHARDS,the shard folder(s) made by make preprocess)
+	$(PYTHON) -m data_modules.upgrade_irises $(SHARDS)
 
 .PHONY: preprocess-slurm
 preprocess-slurm:  ## submit preprocessing as a SLURM array of PARTS=64 parts (submitit), ARGS='--slurm-partition=cpu --wait ...'

@@ -9,7 +9,10 @@ For every clip (VoxCeleb utterance, video-preprocessing clip, image folder or si
 1. decodes ``--frames-per-video`` frames spread evenly over the clip (PyAV),
 2. finds the largest face and its 68 landmarks in each (``--backend``: face-alignment or dlib); with
    ``--landmarks track`` (default) the face is detected on key frames only and followed in between
-   (``talkinghead.landmarks.track``), ``--landmarks detect`` runs the detector on every sampled frame,
+   (``talkinghead.landmarks.track``), ``--landmarks detect`` runs the detector on every sampled frame;
+   ``--landmark-set ibug68+iris`` adds each frame's irises (``talkinghead.landmarks.iris``, located in the whole
+   frame; 72 points, NaN rows where an iris is absent) and the manifest records the set
+   (``python -m data_modules.upgrade_irises`` adds them to shards made without),
 3. builds ONE crop box for the clip (a face track): the union of the per-frame landmark boxes after
    dropping frames whose face jumps away from the track, made square, enlarged by ``--margin`` and padded
    with black where it leaves the frame, and resizes the crop to ``--size``; landmarks are mapped into
@@ -65,6 +68,8 @@ from data_modules.shards import (
 )
 from data_modules.sources import LAYOUTS, Clip, DecodeBoundError, DecodeError, LayoutError, discover, read_clip
 from talkinghead.crop import crop_frame, face_track, landmarks_to_crop  # noqa: F401 - also this module's API
+from talkinghead.landmarks.iris import points_with_irises
+from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, LANDMARK_SETS
 
 LEDGER = "ledger.jsonl"
 CONFIG = "config.json"
@@ -92,6 +97,7 @@ class PreprocessConfig:
     min_frames: int = 2  # ... or in fewer frames than this
     videos_per_shard: int = 64  # clips per shard (group i of the sorted clip list -> shard i)
     jpeg_quality: int = JPEG_QUALITY
+    landmark_set: str = IBUG68  # the points written: ibug68 | ibug68+iris (talkinghead.landmarks.sets)
 
 
 @dataclass
@@ -179,7 +185,9 @@ def process_clip(clip: Clip, detector, cfg: PreprocessConfig, src_root: Path) ->
         return res
     box, kept, face_w = track
     jpgs = [encode_jpeg(crop_frame(frames[i], box, cfg.size), cfg.jpeg_quality) for i in kept]
-    pts = np.stack([landmarks_to_crop(landmarks[i], box, cfg.size) for i in kept])
+    irises = cfg.landmark_set == IBUG68_IRIS  # located in the whole frame: more pixels per eye than the crop
+    pts = np.stack([landmarks_to_crop(points_with_irises(frames[i], landmarks[i]) if irises else landmarks[i],
+                                      box, cfg.size) for i in kept])
     source = _relative_source(Path(clip.path), src_root)
     meta = {
         "person_id": clip.person_id,
@@ -282,9 +290,13 @@ def _append_ledger(out: Path, entry: dict[str, Any], part: Part | None = None) -
 
 def _fingerprint(cfg: PreprocessConfig, backend: str, clips: list[Clip], landmarks: str = "detect") -> dict[str, Any]:
     h = hashlib.sha256("\n".join(c.video_id for c in clips).encode()).hexdigest()
-    fp = {"settings": asdict(cfg), "backend": backend, "num_clips": len(clips), "clips_sha256": h}
+    settings = asdict(cfg)
+    landmark_set = settings.pop("landmark_set")
+    fp = {"settings": settings, "backend": backend, "num_clips": len(clips), "clips_sha256": h}
     if landmarks != "detect":  # detect-mode folders keep the fingerprint (and resume) of earlier versions
         fp["landmarks"] = landmarks
+    if landmark_set != IBUG68:  # so do folders of 68 points (made before landmark sets)
+        fp["landmark_set"] = landmark_set
     return fp
 
 
@@ -306,7 +318,8 @@ def _settings_diffs(path: Path, fp: dict[str, Any]) -> list[str]:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return []  # torn by a kill before it was renamed into place: cannot be (tmp + rename)
-    return [f"{k}: {old.get(k)!r} then, {v!r} now" for k, v in fp.items() if old.get(k) != v]
+    keys = list(fp) + sorted(set(old) - set(fp) - {"part"})  # and what only the folder records (an upgrade's set)
+    return [f"{k}: {old.get(k)!r} then, {fp.get(k)!r} now" for k in keys if old.get(k) != fp.get(k)]
 
 
 def _check_resume(out: Path, fp: dict[str, Any], part: Part | None = None) -> None:
@@ -347,7 +360,8 @@ def _remove_partial_groups(out: Path, groups: range) -> None:
 
 
 def write_manifest(
-    out: Path, groups: list[list[Clip]], done: dict[int, dict[str, Any]], size: int, backend: str
+    out: Path, groups: list[list[Clip]], done: dict[int, dict[str, Any]], size: int, backend: str,
+    landmark_set: str = IBUG68,
 ) -> Manifest:
     """Rebuild ``manifest.json`` from the ledger (clips sorted by id: same for any completion order). Each clip's
     video comes from the source listing (``Clip.video``), so ledgers written before the field get it too."""
@@ -366,7 +380,8 @@ def write_manifest(
         for i, (v, shard) in enumerate(videos)
     ]
     skipped.sort(key=lambda s: s["video_id"])
-    m = Manifest(out, size, records, shards, skipped, backend, complete=len(done) == len(groups))
+    m = Manifest(out, size, records, shards, skipped, backend, complete=len(done) == len(groups),
+                 landmarks=landmark_set)
     m.save()
     return m
 
@@ -535,7 +550,7 @@ def preprocess(
     report.seconds = time.time() - t0
     try:
         if part is None:
-            write_manifest(out, groups, done, cfg.size, backend_name)
+            write_manifest(out, groups, done, cfg.size, backend_name, cfg.landmark_set)
             (out / REPORT).write_text(json.dumps({**asdict(report), "complete": report.complete}, indent=1))
         else:
             _write_json(out / PARTS / f"{part.name}.report.json", {**asdict(report), "complete": report.complete})
@@ -609,7 +624,7 @@ def merge(
     report.skipped = sorted((s for e in done.values() for s in e["skipped"]), key=lambda s: s["video_id"])
     report.frames_written = sum(v["num_frames"] for e in done.values() for v in e["videos"])
     report.shards = sum(1 for e in done.values() if e["shard"])
-    write_manifest(out, groups, done, cfg.size, backend)
+    write_manifest(out, groups, done, cfg.size, backend, cfg.landmark_set)
     report.seconds = time.time() - t0
     _write_json(out / REPORT, {**asdict(report), "complete": report.complete})
     return report
@@ -665,6 +680,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="track: detect the face on key frames (first, every 32nd sampled frame, scene cuts, tracking "
         "failures) and fit the 68 points from the previous frame's box in between (~3x faster); detect: run the "
         "detector on every sampled frame (earlier versions' shards, byte for byte)",
+    )
+    p.add_argument(
+        "--landmark-set",
+        default=d.landmark_set,
+        choices=tuple(LANDMARK_SETS),
+        help="points written per frame: ibug68 (the paper's 68) or ibug68+iris (and each eye's iris centre and "
+        "rim point, located in the frame; for models with model.landmarks=ibug68+iris)",
     )
     p.add_argument(
         "--device", default=None, help="device for face-alignment (cuda, cpu; default cuda if present)"
@@ -725,6 +747,7 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         margin=args.margin,
         min_detected=args.min_detected,
         videos_per_shard=args.videos_per_shard,
+        landmark_set=args.landmark_set,
     )
 
 

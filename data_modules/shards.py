@@ -52,6 +52,8 @@ FORMAT = "talkinghead-shards/2"  # /2: every clip names its video; /1 manifests 
 SHARD_NAME = "shard-{:06d}.tar"
 TMP_SUFFIX = ".tmp"
 JPEG_QUALITY = 95
+#: what adds the irises to a shard folder of 68 points (``data_modules.upgrade_irises``); ``{root}``: the folder
+UPGRADE_IRISES_COMMAND = "make upgrade-shards SHARDS={root}"
 
 
 class ManifestError(FileNotFoundError):

@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover
     import lightning.pytorch as pl  # type: ignore[no-redef]
 
 from data_modules.shards import (
+    UPGRADE_IRISES_COMMAND,
     Manifest,
     ShardReader,
     VideoRecord,
@@ -57,7 +58,7 @@ from data_modules.batch import split_batch
 from data_modules.persons import PersonData
 from data_modules.remote import ShardError, is_remote, local_path
 from data_modules.resumable import ResumableStreamLoader
-from talkinghead.landmarks.sets import check_set, require_same_set
+from talkinghead.landmarks.sets import IBUG68_IRIS, LandmarkSetError, check_set, require_same_set
 from talkinghead.visualize import from_uint8, uint8_chw
 
 # iBUG-68 index of each point's mirror image (x -> -x): jaw, brows, nose, eyes, outer and inner lips.
@@ -482,8 +483,14 @@ class VoxCelebDataModule(pl.LightningDataModule):
                 f"{self.root}/manifest.json lists no videos: preprocessing kept none (see report.json)"
             )
         if landmarks is not None:  # the model's landmark set (data.landmarks); the shards' must be the same
-            require_same_set("the model (data.landmarks)", check_set(landmarks),
-                             f"the shards in {self.root}", self.manifest.landmarks)
+            try:
+                require_same_set("the model (data.landmarks)", check_set(landmarks),
+                                 f"the shards in {self.root}", self.manifest.landmarks)
+            except LandmarkSetError as e:
+                if landmarks != IBUG68_IRIS or is_remote(self.root):
+                    raise
+                upgrade = UPGRADE_IRISES_COMMAND.format(root=self.root)
+                raise LandmarkSetError(f"{e}; add the irises to them with `{upgrade}` (no video is decoded again)") from None
         self.landmarks = self.manifest.landmarks
         self.unit = str(unit)
         self.units = self.manifest.units(self.unit)  # UnitError / ManifestError (one line) on bad unit or manifest

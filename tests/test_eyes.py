@@ -130,7 +130,7 @@ def test_adapting_a_face_to_itself_changes_nothing(driver) -> None:
     np.testing.assert_allclose(adapt_landmarks(driver, driver[0]), driver, atol=1e-3)
 
 
-def test_smoothing_leaves_the_irises_alone(driver) -> None:
+def test_smoothing_keeps_every_blink(driver) -> None:
     out = smooth_landmarks(driver + np.random.default_rng(0).normal(0, 0.5, driver.shape), fps=25.0)
     assert out.shape == driver.shape
     np.testing.assert_array_equal(iris_present(out), iris_present(driver))

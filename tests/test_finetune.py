@@ -219,7 +219,10 @@ def test_finetune_on_a_users_video(ckpt, tmp_path) -> None:
     avatar = load_avatar(out)
     assert avatar.mode == "FF" and avatar.T == 4 and avatar.source == str(video)
     ref = avatar.reference_landmarks.numpy()
-    assert ref.shape == (68, 2) and (ref > 0).all() and (ref < 32).all(), "landmarks in the 32² crop"
+    # the embedded default is ibug68+iris: the 68 points and the irises the tracker located (NaN where absent)
+    assert ref.shape == (72, 2) and (ref[:68] > 0).all() and (ref[:68] < 32).all(), "landmarks in the 32² crop"
+    irises = ref[68:][np.isfinite(ref[68:]).all(1)]
+    assert ((irises > 0) & (irises < 32)).all()
 
 
 def test_epochs_count_passes_over_the_T_frames() -> None:

@@ -18,14 +18,14 @@ def test_the_synthetic_module_answers_the_person_api_from_its_config() -> None:
     frames = source.person_frames(person, video_length=3)
     assert frames.person_id == person and frames.num_frames == 3 * len(frames.video_ids) > 3
     batch = frames.loader([0, 4])
-    assert batch["frames"].shape == (2, 3, 32, 32) and batch["landmarks"].shape == (2, 68, 2)
+    assert batch["frames"].shape == (2, 3, 32, 32) and batch["landmarks"].shape == (2, 72, 2)  # embedded: ibug68+iris
     assert not torch.equal(batch["frames"][0], batch["frames"][1]), "position 4 is another video's frame"
 
 
 def test_the_voxceleb_module_answers_the_person_api_on_shards(synthetic_shards, monkeypatch) -> None:
     root, _ = synthetic_shards
     monkeypatch.delenv("DATA_ROOT", raising=False)
-    data = compose("meta_learn", ["data=vox2", "data.test_fraction=0.5"]).data
+    data = compose("meta_learn", ["data=vox2", "data.test_fraction=0.5", "model.landmarks=ibug68"]).data  # 68-pt shards
     source = open_source(data, image_size=32, root=str(root))
     assert isinstance(source, PersonSource) and source.where == f"{root}/manifest.json"
     held = source.held_out_video_ids()
@@ -44,7 +44,8 @@ def test_evaluate_unit_makes_every_clip_a_held_out_video(synthetic_shards, monke
 
     root, _ = synthetic_shards
     monkeypatch.delenv("DATA_ROOT", raising=False)
-    meta = compose("meta_learn", ["data=vox2", "data.test_fraction=0.5", f"data.root={root}", "model.image_size=32"])
+    meta = compose("meta_learn", ["data=vox2", "data.test_fraction=0.5", f"data.root={root}", "model.image_size=32",
+                                  "model.landmarks=ibug68"])  # the shards hold 68 points
     videos = held_out_videos(meta, None)
     assert videos and all(v.count("/") == 1 for v in videos)  # person/youtube id
     set_unit(meta, "utterance")

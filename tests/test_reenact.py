@@ -162,6 +162,7 @@ def test_voxmini_chain_preprocess_metalearn_finetune_reenact(voxmini_shards, vox
         data=[
             "data=vox2",
             f"data.root={shards}",
+            "model.landmarks=ibug68",  # voxmini's shards hold 68 points
             "data.num_workers=0",
             "data.batch_size=2",
             "data.test_fraction=0.25",

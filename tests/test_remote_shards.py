@@ -82,7 +82,7 @@ def test_meta_learning_finetune_and_evaluate_from_an_http_root(served, serve, tm
     url = serve(served)
     monkeypatch.setenv("TALKINGHEAD_CACHE", str(tmp_path / "cache"))
     data = ["data=vox2", f"data.root={url}", "data.num_workers=2", "data.batch_size=2", "data.test_fraction=0.2",
-            "data.max_val_videos=2", "~data.augment"]
+            "data.max_val_videos=2", "~data.augment", "model.landmarks=ibug68"]  # the shards hold 68 points
     cfg = compose("meta_learn", [*QUIET, *TINY_MODEL, *data, "K=2", "iterations=3", f"run_dir={tmp_path / 'run'}",
                                  "trainer=cpu"])
     run = build_meta_learning(cfg)
@@ -191,6 +191,7 @@ def test_training_from_an_http_root_that_drops_halfway_names_the_shard_and_resum
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
         overrides = [*QUIET, *TINY_MODEL, "data=vox2", f"data.root={url}", "data.num_workers=2",
+                     "model.landmarks=ibug68",  # the shards hold 68 points
                      "data.batch_size=2", "data.test_fraction=0.2", "data.max_val_videos=1", "~data.augment", "K=2",
                      "iterations=22", "callbacks.ckpt_every_n_iterations=4", f"run_dir={tmp_path / 'run'}",
                      "trainer=cpu"]

@@ -48,7 +48,8 @@ def test_killed_and_resumed_meta_learning_on_shards_equals_an_uninterrupted_run(
     from talkinghead.train import build_meta_learning
 
     root, _ = synthetic_shards
-    tiny = [*QUIET, *TINY_MODEL, "data=vox2", f"data.root={root}", "data.num_workers=2", "data.batch_size=1",
+    tiny = [*QUIET, *TINY_MODEL, "data=vox2", f"data.root={root}", "model.landmarks=ibug68",  # 68-point shards
+            "data.num_workers=2", "data.batch_size=1",
             "data.test_persons=[id00004]", "data.max_val_videos=1", "data.seed=3", "K=2", "iterations=5",
             "callbacks.ckpt_every_n_iterations=3", "trainer=cpu", "speed=plain"]
     straight = build_meta_learning(compose("meta_learn", [*tiny, f"run_dir={tmp_path / 'a'}"]))

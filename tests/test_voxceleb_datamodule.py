@@ -195,7 +195,8 @@ def test_hydra_configs_instantiate(synthetic_shards, monkeypatch):
 
     root, _ = synthetic_shards
     for name, cls in (("vox1", VoxCeleb1DataModule), ("vox2", VoxCeleb2DataModule)):
-        overrides = [f"data={name}", "K=2", "seed=0", "model.image_size=32"]  # the real configs, composed
+        overrides = [f"data={name}", "K=2", "seed=0", "model.image_size=32",
+                     "model.landmarks=ibug68"]  # the real configs, composed (on 68-point shards)
         monkeypatch.delenv("DATA_ROOT", raising=False)
         with pytest.raises(InstantiationException, match=f"data.root is not set.*DATA={name}"):
             instantiate(compose("meta_learn", overrides).data)  # Hydra wraps the DataRootError, keeping its message

@@ -36,6 +36,7 @@ from talkinghead.avatar import (
 from talkinghead.decode import one_job
 from talkinghead.errors import ConfigError
 from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, settings_for
+from talkinghead.landmarks.sets import absent_note
 from talkinghead.outputs import check_outputs
 
 #: ``progress(fraction in [0, 1], message)``
@@ -378,10 +379,13 @@ def drive(
         data_root=data_root,
         landmarks=landmarks,
         max_side=max_side,
+        landmark_set=av_.landmark_set,
     )
     n = len(drv.landmarks)
     if drv.missing:
         notes.append(f"driver: no face in {drv.missing} of {n} frames: held the last good landmarks there")
+    if drv.person_id is None and (iris_note := absent_note(drv.landmarks, "the driver")):
+        notes.append(iris_note)
     points, adapted = driver_points(drv, av_, adapt, reference, smooth)
     bar = tqdm(total=n, desc="reenact", unit="frame", disable=not progress_bar)
     done = [0]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from talkinghead.errors import TalkingHeadError
-from talkinghead.landmarks.sets import IBUG68, recorded_set, require_same_set
+from talkinghead.landmarks.sets import IBUG68_IRIS, iris_present, recorded_set
 
 #: frames smaller or larger than this (pixels a side) are skipped
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -49,6 +49,8 @@ class LiveStats:
     before each usable frame at the stream's rate (0 when the rate is unknown; a gap over :data:`PAUSE_S` is a pause,
     not drops; a skipped frame adds no drops: it is counted as skipped).  ``fps``: output frames per second over
     the last ``window_s``; ``latency_ms``: mean time from a frame's arrival to its output frame over that window.
+    ``iris_absent``: for an ``ibug68+iris`` avatar, the frames with a face where an iris was not found (a closed
+    eye; it is not drawn, never guessed); None for an ``ibug68`` avatar.
     """
 
     frames: int = 0
@@ -59,13 +61,15 @@ class LiveStats:
     fps: float = 0.0
     latency_ms: float = 0.0
     camera: tuple[int, int] | None = None  # (width, height) of the last usable frame
+    iris_absent: int | None = None
 
     def markdown(self) -> str:
         """One line for the page."""
         cam = f"camera {self.camera[0]}×{self.camera[1]} · " if self.camera else ""
         return (f"**{self.fps:.1f} frames/s**, latency **{self.latency_ms:.0f} ms** (arrival → frame out) · {cam}"
                 f"{self.rendered} rendered, {self.dropped} dropped, {self.no_face} without a face (last good frame "
-                f"held), {self.skipped} skipped (bad size or type)")
+                f"held), {self.skipped} skipped (bad size or type)"
+                + ("" if self.iris_absent is None else f", iris absent in {self.iris_absent}/{self.rendered}"))
 
 
 class LiveSession:
@@ -101,9 +105,8 @@ class LiveSession:
         check_options(adapt, smooth=smooth)
         self.renderer = renderer
         self.avatar = renderer.avatar
-        # the camera's landmarks are the tracker's 68 points: an avatar of another set cannot follow them (yet)
-        require_same_set("live driving (the tracker's 68 points)", IBUG68, "the avatar",
-                         recorded_set(getattr(self.avatar, "model_config", None)))
+        # the tracker's 68 points, and for an ibug68+iris avatar the irises located in each camera frame
+        self.irises = recorded_set(getattr(self.avatar, "model_config", None)) == IBUG68_IRIS
         self.size = int(self.avatar.image_size)
         self.detector = detector
         self.tracker = online_tracker(detector)
@@ -114,7 +117,7 @@ class LiveSession:
         self.interval_s = interval_s
         self.threads = threads
         self.clock = clock
-        self.counts = LiveStats()
+        self.counts = LiveStats(iris_absent=0 if self.irises else None)
         self.last_frame = np.zeros((self.size, self.size, 3), np.uint8)  # until the first good frame
         self._box: np.ndarray | None = None
         self._frame_shape: tuple[int, ...] | None = None
@@ -166,6 +169,10 @@ class LiveSession:
             self.tracker = online_tracker(self.detector)
             self._box = None
         points = self.tracker.step(frame)
+        if points is not None and self.irises:
+            from talkinghead.landmarks.iris import points_with_irises  # OpenCV: only for an iris avatar
+
+            points = points_with_irises(frame, points)
         try:
             follow = None if points is None else self._follow(points, arrived)
         except (LiveError, ValueError):  # degenerate landmarks: no usable face
@@ -175,24 +182,26 @@ class LiveSession:
             return self._out(arrived)
         self.last_frame = self._render(follow)
         c.rendered += 1
+        if self.irises and not iris_present(follow).all():
+            c.iris_absent = (c.iris_absent or 0) + 1
         return self._out(arrived)
 
     def _follow(self, points: np.ndarray, t: float) -> np.ndarray:
-        """Frame-pixel (68, 2) landmarks -> the (68, 2) crop-pixel landmarks the avatar follows."""
+        """Frame-pixel (68, 2) landmarks (72 for ``ibug68+iris``) -> the crop-pixel landmarks the avatar follows."""
         from talkinghead.crop import face_track, landmarks_to_crop
         from talkinghead.landmarks.adapt import adapt_landmarks
         from talkinghead.landmarks.smooth import LandmarkSmoother, face_scale
         from talkinghead.shots import crop_settings
 
         if self._box is None:
-            track = face_track([points], crop_settings(self.size))
+            track = face_track([points[:68]], crop_settings(self.size))
             if isinstance(track, str):  # a degenerate face (all points in one spot)
                 raise LiveError(track)
             self._box = track[0]
         pts = landmarks_to_crop(points, self._box, self.size)
         if self.smooth:
             if self._smoother is None:
-                self._smoother = LandmarkSmoother(self.fps, face_scale(pts[None]))
+                self._smoother = LandmarkSmoother(self.fps, face_scale(pts[None]), points=len(pts))
             pts = self._smoother(pts, t)
         if not self.adapted:
             return pts

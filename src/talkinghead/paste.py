@@ -53,8 +53,9 @@ def crop_to_frame(
 
 
 def _hull_points(points: np.ndarray) -> np.ndarray:
-    """(68, 2) landmarks -> the points whose hull is the face: the 68, plus the brows raised to the forehead."""
-    p = np.asarray(points, dtype=np.float64)
+    """(68|72, 2) landmarks -> the points whose hull is the face: the 68, plus the brows raised to the forehead
+    (the irises of ``ibug68+iris`` points, NaN when absent, lie inside the face and are left out)."""
+    p = np.asarray(points, dtype=np.float64)[:68]
     brows = p[17:27]
     chin = p[8]
     up = brows.mean(0) - chin

@@ -25,7 +25,7 @@ import torch
 from talkinghead.avatar import Avatar, AvatarRenderer, load_avatar, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.adapt import ADAPT_MODES, adapt_landmarks, neutral_index, should_adapt
-from talkinghead.landmarks.sets import require_same_set, set_of_points
+from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
 from talkinghead.video import side_by_side_frames, write_video
 
 __all__ = [
@@ -41,8 +41,9 @@ class ReenactError(TalkingHeadError, ValueError):
 # ------------------------------------------------------------------------------------------------ driver
 @dataclass
 class Driver:
-    """A driver clip: ``landmarks`` (N, 68, 2) in pixels of its face crop at the avatar's size, and ``frames``
-    (N, 3, S, S) in [-1, 1], those crops, made on first use (only side-by-side output and figures show them)."""
+    """A driver clip: ``landmarks`` (N, 68, 2) (N, 72, 2 for ``ibug68+iris``) in pixels of its face crop at the
+    avatar's size, and ``frames`` (N, 3, S, S) in [-1, 1], those crops, made on first use (only side-by-side
+    output and figures show them)."""
 
     crops: Callable[[], torch.Tensor] = field(repr=False)
     landmarks: np.ndarray
@@ -67,10 +68,12 @@ def load_driver(
     data_root: str | None = None,
     landmarks: str = "track",
     max_side: int = 0,
+    landmark_set: str | None = None,
 ) -> Driver:
     """A real video / image folder (landmarks detected, faceless frames hold the last good landmarks), or an
     id of the avatar's data (synthetic population or shard folder).  ``max_side``: a video's frames are scaled
-    down while decoding to at most that many pixels a side (0 = full size)."""
+    down while decoding to at most that many pixels a side (0 = full size).  ``landmark_set``: the points a real
+    video gets (the avatar's; default: the set ``data_config`` records): ``ibug68+iris`` locates the irises."""
     from talkinghead import shots
 
     path = Path(driver).expanduser()
@@ -78,7 +81,8 @@ def load_driver(
         frames, fps = shots.read_user_frames(path, max_frames, max_side)  # decoded (bounded) before the detector loads
         if isinstance(detector, str):
             detector = shots.make_landmark_detector(detector, landmarks)
-        track = shots.track_faces(frames, detector, size, source=str(path))
+        track = shots.track_faces(frames, detector, size, source=str(path),
+                                  landmark_set=recorded_set(data_config) if landmark_set is None else landmark_set)
 
         def crops() -> torch.Tensor:
             from talkinghead.visualize import from_uint8

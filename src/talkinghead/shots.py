@@ -32,6 +32,7 @@ import torch
 from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from talkinghead import decode
 from talkinghead.errors import TalkingHeadError
+from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, absent_note, check_set, num_points, recorded_set
 
 
 class UnknownIdError(TalkingHeadError, KeyError):
@@ -198,7 +199,8 @@ def read_user_frames(path: Path, max_frames: int = 0, max_side: int = 0) -> tupl
 @dataclass
 class FaceTrack:
     """A clip's face track in crop coordinates: ``box`` (x0, y0, side) of the one square crop, ``landmarks``
-    float32 (N, 68, 2) in pixels of the ``size``² crop, ``found`` bool (N,) (a face on the track there)."""
+    float32 (N, 68, 2) (N, 72, 2 for ``ibug68+iris``: NaN rows where an iris is absent) in pixels of the
+    ``size``² crop, ``found`` bool (N,) (a face on the track there)."""
 
     box: np.ndarray
     landmarks: np.ndarray
@@ -221,11 +223,15 @@ def crop_settings(size: int) -> Any:
     return PreprocessConfig(size=size, min_face=1, min_detected=0.0, min_frames=1)
 
 
-def track_faces(frames: np.ndarray, detector: Any, size: int, source: str = "video") -> FaceTrack:
+def track_faces(
+    frames: np.ndarray, detector: Any, size: int, source: str = "video", landmark_set: str = IBUG68
+) -> FaceTrack:
     """Detect landmarks, fit one square box around the face track (as preprocessing does), map the landmarks into
     its ``size``² crop.  A frame without an (on-track) face holds the last good landmarks (the first good ones
-    before the first detection).  No usable face -> NoFaceError."""
+    before the first detection).  No usable face -> NoFaceError.  ``landmark_set`` ``ibug68+iris``: each frame
+    with a face gets its irises from ``talkinghead.landmarks.iris`` (located in the whole frame)."""
     from talkinghead.crop import face_track, landmarks_to_crop
+    from talkinghead.landmarks.iris import points_with_irises
 
     detected = detector.detect(frames)
     track = face_track(detected, crop_settings(size))
@@ -234,22 +240,29 @@ def track_faces(frames: np.ndarray, detector: Any, size: int, source: str = "vid
     box, kept, _ = track
     found = np.zeros(len(frames), dtype=bool)
     found[kept] = True
-    points = np.zeros((len(frames), 68, 2), np.float32)
-    last = landmarks_to_crop(detected[int(kept[0])], box, size)
+    irises = check_set(landmark_set) == IBUG68_IRIS
+
+    def crop_points(i: int) -> np.ndarray:
+        pts = points_with_irises(frames[i], detected[i]) if irises else detected[i]
+        return landmarks_to_crop(pts, box, size)
+
+    points = np.zeros((len(frames), num_points(landmark_set), 2), np.float32)
+    last = crop_points(int(kept[0]))
     for i in range(len(frames)):
         if found[i]:
-            last = landmarks_to_crop(detected[i], box, size)
+            last = crop_points(i)
         points[i] = last
     return FaceTrack(box, points, found, size)
 
 
 def crop_faces(
-    frames: np.ndarray, detector: Any, size: int, hold: bool = False, source: str = "video"
+    frames: np.ndarray, detector: Any, size: int, hold: bool = False, source: str = "video",
+    landmark_set: str = IBUG68,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`track_faces`, then the crops: ``(crops uint8 (N, size, size, 3), landmarks float32 (N, 68, 2) in
     crop pixels, found bool (N,))``.  With ``hold`` every frame is kept (faceless ones hold the last good
     landmarks); without it only frames with a face are returned."""
-    track = track_faces(frames, detector, size, source)
+    track = track_faces(frames, detector, size, source, landmark_set)
     if hold:
         return track.crops(frames), track.landmarks, track.found
     kept = np.flatnonzero(track.found)
@@ -257,7 +270,7 @@ def crop_faces(
 
 
 def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, torch.Tensor]:
-    """uint8 (N, S, S, 3) crops + (N, 68, 2) landmarks -> tensors of the common sample format."""
+    """uint8 (N, S, S, 3) crops + (N, 68|72, 2) landmarks -> tensors of the common sample format."""
     from talkinghead.landmarks.draw import landmark_image_tensor
 
     from talkinghead.visualize import from_uint8
@@ -271,20 +284,22 @@ def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, 
     }
 
 
-def user_frames(path: Path, image_size: int, detector: Any, max_frames: int = 0, max_side: int = 0) -> PersonFrames:
+def user_frames(
+    path: Path, image_size: int, detector: Any, max_frames: int = 0, max_side: int = 0, landmark_set: str = IBUG68
+) -> PersonFrames:
     """A user's video or image folder, its face cropped.  ``detector``: a ``LandmarkDetector`` or a backend
     name, loaded once the frames have decoded (a file over a decoding bound is refused first)."""
     frames, _ = read_user_frames(path, max_frames, max_side)
     if isinstance(detector, str):
         detector = make_landmark_detector(detector)
-    track = track_faces(frames, detector, image_size, source=str(path))
+    track = track_faces(frames, detector, image_size, source=str(path), landmark_set=landmark_set)
     found = track.found
     kept = np.flatnonzero(found)
     crops, points = track.crops(frames, kept), track.landmarks[kept]
     sample = to_sample(crops, points, image_size)
     notes = (
         [] if found.all() else [f"no face in {int((~found).sum())} of {len(found)} frames of {path}: skipped"]
-    )
+    ) + [n for n in [absent_note(points, str(path))] if n]
 
     def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
         return {k: v[list(positions)] for k, v in sample.items()}
@@ -327,7 +342,9 @@ def several_faces_note(path: Path, frame: np.ndarray, detector: Any) -> str | No
             f"({x0:.0f}, {y0:.0f}, {x1 - x0:.0f}, {y1 - y0:.0f})")
 
 
-def photo_frames(paths: Sequence[Path], image_size: int, detector: Any, max_side: int = 0) -> PersonFrames:
+def photo_frames(
+    paths: Sequence[Path], image_size: int, detector: Any, max_side: int = 0, landmark_set: str = IBUG68
+) -> PersonFrames:
     """Frames of one photo or a list of photos of one person: each photo is cropped around its own face.
 
     A photo without a face is skipped with a note when others have one; none with a face is a ``NoFaceError``.
@@ -338,7 +355,7 @@ def photo_frames(paths: Sequence[Path], image_size: int, detector: Any, max_side
         if isinstance(detector, str):  # a backend name: loaded once a photo has decoded
             detector = make_landmark_detector(detector)
         try:
-            track = track_faces(frames, detector, image_size, source=str(path))
+            track = track_faces(frames, detector, image_size, source=str(path), landmark_set=landmark_set)
         except NoFaceError as exc:
             if len(paths) == 1:
                 raise
@@ -354,6 +371,7 @@ def photo_frames(paths: Sequence[Path], image_size: int, detector: Any, max_side
         raise NoFaceError(f"no usable face in any of the {len(paths)} photos ({paths[0]}, ...)")
     sample = to_sample(np.concatenate(crops), np.concatenate(points), image_size)
     source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} photos ({paths[0]}, ...)"
+    notes += [n for n in [absent_note(np.concatenate(points), source)] if n]
 
     def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
         return {k: v[list(positions)] for k, v in sample.items()}
@@ -415,13 +433,17 @@ def resolve(
     detector_backend: str = "auto",
     max_frames: int = 0,
     max_side: int = 0,
+    landmark_set: str | None = None,
 ) -> PersonFrames:
     """The frames of ``id_`` (see the module docstring); ``data_cfg`` is the meta-learned model's data config.
     ``max_side``: a user's video frames and photos are scaled down while decoding to at most that many pixels a
-    side (0 = full size)."""
+    side (0 = full size).  ``landmark_set``: the points a user's video or photos get (default: the set
+    ``data_cfg`` records, ``talkinghead.landmarks.sets``)."""
+    landmark_set = recorded_set(data_cfg) if landmark_set is None else check_set(landmark_set)
     photos = photo_list(id_ if not isinstance(id_, str) and isinstance(id_, Sequence) else str(id_))
     if photos:
-        return photo_frames(photos, image_size, detector if detector is not None else detector_backend, max_side)
+        return photo_frames(photos, image_size, detector if detector is not None else detector_backend, max_side,
+                            landmark_set)
     id_ = str(id_).strip()
     if not id_:
         raise UnknownIdError(
@@ -430,7 +452,7 @@ def resolve(
     path = Path(id_).expanduser()
     if path.exists():
         return user_frames(path, image_size, detector if detector is not None else detector_backend, max_frames,
-                           max_side)
+                           max_side, landmark_set)
     if looks_like_path(id_):
         raise UnknownIdError(f"no such file or folder: {id_}")
 

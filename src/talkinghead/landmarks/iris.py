@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from talkinghead.landmarks.sets import with_irises
+
 #: the eyes in the 68-point layout (0-based): the image's left eye (the person's right), then the image's right.
 EYE_SLICES = (slice(36, 42), slice(42, 48))
 #: eyes narrower than this (corner to corner, frame pixels) are absent: their iris is a few pixels across.
@@ -207,3 +209,12 @@ def inter_ocular_distance(points68: np.ndarray) -> float:
     error figures."""
     pts = np.asarray(points68, dtype=np.float64)
     return float(np.linalg.norm(pts[EYE_SLICES[0]].mean(0) - pts[EYE_SLICES[1]].mean(0)))
+
+
+def points_with_irises(frame_rgb: np.ndarray, points68: np.ndarray) -> np.ndarray:
+    """The ``ibug68+iris`` points of one frame: its ``points68`` ``(68, 2)`` and the irises :func:`locate_irises`
+    finds in ``frame_rgb`` -> float32 ``(72, 2)`` in the same pixels, NaN rows where an iris is absent (never
+    guessed).  What the tracker, live driving and preprocessing add to the 68 points of a real frame."""
+    r = locate_irises(frame_rgb, points68)
+    return with_irises(np.asarray(points68, np.float32), r.centres, r.radii, r.present)
+
