@@ -116,7 +116,7 @@ def test_a_real_video_gets_located_irises_for_fine_tuning_and_driving(iris_ckpt,
     paths, truth, oracle = iris_videos
     meta = api.load_model(iris_ckpt)
     made = api.make_avatar(str(paths["person"]), T=4, mode="FT", meta=meta, detector=oracle,
-                           settings=FineTuneSettings(steps=2, batch_size=2, epochs=None), out_dir=tmp_path,
+                           settings=FineTuneSettings.from_recipe(steps=2, batch_size=2, epochs=None), out_dir=tmp_path,
                            preview_frames=4)
     av = load_avatar(made.path)
     assert av.landmark_set == IBUG68_IRIS and tuple(av.reference_landmarks.shape) == (72, 2)
