@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -184,6 +185,13 @@ def test_torchrun_restarts_a_killed_rank_from_last_ckpt_and_ends_equal(tmp_path)
     for out, kill in ((straight, False), (killed, True)):
         out.mkdir()
         proc = torchrun(out, kill)
+        if proc.returncode and "connectFullMesh failed" in proc.stderr:
+            # gloo's loopback mesh sometimes fails to form when a restarted round's workers start (seen on a loaded
+            # 2-core machine): that is torchrun's and gloo's, not the resume under test, so the pair runs once more
+            (out / "first_try_stderr.txt").write_text(proc.stderr)
+            shutil.rmtree(out)
+            out.mkdir()
+            proc = torchrun(out, kill)
         (out / "stderr.txt").write_text(proc.stderr)
         errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln]
         assert proc.returncode == 0, "\n".join(errors[-12:]) or proc.stderr[-3000:]
