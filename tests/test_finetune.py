@@ -24,6 +24,7 @@ from talkinghead.cli import finetune_main
 from talkinghead.fewshot import FineTuneSettings, fit_avatar
 from talkinghead.modules.finetune import FineTuningModule
 from talkinghead.shots import NotEnoughFramesError, UnknownIdError, evenly, resolve
+from talkinghead.safe_load import safe_load
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_avatar_round_trip_renders_identical_frames(ckpt, shots, tmp_path) -> No
 def test_avatar_with_another_model_is_a_clear_error(ckpt, shots, tmp_path) -> None:
     meta = load_meta_learned(ckpt)
     avatar = fit_avatar(meta, shots, mode="FF").avatar
-    data = torch.load(ckpt, map_location="cpu", weights_only=False)
+    data = safe_load(ckpt)
     key = next(k for k in data["state_dict"] if k.startswith("generator.") and k.endswith("original"))
     data["state_dict"][key] = data["state_dict"][key] + 0.01
     other = tmp_path / "other.ckpt"
@@ -142,7 +143,7 @@ def test_avatar_with_another_model_is_a_clear_error(ckpt, shots, tmp_path) -> No
 
 
 def test_checkpoint_of_another_model_size_is_a_clear_error(ckpt, tmp_path) -> None:
-    data = torch.load(ckpt, map_location="cpu", weights_only=False)
+    data = safe_load(ckpt)
     data["hyper_parameters"]["config"]["model"]["generator"]["base_channels"] = 16
     bad = tmp_path / "bad.ckpt"
     torch.save(data, bad)

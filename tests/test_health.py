@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from helpers import FixedEpisodes, tiny_module
 from talkinghead.callbacks.health import HealthConfig, HealthMonitor, between_within_ratio
 from talkinghead.errors import ConfigError, NonFiniteError
+from talkinghead.safe_load import safe_load
 
 FAST = dict(warmup_iterations=5, window=10, every_n_iterations=5)
 
@@ -193,7 +194,7 @@ def test_after_a_non_finite_stop_the_newest_checkpoint_is_finite_and_resumes(tmp
     with pytest.raises(NonFiniteError, match=r"last good checkpoint is .*last\.ckpt \(iteration 4\)"):
         run.fit()
     last = tmp_path / "checkpoints" / "last.ckpt"
-    saved = torch.load(last, map_location="cpu", weights_only=False)
+    saved = safe_load(last)
     assert saved["global_step"] == 4 * (1 + int(run.cfg.optim.d_steps_per_g))
     for name, t in saved["state_dict"].items():
         assert torch.isfinite(t).all(), name

@@ -24,6 +24,7 @@ from talkinghead.callbacks import preemption
 from talkinghead.callbacks.preemption import Stopped
 from talkinghead.config import compose
 from talkinghead.train import build_meta_learning
+from talkinghead.safe_load import safe_load
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [*QUIET, *TINY_MODEL, *TINY_SYNTHETIC_DATA, "K=2", "iterations=6", "optim.d_steps_per_g=2", "speed=plain",
@@ -129,7 +130,7 @@ def task_pid(controller: int, timeout: float = 60) -> int:
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    return safe_load(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from talkinghead.cli import reenact_main
 from talkinghead.reenact import ReenactError, load_driver
 from talkinghead.video import VideoWriteError, write_video
 from talkinghead.shots import evenly, resolve
+from talkinghead.safe_load import safe_load
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_a_failed_write_leaves_no_output_file(tmp_path) -> None:
 def test_avatar_of_another_model_fails_before_writing(avatar, ckpt, tmp_path) -> None:
     import torch
 
-    data = torch.load(ckpt, map_location="cpu", weights_only=False)
+    data = safe_load(ckpt)
     key = next(k for k in data["state_dict"] if k.startswith("generator.") and k.endswith("original"))
     data["state_dict"][key] = -data["state_dict"][key]
     torch.save(data, tmp_path / "other.ckpt")

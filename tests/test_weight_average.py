@@ -14,6 +14,7 @@ from talkinghead.callbacks.weight_average import CHECKPOINT_KEY, WeightAverage
 from talkinghead.fewshot import FineTuneSettings, embed_person, fit_avatar
 from talkinghead.modules.finetune import initial_psi
 from talkinghead.shots import evenly, resolve
+from talkinghead.safe_load import safe_load
 
 PLAIN = ["speed=plain", "trainer.precision=32-true"]
 
@@ -43,7 +44,7 @@ def test_the_average_is_the_ema_of_the_trained_weights_per_iteration(tmp_path: P
     run = build_meta_learning(cfg, extra_callbacks=[Record()])
     run.trainer.num_sanity_val_steps = 0
     run.fit()
-    data = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    data = safe_load(tmp_path / "checkpoints" / "last.ckpt")
     saved = data[CHECKPOINT_KEY]
     assert saved["decay"] == 0.5 and saved["n_averaged"] == 3 == len(seen)
     name = "generator.P.parametrizations.weight.original"
@@ -61,9 +62,9 @@ def test_the_average_is_the_ema_of_the_trained_weights_per_iteration(tmp_path: P
 
 def test_resuming_continues_the_saved_average(tmp_path: Path) -> None:
     first = tiny_checkpoint(tmp_path, iterations=2, extra=[*PLAIN, "callbacks.weight_average.decay=0.5"])
-    before = torch.load(first, map_location="cpu", weights_only=False)[CHECKPOINT_KEY]
+    before = safe_load(first)[CHECKPOINT_KEY]
     again = tiny_checkpoint(tmp_path, iterations=3, extra=[*PLAIN, "callbacks.weight_average.decay=0.5"])
-    after = torch.load(again, map_location="cpu", weights_only=False)
+    after = safe_load(again)
     assert after[CHECKPOINT_KEY]["n_averaged"] == before["n_averaged"] + 1 == 3
     name = "generator.P.parametrizations.weight.original"
     expected = 0.5 * before["state_dict"][name] + 0.5 * after["state_dict"][name]
@@ -71,7 +72,7 @@ def test_resuming_continues_the_saved_average(tmp_path: Path) -> None:
 
 
 def test_loading_uses_the_average_and_keeps_the_trained_generator(ckpt: Path) -> None:
-    data = torch.load(ckpt, map_location="cpu", weights_only=False)
+    data = safe_load(ckpt)
     avg, trained = data[CHECKPOINT_KEY]["state_dict"], data["state_dict"]
     meta = load_meta_learned(ckpt)
     raw = load_meta_learned(ckpt, average=False)

@@ -1,7 +1,7 @@
 """Reading the project's ``.ckpt`` / ``.pt`` files without running code in them: every load of a checkpoint, an
 avatar or a tool's dump goes through :func:`safe_load`.
 
-A pickle can name any Python callable to rebuild an object, so ``torch.load(weights_only=False)`` on a crafted
+A pickle can name any Python callable to rebuild an object, so an unrestricted ``torch.load`` of a crafted
 file runs its code before anything can look at the contents.  :func:`safe_load` reads with PyTorch's restricted
 unpickler (``weights_only=True``: tensors, numbers, strings, plain containers) plus the few classes listed in
 :data:`ALLOWED_GLOBALS`; a file that names any other global is refused with one line naming the file and the

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from data_modules.batch import BatchSplit, split_batch
 from talkinghead.callbacks.health import health_monitor_from_config
 from talkinghead.callbacks.metrics import MetricsCallback
-from talkinghead.callbacks.preemption import GracefulStop
+from talkinghead.callbacks.preemption import GracefulStop, save_resumable
 from talkinghead.callbacks.progress import IterationProgressBar
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
@@ -57,7 +57,7 @@ class MetaLearningRun:
             if self.ckpt_path is None:
                 raise
             raise refused(self.ckpt_path, exc) from exc
-        self.trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimisers
+        save_resumable(self.trainer, self.run_dir / "checkpoints" / "last.ckpt")
 
 
 # Lightning warns that a manual-optimisation checkpoint holds the state after the optimiser step: that is

@@ -67,6 +67,17 @@ def requeue_slurm_job(job_id: str) -> str:
     return f"requeued SLURM job {job_id}: the next allocation resumes from it"
 
 
+
+#: Lightning's ``weights_only`` flag of a *save*: False writes the optimiser states, loops and callbacks with the
+#: weights (what resuming needs).  Loading is another matter: every load goes through ``talkinghead.safe_load``.
+FULL_STATE = False
+
+
+def save_resumable(trainer: pl.Trainer, path: str | Path) -> None:
+    """Write ``last.ckpt`` with everything an exact resume needs (every writer of it calls this)."""
+    trainer.save_checkpoint(path, weights_only=FULL_STATE)
+
+
 class Stopped(SystemExit):
     """Training stopped on a signal after writing ``checkpoint`` (``requeue``: the requeue signal was received)."""
 
@@ -104,7 +115,7 @@ class GracefulStop(pl.callbacks.Checkpoint):
             return
         signum = self.requeue_signal if want == 2 else int(signal.SIGTERM)
         _received.clear()
-        trainer.save_checkpoint(self.last, weights_only=False)  # with optimisers, as every last.ckpt
+        save_resumable(trainer, self.last)
         iteration = int(getattr(pl_module, "iteration", trainer.global_step))
         if trainer.is_global_zero:
             what = f"stopped by {signal.Signals(signum).name} after iteration {iteration}: wrote {self.last}"
