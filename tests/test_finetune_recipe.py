@@ -124,3 +124,17 @@ def test_the_page_make_finetune_and_make_evaluate_fine_tune_with_the_same_settin
         assert settings["recipe"] == "embedded" and settings["steps"] == 3, (surface, settings)
         assert settings == used["make finetune"], f"{surface} fine-tuned with other settings"
     assert load_avatar(cli_avatar).steps == 3
+
+
+def test_a_command_line_is_merged_over_the_models_recipe_by_hydra() -> None:
+    """The line's keys, nested ones too, land on the model's recipe; a line that names a recipe keeps it."""
+    from talkinghead.evaluate import compose_evaluate
+    from talkinghead.fewshot import recipe_overrides
+
+    embedded = compose("meta_learn", ["experiment=embedded"])
+    name, line = recipe_overrides(embedded, ["finetune.steps=7", "finetune.loss_weights={pixel: 3.0}"],
+                                  group="finetuning@finetune")
+    assert (name, line[0]) == ("embedded", "finetuning@finetune=embedded")
+    s = FineTuneSettings.from_config(compose_evaluate(line).finetune, recipe_name=name)
+    assert s.steps == 7 and s.loss_weights == {"pixel": 3.0} and s.early_stop_window == recipe("embedded")["early_stop_window"]
+    assert recipe_overrides(embedded, ["finetuning=paper", "steps=9"]) == ("paper", ["finetuning=paper", "steps=9"])

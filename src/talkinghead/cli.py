@@ -154,7 +154,7 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     ``detector`` overrides the landmark backend."""
     from talkinghead import api
     from talkinghead.avatar import resolve_checkpoint
-    from talkinghead.fewshot import settings_from_command
+    from talkinghead.fewshot import FineTuneSettings, recipe_overrides
     from talkinghead.loggers import finetune_to_wandb, logged_after, make_logger
 
     from talkinghead.sessions import free_name
@@ -175,7 +175,9 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     check_writable(out, "the avatar")
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     meta = api.load_model(ckpt)
-    settings = settings_from_command(meta.config, cfg, hydra_overrides(overrides))  # the model's recipe + the line's
+    # the model's recipe (or the one the line names) under the line's own keys, merged by Hydra
+    name, with_recipe = recipe_overrides(meta.config, list(overrides))
+    settings = FineTuneSettings.from_config(compose_finetune(with_recipe), recipe_name=name)
     print(
         f"{'fine-tuning' if mode == 'FT' else 'feed-forward (FF)'} {cfg.id} on T={T} frames with {ckpt}"
         + (f" for {settings.describe(T)}" if mode == "FT" else "")

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from talkinghead.avatar import MetaLearned, load_meta_learned, resolve_checkpoint
 from data_modules.shards import UNITS
 from talkinghead.errors import ConfigError, EvaluationError
-from talkinghead.fewshot import FineTuneSettings, fit_avatar, settings_from_command
+from talkinghead.fewshot import FineTuneSettings, fit_avatar, recipe_overrides
 from talkinghead.files import atomic_write_text
 from talkinghead.loggers import make_logger, wandb_loggers
 from talkinghead.sessions import free_name
@@ -201,7 +201,9 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     meta = load_meta_learned(ckpt)
     # the model's fine-tuning recipe (finetuning_recipe), another one or single keys where the line asks
-    settings = settings_from_command(meta.config, cfg.finetune, overrides, prefix="finetune.", speed=cfg.get("speed"))
+    name, with_recipe = recipe_overrides(meta.config, list(overrides), group="finetuning@finetune")
+    settings = FineTuneSettings.from_config(compose_evaluate(with_recipe).finetune, speed=cfg.get("speed"),
+                                            recipe_name=name)
     if cfg.get("unit"):
         set_unit(meta.config, str(cfg.unit))
     ff_meta, ff_note = load_ff_model(cfg.get("ff_ckpt"), meta) if "FF" in methods else (meta, "")

@@ -113,7 +113,8 @@ class FineTuneSettings:
         """From a composed config holding a recipe's keys (``experiments/finetune.yaml``'s top level, evaluate's
         ``finetune:``); a key it lacks comes from its recipe (``finetuning_recipe``, else paper), never from here."""
         name = recipe_name or str(cfg.get("finetuning_recipe") or DEFAULT_RECIPE)
-        base = recipe(name)
+        keys = [f.name for f in fields(cls) if f.name not in ("recipe", "speed")]
+        base = recipe(name) if any(k not in cfg for k in keys) else {}  # composed only when a key is missing
         get = lambda key: cfg[key] if key in cfg else base.get(key)  # noqa: E731
         weights = get("loss_weights")
         speed = speed if speed is not None else cfg.get("speed")
@@ -174,21 +175,16 @@ def settings_for(meta_config: Mapping[str, Any], overrides: Mapping[str, Any] | 
     return FineTuneSettings.from_recipe(name, speed=speed, **dict(overrides or {}))
 
 
-def settings_from_command(meta_config: Mapping[str, Any], cfg: Mapping[str, Any], overrides: Sequence[str],
-                          prefix: str = "", speed: Mapping[str, Any] | Speed | None = None) -> FineTuneSettings:
-    """The settings a command line asks for: the model's recipe (:func:`settings_for`), another one where the line
-    names it (``finetuning=embedded``; evaluate: ``finetuning@finetune=embedded``), and the keys the line sets
-    (``steps=100``; evaluate: ``finetune.steps=100``) with the values of the composed config ``cfg``."""
-    group = "finetuning@finetune" if prefix else "finetuning"
-    name, keys = None, set(recipe(DEFAULT_RECIPE)) | {f.name for f in fields(FineTuneSettings)}
-    explicit: dict[str, Any] = {}
-    for item in overrides:
-        key, _, value = str(item).lstrip("+~").partition("=")
-        if key == group:
-            name = value
-        elif key.startswith(prefix) and key[len(prefix):] in keys:
-            explicit[key[len(prefix):]] = cfg[key[len(prefix):]]
-    return settings_for(meta_config, explicit, speed=speed, recipe_name=name)
+def recipe_overrides(meta_config: Mapping[str, Any], overrides: Sequence[str], group: str = "finetuning"
+                     ) -> tuple[str, list[str]]:
+    """``(recipe, overrides)`` to compose a command's config with: the recipe the line names (``finetuning=X``;
+    evaluate's group is ``finetuning@finetune``), else the model's (``finetuning_recipe``), put first, so that Hydra
+    merges the line's own keys (``steps=100``, ``+finetune.loss_weights.pixel=3``) over that recipe."""
+    named = [o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+~") == group]
+    if named:
+        return named[-1], list(overrides)
+    name = str(meta_config.get("finetuning_recipe") or DEFAULT_RECIPE)
+    return name, [f"{group}={name}", *overrides]
 
 
 class StopWhenFlat(pl.Callback):
