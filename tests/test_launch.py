@@ -285,3 +285,35 @@ def test_a_requeued_job_whose_checkpoint_is_unreadable_trains_nothing_and_names_
     assert f"error: cannot read {last} to resume (" in err
     assert last.read_bytes() == b"PK\x03\x04 torn by a full disk", "nothing overwritten"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"], "no training started"
+
+
+def test_under_ddp_the_ranks_agree_on_a_stop_every_sync_every_iterations(tmp_path, monkeypatch) -> None:
+    """No collective on the other iterations: a SIGTERM received at iteration 8 waits for iteration 10, where the
+    one-integer all-reduce (a real gloo group of one process here) carries it and the run stops with last.ckpt."""
+    import torch.distributed as dist
+    from types import SimpleNamespace
+
+    from talkinghead.callbacks import preemption
+
+    saved, reduced = [], []
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    real_all_reduce = dist.all_reduce
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op: reduced.append(int(t)) or real_all_reduce(t, op=op))
+    try:
+        trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(root_device=torch.device("cpu")),
+                                  global_step=0, is_global_zero=True, save_checkpoint=lambda p, weights_only: saved.append(p))
+        stop = preemption.GracefulStop(tmp_path / "last.ckpt", sync_every=10)
+        preemption._received.clear()
+        with pytest.raises(preemption.Stopped) as exc:
+            for it in range(1, 13):
+                if it == 8:
+                    preemption.remember(signal.SIGTERM)
+                stop.on_train_batch_end(trainer, SimpleNamespace(iteration=it), None, None, it - 1)
+        assert exc.value.iteration == 10 and exc.value.signum == signal.SIGTERM
+        assert reduced == [1], "one all-reduce, at iteration 10, carrying the stop"
+        assert saved == [tmp_path / "last.ckpt"]
+    finally:
+        preemption._received.clear()
+        dist.destroy_process_group()

@@ -10,7 +10,9 @@ Two signals are handled while training runs:
 The checkpoint is written at the end of the iteration the signal arrived in (``on_train_batch_end``, where the
 periodic checkpoints are written too), never from inside the signal handler: a checkpoint taken halfway through
 an iteration (after D's step, before G's) would not resume exactly. Under DDP the ranks agree on the stop with a
-one-integer all-reduce per iteration, so every rank stops after the same iteration, whichever got the signal.
+one-integer all-reduce every ``sync_every`` iterations (10: SLURM's signal comes minutes before the limit, and a
+collective with its host read-back on every step of a days-long run would cost a sync each time), so every rank
+stops after the same iteration, whichever got the signal.
 The run then ends with :class:`Stopped` (a ``SystemExit``, status 128 + the signal's number).
 """
 from __future__ import annotations
@@ -94,11 +96,14 @@ class GracefulStop(pl.callbacks.Checkpoint):
     ``requeue``: call ``scontrol requeue`` on the requeue signal inside a SLURM job (off: the launcher requeues).
     """
 
-    def __init__(self, last: Path, requeue_signal: int = REQUEUE_SIGNAL, requeue: bool = True) -> None:
+    def __init__(self, last: Path, requeue_signal: int = REQUEUE_SIGNAL, requeue: bool = True,
+                 sync_every: int = 10) -> None:
         self.last = Path(last)
         self.requeue_signal = int(requeue_signal)
         self.requeue = requeue
+        self.sync_every = max(1, int(sync_every))  # under DDP: iterations between the ranks' agreements
         self._previous: dict[int, Any] = {}
+        self._flag: torch.Tensor | None = None  # the one-integer buffer of that agreement, kept across iterations
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # replaces Lightning's SIGTERM handler too: it would stop without a checkpoint (and its DDP broadcast from
@@ -109,8 +114,14 @@ class GracefulStop(pl.callbacks.Checkpoint):
                            batch_idx: int) -> None:
         want = 2 if self.requeue_signal in _received else 1 if signal.SIGTERM in _received else 0
         if trainer.world_size > 1:  # every rank stops after the same iteration
-            want = int(trainer.strategy.reduce(torch.tensor(want, device=trainer.strategy.root_device),
-                                               reduce_op="max").item())
+            if int(getattr(pl_module, "iteration", trainer.global_step)) % self.sync_every:
+                return  # the same answer on every rank: they all agree at the same iterations
+            device = trainer.strategy.root_device
+            if self._flag is None or self._flag.device != device:
+                self._flag = torch.zeros((), dtype=torch.int32, device=device)
+            self._flag.fill_(want)
+            torch.distributed.all_reduce(self._flag, op=torch.distributed.ReduceOp.MAX)
+            want = int(self._flag.item())
         if not want:
             return
         signum = self.requeue_signal if want == 2 else int(signal.SIGTERM)
