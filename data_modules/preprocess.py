@@ -300,7 +300,7 @@ def _fingerprint(cfg: PreprocessConfig, backend: str, clips: list[Clip], landmar
     return fp
 
 
-def _settings_files(out: Path) -> list[Path]:
+def settings_files(out: Path) -> list[Path]:
     """The settings of the whole run (``config.json``) and of every part (``parts/part-*.json``) in ``out``."""
     return [p for p in [out / CONFIG, *sorted((out / PARTS).glob("part-*-of-*.settings.json"))] if p.is_file()]
 
@@ -324,7 +324,7 @@ def _settings_diffs(path: Path, fp: dict[str, Any]) -> list[str]:
 
 def _check_resume(out: Path, fp: dict[str, Any], part: Part | None = None) -> None:
     """Refuse to add to ``out`` shards made with other settings (by a whole run or any part); record ours."""
-    for path in _settings_files(out):
+    for path in settings_files(out):
         diffs = _settings_diffs(path, fp)
         if diffs:
             who = "" if path.name == CONFIG else f" ({_who(path)})"
@@ -334,10 +334,10 @@ def _check_resume(out: Path, fp: dict[str, Any], part: Part | None = None) -> No
             )
     own = out / CONFIG if part is None else out / PARTS / f"{part.name}.settings.json"
     if not own.is_file():
-        _write_json(own, {**fp, "part": None if part is None else str(part)})
+        write_json(own, {**fp, "part": None if part is None else str(part)})
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomically (a reader, or a killed run, never leaves half a file)."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -553,7 +553,7 @@ def preprocess(
             write_manifest(out, groups, done, cfg.size, backend_name, cfg.landmark_set)
             (out / REPORT).write_text(json.dumps({**asdict(report), "complete": report.complete}, indent=1))
         else:
-            _write_json(out / PARTS / f"{part.name}.report.json", {**asdict(report), "complete": report.complete})
+            write_json(out / PARTS / f"{part.name}.report.json", {**asdict(report), "complete": report.complete})
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
@@ -582,7 +582,7 @@ def merge(
     t0 = time.time()
     src, out = Path(src), Path(out)
     clips = discover(src, layout)
-    settings = _settings_files(out) if out.is_dir() else []
+    settings = settings_files(out) if out.is_dir() else []
     if not settings:
         raise PreprocessError(f"nothing to merge in {out}: run `--part i/N` for i = 1..N with --out {out} first")
     recorded = {p: json.loads(p.read_text()) for p in settings}
@@ -617,7 +617,7 @@ def merge(
             f"`--part i/{n}` for each (re-running a part continues it)"
         )
     if not (out / CONFIG).is_file():
-        _write_json(out / CONFIG, {**fp, "part": None})  # a later whole run in OUT sees the same settings
+        write_json(out / CONFIG, {**fp, "part": None})  # a later whole run in OUT sees the same settings
     report = Report(str(src), str(out), backend, videos_total=len(clips), part="merge")
     report.videos_resumed = len(clips)
     report.kept = sum(len(e["videos"]) for e in done.values())
@@ -626,7 +626,7 @@ def merge(
     report.shards = sum(1 for e in done.values() if e["shard"])
     write_manifest(out, groups, done, cfg.size, backend, cfg.landmark_set)
     report.seconds = time.time() - t0
-    _write_json(out / REPORT, {**asdict(report), "complete": report.complete})
+    write_json(out / REPORT, {**asdict(report), "complete": report.complete})
     return report
 
 

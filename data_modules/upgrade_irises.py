@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_modules.preprocess import settings_files, write_json
 from data_modules.shards import (
     MANIFEST,
     ManifestError,
@@ -39,11 +40,7 @@ from data_modules.shards import (
 )
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.iris import points_with_irises
-from talkinghead.landmarks.sets import IBUG68_IRIS, iris_present
-
-#: the preprocessing settings files whose fingerprint records the landmark set (``data_modules.preprocess``)
-SETTINGS_FILES = ("config.json", "parts/part-*-of-*.settings.json")
-
+from talkinghead.landmarks.sets import IBUG68_IRIS, count_absent
 
 class UpgradeError(TalkingHeadError, ValueError):
     """A folder that cannot be upgraded (not a local shard folder, points of an unknown set)."""
@@ -75,14 +72,10 @@ def upgrade_sample(sample: VideoSample) -> VideoSample:
 
 def _record_set(root: Path) -> None:
     """The preprocessing settings files of ``root`` record the set (as ``make preprocess --landmark-set`` does)."""
-    for pattern in SETTINGS_FILES:
-        for path in sorted(root.glob(pattern)):
-            data = json.loads(path.read_text())
-            if data.get("landmark_set") != IBUG68_IRIS:
-                data["landmark_set"] = IBUG68_IRIS
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text(json.dumps(data, indent=1))
-                tmp.replace(path)
+    for path in settings_files(root):
+        data = json.loads(path.read_text())
+        if data.get("landmark_set") != IBUG68_IRIS:
+            write_json(path, {**data, "landmark_set": IBUG68_IRIS})
 
 
 def upgrade_irises(root: str | Path) -> UpgradeReport:
@@ -112,7 +105,7 @@ def upgrade_irises(root: str | Path) -> UpgradeReport:
             raise UpgradeError(f"{folder / shard} holds points of shapes {sorted(shapes)}: neither 68 nor 72 a frame")
         report.clips += len(new)
         report.frames += sum(len(s.landmarks) for s in new)
-        report.iris_absent += sum(int((~iris_present(s.landmarks).all(-1)).sum()) for s in new)
+        report.iris_absent += sum(count_absent(s.landmarks) for s in new)
     _record_set(folder)
     manifest.landmarks = IBUG68_IRIS
     manifest.save()

@@ -58,7 +58,7 @@ from data_modules.batch import split_batch
 from data_modules.persons import PersonData
 from data_modules.remote import ShardError, is_remote, local_path
 from data_modules.resumable import ResumableStreamLoader
-from talkinghead.landmarks.sets import IBUG68_IRIS, LandmarkSetError, check_set, require_same_set
+from talkinghead.landmarks.sets import IBUG68_IRIS, IRIS_ROWS, LandmarkSetError, check_set, require_same_set
 from talkinghead.visualize import from_uint8, uint8_chw
 
 # iBUG-68 index of each point's mirror image (x -> -x): jaw, brows, nose, eyes, outer and inner lips.
@@ -77,7 +77,9 @@ IBUG68_FLIP = np.array(
 )
 
 #: The same for ``ibug68+iris`` points: the two irises (centre, rim rows) swap as well.
-IRIS72_FLIP = np.concatenate([IBUG68_FLIP, [70, 71, 68, 69]])
+IRIS72_FLIP = np.concatenate([IBUG68_FLIP, IRIS_ROWS["left"], IRIS_ROWS["right"]])
+#: point count -> its flip
+FLIPS = {68: IBUG68_FLIP, 72: IRIS72_FLIP}
 
 VOX1_TEST_PERSONS = tuple(f"id{n}" for n in range(10270, 10310))  # VoxCeleb1 identification test: 40 persons
 
@@ -141,7 +143,7 @@ def apply_augment(augment, frames: np.ndarray, landmarks: np.ndarray) -> tuple[n
         out_l.append(np.asarray(r["keypoints"], dtype=np.float32)[:, :2])
     pts = np.stack(out_l)
     if _flipped(replay):
-        pts = pts[:, IBUG68_FLIP if pts.shape[1] == 68 else IRIS72_FLIP]
+        pts = pts[:, FLIPS[pts.shape[1]]]
     return np.stack(out_f), pts
 
 

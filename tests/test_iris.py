@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads, iris_centres
-from talkinghead.landmarks.iris import (MIN_EYE_WIDTH, IrisResult, eye_aspect_ratio, inter_ocular_distance,
+from talkinghead.landmarks.eyes import eye_openness
+from talkinghead.landmarks.iris import (MIN_EYE_WIDTH, IrisResult, inter_ocular_distance,
                                         locate_irises)
 from talkinghead.tools.iris_accuracy import MARKS, real_accuracy, synthetic_accuracy
 
@@ -102,7 +103,7 @@ def test_lids_forced_together_are_absent(heads) -> None:
     assert locate_irises(img, pts).present.all()
     shut = pts.copy()
     shut[[41, 40]] = shut[[37, 38]]  # the lower lid of eye 0 onto its upper lid
-    assert eye_aspect_ratio(shut[36:42]) == 0.0
+    assert eye_openness(shut[36:42]) == 0.0
     res = locate_irises(img, shut)
     assert _absent(res, [0]) and res.present[1]
 

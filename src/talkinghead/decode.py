@@ -210,7 +210,7 @@ def read_image(source: str | Path | bytes, max_side: int = 0, name: str | None =
     Its pixels are checked on the header before decoding and (``charge``) its array charged to the job's budget."""
     from PIL import Image, ImageOps
 
-    work = budget()
+    work = budget() if charge or bounds is None else None  # a live frame with its bounds reads no environment
     bounds = bounds or work.bounds
     name = name or _name(source)
     try:
@@ -218,7 +218,7 @@ def read_image(source: str | Path | bytes, max_side: int = 0, name: str | None =
             if max_side and max(im.size) > max_side and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
                 im.draft("RGB", (max_side, max_side))  # JPEG: decodes at 1/2, 1/4 or 1/8 scale
             w, h = scaled_size(*im.size, max_side) if max_side else im.size
-            if charge:
+            if work is not None and charge:
                 work.charge(name, w * h * 3, f"{w}×{h}")
             if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation (a transpose copies: only when needed)
                 im = ImageOps.exif_transpose(im) or im

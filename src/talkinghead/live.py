@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from talkinghead.errors import TalkingHeadError
-from talkinghead.landmarks.sets import IBUG68_IRIS, iris_present, recorded_set
+from talkinghead.landmarks.sets import IBUG68_IRIS, iris_present
 
 #: frames smaller or larger than this (pixels a side) are skipped
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -106,7 +106,7 @@ class LiveSession:
         self.renderer = renderer
         self.avatar = renderer.avatar
         # the tracker's 68 points, and for an ibug68+iris avatar the irises located in each camera frame
-        self.irises = recorded_set(getattr(self.avatar, "model_config", None)) == IBUG68_IRIS
+        self.irises = self.avatar.landmark_set == IBUG68_IRIS
         self.size = int(self.avatar.image_size)
         self.detector = detector
         self.tracker = online_tracker(detector)

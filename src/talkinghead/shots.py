@@ -247,10 +247,12 @@ def track_faces(
         return landmarks_to_crop(pts, box, size)
 
     points = np.zeros((len(frames), num_points(landmark_set), 2), np.float32)
-    last = crop_points(int(kept[0]))
+    for i in kept:  # each found frame's points once (the iris locator runs once a frame)
+        points[i] = crop_points(int(i))
+    last = points[int(kept[0])]  # frames before the first found one hold its points, later ones the last found
     for i in range(len(frames)):
         if found[i]:
-            last = crop_points(i)
+            last = points[i]
         points[i] = last
     return FaceTrack(box, points, found, size)
 

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from talkinghead.landmarks.sets import IRIS_ROWS
+from talkinghead.landmarks.sets import EYE_POINTS, IRIS_ROWS, iris_rows_valid
 
 __all__ = [
     "PARTS",
@@ -55,8 +55,8 @@ PARTS: Final[dict[str, tuple[tuple[int, ...], bool]]] = {
     "left_brow": (tuple(range(22, 27)), False),
     "nose_bridge": (tuple(range(27, 31)), False),
     "nose_base": ((30, 31, 32, 33, 34, 35, 30), False),  # 31-35 plus the joins to the nose tip 30
-    "right_eye": (tuple(range(36, 42)), True),
-    "left_eye": (tuple(range(42, 48)), True),
+    "right_eye": (EYE_POINTS["right"], True),
+    "left_eye": (EYE_POINTS["left"], True),
     "outer_lip": (tuple(range(48, 60)), True),
     "inner_lip": (tuple(range(60, 68)), True),
 }
@@ -111,12 +111,8 @@ def _check_points(points: np.ndarray) -> np.ndarray:
             f"expected 68 iBUG landmarks of shape (68, 2) (or (72, 2) with irises), got shape {pts.shape}"
         )
     finite = np.isfinite(pts).all(axis=1)
-    if len(pts) == 72:  # an absent iris is NaN in both of its rows
-        for centre, rim in IRIS_ROWS.values():
-            if finite[centre] != finite[rim] or np.isinf(pts[[centre, rim]]).any():
-                finite[[centre, rim]] = False
-            else:
-                finite[[centre, rim]] = True
+    if len(pts) == 72:  # an absent iris is NaN in both of its rows (sets' rule)
+        finite[68:] = np.repeat(iris_rows_valid(pts), 2)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise LandmarkValueError(

@@ -18,7 +18,7 @@ import numpy as np
 
 from talkinghead.landmarks.sets import EYE_POINTS, iris_centres
 
-__all__ = ["CORNERS", "to_eye", "from_eye", "gaze", "eye_aspect_ratio"]
+__all__ = ["CORNERS", "to_eye", "from_eye", "gaze", "eye_aspect_ratio", "eye_openness"]
 
 #: eye -> (outer corner, other corner) indices: the two ends of the eye-normalised x axis
 CORNERS: dict[str, tuple[int, int]] = {eye: (pts[0], pts[3]) for eye, pts in EYE_POINTS.items()}
@@ -56,12 +56,15 @@ def gaze(points: np.ndarray) -> np.ndarray:
     return np.stack([to_eye(p, centres[..., e, :], eye) for e, eye in enumerate(EYE_POINTS)], axis=-2)
 
 
+def eye_openness(eyes: np.ndarray) -> np.ndarray:
+    """EAR of eye contours ``(..., 6, 2)`` (outer corner, two upper lid points, inner corner, two lower) ->
+    ``(...)``: the two lid gaps over twice the corner-to-corner width; 0 for a shut eye."""
+    e = np.asarray(eyes, dtype=np.float64)
+    lids = np.linalg.norm(e[..., 1, :] - e[..., 5, :], axis=-1) + np.linalg.norm(e[..., 2, :] - e[..., 4, :], axis=-1)
+    return lids / (2.0 * np.maximum(np.linalg.norm(e[..., 3, :] - e[..., 0, :], axis=-1), 1e-9))
+
+
 def eye_aspect_ratio(points: np.ndarray) -> np.ndarray:
     """Eye opening per frame and eye: ``(N, 68 or 72, 2)`` -> ``(N, 2)`` EAR (about 0.3 for open human eyes, 0.6 for the synthetic heads; ~0 closed)."""
     p = np.asarray(points, dtype=np.float64)
-    out = []
-    for idx in EYE_POINTS.values():
-        e = p[:, list(idx)]
-        lids = np.linalg.norm(e[:, 1] - e[:, 5], axis=-1) + np.linalg.norm(e[:, 2] - e[:, 4], axis=-1)
-        out.append(lids / (2.0 * np.maximum(np.linalg.norm(e[:, 3] - e[:, 0], axis=-1), 1e-9)))
-    return np.stack(out, axis=-1)
+    return np.stack([eye_openness(p[:, list(idx)]) for idx in EYE_POINTS.values()], axis=-1)

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from talkinghead.landmarks.sets import with_irises
+from talkinghead.landmarks.eyes import eye_openness
+from talkinghead.landmarks.sets import EYE_POINTS, with_irises
 
 #: the eyes in the 68-point layout (0-based): the image's left eye (the person's right), then the image's right.
-EYE_SLICES = (slice(36, 42), slice(42, 48))
+EYE_SLICES = tuple(slice(idx[0], idx[-1] + 1) for idx in EYE_POINTS.values())  # (36-41, 42-47)
 #: eyes narrower than this (corner to corner, frame pixels) are absent: their iris is a few pixels across.
 MIN_EYE_WIDTH = 12.0
 #: eye aspect ratio ``(|p1-p5| + |p2-p4|) / (2 |p0-p3|)`` below which the eye counts as closed.
@@ -82,23 +83,13 @@ _COVER_FULL = float(cv2.GaussianBlur(np.ones((_PH, _PW), np.float32), (0, 0), _S
                                      borderType=cv2.BORDER_CONSTANT)[_PH // 2, _PW // 2])
 
 
-def eye_aspect_ratio(eye: np.ndarray) -> float:
-    """``(|p1-p5| + |p2-p4|) / (2 |p0-p3|)`` of an eye's six points ``(6, 2)``; 0 for a degenerate eye."""
-    w = float(np.linalg.norm(eye[3] - eye[0]))
-    if not w > 0:
-        return 0.0
-    return float((np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])) / (2.0 * w))
-
-
 def _eye_ok(eyes: np.ndarray, h: int, w: int) -> np.ndarray:
     """Which of ``eyes`` (2, 6, 2) can show an iris by their points alone: finite, at least ``MIN_EYE_WIDTH``
     wide, open (eye aspect ratio >= ``EAR_CLOSED``) and inside the ``h x w`` frame. (2,) bool."""
     finite = np.isfinite(eyes).all(axis=(1, 2))
     e = np.where(finite[:, None, None], eyes, 0.0)
-    d = e[:, [3, 1, 2]] - e[:, [0, 5, 4]]                                    # width, the two lid gaps: (2, 3, 2)
-    lengths = np.sqrt((d * d).sum(-1))
-    width = lengths[:, 0]
-    ear = (lengths[:, 1] + lengths[:, 2]) / np.maximum(2.0 * width, 1e-9)
+    width = np.linalg.norm(e[:, 3] - e[:, 0], axis=-1)
+    ear = eye_openness(e)
     lo, hi = e.min(axis=1), e.max(axis=1)
     inside = (lo >= 0).all(axis=1) & (hi[:, 0] <= w - 1) & (hi[:, 1] <= h - 1)
     return finite & (width >= MIN_EYE_WIDTH) & (ear >= EAR_CLOSED) & inside

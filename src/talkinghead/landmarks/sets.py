@@ -155,6 +155,18 @@ def iris_present(points: np.ndarray) -> np.ndarray:
     return np.isfinite(_iris_rows(points)).all(axis=(-1, -2))
 
 
+def iris_rows_valid(points: np.ndarray) -> np.ndarray:
+    """``(..., 72, 2)`` -> ``(..., 2)`` bool: each eye's two iris rows follow the rule, all finite (there) or all NaN
+    (absent); a half-NaN iris or an infinite one breaks it."""
+    rows = _iris_rows(points)
+    return np.isfinite(rows).all(axis=(-1, -2)) | np.isnan(rows).all(axis=(-1, -2))
+
+
+def count_absent(points: np.ndarray) -> int:
+    """Frames of ``(N, 72, 2)`` points with an eye's iris absent."""
+    return int((~iris_present(points).all(-1)).sum())
+
+
 def landmarks_68(points: np.ndarray) -> np.ndarray:
     """The 68 iBUG points of an array of either set."""
     set_of_points(points)
@@ -167,5 +179,5 @@ def absent_note(points: np.ndarray, what: str) -> str | None:
     p = np.asarray(points)
     if p.ndim != 3 or p.shape[1:] != (72, 2) or not len(p):
         return None
-    absent = int((~iris_present(p).all(-1)).sum())
+    absent = count_absent(p)
     return f"iris absent in {absent}/{len(p)} frames of {what} (closed eyes, or none found)" if absent else None

@@ -72,7 +72,7 @@ class LandmarkSmoother:
         #: per coordinate: its One-Euro parameters (the 68 points', or the irises' for rows 68 and up)
         self.params = [(min_cutoff, beta, d_cutoff) if row < 68 else (IRIS_MIN_CUTOFF_HZ, IRIS_BETA, IRIS_D_CUTOFF_HZ)
                        for row in range(int(points)) for _ in range(2)]
-        self.filters: list[Any] = [self._fresh(i) for i in range(len(self.params))]
+        self.filters: list[Any] = [self._fresh(i) for i in range(len(self.params))]  # None: absent now
 
     def _fresh(self, i: int) -> Any:
         from OneEuroFilter import OneEuroFilter
@@ -84,13 +84,14 @@ class LandmarkSmoother:
         if p.shape != self.shape:
             raise ValueError(f"points must be {self.shape}, got {p.shape}")
         row = (p / self.scale).reshape(-1)
-        out = np.empty_like(row)
-        for i, v in enumerate(row):
-            if np.isfinite(v):
-                out[i] = self.filters[i](float(v), timestamp)
-            else:  # absent (a closed eye): no value, and the filter starts afresh when it is back
-                out[i] = np.nan
+        finite = np.isfinite(row)
+        out = np.full_like(row, np.nan)  # absent (a closed eye): no value
+        for i in np.flatnonzero(finite):
+            if self.filters[i] is None:  # back after an absence: its filter starts afresh
                 self.filters[i] = self._fresh(i)
+            out[i] = self.filters[i](float(row[i]), timestamp)
+        for i in np.flatnonzero(~finite):
+            self.filters[i] = None
         return (out.reshape(self.shape) * self.scale).astype(np.float32)
 
 
