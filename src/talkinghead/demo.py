@@ -125,6 +125,9 @@ def checked_upload(path: str | os.PathLike[str] | None, allowed_roots: Sequence[
     real = raw.resolve()
     if not any(_inside(real, root) for root in allowed_roots):
         raise DemoError(f"refused {raw.name!r}: not an uploaded file")
+    if not real.exists():  # swept (unused too long) or a failed job's: gone
+        raise DemoError(f"refused {_user_name(raw.name)!r}: it is no longer on the server (uploads are removed when "
+                        "a job fails or none uses them for a while): upload it again")
     if not real.is_file():
         raise DemoError(f"refused {raw.name!r}: not a file")
     return real
@@ -321,13 +324,7 @@ class Demo:
         """Copy one upload into this session's folder under the name the user gave it (appended to ``staged``);
         refuse it (one line naming it) when it is no ``what`` by name or exceeds the size limit."""
         path = upload if isinstance(upload, (str, os.PathLike)) else getattr(upload, "name", upload)
-        try:
-            src = checked_upload(path, self.upload_roots(request))
-        except DemoError as exc:
-            if str(exc).endswith(": not a file"):  # swept (unused too long) or a failed job's: gone
-                raise DemoError(f"{_user_name(Path(str(path)).name)} is no longer on the server (uploads are "
-                                "removed when a job fails or none uses them for a while): upload it again") from None
-            raise
+        src = checked_upload(path, self.upload_roots(request))
         name = _user_name(src.name)
         if src.suffix.lower() not in suffixes:
             raise DemoError(f"{name}: not {what} ({', '.join(suffixes)})")

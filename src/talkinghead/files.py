@@ -33,6 +33,33 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
+def partial_path(path: Path, pid: int | None = None) -> Path:
+    """Where :func:`atomic_path` writes ``path`` first: ``.<stem>.partial-<pid><suffix>`` beside it."""
+    return path.with_name(f".{path.stem}.partial-{os.getpid() if pid is None else pid}{path.suffix}")
+
+
+def partials(path: Path) -> Iterator[tuple[Path, int]]:
+    """``(file, writer's pid)`` of each :func:`partial_path` of ``path`` that exists."""
+    for f in path.parent.glob(f".{path.stem}.partial-*{path.suffix}"):
+        pid = f.name[len(f".{path.stem}.partial-"):len(f.name) - len(path.suffix)]
+        if pid.isdigit() and f.name == partial_path(path, int(pid)).name:
+            yield f, int(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs here (a zombie, finished but not yet reaped, does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[:1] == ["Z"])
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on any error it is removed.
@@ -45,7 +72,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    tmp = partial_path(path)
     try:
         yield tmp
         os.replace(tmp, path)

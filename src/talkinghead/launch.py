@@ -33,6 +33,7 @@ from typing import Any
 
 from talkinghead.callbacks.preemption import REQUEUE_SIGNAL, Stopped, listen
 from talkinghead.errors import TalkingHeadError
+from talkinghead.files import process_alive
 
 STATE = "slurm.json"  #: in the run folder: the job that writes it (id, cluster, logs)
 LOGS = "submitit"  #: in the run folder: the jobs' logs and pickles
@@ -90,20 +91,6 @@ def job_state(state: dict[str, Any]) -> str | None:
         why = (proc.stderr or proc.stdout).strip().splitlines()
         raise LaunchError(f"squeue failed on job {state['job_id']}: {why[-1] if why else proc.returncode}")
     return proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else None
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs here (a zombie, finished but not yet reaped, does not)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[:1] == ["Z"])
 
 
 def make_executor(folder: Path, cluster: str, name: str, nodes: int, gpus: int, time_min: int, partition: str | None,

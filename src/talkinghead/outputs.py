@@ -15,12 +15,12 @@ It also removes stale temporary files that a killed writer left beside an output
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.files import partials, process_alive
 
 #: how a caller says "replace it", in every surface's words
 OVERWRITE_HINT = "overwrite=true (make: OVERWRITE=1, talkinghead reenact/export: --overwrite)"
@@ -58,27 +58,15 @@ def check_writable(path: str | Path, what: str) -> None:
         ) from None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def remove_stale_partials(path: str | Path) -> list[Path]:
     """Remove ``.<stem>.partial-<pid><suffix>`` files beside ``path`` whose process no longer runs (a writer that
     was killed, SIGKILL or power loss); returns them."""
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.partial-(\d+){re.escape(path.suffix)}$")
     removed = []
-    for f in path.parent.glob(f".{path.stem}.partial-*"):
-        m = pattern.match(f.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+    for f, pid in partials(path):
+        if pid != os.getpid() and not process_alive(pid):
             f.unlink(missing_ok=True)
             removed.append(f)
     return removed

@@ -250,20 +250,28 @@ class ServerFolder:
         now = time.time()
         ended = []
         busy = set(busy)
-        with self._lock:
-            for d in list(self.sessions.iterdir()) if self.sessions.is_dir() else []:
-                if d.name in busy:
-                    self._seen[d.name] = now
-                    continue
-                seen = self._seen.get(d.name)
-                if seen is None:  # made outside session() (another process, a test): its files say
-                    seen = _newest(d)
-                if now - seen > self.limits.idle_s:
+        with self._lock:  # a snapshot; the folder walks below run outside the lock that every request takes
+            dirs = list(self.sessions.iterdir()) if self.sessions.is_dir() else []
+            seen, claimed = dict(self._seen), set(self._cached)
+            for name in busy:
+                self._seen[name] = now
+        for d in dirs:
+            if d.name in busy:
+                continue
+            last = seen[d.name] if d.name in seen else _newest(d)  # made outside session(): its files say
+            if now - last <= self.limits.idle_s:
+                continue
+            with self._lock:
+                if now - self._seen.get(d.name, last) > self.limits.idle_s:  # no request came meanwhile
                     self.end_session(d.name)
                     ended.append(d.name)
-            spared = {f for f in (self._cache_folder(k) for k in keep) if f is not None}
-            for entry in list(self.gradio.iterdir()) if self.gradio.is_dir() else []:
-                if entry in self._cached or entry in spared or now - _newest(entry) <= self.limits.upload_idle_s:
+        spared = {f for f in (self._cache_folder(k) for k in keep) if f is not None}
+        entries = list(self.gradio.iterdir()) if self.gradio.is_dir() else []
+        old = [e for e in entries
+               if e not in claimed and e not in spared and now - _newest(e) > self.limits.upload_idle_s]
+        with self._lock:
+            for entry in old:
+                if entry in self._cached:  # claimed by a session
                     continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
