@@ -37,14 +37,12 @@ def build(cfg: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"cannot build {target}: {str(exc).splitlines()[0]}") from exc
 
 
-
 def build_content_loss(loss_cfg: DictConfig) -> Any:
     """The VGG19 + VGGFace content loss of ``loss_cfg`` with unit weights (the module weighs every term from
     config itself), or None when both of its weights are 0; see ``content_loss_from_config``."""
     from talkinghead.losses.content import content_loss_from_config
 
     return content_loss_from_config(loss_cfg)
-
 
 
 def build_networks(model_cfg: DictConfig, num_videos: int, w_norm: str | None = None) -> tuple[Any, Any, Any]:
@@ -59,7 +57,6 @@ def build_networks(model_cfg: DictConfig, num_videos: int, w_norm: str | None = 
     return embedder, generator, discriminator
 
 
-
 def trainer_device(trainer_cfg: Any) -> torch.device:
     """The device a trainer config runs on (``accelerator`` gpu/cuda, cpu, or auto)."""
     accel = str(trainer_cfg.get("accelerator", "auto"))
@@ -68,14 +65,12 @@ def trainer_device(trainer_cfg: Any) -> torch.device:
     return torch.device("cpu")
 
 
-
 def is_distributed(trainer_cfg: Any) -> bool:
     """True when a trainer config runs several processes (DDP over devices or nodes)."""
     devices = trainer_cfg.get("devices", 1)
     strategy = trainer_cfg.get("strategy", "auto")
     target = strategy.get("_target_", "") if hasattr(strategy, "get") else str(strategy)
     return devices not in (1, "1") or int(trainer_cfg.get("num_nodes", 1)) > 1 or "ddp" in target.lower()
-
 
 
 def resolve_speed(cfg: DictConfig) -> Speed:
@@ -91,7 +86,6 @@ def resolve_speed(cfg: DictConfig) -> Speed:
         speed = replace(speed, compile=False)
     speed.apply_process()
     return speed
-
 
 
 def build_module(
@@ -123,7 +117,6 @@ def build_module(
     return module
 
 
-
 def world_size(trainer_cfg: Any) -> int:
     """Processes the Trainer of ``trainer_cfg`` will train with: ``num_nodes`` x devices per node, the devices
     counted as Lightning counts them (``-1``, ``"auto"``, a list or ``"0,1"`` of GPUs).  Known before the Trainer
@@ -135,8 +128,7 @@ def world_size(trainer_cfg: Any) -> int:
     devices = trainer_cfg.get("devices", "auto")
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
         return nodes * devices
-    accelerator = str(trainer_cfg.get("accelerator", "auto"))
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and CUDAAccelerator.is_available())
+    gpu = trainer_device(trainer_cfg).type == "cuda"
     kind = CUDAAccelerator if gpu else CPUAccelerator
     if devices == "auto":
         return nodes * kind.auto_device_count()
