@@ -107,7 +107,8 @@ class OracleDetector:
     """A ``LandmarkDetector`` that knows the frames it will see: it matches a 16x16 thumbnail of each frame
     to the registered ones and returns their true landmarks (scaled to the frame), or None when none matches.
 
-    dlib's HOG detector does not fire on cartoon heads; this stands in for it on synthetic video.
+    It stands in for a detector with exact answers on synthetic video (dlib finds most procedural heads, not all,
+    and its points are off by about 0.06 inter-ocular distances: docs/stages.md).
     """
 
     name = "oracle"

@@ -36,9 +36,11 @@ def test_evaluate_writes_a_row_per_T_and_method(ckpt, tmp_path, capsys) -> None:
         assert r["videos"] == "2" and r["frames"] == "6"
         assert 0.0 < float(r["SSIM"]) <= 1.0 and -1.0 <= float(r["CSIM"]) <= 1.0
         assert r["FID"] == "", "FID without its weights is left empty, never made up"
+        assert r["blinks"].isdigit() and r["blinks_missed"].isdigit(), "the eye scores ran on every row"
     table = (out.parent / "table.md").read_text()
+    assert "- eyes (eyes=true): gaze error" in table
     assert (
-        "| T | method | videos | FID ↓ | SSIM ↑ | CSIM ↑ | paper FID, VoxCeleb1 | paper FID, VoxCeleb2 |"
+        "| T | method | videos | FID ↓ | SSIM ↑ | CSIM ↑ | paper FID, VoxCeleb1 | paper FID, VoxCeleb2 | gaze error ↓ "
         in table
     )
     assert "| 1 | FT | 2 | unavailable |" in table and "- FID unavailable:" in table
@@ -53,10 +55,10 @@ def test_markdown_and_csv_put_the_papers_figures_beside_ours() -> None:
         Row(32, "FF", 3, 96, {"fid": 12.34, "ssim": 0.6, "csim": 0.3}),
     ]
     md = markdown_table(rows, ["note"])
-    assert "| 8 | FT | 3 | unavailable | 0.500 | 0.250 | 38.0 | 42.2 |" in md
+    assert "| 8 | FT | 3 | unavailable | 0.500 | 0.250 | 38.0 | 42.2 | unavailable |" in md
     assert "| 32 | FF | 3 | 12.3 | 0.600 | 0.300 | — | — |" in md
     lines = csv_text(rows).splitlines()
-    assert lines[0] == "T,method,videos,frames,FID,SSIM,CSIM,seconds"
+    assert lines[0] == "T,method,videos,frames,FID,SSIM,CSIM,seconds,gaze_error,iris_missing,blink_r,blinks,blinks_missed"
     assert lines[1].startswith("8,FT,3,96,,0.500000,0.250000")
 
 

@@ -34,16 +34,23 @@ import numpy as np
 import torch
 
 from talkinghead.landmarks.adapt import RIGID_POINTS, fit_similarity
+from talkinghead.landmarks.iris import points_with_irises_scored
+from talkinghead.landmarks.track import can_track, detector_box
+from talkinghead.metrics.eyes import blink_score, gaze_errors
 
 __all__ = [
-    "CROSS_COLUMNS", "CrossRow", "NON_RIGID_POINTS", "ClipScore", "adapt_modes", "cross_csv", "cross_detector",
-    "cross_markdown", "expression_error", "run_cross",
-    "inter_ocular", "landmark_jitter", "pose_error", "score_clip",
+    "CROSS_COLUMNS", "DEFAULT_BOX_RELATION", "ClipScore", "CrossRow", "EyeTally", "FoundLandmarks",
+    "NON_RIGID_POINTS", "adapt_modes", "cross_csv", "cross_detector", "cross_markdown", "expression_error",
+    "eye_reference", "find_landmarks", "inter_ocular", "landmark_jitter", "pose_error", "run_cross", "score_clip",
 ]
 
 NON_RIGID_POINTS: tuple[int, ...] = tuple(i for i in range(68) if i not in RIGID_POINTS)
 CROSS_COLUMNS = ("adapt", "avatars", "pairs", "frames", "CSIM", "pose_NME", "expression_NME", "jitter",
-                 "driving_jitter", "faces_found")
+                 "driving_jitter", "faces_found", "gaze_error", "iris_missing", "blink_r", "blinks", "blinks_missed",
+                 "faces_fitted")
+#: the values of a row that are real numbers (the CSV's float columns, in order)
+_FLOATS = ("CSIM", "pose_NME", "expression_NME", "jitter", "driving_jitter")
+_EYE_FLOATS = ("gaze_error", "iris_missing", "blink_r")
 
 
 # ------------------------------------------------------------------------------------------------ landmark errors
@@ -96,10 +103,75 @@ def landmark_jitter(points: np.ndarray, found: np.ndarray | None = None) -> floa
     return total / steps if steps else None
 
 
+#: where dlib's detector puts its box relative to the 68 points' box (``track.box_relation``): the median over 100
+#: procedural-head frames at 64 px (docs/stages.md).  A box fit uses it when the detector found no face in a clip.
+DEFAULT_BOX_RELATION = np.array([-0.659, -0.697, 0.561, 0.509])
+
+
+@dataclass
+class FoundLandmarks:
+    """The 68 points found on each output frame: ``points`` float64 (N, 68, 2) (zeros where none), ``detected``
+    (the detector found the face), ``fitted`` (it did not, and the shape predictor was fitted in the box where the
+    driving landmarks put the face)."""
+
+    points: np.ndarray
+    detected: np.ndarray
+    fitted: np.ndarray
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.detected | self.fitted
+
+
+def find_landmarks(frames: np.ndarray, driving: np.ndarray, detector: Any, fit: bool = True) -> FoundLandmarks:
+    """The 68 points on output ``frames`` uint8 (N, S, S, 3) rendered from ``driving`` (N, 68+, 2).
+
+    The detector searches each frame.  Where it finds no face (small, blurry outputs) and it can fit its shape
+    predictor in a given box (``fit``, a ``TrackableBackend`` such as dlib), the predictor is fitted in one box for
+    the whole clip: the median of the boxes it found in this clip, else the box it would draw around the clip's
+    mean driving landmarks (``track.detector_box`` with :data:`DEFAULT_BOX_RELATION`).  One box a clip, so a
+    frame's points come from its pixels, never from where its own driving landmarks are.  On procedural heads
+    this fit is within about 0.02 NME of a detection (docs/stages.md).
+    """
+    n = len(frames)
+    points = np.zeros((n, 68, 2), np.float64)
+    detected, fitted = np.zeros(n, bool), np.zeros(n, bool)
+    d = np.asarray(driving, np.float64)[:, :68]
+    boxes = []
+    if can_track(detector):
+        for i, faces in enumerate(detector.faces(np.ascontiguousarray(frames))):
+            if faces:  # the face nearest the driving landmarks' centre
+                box, pts = min(faces, key=lambda f: float(np.linalg.norm(f[1].mean(0) - d[i].mean(0))))
+                points[i], detected[i] = pts, True
+                boxes.append(np.asarray(box, np.float64)[:4])
+    else:
+        for i, pts in enumerate(detector.detect(np.ascontiguousarray(frames))):
+            if pts is not None:
+                points[i], detected[i] = np.asarray(pts)[:68], True
+    if fit and can_track(detector) and not detected.all():
+        box = np.median(boxes, axis=0) if boxes else detector_box(d.mean(0), DEFAULT_BOX_RELATION)
+        for i in np.flatnonzero(~detected):
+            points[i] = detector.fit(np.ascontiguousarray(frames[i]), box)[0]
+            fitted[i] = True
+    return FoundLandmarks(points, detected, fitted)
+
+
+def eye_reference(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """A driver's eyes as the eye scores read them: its 68 points and the irises the locator finds in its frames
+    (uint8 (N, S, S, 3), (N, 68+, 2)) -> (N, 72, 2).  The located irises, not a model's own iris points, so that
+    models with and without irises are scored against the same reference (and locator bias cancels); small faces
+    are enlarged first (``iris.points_with_irises_scored``)."""
+    lms = np.asarray(landmarks, np.float64)[:, :68]
+    return np.stack([points_with_irises_scored(f, p) for f, p in zip(frames, lms)])
+
+
 @dataclass
 class ClipScore:
-    """Scores of one output clip: per-frame ``pose`` / ``expression`` errors of the frames with a face found,
-    ``jitter`` (None: too few consecutive faces), the driving landmarks' own jitter, faces ``found`` of ``frames``."""
+    """Scores of one output clip: per-frame ``pose`` / ``expression`` errors of the frames with landmarks,
+    ``jitter`` (None: too few consecutive faces), the driving landmarks' own jitter, faces ``found`` (detected
+    or ``fitted``) of ``frames``; with a reference, the eyes: ``gaze`` errors per (frame, eye) with both irises
+    (eye widths), ``iris_missing`` of the reference's ``iris_present``, ``blink_r`` (correlation of the eye
+    openings over time; None when one does not vary), the reference's ``blinks`` and those ``blinks_missed``."""
 
     pose: np.ndarray
     expression: np.ndarray
@@ -107,26 +179,75 @@ class ClipScore:
     driving_jitter: float
     found: int
     frames: int
+    fitted: int = 0
+    gaze: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    iris_missing: int = 0
+    iris_present: int = 0
+    blink_r: float | None = None
+    blinks: int = 0
+    blinks_missed: int = 0
 
 
-def score_clip(frames: np.ndarray, driving: np.ndarray, detector: Any) -> ClipScore:
-    """Landmark scores of an output clip: ``frames`` uint8 (N, S, S, 3), ``driving`` (N, 68, 2) the landmarks it
-    was rendered from (pixels of the same S x S frames), ``detector`` a ``LandmarkDetector``."""
-    detected = detector.detect(np.ascontiguousarray(frames))
-    ok = np.array([p is not None for p in detected], bool)
-    pts = np.stack([p if p is not None else np.zeros((68, 2), np.float32) for p in detected]).astype(np.float64)
-    d = np.asarray(driving, np.float64)
-    return ClipScore(
+def score_clip(frames: np.ndarray, driving: np.ndarray, detector: Any, reference: np.ndarray | None = None,
+               fit: bool = True) -> ClipScore:
+    """Landmark scores of an output clip: ``frames`` uint8 (N, S, S, 3), ``driving`` (N, 68+, 2) the landmarks it
+    was rendered from (pixels of the same S x S frames), ``detector`` a ``LandmarkDetector`` (``fit``: see
+    :func:`find_landmarks`).  ``reference`` (N, 72, 2), the driver's eyes (:func:`eye_reference`), adds the eye
+    scores (``talkinghead.metrics.eyes``): the output's irises are located on its frames like the driver's."""
+    found = find_landmarks(frames, driving, detector, fit)
+    ok, pts = found.ok, found.points
+    d = np.asarray(driving, np.float64)[:, :68]
+    score = ClipScore(
         pose_error(pts[ok], d[ok]) if ok.any() else np.zeros(0),
         expression_error(pts[ok], d[ok]) if ok.any() else np.zeros(0),
         landmark_jitter(pts, ok),
         float(landmark_jitter(d) or 0.0),
         int(ok.sum()),
         len(frames),
+        int(found.fitted.sum()),
     )
+    if reference is not None and ok.any():
+        out72 = np.stack([points_with_irises_scored(frames[i], pts[i]) for i in np.flatnonzero(ok)])
+        score.gaze, score.iris_missing, score.iris_present = gaze_errors(out72, np.asarray(reference)[ok])
+        if ok.sum() >= 2:
+            r, score.blinks, score.blinks_missed = blink_score(pts[ok], np.asarray(reference, np.float64)[ok, :68])
+            score.blink_r = None if np.isnan(r) else r
+    return score
 
 
 # ------------------------------------------------------------------------------------------------ table
+@dataclass
+class EyeTally:
+    """Eye scores summed over clips (one protocol row): every (frame, eye) gaze error, irises missing of present,
+    each clip's blink correlation, blinks and blinks missed."""
+
+    gaze: list[np.ndarray] = field(default_factory=list)
+    iris_missing: int = 0
+    iris_present: int = 0
+    blink_r: list[float] = field(default_factory=list)
+    blinks: int = 0
+    blinks_missed: int = 0
+
+    def add(self, score: ClipScore) -> None:
+        self.gaze.append(score.gaze)
+        self.iris_missing += score.iris_missing
+        self.iris_present += score.iris_present
+        if score.blink_r is not None:
+            self.blink_r.append(score.blink_r)
+        self.blinks += score.blinks
+        self.blinks_missed += score.blinks_missed
+
+    def values(self) -> dict[str, float | None]:
+        """``gaze_error`` (mean, eye widths), ``iris_missing`` (fraction), ``blink_r`` (mean over clips); None:
+        nothing to score."""
+        gaze = np.concatenate(self.gaze) if self.gaze else np.zeros(0)
+        return {
+            "gaze_error": float(gaze.mean()) if gaze.size else None,
+            "iris_missing": self.iris_missing / self.iris_present if self.iris_present else None,
+            "blink_r": float(np.mean(self.blink_r)) if self.blink_r else None,
+        }
+
+
 @dataclass
 class CrossRow:
     """One adaptation mode's totals over every (avatar, driver) pair."""
@@ -141,16 +262,20 @@ class CrossRow:
     jitter: list[float] = field(default_factory=list)
     driving_jitter: list[float] = field(default_factory=list)
     found: int = 0
+    fitted: int = 0
+    eyes: EyeTally = field(default_factory=EyeTally)
 
     def add(self, score: ClipScore) -> None:
         self.pairs += 1
         self.frames += score.frames
         self.found += score.found
+        self.fitted += score.fitted
         self.pose.append(score.pose)
         self.expression.append(score.expression)
         if score.jitter is not None:
             self.jitter.append(score.jitter)
         self.driving_jitter.append(score.driving_jitter)
+        self.eyes.add(score)
 
     def values(self) -> dict[str, float | None]:
         pose = np.concatenate(self.pose) if self.pose else np.zeros(0)
@@ -161,6 +286,7 @@ class CrossRow:
             "expression_NME": float(expr.mean()) if expr.size else None,
             "jitter": float(np.mean(self.jitter)) if self.jitter else None,
             "driving_jitter": float(np.mean(self.driving_jitter)) if self.driving_jitter else None,
+            **self.eyes.values(),
         }
 
 
@@ -171,15 +297,16 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 def cross_markdown(rows: Sequence[CrossRow], notes: Sequence[str] = ()) -> str:
     lines = [
         "| adapt | avatars | pairs | frames | CSIM ↑ | pose NME ↓ | expression NME ↓ | jitter ↓ | driving jitter "
-        "| faces found |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| faces found (fitted) | gaze error ↓ | irises missing | blink r ↑ | blinks missed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         v = r.values()
         lines.append(
             f"| {r.adapt} | {r.avatars} | {r.pairs} | {r.frames} | {_fmt(v['CSIM'])} | {_fmt(v['pose_NME'])} "
             f"| {_fmt(v['expression_NME'])} | {_fmt(v['jitter'], 4)} | {_fmt(v['driving_jitter'], 4)} "
-            f"| {r.found}/{r.frames} |"
+            f"| {r.found}/{r.frames} ({r.fitted}) | {_fmt(v['gaze_error'])} | {_fmt(v['iris_missing'], 2)} "
+            f"| {_fmt(v['blink_r'], 2)} | {r.eyes.blinks_missed}/{r.eyes.blinks} |"
         )
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
@@ -193,9 +320,9 @@ def cross_csv(rows: Sequence[CrossRow]) -> str:
     for r in rows:
         v = r.values()
         w.writerow([r.adapt, r.avatars, r.pairs, r.frames,
-                    *("" if v[k] is None else f"{v[k]:.6f}"
-                      for k in ("CSIM", "pose_NME", "expression_NME", "jitter", "driving_jitter")),
-                    r.found])
+                    *("" if v[k] is None else f"{v[k]:.6f}" for k in _FLOATS), r.found,
+                    *("" if v[k] is None else f"{v[k]:.6f}" for k in _EYE_FLOATS),
+                    r.eyes.blinks, r.eyes.blinks_missed, r.fitted])
     return buf.getvalue()
 
 
@@ -233,12 +360,14 @@ def run_cross(
     length: int = 64,
     detector: Any = None,
     progress: bool = False,
+    eyes: bool = True,
 ) -> tuple[list[CrossRow], list[str]]:
     """Every held-out avatar driven by every other held-out person's clip, per adaptation mode.
 
     ``cfg``: the ``cross`` block of ``experiments/evaluate.yaml``; ``videos``: the held-out video ids (the first
     video of each of the first ``cross.persons`` persons is used); ``detector``: a ``LandmarkDetector`` that
-    overrides ``cross.detector``.  Returns the rows (one per mode) and the table's notes.
+    overrides ``cross.detector``; ``eyes``: add the eye scores.  Returns the rows (one per mode) and the table's
+    notes.
     """
     from tqdm.auto import tqdm
 
@@ -283,6 +412,9 @@ def run_cross(
                 f"cross: {person.source} has {person.num_frames} frames; T={T} sources come from its first half and "
                 f"num_frames={num_frames} driving frames from its second: lower cross.T / cross.num_frames")
         clips[pid] = person.load(shots_mod.evenly(person.num_frames - half, num_frames, offset=half))
+    fit = bool(cfg.get("fit", True))
+    refs = {pid: eye_reference(to_uint8(c["frames"]), c["landmarks"].numpy()) if eyes else None
+            for pid, c in clips.items()}
     bar = tqdm(total=len(persons) * (len(persons) - 1) * len(modes), desc="cross-identity", unit="clip",
                disable=not progress)
     for pid, person in persons.items():
@@ -316,7 +448,7 @@ def run_cross(
                     full = fn(to_uint8(fake), points, frame, box, src_lms)
                     fake = from_uint8(np.stack([crop_frame(f, box, size) for f in full]))
                 suites[m].update(fake, real[torch.arange(len(fake)) % len(real)])
-                rows[m].add(score_clip(to_uint8(fake), points, detector))
+                rows[m].add(score_clip(to_uint8(fake), points, detector, refs[did], fit=fit))
                 bar.update(1)
     bar.close()
     for m in modes:
@@ -334,9 +466,21 @@ def run_cross(
         "driver's motion on the avatar's face), over the inter-ocular distance; jitter: frame-to-frame landmark "
         f"motion after the head's similarity motion, over the inter-ocular distance; detector: {name}"
     )
+    fitted = sum(r.fitted for r in rows.values())
+    if fitted:
+        notes.append(f"the detector found no face on {fitted} of {frames} outputs: its shape predictor was fitted in "
+                     "the box the driving landmarks give (faces found (fitted); docs/stages.md has its accuracy)")
     if found < frames:
-        notes.append(f"the landmark detector found no face on {frames - found} of {frames} outputs: "
-                     "they are left out of pose, expression and jitter" + (" (all: unavailable)" if not found else ""))
+        notes.append(f"no landmarks on {frames - found} of {frames} outputs (the detector found no face"
+                     + ("" if fit and can_track(detector) else " and cannot be fitted in a box")
+                     + "): they are left out of pose, expression, jitter and the eye scores"
+                     + (" (all: unavailable)" if not found else ""))
+    if eyes:
+        notes.append(
+            "eyes: gaze error = the output's iris centres against the driver's, in eye-normalised coordinates (eye "
+            "widths), both located by talkinghead.landmarks.iris on the frames (the same reference for models with "
+            "and without iris points); irises missing = the driver's irises the output lacks; blink r = correlation "
+            "over time of the output's eye opening with the driver's, blinks missed of the driver's blinks")
     csim_name = next((s.csim_encoder for s in suites.values() if s.csim_encoder), None)
     if csim_name:
         notes.append(f"CSIM: output vs a real frame of the avatar's person, encoder {csim_name}")

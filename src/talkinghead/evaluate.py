@@ -26,6 +26,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from talkinghead.avatar import MetaLearned, load_meta_learned, resolve_checkpoint
+from talkinghead.crossid import (
+    EyeTally, adapt_modes, cross_csv, cross_detector, cross_markdown, eye_reference, run_cross, score_clip,
+)
 from data_modules.shards import UNITS
 from talkinghead.errors import ConfigError, EvaluationError
 from talkinghead.fewshot import FineTuneSettings, fit_avatar, recipe_overrides
@@ -39,7 +42,8 @@ PAPER_FID = {
     ("VoxCeleb1", "FT"): {1: 43.0, 8: 38.0, 32: 29.5},
     ("VoxCeleb2", "FT"): {1: 48.5, 8: 42.2, 32: 30.6},
 }
-COLUMNS = ("T", "method", "videos", "frames", "FID", "SSIM", "CSIM", "seconds")
+COLUMNS = ("T", "method", "videos", "frames", "FID", "SSIM", "CSIM", "seconds", "gaze_error", "iris_missing",
+           "blink_r", "blinks", "blinks_missed")
 #: ``protocols``: the paper's Table 1, and reenactment across people (``talkinghead.crossid``)
 PROTOCOLS = ("table1", "cross")
 
@@ -53,6 +57,8 @@ class Row:
     values: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: the eye scores of its outputs against the target frames (``eyes: true``)
+    eyes: EyeTally | None = None
 
     def fmt(self, name: str, digits: int) -> str:
         v = self.values.get(name.lower())
@@ -87,13 +93,16 @@ def paper_cell(T: int, method: str, dataset: str) -> str:
 
 def markdown_table(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
     lines = [
-        "| T | method | videos | FID ↓ | SSIM ↑ | CSIM ↑ | paper FID, VoxCeleb1 | paper FID, VoxCeleb2 |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| T | method | videos | FID ↓ | SSIM ↑ | CSIM ↑ | paper FID, VoxCeleb1 | paper FID, VoxCeleb2 "
+        "| gaze error ↓ | blink r ↑ | blinks missed |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        eyes = f"{r.eyes.blinks_missed}/{r.eyes.blinks}" if r.eyes is not None else "unavailable"
         lines.append(
             f"| {r.T} | {r.method} | {r.videos} | {r.fmt('FID', 1)} | {r.fmt('SSIM', 3)} | {r.fmt('CSIM', 3)} "
-            f"| {paper_cell(r.T, r.method, 'VoxCeleb1')} | {paper_cell(r.T, r.method, 'VoxCeleb2')} |"
+            f"| {paper_cell(r.T, r.method, 'VoxCeleb1')} | {paper_cell(r.T, r.method, 'VoxCeleb2')} "
+            f"| {r.fmt('gaze_error', 3)} | {r.fmt('blink_r', 2)} | {eyes} |"
         )
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
@@ -113,6 +122,9 @@ def csv_text(rows: Sequence[Row]) -> str:
                 r.frames,
                 *("" if r.values.get(k) is None else f"{r.values[k]:.6f}" for k in ("fid", "ssim", "csim")),
                 f"{r.seconds:.1f}",
+                *("" if r.values.get(k) is None else f"{r.values[k]:.6f}"
+                  for k in ("gaze_error", "iris_missing", "blink_r")),
+                *((r.eyes.blinks, r.eyes.blinks_missed) if r.eyes is not None else ("", "")),
             ]
         )
     return buf.getvalue()
@@ -168,8 +180,6 @@ def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
     if not protocols or set(protocols) - set(PROTOCOLS):
         raise ConfigError(f"protocols must be a non-empty subset of {list(PROTOCOLS)}, got {protocols}")
     if "cross" in protocols:
-        from talkinghead.crossid import adapt_modes
-
         adapt_modes(cfg.cross.adapt)
     return cfg
 
@@ -177,12 +187,13 @@ def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
 def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
     """Run the protocol(s); returns the CSV's path (the markdown table sits beside it as ``table.md``; the
     cross-identity protocol writes ``cross.csv`` / ``cross.md`` there, and its CSV is returned when it runs
-    alone).  ``detector``: a ``LandmarkDetector`` for the cross-identity protocol (else ``cross.detector``)."""
+    alone).  ``detector``: a ``LandmarkDetector`` for the outputs' landmarks (the cross-identity protocol and the
+    eye scores; else ``cross.detector``)."""
     from tqdm.auto import tqdm
 
     from talkinghead import shots as shots_mod
     from talkinghead.metrics import MetricsSuite
-    from talkinghead.visualize import make_grid, save_png
+    from talkinghead.visualize import make_grid, save_png, to_uint8
 
     cfg = compose_evaluate(overrides)
     Ts = sorted({int(t) for t in cfg.T_values})
@@ -194,9 +205,8 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise EvaluationError(f"metrics: {str(exc).splitlines()[0]}") from exc
     protocols = [str(p) for p in (cfg.get("protocols") or ["table1"])]
-    if "cross" in protocols and detector is None:  # a detector that cannot run fails before any work
-        from talkinghead.crossid import cross_detector
-
+    eyes = bool(cfg.get("eyes", True))
+    if ("cross" in protocols or eyes) and detector is None:  # a detector that cannot run fails before any work
         detector = cross_detector(str(cfg.cross.detector))
     ckpt = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     meta = load_meta_learned(ckpt)
@@ -229,7 +239,7 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
         if "table1" not in protocols:
             return cross_protocol(cfg, meta, settings, videos, out_dir, detector)
         logger = make_logger(cfg.get("logger"), out_dir, f"evaluate-{Path(ckpt).parent.parent.name}")
-        rows = {(T, m): Row(T, m) for T in Ts for m in methods}
+        rows = {(T, m): Row(T, m, eyes=EyeTally() if eyes else None) for T in Ts for m in methods}
         notes: list[str] = []
         examples: dict[tuple[int, str], list[torch.Tensor]] = {}
         example_src: dict[int, torch.Tensor] = {}
@@ -245,6 +255,8 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
             half = person.num_frames // 2
             targets_pos = shots_mod.evenly(person.num_frames - half, int(cfg.num_targets), offset=half)
             targets = person.load(targets_pos)
+            target_lms = targets["landmarks"].numpy()
+            reference = eye_reference(to_uint8(targets["frames"]), target_lms) if eyes else None
             if first_real is None:
                 first_real = targets
             for T in Ts:
@@ -264,6 +276,9 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
                     row.videos += 1
                     row.frames += fake.shape[0]
                     row.seconds += result.seconds
+                    if row.eyes is not None:
+                        row.eyes.add(score_clip(to_uint8(fake), target_lms, detector, reference,
+                                                fit=bool(cfg.cross.get("fit", True))))
                     if vi == 0:
                         examples[(T, m)] = list(fake[:2])
                         example_src[T] = shots["frames"][:3]
@@ -277,6 +292,8 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
         for key, suite in suites.items():
             if rows[key].videos:
                 rows[key].values = suite.compute()
+                if rows[key].eyes is not None:
+                    rows[key].values.update(rows[key].eyes.values())
                 for name, why in suite.reasons().items():
                     notes.append(f"{name.upper()} unavailable: {why}")
         fell = seen = 0
@@ -300,6 +317,12 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
         ]
         footer += [ff_note] if ff_note else []
         footer += [csim_note] if csim_note else []
+        if eyes:
+            footer.append(
+                "eyes (eyes=true): gaze error = the output's irises against the target frame's, eye-normalised (eye "
+                "widths), both located by talkinghead.landmarks.iris on the 68 points found by "
+                f"{getattr(detector, 'name', type(detector).__name__)}; blink r = correlation over time of the eye "
+                "openings (talkinghead.crossid, docs/stages.md)")
         table = markdown_table(done, footer + notes)
         csv_path = atomic_write_text(out_dir / "table.csv", csv_text(done))
         atomic_write_text(out_dir / "table.md", table + "\n")
@@ -371,13 +394,11 @@ def cross_protocol(
 ) -> Path:
     """The cross-identity protocol (``talkinghead.crossid``): writes ``cross.csv`` and ``cross.md`` in ``out_dir``,
     prints the table; returns the CSV's path."""
-    from talkinghead.crossid import cross_csv, cross_markdown, run_cross
-
     metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") else {}
     rows, notes = run_cross(
         meta, OmegaConf.to_container(cfg.cross, resolve=True), settings, videos, metrics_cfg=metrics_cfg,
         data_root=cfg.get("data_root"), length=int(cfg.synthetic_video_length), detector=detector,
-        progress=bool(cfg.progress),
+        progress=bool(cfg.progress), eyes=bool(cfg.get("eyes", True)),
     )
     table = cross_markdown(rows, [f"checkpoint: {meta.path}", *notes])
     csv_path = atomic_write_text(out_dir / "cross.csv", cross_csv(rows))

@@ -11,7 +11,8 @@ Both take per-frame landmarks of the output and of the driver (``ibug68+iris`` p
   eyelid points, mean of both eyes) with the driver's, and the driver's blinks the output misses.  A blink is a
   run of frames whose opening is below ``BLINK_FRACTION`` of the clip's median opening (each clip against its
   own median: an avatar's eyes may be narrower than the driver's); it is missed when the output's opening is not
-  below its own threshold in any frame of the run (or one frame either side).
+  below its own threshold in any frame of the run (or one frame either side), or when the output's eyes are never
+  open (median opening below ``MIN_OPEN_EAR``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ import numpy as np
 from talkinghead.landmarks.eyes import eye_aspect_ratio, gaze
 from talkinghead.landmarks.sets import iris_present
 
-__all__ = ["BLINK_FRACTION", "EyeScores", "blinks", "eye_scores", "gaze_error", "blink_score"]
+__all__ = ["BLINK_FRACTION", "MIN_OPEN_EAR", "EyeScores", "blinks", "eye_scores", "gaze_error", "gaze_errors", "blink_score"]
 
 #: an eye is closed (blinking) below this fraction of the clip's median eye opening
 BLINK_FRACTION = 0.5
+#: an output whose median eye opening (EAR) is below this never opens its eyes, so it catches no blink (open eyes:
+#: about 0.3 for people, 0.6 for the procedural heads; shut: under 0.1)
+MIN_OPEN_EAR = 0.1
 
 
 @dataclass(frozen=True)
@@ -53,14 +57,20 @@ def _check(output: np.ndarray, driver: np.ndarray, points: tuple[int, ...]) -> t
     return o, d
 
 
+def gaze_errors(output: np.ndarray, driver: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``(errors, missing, present)`` of ``(N, 72, 2)`` output landmarks against the driver's: the gaze error of
+    every (frame, eye) where both irises are present (eye widths), how many of the driver's ``present`` irises the
+    output lacks.  For totals over several clips; :func:`gaze_error` is their summary."""
+    o, d = _check(output, driver, (72,))
+    drv = iris_present(d)
+    err = np.linalg.norm(gaze(o) - gaze(d), axis=-1)[iris_present(o) & drv]
+    return err, int((drv & ~iris_present(o)).sum()), int(drv.sum())
+
+
 def gaze_error(output: np.ndarray, driver: np.ndarray) -> tuple[float, float]:
     """``(gaze error, iris_missing)`` of ``(N, 72, 2)`` output landmarks against the driver's (module docstring)."""
-    o, d = _check(output, driver, (72,))
-    both = iris_present(o) & iris_present(d)
-    drv = iris_present(d)
-    err = np.linalg.norm(gaze(o) - gaze(d), axis=-1)[both]
-    missing = float((drv & ~iris_present(o)).sum() / drv.sum()) if drv.any() else 0.0
-    return (float(err.mean()) if err.size else float("nan")), missing
+    err, missing, present = gaze_errors(output, driver)
+    return (float(err.mean()) if err.size else float("nan")), (missing / present if present else 0.0)
 
 
 def blinks(opening: np.ndarray, fraction: float = BLINK_FRACTION) -> list[tuple[int, int]]:
@@ -78,7 +88,8 @@ def blink_score(output: np.ndarray, driver: np.ndarray) -> tuple[float, int, int
     corr = float(np.corrcoef(eo, ed)[0, 1]) if eo.std() > 1e-12 and ed.std() > 1e-12 else float("nan")
     out_closed = eo < BLINK_FRACTION * np.median(eo)
     runs = blinks(ed)
-    missed = sum(not out_closed[max(0, a - 1) : b + 1].any() for a, b in runs)
+    opens = np.median(eo) >= MIN_OPEN_EAR
+    missed = sum(not (opens and out_closed[max(0, a - 1) : b + 1].any()) for a, b in runs)
     return corr, len(runs), int(missed)
 
 
