@@ -14,6 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+#: frames of a synthetic video (t = 0 .. 63) when an id of the embedded data is read as a video: the one default of
+#: ``person_frames``, ``shots.resolve``, ``api``, ``reenact``, ``crossid`` and the tools (configs: ``synthetic_video_length``)
+SYNTHETIC_VIDEO_LENGTH = 64
+
 
 @dataclass
 class PersonData:
@@ -40,7 +44,7 @@ class PersonSource(Protocol):
 
     def held_out_video_ids(self) -> list[str]: ...
 
-    def person_frames(self, id_: str, video_length: int = 64) -> PersonData: ...
+    def person_frames(self, id_: str, video_length: int = SYNTHETIC_VIDEO_LENGTH) -> PersonData: ...
 
 
 def open_source(data_cfg: Mapping[str, Any], image_size: int, root: str | None = None) -> PersonSource:

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_modules.batch import split_batch
-from data_modules.persons import PersonData
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH, PersonData
 from data_modules.procedural_heads import Expression, HeadPose, SyntheticHeads
 from data_modules.resumable import ResumableDataLoader
 from talkinghead.landmarks.draw import draw_landmarks
@@ -316,7 +316,7 @@ class SyntheticDataModule(pl.LightningDataModule):
     def held_out_video_ids(self) -> list[str]:
         return self.test_video_ids
 
-    def person_frames(self, id_: str, video_length: int = 64) -> PersonData:
+    def person_frames(self, id_: str, video_length: int = SYNTHETIC_VIDEO_LENGTH) -> PersonData:
         """A person's videos (or one video) as ``video_length`` frames each, ``t = 0 .. video_length - 1``."""
         person = id_.split("/")[0]
         ident = _parse_video_id(id_ if "/" in id_ else f"{person}/v00")[0]

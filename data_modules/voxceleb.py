@@ -55,7 +55,7 @@ from data_modules.shards import (
     load_manifest,
 )
 from data_modules.batch import split_batch
-from data_modules.persons import PersonData
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH, PersonData
 from data_modules.remote import ShardError, is_remote, local_path
 from data_modules.resumable import ResumableStreamLoader
 from talkinghead.landmarks.sets import IBUG68_IRIS, IRIS_ROWS, LandmarkSetError, check_set, require_same_set
@@ -658,7 +658,7 @@ class VoxCelebDataModule(pl.LightningDataModule):
         its utterances pooled."""
         return [v.video_id for v in self.test_videos]
 
-    def person_frames(self, id_: str, video_length: int = 64) -> PersonData:
+    def person_frames(self, id_: str, video_length: int = SYNTHETIC_VIDEO_LENGTH) -> PersonData:
         """The frames of a clip, a video (its utterances end to end) or a person (all its clips), in id order, at
         this module's image size (``video_length`` is the synthetic data's: shards know their lengths)."""
         by_id = self.manifest.by_id()

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead.avatar import (
     Avatar,
     AvatarRenderer,
@@ -106,7 +107,7 @@ def make_avatar(
     detector: Any = "auto",
     max_frames: int = 0,
     max_side: int = 0,
-    synthetic_video_length: int = 64,
+    synthetic_video_length: int = SYNTHETIC_VIDEO_LENGTH,
     preview_frames: int = 32,
     logger: Any = False,
     make_logger: Callable[[Path, str], Any] | None = None,
@@ -300,7 +301,7 @@ def drive(
     detector: Any = "auto",
     max_frames: int = 0,
     max_side: int = 0,
-    synthetic_frames: int = 64,
+    synthetic_frames: int = SYNTHETIC_VIDEO_LENGTH,
     fps: float | None = None,
     data_root: str | None = None,
     batch_size: int = 16,

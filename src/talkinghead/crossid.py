@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead.landmarks.adapt import RIGID_POINTS, fit_similarity
 from talkinghead.landmarks.iris import points_with_irises_scored
 from talkinghead.landmarks.track import can_track, detector_box
@@ -357,7 +358,7 @@ def run_cross(
     *,
     metrics_cfg: Mapping[str, Any],
     data_root: str | None = None,
-    length: int = 64,
+    length: int = SYNTHETIC_VIDEO_LENGTH,
     detector: Any = None,
     progress: bool = False,
     eyes: bool = True,

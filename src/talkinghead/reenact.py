@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead.avatar import Avatar, AvatarRenderer, load_avatar, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.adapt import ADAPT_MODES, adapt_landmarks, neutral_index, should_adapt
@@ -64,7 +65,7 @@ def load_driver(
     *,
     detector: Any = "auto",
     max_frames: int = 0,
-    synthetic_frames: int = 64,
+    synthetic_frames: int = SYNTHETIC_VIDEO_LENGTH,
     data_root: str | None = None,
     landmarks: str = "track",
     max_side: int = 0,
@@ -178,7 +179,7 @@ def modes_figure(
     num_frames: int = 6,
     ckpt: str | None = None,
     detector: Any = "auto",
-    synthetic_frames: int = 64,
+    synthetic_frames: int = SYNTHETIC_VIDEO_LENGTH,
     scale: int = 2,
     runs_dir: str = "runs",
     reference: str = "neutral",

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH, open_source
 from talkinghead import decode
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, absent_note, check_set, num_points, recorded_set
@@ -126,8 +127,6 @@ def evenly(num: int, count: int, offset: int = 0) -> list[int]:
 def data_source(data_cfg: Mapping[str, Any], image_size: int, data_root: str | None = None, id_: str = "") -> Any:
     """The meta-learned model's DataModule, asked through the person API (``data_modules.persons``): which ids
     it knows, which are held out, one id's frames.  Its errors become one-line ``UnknownIdError``s."""
-    from data_modules.persons import open_source
-
     what = f"look up {id_!r}" if id_ else "list the held-out videos"
     try:
         return open_source(data_cfg, image_size, data_root or None)
@@ -430,7 +429,7 @@ def resolve(
     image_size: int,
     *,
     data_root: str | None = None,
-    synthetic_video_length: int = 64,
+    synthetic_video_length: int = SYNTHETIC_VIDEO_LENGTH,
     detector: Any | None = None,
     detector_backend: str = "auto",
     max_frames: int = 0,

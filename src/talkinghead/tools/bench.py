@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from data_modules.batch import split_batch
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead.config import REPO_ROOT
 from talkinghead.speed import Speed
 
@@ -339,7 +340,7 @@ def bench_finetune(res: Results, args: argparse.Namespace) -> None:
     for exp, overrides in exps:
         meta = random_meta(exp, overrides)
         T = 8
-        person = shots_mod.resolve("syn0035/v00", meta.config.data, meta.image_size, synthetic_video_length=64)
+        person = shots_mod.resolve("syn0035/v00", meta.config.data, meta.image_size, synthetic_video_length=SYNTHETIC_VIDEO_LENGTH)
         shots = person.load(shots_mod.evenly(person.num_frames, T))
         # untimed: device start-up, allocator and cuDNN warm-up would otherwise count against the first row
         fit_avatar(meta, shots, mode="FT", settings=replace(FineTuneSettings.from_config(ft_cfg), epochs=None,
@@ -397,7 +398,7 @@ def bench_reenact(res: Results, args: argparse.Namespace) -> None:
     for exp, overrides, label in exps:
         meta = random_meta(exp, overrides)
         size = meta.image_size
-        person = resolve("syn0020/v01", meta.config.data, size, synthetic_video_length=64)
+        person = resolve("syn0020/v01", meta.config.data, size, synthetic_video_length=SYNTHETIC_VIDEO_LENGTH)
         points = person.load(list(range(64)))["landmarks"].numpy()
         with torch.no_grad():
             psi = meta.generator.eval().project(torch.rand(1, meta.generator.emb_dim))[0]

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead.config import REPO_ROOT
 from talkinghead.safe_load import safe_load
 
@@ -208,7 +209,7 @@ def section_reenact(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
 
     meta = random_meta(plan.experiment, [*plan.overrides, "loss=synthetic"])
     size = meta.image_size
-    person = resolve("syn0020/v01", meta.config.data, size, synthetic_video_length=64)
+    person = resolve("syn0020/v01", meta.config.data, size, synthetic_video_length=SYNTHETIC_VIDEO_LENGTH)
     points = person.load(list(range(64)))["landmarks"].numpy()
     with torch.no_grad():
         psi = meta.generator.eval().project(torch.rand(1, meta.generator.emb_dim))[0]

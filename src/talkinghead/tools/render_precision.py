@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead import shots
 from talkinghead.avatar import load_meta_learned, resolve_checkpoint
 from talkinghead.fewshot import fit_avatar
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--T", type=int, default=8)
     args = p.parse_args(argv)
     meta = load_meta_learned(resolve_checkpoint(args.ckpt))
-    person = shots.resolve(args.id, meta.config.data, meta.image_size, synthetic_video_length=64)
+    person = shots.resolve(args.id, meta.config.data, meta.image_size, synthetic_video_length=SYNTHETIC_VIDEO_LENGTH)
     avatar = fit_avatar(meta, person.load(shots.evenly(person.num_frames // 2, args.T)), mode="FF")
     targets = person.load(list(range(person.num_frames // 2, person.num_frames))[:32])
     y, real = targets["landmark_images"], targets["frames"]
