@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +129,6 @@ class Speed:
             precision = "bf16-mixed" if native_bf16(kind) else "32-true"
         compile_ = self.compile if self.compile != "auto" else (kind == "cuda" and long_run)
         return replace(self, precision=precision, compile=bool(compile_))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def describe(self, inference: bool = False) -> str:
         text = (f"{self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, "

@@ -52,6 +52,7 @@ class TrackableBackend(Protocol):
 
 
 def can_track(detector: Any) -> bool:
+    """Whether ``detector`` offers :class:`TrackableBackend`'s two methods (list faces, fit points in a box)."""
     return callable(getattr(detector, "faces", None)) and callable(getattr(detector, "fit", None))
 
 

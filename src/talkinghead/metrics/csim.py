@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from .face_encoders import ArcFaceEncoder, DlibFaceEncoder, images_to_uint8
+from .face_encoders import DlibFaceEncoder, FaceEncoder, images_to_uint8
 
 
 class CSIM(Metric):
@@ -29,7 +29,7 @@ class CSIM(Metric):
     sim_sum: Tensor
     count: Tensor
 
-    def __init__(self, encoder: DlibFaceEncoder | ArcFaceEncoder | None = None, **kwargs: object) -> None:
+    def __init__(self, encoder: FaceEncoder | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder if encoder is not None else DlibFaceEncoder()
         self.add_state("sim_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

@@ -178,10 +178,6 @@ class FaceLocator:
         self.seen = 0
         self.fallbacks = 0
 
-    def reset_counts(self) -> None:
-        self.seen = 0
-        self.fallbacks = 0
-
     def box(self, image: np.ndarray) -> tuple[object, bool]:
         """The largest HOG detection of uint8 ``(H, W, 3)`` (upsampled once when the crop is small), else the
         centred fallback box; returns ``(dlib.rectangle, fell_back)``."""
@@ -436,7 +432,7 @@ def make_face_encoder(
     weights_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
     config_prefix: str = "metrics",
-) -> DlibFaceEncoder | ArcFaceEncoder:
+) -> FaceEncoder:
     """``"dlib"`` -> ``DlibFaceEncoder``; ``"arcface"`` -> ``ArcFaceEncoder`` (its file must exist).
 
     ``config_prefix``: the metrics config's place in the caller's stage, for the keys error messages name.
