@@ -41,6 +41,7 @@ __all__ = [
     "EpochSampler",
     "SyntheticDataModule",
     "SyntheticDataError",
+    "parse_video_id",
     "person_id_of",
     "video_id_of",
 ]
@@ -60,7 +61,7 @@ def video_id_of(identity: int, video: int) -> str:
     return f"{person_id_of(identity)}/v{video:02d}"
 
 
-def _parse_video_id(video_id: str) -> tuple[int, int]:
+def parse_video_id(video_id: str) -> tuple[int, int]:
     try:
         person, vid = video_id.split("/")
         if not (person.startswith("syn") and vid.startswith("v")):
@@ -319,7 +320,7 @@ class SyntheticDataModule(pl.LightningDataModule):
     def person_frames(self, id_: str, video_length: int = SYNTHETIC_VIDEO_LENGTH) -> PersonData:
         """A person's videos (or one video) as ``video_length`` frames each, ``t = 0 .. video_length - 1``."""
         person = id_.split("/")[0]
-        ident = _parse_video_id(id_ if "/" in id_ else f"{person}/v00")[0]
+        ident = parse_video_id(id_ if "/" in id_ else f"{person}/v00")[0]
         videos = [id_] if "/" in id_ else [video_id_of(ident, v) for v in range(self.videos_per_identity)]
 
         def loader(positions: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -337,7 +338,7 @@ class SyntheticDataModule(pl.LightningDataModule):
             ``frames`` / ``landmark_images`` ``(N, 3, H, W)`` in [-1, 1], ``landmarks`` ``(N, 68, 2)`` (or
             ``(N, 72, 2)``, the data module's landmark set).
         """
-        identity, video = _parse_video_id(video_id)
+        identity, video = parse_video_id(video_id)
         if not 0 <= identity < self.num_identities or not 0 <= video < self.videos_per_identity:
             raise SyntheticDataError(
                 f"{video_id!r} is not in this population ({self.num_identities} identities x "

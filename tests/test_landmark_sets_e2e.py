@@ -25,6 +25,22 @@ def iris_ckpt(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("meta") / "iris", extra=[f"model.landmarks={IBUG68_IRIS}"])
 
 
+def test_the_eye_figure_puts_both_models_beside_the_driver(iris_ckpt, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from talkinghead.tools.eyes_figure import STATES, main
+
+    plain = tiny_checkpoint(tmp_path / "plain", extra=[f"model.landmarks={IBUG68}"])
+    out = tmp_path / "eyes.png"
+    main(["--ckpt68", str(plain), "--ckpt-iris", str(iris_ckpt), "--out", str(out), "--steps", "1"])
+    w, h = Image.open(out).size
+    assert (w, h) == (len(STATES) * (3 * 32 + 2) + 2, 4 * (3 * 32 + 2) + 2), "4 rows x 4 eye states, 3x enlarged"
+    printed = capsys.readouterr().out
+    assert "ibug68+iris " in printed and printed.count("gaze x") == 2 * len(STATES)
+    with pytest.raises(SystemExit, match="need ibug68 and ibug68\\+iris"):
+        main(["--ckpt68", str(iris_ckpt), "--ckpt-iris", str(plain), "--out", str(tmp_path / "x.png"), "--steps", "1"])
+
+
 @pytest.fixture(scope="module")
 def iris_avatar(iris_ckpt, tmp_path_factory) -> Path:
     made = api.make_avatar(
