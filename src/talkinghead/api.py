@@ -353,7 +353,7 @@ def drive(
     _report(progress, 0.0, "loading the avatar and the model")
     av_ = avatar if isinstance(avatar, Avatar) else load_avatar(avatar)
     if full and side_by_side:
-        raise ReenactError("FULL=1 and SIDE=1 cannot be combined: full-frame output is the avatar's frame alone")
+        raise ReenactError("full and side_by_side cannot be combined: full-frame output is the avatar's frame alone")
     source = av_.source_frame(None if isinstance(avatar, Avatar) else avatar) if full else None
 
     def model() -> MetaLearned:

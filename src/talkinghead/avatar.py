@@ -248,7 +248,7 @@ class Avatar:
             where = f"{path} was" if path else "this avatar was"
             raise AvatarError(
                 f"{where} made before full-frame output and lacks its source frame: remake it with "
-                f"`make finetune ID={self.source or '<its source>'} T={self.T} MODE={self.mode}` (or drop FULL=1)"
+                f"`make finetune ID={self.source or '<its source>'} T={self.T} MODE={self.mode}` (or reenact without full-frame output)"
             )
         # an avatar file may come from anyone: its frame is decoded within the bounds (talkinghead.decode)
         return read_image(self.source_png.numpy().tobytes(), name=f"the source frame of {path or 'the avatar'}")

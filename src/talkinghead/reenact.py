@@ -105,15 +105,15 @@ def check_options(
 ) -> None:
     """One-line errors for reenactment options, before any work."""
     if adapt not in ADAPT_MODES:
-        raise ReenactError(f"--adapt must be one of {', '.join(ADAPT_MODES)}, got {adapt!r}")
+        raise ReenactError(f"adapt must be one of {', '.join(ADAPT_MODES)}, got {adapt!r}")
     if speed not in ("fast", "plain"):
-        raise ReenactError(f"--speed must be fast or plain, got {speed!r}")
+        raise ReenactError(f"speed must be fast or plain, got {speed!r}")
     if batch_size < 1:
-        raise ReenactError(f"--batch-size must be >= 1, got {batch_size}")
+        raise ReenactError(f"batch_size must be >= 1, got {batch_size}")
     if reference not in ("first", "neutral"):
-        raise ReenactError(f"--reference must be first or neutral, got {reference!r}")
+        raise ReenactError(f"reference must be first or neutral, got {reference!r}")
     if smooth not in ("on", "off"):
-        raise ReenactError(f"--smooth must be on or off, got {smooth!r}")
+        raise ReenactError(f"smooth must be on or off, got {smooth!r}")
 
 
 def check_driver_set(drv: Driver, avatar: Avatar) -> None:

@@ -48,7 +48,7 @@ __all__ = [
 #: eye corners (36, 39, 42, 45).  The head's rigid motion is fitted on them.
 RIGID_POINTS: tuple[int, ...] = (0, 1, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
 
-#: ``--adapt`` values: ``auto`` adapts when driver and avatar are different (or unknown) people.
+#: ``adapt`` values (``make reenact ADAPT=``, ``--adapt``): ``auto`` adapts when driver and avatar are different (or unknown) people.
 ADAPT_MODES = ("auto", "on", "off")
 
 
