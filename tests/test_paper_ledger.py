@@ -200,8 +200,9 @@ NOT_PAPER_CHOICES = (
     "data.samples_per_video",
     # evaluate's unit: null keeps the checkpoint's data.unit (row 37a checks it); a value is for comparing versions
     "unit",
-    # beyond the paper: the cross-identity protocol of `make evaluate` (not Table 1's) and the CLI's overwrite switch
-    "protocols", "cross.", "overwrite",
+    # beyond the paper: the cross-identity protocol of `make evaluate` (not Table 1's), the eye scores (extra columns
+    # beside Table 1's) and the CLI's overwrite switch
+    "protocols", "cross.", "eyes", "overwrite",
 )
 
 

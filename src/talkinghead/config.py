@@ -94,7 +94,7 @@ _SPEED_FLAGS = ("speed.channels_last", "speed.cudnn_benchmark")
 #: to the keys whose defaults are true/false)
 FLAGS = {
     "finetune": ("overwrite", "progress", "g_first", *_SPEED_FLAGS),
-    "evaluate": ("progress", "cross.full", "finetune.g_first", *_SPEED_FLAGS),
+    "evaluate": ("progress", "eyes", "cross.full", "cross.fit", "finetune.g_first", *_SPEED_FLAGS),
     "meta_learn": ("resume", "loss.w_from_fakes", "trainer.enable_progress_bar", "callbacks.weight_average.enabled",
                    "callbacks.health.enabled", "data.pin_memory", "optim.g_first", *_SPEED_FLAGS),
 }
