@@ -31,18 +31,20 @@ def held_out_scores(module, batch) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_300_iterations_learn_heldout_frames_and_need_the_right_embedding(tmp_path: Path) -> None:
-    cfg = compose("meta_learn", [*QUIET, "iterations=300", "data.batch_size=4", f"run_dir={tmp_path}"])
+def test_150_iterations_learn_heldout_frames_and_need_the_right_embedding(tmp_path: Path) -> None:
+    """150 iterations of the embedded default (half of what this test ran before, for CI's time): measured
+    start 0.043 -> 0.488 held-out SSIM, 0.329 with another person's e_hat (200 iterations: 0.528 / 0.343)."""
+    cfg = compose("meta_learn", [*QUIET, "iterations=150", "data.batch_size=4", f"run_dir={tmp_path}"])
     run = build_meta_learning(cfg)
     # held-out frames (t >= frames_per_video) of training identities, spread over many people
     val = run.datamodule.val_dataloader().dataset
     batch = torch.utils.data.default_collate([val[i] for i in range(0, len(val), max(1, len(val) // 16))])
     start, _ = held_out_scores(run.module, batch)
     run.fit()
-    assert run.module.iteration == 300
+    assert run.module.iteration == 150
     right, wrong = held_out_scores(run.module, batch)
-    print(f"held-out SSIM: step 0 {start:.3f}, after 300 iterations {right:.3f}, with another person's e_hat {wrong:.3f}")
-    assert right > start + 0.1, f"held-out SSIM {start:.3f} -> {right:.3f} after 300 iterations"
+    print(f"held-out SSIM: step 0 {start:.3f}, after 150 iterations {right:.3f}, with another person's e_hat {wrong:.3f}")
+    assert right > start + 0.1, f"held-out SSIM {start:.3f} -> {right:.3f} after 150 iterations"
     assert right > wrong + 0.02, f"own e_hat SSIM {right:.3f} vs another person's {wrong:.3f}"
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "samples" / "latest.png").exists()
