@@ -189,7 +189,7 @@ def _stop_finetune(ckpt: Path, tmp_path: Path, signum: int) -> tuple[int, list[s
     with open(err, "w") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "talkinghead.cli", "finetune", f"ckpt={ckpt}", "id=syn0004/v00", "T=1",
-             "mode=FT", "steps=100000", "logger=csv", "progress=false", f"out_dir={out_dir}"],
+             "mode=FT", "steps=100000", "early_stop_window=0", "logger=csv", "progress=false", f"out_dir={out_dir}"],
             cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr,
         )
         try:

@@ -345,7 +345,7 @@ def cross_detector(backend: str) -> Any:
     from talkinghead.landmarks.detectors import DetectorUnavailableError, make_detector
 
     try:
-        return make_detector(backend)
+        return make_detector(backend, quiet=True)  # the tables' notes name it
     except (DetectorUnavailableError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"cross.detector: {exc}") from exc
 

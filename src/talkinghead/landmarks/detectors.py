@@ -250,11 +250,13 @@ class FaceAlignmentDetector:
 
 
 # ----------------------------------------------------------------------------------------------------- choose
-def make_detector(backend: str = "auto", device: str | None = None, **kwargs) -> LandmarkDetector:
+def make_detector(backend: str = "auto", device: str | None = None, quiet: bool = False, **kwargs
+                  ) -> LandmarkDetector:
     """Build a backend by name: ``"dlib"``, ``"face-alignment"`` or ``"auto"``.
 
     ``auto`` uses face-alignment when it is installed and its weights are in the local cache (no download is
-    attempted), else dlib, printing one line on stderr that says which and why.
+    attempted), else dlib, printing one line on stderr that says which and why (``quiet``: not printed, for a caller
+    that reports the detector's ``name`` itself, as ``make evaluate``'s tables do).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown landmark backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -268,5 +270,6 @@ def make_detector(backend: str = "auto", device: str | None = None, **kwargs) ->
             return FaceAlignmentDetector(device=device)
         except DetectorUnavailableError as e:
             reason = str(e)
-    print(f"landmarks: using dlib (offline HOG + 68-point predictor) because {reason}", file=sys.stderr)
+    if not quiet:
+        print(f"landmarks: using dlib (offline HOG + 68-point predictor) because {reason}", file=sys.stderr)
     return DlibDetector(**kwargs)
