@@ -52,7 +52,7 @@ PKG = REPO / "src" / "talkinghead"
 
 #: the modules allowed to import the meta-learning stage (talkinghead.train): the CLI that runs it and the tools
 #: that run a short meta-learning (make sanity, the data benchmark).
-MAY_IMPORT_TRAIN = {"cli.py", "tools/sanity.py", "tools/bench_data.py"}
+MAY_IMPORT_TRAIN = {"cli.py", "launch.py", "tools/sanity.py", "tools/bench_data.py"}  # launch: the cluster surface
 
 #: what the building layer (talkinghead.build) and the logging setup (talkinghead.loggers) may stand on.
 BELOW_BUILD = ("talkinghead.errors", "talkinghead.speed", "talkinghead.modules", "talkinghead.nets",

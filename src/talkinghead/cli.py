@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from talkinghead.config import PATH_KEYS, hydra_overrides, hydra_quote  # noqa: F401 - the CLI's names
 from talkinghead.errors import TalkingHeadError
 from talkinghead.outputs import check_outputs, check_writable
 from talkinghead.stops import Interrupted, as_interrupted, sigterm_raises
@@ -28,47 +29,6 @@ Examples:
   talkinghead meta-learn --cfg experiment=vox2_paper      # print the composed config, train nothing
 Runs resume from <run_dir>/checkpoints/last.ckpt; resume=false starts afresh (the old checkpoints are kept).
 """
-
-
-#: keys whose values are paths (or ids): quoted for Hydra here, so that any character works unquoted
-PATH_KEYS = ("id", "ckpt", "ff_ckpt", "out", "out_dir", "data_root", "runs_dir", "run_dir", "data.root")
-
-
-def hydra_quote(value: str) -> str:
-    """``value`` as one quoted Hydra string (``'it\\'s'``): backslashes before a quote or at the end doubled."""
-    import re
-
-    value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
-    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)
-    return f"'{value}'"
-
-
-def hydra_overrides(overrides: Sequence[str]) -> list[str]:
-    """``overrides`` as Hydra reads them: a path key's value is quoted (unless it is a list, null, an
-    interpolation or quoted already); any other override Hydra cannot read is a one-line ``ConfigError`` that
-    shows it quoted."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from talkinghead.errors import ConfigError
-
-    parser = OverridesParser.create()
-    out = []
-    for o in overrides:
-        key, eq, value = o.partition("=")
-        bare = key.lstrip("+~")
-        if eq and bare in PATH_KEYS and value and value != "null" and not value.startswith(("[", "'", '"', "${")):
-            o = f"{key}={hydra_quote(value)}"
-        try:
-            parser.parse_overrides([o])
-        except Exception as exc:  # noqa: BLE001 - Hydra's lexer and parser errors
-            if not eq:
-                raise ConfigError(f"cannot read {o!r}: give key=value") from exc
-            raise ConfigError(
-                f"cannot read {o!r} (Hydra: {str(exc).splitlines()[0][:80]}): quote the value, "
-                f"e.g. {key}={hydra_quote(value)} (in make: ARGS=\"{key}={hydra_quote(value)}\")"
-            ) from exc
-        out.append(o)
-    return out
 
 
 def _groups_text() -> str:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.errors import ConfigError
@@ -146,3 +147,39 @@ def compose(config_name: str = "meta_learn", overrides: Sequence[str] = ()) -> D
     if missing:
         raise ConfigError(f"config value(s) not set: {', '.join(missing)} (give them as key=value)")
     return read_flags(cfg, FLAGS.get(config_name, ()))
+
+
+# ------------------------------------------------------------------------------------------------ command lines
+#: keys whose values are paths (or ids): quoted for Hydra here, so that any character works unquoted
+PATH_KEYS = ("id", "ckpt", "ff_ckpt", "out", "out_dir", "data_root", "runs_dir", "run_dir", "data.root")
+
+
+def hydra_quote(value: str) -> str:
+    """``value`` as one quoted Hydra string (``'it\\'s'``): backslashes before a quote or at the end doubled."""
+    value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)
+    return f"'{value}'"
+
+
+def hydra_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` as Hydra reads them: a path key's value is quoted (unless it is a list, null, an
+    interpolation or quoted already); any other override Hydra cannot read is a one-line ``ConfigError`` that
+    shows it quoted."""
+    parser = OverridesParser.create()
+    out = []
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        bare = key.lstrip("+~")
+        if eq and bare in PATH_KEYS and value and value != "null" and not value.startswith(("[", "'", '"', "${")):
+            o = f"{key}={hydra_quote(value)}"
+        try:
+            parser.parse_overrides([o])
+        except Exception as exc:  # noqa: BLE001 - Hydra's lexer and parser errors
+            if not eq:
+                raise ConfigError(f"cannot read {o!r}: give key=value") from exc
+            raise ConfigError(
+                f"cannot read {o!r} (Hydra: {str(exc).splitlines()[0][:80]}): quote the value, "
+                f"e.g. {key}={hydra_quote(value)} (in make: ARGS=\"{key}={hydra_quote(value)}\")"
+            ) from exc
+        out.append(o)
+    return out

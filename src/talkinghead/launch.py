@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from talkinghead.callbacks.preemption import REQUEUE_SIGNAL, Stopped, listen
+from talkinghead.config import compose, hydra_overrides
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import process_alive
+from talkinghead.train import meta_learn
 
 STATE = "slurm.json"  #: in the run folder: the job that writes it (id, cluster, logs)
 LOGS = "submitit"  #: in the run folder: the jobs' logs and pickles
@@ -50,12 +52,10 @@ class MetaLearnJob:
     overrides: tuple[str, ...]
 
     def __call__(self) -> int:
-        from talkinghead import cli  # the CLI, which imports this module for its `slurm` subcommand
-
         listen((REQUEUE_SIGNAL,))  # a signal before training starts is acted on after its first iteration
-        args = cli.build_parser().parse_args(["meta-learn", *self.overrides])
         try:
-            return args.func(args)
+            meta_learn(compose("meta_learn", hydra_overrides(self.overrides)))
+            return 0
         except TalkingHeadError as exc:  # one line in the job's .err log; the job fails, it is not requeued
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise
@@ -132,9 +132,6 @@ def submit(overrides: Sequence[str], nodes: int = 1, gpus: int = 1, time_min: in
            partition: str | None = None, cluster: str = "auto", cpus_per_task: int = 8, mem_gb: float | None = None,
            signal_s: int = 120, extra: dict[str, Any] | None = None):  # -> submitit.Job
     """Check the config, refuse a second writer, submit the job; returns the submitit job."""
-    from talkinghead.cli import hydra_overrides
-    from talkinghead.config import compose
-
     if nodes < 1 or gpus < 0 or time_min < 1 or signal_s < 1:
         raise LaunchError(f"need nodes >= 1, gpus >= 0, time >= 1 min, signal >= 1 s; got {nodes}, {gpus}, "
                           f"{time_min}, {signal_s}")
