@@ -123,3 +123,15 @@ def test_ff_rows_use_ff_ckpt_and_say_which_model_they_are(ckpt, tmp_path, monkey
     with pytest.raises(EvaluationError, match="another model size") as info:
         ev.load_ff_model(str(ff), meta)
     assert "\n" not in str(info.value)
+
+
+def test_the_wandb_table_takes_every_column_of_the_csv(ckpt, tmp_path, monkeypatch) -> None:
+    """`make evaluate`'s default logger (W&B, offline without a key) gets a table row of every column."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = evaluate_main([f"ckpt={ckpt}", "T_values=[1]", "methods=[FF]", "num_targets=2", "max_videos=1",
+                         f"out_dir={tmp_path}", "logger=wandb", "progress=false"])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and rows[0]["blinks"].isdigit()
+    assert list((tmp_path / out.parent.name / "wandb").glob("offline-run-*/*.wandb")) or list(
+        tmp_path.rglob("offline-run-*/*.wandb")), "an offline W&B run was written"

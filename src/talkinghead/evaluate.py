@@ -355,6 +355,8 @@ def evaluate_main(overrides: Sequence[str], detector: Any = None) -> Path:
                     r.values.get("ssim"),
                     r.values.get("csim"),
                     r.seconds,
+                    *(r.values.get(k) for k in ("gaze_error", "iris_missing", "blink_r")),
+                    *((r.eyes.blinks, r.eyes.blinks_missed) if r.eyes is not None else (None, None)),
                     *ex,
                 )
             lg.experiment.log({"evaluate/table": table_w})
