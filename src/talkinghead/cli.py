@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -407,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.stage == "meta-learn":  # Lightning's own SIGTERM handling and resume hint stay in charge
             return func(args)
-        with sigterm_raises():
+        with sigterm_raises(signal.SIGTERM, signal.SIGINT):
             return func(args)
     except TalkingHeadError as exc:
         print(f"error: {exc}", file=sys.stderr)

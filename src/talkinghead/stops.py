@@ -41,21 +41,26 @@ def as_interrupted(exc: BaseException) -> Interrupted | None:
 
 
 @contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Within the block SIGTERM raises :class:`Interrupted` (the handler before it comes back after)."""
+def sigterm_raises(*signals: int) -> Iterator[None]:
+    """Within the block SIGTERM (or each of ``signals``) raises :class:`Interrupted`; the handlers before it come back
+    after.  With SIGINT among them, Ctrl-C takes the same path as SIGTERM: Lightning re-raises :class:`Interrupted`
+    from ``trainer.fit`` rather than running its own Ctrl-C shutdown, which ends in ``sys.exit(1)``."""
 
     def handler(signum: int, frame: Any) -> None:
         raise Interrupted(signum)
 
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for signum in signals or (signal.SIGTERM,):
+            previous[signum] = signal.signal(signum, handler)
     except ValueError:  # not the main thread: signals stay as they are
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 __all__ = ["Interrupted", "as_interrupted", "sigterm_raises"]
