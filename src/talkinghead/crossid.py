@@ -208,7 +208,7 @@ def score_clip(frames: np.ndarray, driving: np.ndarray, detector: Any, reference
         int(found.fitted.sum()),
     )
     if reference is not None and ok.any():
-        out72 = np.stack([points_with_irises_scored(frames[i], pts[i]) for i in np.flatnonzero(ok)])
+        out72 = eye_reference(frames[ok], pts[ok])  # the output's irises, located as the driver's are
         score.gaze, score.iris_missing, score.iris_present = gaze_errors(out72, np.asarray(reference)[ok])
         if ok.sum() >= 2:
             r, score.blinks, score.blinks_missed = blink_score(pts[ok], np.asarray(reference, np.float64)[ok, :68])
