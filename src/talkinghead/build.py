@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import drop_lightning_notes
 from talkinghead.modules.meta_learning import MetaLearningModule
+from talkinghead.nets.interface import check_built, check_model_config
 from talkinghead.speed import Speed
 
 USER_ERRORS = (TalkingHeadError, ValueError, FileNotFoundError, NotADirectoryError)
@@ -49,11 +50,13 @@ def build_networks(model_cfg: DictConfig, num_videos: int, w_norm: str | None = 
     """(Embedder, Generator, ProjectionDiscriminator) from ``model`` config and the W table size.
 
     ``w_norm``: the W table's normalisation when a checkpoint says so (``w_norm_in_state``); configs saved before
-    ``model.discriminator.w_norm`` existed had a spectrally normalised W."""
-    embedder = build(model_cfg.embedder)
-    generator = build(model_cfg.generator)
+    ``model.discriminator.w_norm`` existed had a spectrally normalised W.  Each class must meet the model interface
+    (``talkinghead.nets.interface``): one that lacks a member is refused before anything is built."""
+    check_model_config(model_cfg)
+    embedder = check_built("embedder", build(model_cfg.embedder))
+    generator = check_built("generator", build(model_cfg.generator))
     extra = {"w_norm": w_norm} if w_norm is not None else {}
-    discriminator = build(model_cfg.discriminator, num_videos=num_videos, **extra)
+    discriminator = check_built("discriminator", build(model_cfg.discriminator, num_videos=num_videos, **extra))
     return embedder, generator, discriminator
 
 

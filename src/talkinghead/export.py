@@ -1,15 +1,15 @@
 """Export an avatar as one ONNX file: a standalone renderer, landmark images -> frames, that runs with onnxruntime
 alone (``make export``), and the onnxruntime backend of reenactment (``--backend onnx``).
 
-After fine-tuning ψ' is fixed, so the avatar is a function of the landmark image only: every AdaIN of the
-generator becomes a fixed affine instance norm (gamma = 1 + ψ'[:C], beta = ψ'[C:], :class:`FoldedAdaIN`), the
-spectral-norm divisions and the low-resolution up-convolutions are baked as for ``talkinghead.render``, and the
-embedder, the projection P and the discriminator drop out.  :class:`FoldedRenderer` is that network.
+After fine-tuning ψ' is fixed, so the avatar is a function of the landmark image only: the generator folds ψ' in
+itself (``folded``, the model interface of ``talkinghead.nets.interface``; for the paper's generator every AdaIN
+becomes a fixed affine instance norm, ``talkinghead.nets.folding``), and the embedder, the projection P and the
+discriminator drop out.  :class:`FoldedRenderer` is that network in the file's precision.
 
 It is exported with PyTorch's ``torch.export``-based ONNX exporter (``torch.onnx.export(..., dynamo=True)``, which
 needs ``onnxscript``).  The TorchScript exporter (``dynamo=False``, deprecated) was tried and rejected: it loses the
-channel count after the up-convolutions' reshapes and refuses the following instance norm.  Two of the generator's
-layers are re-expressed for the exporter with the same maths (tested): :class:`OnnxUpConv` interleaves the four
+channel count after the up-convolutions' reshapes and refuses the following instance norm.  Two of the paper
+generator's layers are re-expressed for the exporter with the same maths (tested): :class:`OnnxUpConv` interleaves the four
 phases of ``UpConv`` with one stack + reshape instead of four strided writes, and :class:`OnnxSelfAttention` writes
 SAGAN's attention as two matmuls (the exporter's ``scaled_dot_product_attention`` takes 4-D inputs only).
 
@@ -26,7 +26,6 @@ compared with the PyTorch renderer's (fp32, plain path): further than :data:`TOL
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import importlib
 import io
@@ -41,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from talkinghead.avatar import (
@@ -55,15 +53,7 @@ from talkinghead.avatar import (
 )
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import atomic_path
-from talkinghead.nets.layers import (
-    AdaIN,
-    ResBlockUp,
-    SelfAttention,
-    UpConv,
-    fold_up_convs,
-    normalize,
-)
-from talkinghead.nets.spectral import bake
+from talkinghead.nets.folding import FoldedAdaIN, OnnxSelfAttention, OnnxUpConv  # re-exported (__all__)
 
 FORMAT = "talkinghead-onnx/1"
 PRECISIONS = ("fp32", "fp16")
@@ -104,94 +94,21 @@ def _installed(package: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ the network
-class FoldedAdaIN(AdaIN):
-    """AdaIN(C) with its parameters fixed: ``gamma * IN(x) + beta``, (B, C, H, W) -> (B, C, H, W).
-
-    ``params``: (2C,) the slice of ψ' this AdaIN takes (gamma = 1 + params[:C], beta = params[C:]).  ``forward(x,
-    params)`` ignores ``params``: the generator still splits its ψ into per-layer chunks, which then go unused (and
-    the exporter drops them).
-    """
-
-    def __init__(self, num_features: int, params: torch.Tensor) -> None:
-        super().__init__(num_features)
-        c = num_features
-        assert params.shape == (2 * c,), (params.shape, c)
-        self.register_buffer("gamma", (1.0 + params[:c]).reshape(1, c, 1, 1).clone())
-        self.register_buffer("beta", params[c:].reshape(1, c, 1, 1).clone())
-
-    def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
-        return normalize(x, self.gamma, self.beta)
-
-
-class OnnxUpConv(nn.Module):
-    """:class:`talkinghead.nets.layers.UpConv` (B, Cin, H, W) -> (B, Cout, 2H, 2W) with its four phases interleaved
-    by one stack + reshape (an exporter-friendly form of its strided writes; the same numbers)."""
-
-    def __init__(self, up: UpConv) -> None:
-        super().__init__()
-        self.register_buffer("weight", up.weight.contiguous())
-        self.register_buffer("bias", up.bias)
-        self.out_channels = up.out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, h, w = x.shape
-        o = self.out_channels
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), self.weight, self.bias)  # (B, 4 Cout, H+1, W+1), phases (a, b)
-        phases = [y[:, k * o : (k + 1) * o, a : a + h, b : b + w] for k, (a, b) in
-                  enumerate(((0, 0), (0, 1), (1, 0), (1, 1)))]
-        t = torch.stack(phases, 2).reshape(-1, o, 2, 2, h, w)  # (B, Cout, a, b, H, W)
-        return t.permute(0, 1, 4, 2, 5, 3).reshape(-1, o, 2 * h, 2 * w)  # pixel (2i + a, 2j + b)
-
-
-class OnnxSelfAttention(nn.Module):
-    """:class:`talkinghead.nets.layers.SelfAttention` (B, C, H, W) -> (B, C, H, W) as two matmuls (the same maths,
-    SAGAN's unscaled dot products), sharing the baked 1x1 convolutions and gamma."""
-
-    def __init__(self, attn: SelfAttention) -> None:
-        super().__init__()
-        self.query, self.key, self.value, self.gamma = attn.query, attn.key, attn.value, attn.gamma
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, c, h, w = x.shape
-        q, k, v = (f(x).flatten(2) for f in (self.query, self.key, self.value))  # (B, C', HW), (B, C', HW), (B, C, HW)
-        attn = torch.softmax(q.transpose(1, 2) @ k, dim=-1)  # (B, HW, HW): row i attends over columns j
-        return x + self.gamma * (v @ attn.transpose(1, 2)).reshape(-1, c, h, w)
-
-
 class FoldedRenderer(nn.Module):
     """The avatar as one network: ``forward(landmark images (N, 3, S, S) float32 in [-1, 1]) -> frames (N, 3, S, S)
-    float32 in [-1, 1]``, ψ' folded into the generator's norms (see the module docstring).
-
-    ``generator``: a ``talkinghead.nets.Generator`` with the avatar's weights (left untouched: a copy is folded);
-    ``psi``: (num_adain_params,) ψ'; ``dtype``: float32 or float16 (weights and activations; I/O stay float32).
+    float32 in [-1, 1]``: the generator's ``folded(ψ')`` (the model interface, ``talkinghead.nets.interface``) in
+    ``dtype``, float32 or float16 (weights and activations; I/O stay float32).
     """
 
     def __init__(self, generator: nn.Module, psi: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        g = fold_up_convs(bake(copy.deepcopy(generator))).float().eval().requires_grad_(False)
-        chunks = list(psi.detach().float().reshape(-1).split(g.adain_sizes))
-        # the AdaIN users in the order Generator.forward hands out the chunks: res blocks, up blocks, out_norm
-        users = [b for b in g.res] + [b for b in g.up if isinstance(b, ResBlockUp)]
-        assert len(chunks) == len(users) + 1, (len(chunks), len(users))
-        for block, chunk in zip(users, chunks):
-            n1 = block.norm1.num_params
-            block.norm1 = FoldedAdaIN(block.norm1.num_features, chunk[:n1])
-            block.norm2 = FoldedAdaIN(block.norm2.num_features, chunk[n1:])
-        g.out_norm = FoldedAdaIN(g.out_norm.num_features, chunks[-1])
-        for blocks in (g.down, g.up):
-            for i, block in enumerate(blocks):
-                if isinstance(block, SelfAttention):
-                    blocks[i] = OnnxSelfAttention(block)
-                elif isinstance(block, ResBlockUp) and block.up_conv1 is not None:
-                    block.up_conv1 = OnnxUpConv(block.up_conv1)
-        self.generator = g.to(dtype)
+        net = generator.folded(psi.detach().float().reshape(-1))
+        self.generator = net.to(dtype).eval().requires_grad_(False)
         self.dtype = dtype
-        self.image_size = int(g.image_size)
-        # what Generator.forward splits (the chunks go unused: the values live in the FoldedAdaINs)
-        self.register_buffer("psi", torch.zeros(1, g.num_adain_params, dtype=dtype))
+        self.image_size = int(net.image_size)
 
     def forward(self, landmarks: torch.Tensor) -> torch.Tensor:
-        return self.generator(landmarks.to(self.dtype), psi=self.psi).float()
+        return self.generator(landmarks.to(self.dtype)).float()
 
 
 # ------------------------------------------------------------------------------------------------ metadata

@@ -1,27 +1,23 @@
 """The inference path: landmark images -> frames with a fixed ψ (no embedder, no projection per frame).
 
-Reenactment, previews and evaluation render through :class:`FrameRenderer`.  It works on its own copy of the
-generator with the spectral-norm divisions baked into the weights (they do not change at inference) and each
-up-sampling block's first convolution run at the low resolution (``talkinghead.nets.layers.UpConv``), laid out
-and run as ``talkinghead.speed.Speed`` says (channels-last, in bf16 where native, optionally compiled).
+Reenactment, previews and evaluation render through :class:`FrameRenderer`.  It works on the generator's
+``inference_copy()`` (the model interface, ``talkinghead.nets.interface``: for the paper's generator the
+spectral-norm divisions baked and the up-convolutions run at the low resolution), laid out and run as
+``talkinghead.speed.Speed`` says (channels-last, in bf16 where native, optionally compiled).
 """
 from __future__ import annotations
-
-import copy
 
 import torch
 from torch import nn
 
-from talkinghead.nets.layers import fold_up_convs
-from talkinghead.nets.spectral import bake
 from talkinghead.speed import Speed, to_memory_format
 
 
 class FrameRenderer:
     """``render(landmark_images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) fp32 on the CPU``, in batches.
 
-    ``generator``: a ``talkinghead.nets.Generator`` (left untouched: the renderer bakes a copy);
-    ``psi``: (num_adain_params,) the avatar's AdaIN parameters ψ', moved to ``device`` once.
+    ``generator``: a generator of the model interface (``PersonGenerator``; left untouched: the renderer works on
+    its ``inference_copy()``); ``psi``: (n,) the avatar's parameters ψ', moved to ``device`` once.
     """
 
     def __init__(
@@ -33,7 +29,7 @@ class FrameRenderer:
         # mixed precision at inference = the whole baked copy in bf16 (or fp16): autocast would re-cast every
         # weight on every forward, as weights without gradients are not cached; the error is the same
         self.dtype = self.speed.autocast_dtype or torch.float32
-        net = fold_up_convs(bake(copy.deepcopy(generator))).to(self.device, self.dtype).eval().requires_grad_(False)
+        net = generator.inference_copy().to(self.device, self.dtype).eval().requires_grad_(False)
         self.speed.prepare(net)
         self.generator = net
         self.psi = psi.detach().reshape(1, -1).to(self.device, self.dtype)

@@ -1,9 +1,12 @@
 """Generator G(y, e): landmark image -> frame, person-specific through AdaIN parameters P e (Sec. 3.2)."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
+from talkinghead.nets.folding import FoldedGenerator
 from talkinghead.nets.layers import (
     AdaIN,
     ResBlock,
@@ -12,9 +15,11 @@ from talkinghead.nets.layers import (
     SelfAttention,
     channel_plan,
     check_image_size,
+    fold_up_convs,
     sn_conv,
     sn_linear,
 )
+from talkinghead.nets.spectral import bake
 
 
 class Generator(nn.Module):
@@ -30,6 +35,9 @@ class Generator(nn.Module):
     Every AdaIN scale/bias comes from one vector psi = P e_hat, P a (num_adain_params x emb_dim) matrix.
     ``forward(y (B,3,S,S), e (B,emb) | None, psi (B,n)|(n,) | None) -> (B,3,S,S) in [-1, 1]``; give ``psi``
     directly to render a fine-tuned avatar (psi') or to skip the projection at inference.
+
+    It meets the model interface (``talkinghead.nets.interface.PersonGenerator``): ``project``, ``forward``,
+    ``inference_copy`` and ``folded``.
     """
 
     def __init__(
@@ -88,6 +96,17 @@ class Generator(nn.Module):
     def project(self, e: torch.Tensor) -> torch.Tensor:
         """psi = P e_hat: (B, emb_dim) -> (B, num_adain_params)."""
         return self.P(e)
+
+    def inference_copy(self) -> nn.Module:
+        """A frozen copy rendering the same frames faster: the spectral-norm divisions baked into the weights (they
+        do not change at inference) and each up-sampling block's first convolution run at the low resolution
+        (``talkinghead.nets.layers.UpConv``); ``forward`` as this one's."""
+        return fold_up_convs(bake(copy.deepcopy(self))).eval().requires_grad_(False)
+
+    def folded(self, psi: torch.Tensor) -> nn.Module:
+        """``forward(y (B,3,S,S)) -> (B,3,S,S)`` with ``psi`` (num_adain_params,) folded into every AdaIN, in layers
+        the ONNX exporter takes (``talkinghead.nets.folding.FoldedGenerator``)."""
+        return FoldedGenerator(self, psi)
 
     def forward(
         self, y: torch.Tensor, e: torch.Tensor | None = None, psi: torch.Tensor | None = None
