@@ -35,3 +35,23 @@ def test_match_loss() -> None:
     w, e = torch.zeros(2, 4), torch.full((2, 4), 0.5)
     assert match_loss(w, e).item() == 0.5
     assert match_loss(e, e).item() == 0.0
+
+
+def test_an_unknown_loss_term_is_one_line_with_the_closest_name_wherever_it_is_given() -> None:
+    import pytest
+
+    from talkinghead.config import compose
+    from talkinghead.errors import ConfigError
+    from talkinghead.fewshot import FineTuneSettings
+    from talkinghead.losses.terms import GENERATOR_TERMS, term_weights
+    from talkinghead.train import check_config
+
+    assert term_weights({"pixel": 2}) == {k: 2.0 if k == "pixel" else 0.0 for k in GENERATOR_TERMS}
+    cfg = compose("meta_learn", ["+loss.weights.feature_matchng=3"])
+    for call, where in ((lambda: check_config(cfg), "loss.weights"),
+                        (lambda: FineTuneSettings.from_recipe(loss_weights={"feature_matchng": 3}), "loss_weights")):
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert str(e.value) == f"unknown loss term {where}.feature_matchng: did you mean feature_matching?"
+    with pytest.raises(ConfigError, match="unknown loss term loss.weights.zzz: known: content_vgg19, "):
+        term_weights({"zzz": 1})

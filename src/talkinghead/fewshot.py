@@ -32,7 +32,7 @@ from talkinghead.errors import ConfigError
 from talkinghead.landmarks.adapt import neutral_index
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
 from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
-from talkinghead.modules.meta_learning import GENERATOR_TERMS
+from talkinghead.losses.terms import term_weights
 from talkinghead.render import pick_device
 from talkinghead.speed import Speed
 
@@ -159,11 +159,7 @@ class FineTuneSettings:
             raise ConfigError("early_stop_window must be >= 0, early_stop_patience >= 1 and early_stop_min_gain >= 0, "
                               f"got {self.early_stop_window}, {self.early_stop_patience}, {self.early_stop_min_gain}")
         if self.loss_weights is not None:
-            unknown = set(self.loss_weights) - set(GENERATOR_TERMS)
-            if unknown:
-                raise ConfigError(
-                    f"unknown loss term(s) {sorted(unknown)} in loss_weights; known: {list(GENERATOR_TERMS)}"
-                )
+            term_weights(self.loss_weights, "loss_weights")
 
 
 def settings_for(meta_config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,

@@ -30,7 +30,8 @@ from talkinghead.callbacks.weight_average import WeightAverage
 from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, resolve_speed, world_size
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import is_global_rank_zero, make_logger
-from talkinghead.modules.meta_learning import GENERATOR_TERMS, MetaLearningModule
+from talkinghead.losses.terms import term_weights
+from talkinghead.modules.meta_learning import MetaLearningModule
 from talkinghead.safe_load import UnsafeFileError, allowed_globals, refused, safe_load
 from talkinghead.speed import Speed
 
@@ -132,9 +133,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"iterations must be >= 1, got {cfg.iterations}")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs <= 0):
         raise ConfigError(f"epochs must be a number > 0 (or null to count iterations), got {epochs!r}")
-    unknown = set(cfg.loss.weights) - set(GENERATOR_TERMS)
-    if unknown:
-        raise ConfigError(f"unknown loss term(s) {sorted(unknown)} in loss.weights; known: {list(GENERATOR_TERMS)}")
+    term_weights(cfg.loss.weights)
 
 
 def resolve_iterations(cfg: DictConfig, datamodule: pl.LightningDataModule, world: int = 1) -> int:

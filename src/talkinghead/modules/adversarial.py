@@ -17,14 +17,13 @@ from talkinghead.losses.adversarial import adversarial_loss, hinge_d_loss
 from talkinghead.losses.feature_matching import feature_matching_loss
 from talkinghead.losses.match import match_loss
 from talkinghead.losses.pixel import pixel_loss
+from talkinghead.losses.terms import term_weights
 from talkinghead.nets import Generator, ProjectionDiscriminator
 from talkinghead.nets.spectral import power_iteration
 from talkinghead.visualize import batch_to_float
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
-#: Loss terms of G and E; each weight comes from config (``loss.weights.<name>``), 0 turns a term off.
-GENERATOR_TERMS = ("content_vgg19", "content_vggface", "pixel", "adversarial", "feature_matching", "match")
 
 
 def _world_size() -> int:
@@ -38,7 +37,7 @@ class AdversarialModule(pl.LightningModule):
 
     Args:
         generator, discriminator: built networks (``talkinghead.nets``).
-        loss_weights: weight per term of ``GENERATOR_TERMS``.
+        loss_weights: weight per term of ``talkinghead.losses.terms.GENERATOR_TERMS``.
         optimizer_g / optimizer_d: partial optimisers (``params`` still missing), from config.
         d_steps_per_g: discriminator updates per generator update (the paper uses 2).
         g_first: G's update first, against D before this iteration's D updates, which then learn from the same
@@ -65,9 +64,7 @@ class AdversarialModule(pl.LightningModule):
         g_first: bool = False,
     ) -> None:
         super().__init__()
-        unknown = set(loss_weights) - set(GENERATOR_TERMS)
-        if unknown:
-            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; known: {list(GENERATOR_TERMS)}")
+        weights = term_weights(loss_weights)
         if d_steps_per_g < 1:
             raise ValueError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
         needs_content = any(loss_weights.get(k, 0) for k in ("content_vgg19", "content_vggface"))
@@ -76,7 +73,7 @@ class AdversarialModule(pl.LightningModule):
         self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
         self.content_loss = content_loss
-        self.loss_weights = {k: float(loss_weights.get(k, 0.0)) for k in GENERATOR_TERMS}
+        self.loss_weights = weights
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.w_from_fakes = False
         self.d_steps_per_g = d_steps_per_g

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from talkinghead.modules.adversarial import GENERATOR_TERMS, AdversarialModule, OptimizerFactory, _world_size
+from talkinghead.losses.terms import GENERATOR_TERMS
+from talkinghead.modules.adversarial import AdversarialModule, OptimizerFactory, _world_size
 from talkinghead.modules.health_stats import output_statistics
 from talkinghead.nets import Embedder, Generator, ProjectionDiscriminator
 from talkinghead.nets.spectral import power_iteration
