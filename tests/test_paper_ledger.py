@@ -188,6 +188,12 @@ NOT_PAPER_CHOICES = (
     "callbacks.num_samples", "callbacks.metrics", "callbacks.metrics_every_n_iterations",
     "callbacks.metrics_max_batches", "metrics.weights_dir", "metrics.fid_weights",
     "callbacks.health.",  # the health monitor watches a run; it changes nothing the paper specifies
+    # the callbacks built, by _target_, from copies of the callbacks.* values above (interpolations, checked where set:
+    # test_callbacks_are_built_from_interpolations_only holds the file to that)
+    "callbacks.build.",
+    # the LightningModule's class and copies of loss.weights, optim.d_steps_per_g, optim.g_first, loss.w_from_fakes
+    # (interpolations, checked where set; held to that by the same test)
+    "module.",
     "id", "T", "mode", "detector", "max_frames", "preview_frames", "synthetic_video_length", "videos",
     # the classes built, and copies of K, model.image_size, model.emb_dim (interpolations, checked where set)
     "data._target_", "model.embedder._target_", "model.generator._target_", "model.discriminator._target_",
@@ -305,3 +311,17 @@ def test_the_rows_on_fsth_s_batch_order_crop_and_psi_are_there_and_say_what_the_
     assert "perc_weight" in rows["22"]["FSTH"] and "idt_embed_weight" in rows["22"]["FSTH"]
     assert "ReLU, then sum" in rows["18"]["FSTH"] and "sum then ReLU" in rows["18"]["verdict"]
     assert rows["68"]["verdict"].startswith("same") and "trained G's P" in rows["68"]["verdict"]
+
+
+def test_callbacks_are_built_from_interpolations_only() -> None:
+    """``callbacks.build`` and ``module`` name classes and copy values set elsewhere, so their exemptions above hide
+    no value."""
+    from talkinghead.config import config_dir
+
+    raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "callbacks" / "default.yaml"), resolve=False)
+    root = OmegaConf.to_container(OmegaConf.load(config_dir() / "meta_learn.yaml"), resolve=False)
+    leaves = {**_leaves(raw["build"], "callbacks.build."), **_leaves(root["module"], "module.")}
+    assert len(leaves) >= 13
+    bad = {k: v for k, v in leaves.items()
+           if not (k.endswith("_target_") or (isinstance(v, str) and re.fullmatch(r"\$\{[^}]*\}(/\w+)?", v)))}
+    assert not bad, f"callbacks.build may hold only _target_ and interpolations: {bad}"

@@ -4,6 +4,8 @@ benchmarks), which each import it; it imports no stage.
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 from dataclasses import replace
 from typing import Any
 
@@ -35,7 +37,24 @@ def build(cfg: Any, **kwargs: Any) -> Any:
         if cause is not None:
             raise cause from exc
         target = cfg.get("_target_", "?") if hasattr(cfg, "get") else "?"
-        raise ConfigError(f"cannot build {target}: {str(exc).splitlines()[0]}") from exc
+        said = str(exc).splitlines()[0]
+        if said.startswith("Error locating target"):
+            said = f"no such class or function{closest_target(str(target))}"
+        raise ConfigError(f"cannot build {target}: {said}") from exc
+
+
+def closest_target(target: str) -> str:
+    """``"; did you mean pkg.mod.Name?"`` for a dotted ``target`` that names nothing, from the names of the deepest
+    module on its path that imports; ``""`` when nothing is close."""
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            module = importlib.import_module(".".join(parts[:i]))
+        except Exception:  # noqa: BLE001 - any import failure: try the parent
+            continue
+        close = difflib.get_close_matches(parts[i], [n for n in dir(module) if not n.startswith("_")], n=1)
+        return f"; did you mean {'.'.join(parts[:i])}.{close[0]}?" if close else ""
+    return ""
 
 
 def build_content_loss(loss_cfg: DictConfig) -> Any:
@@ -102,18 +121,18 @@ def build_module(
     embedder, generator, discriminator = build_networks(cfg.model, num_videos)
     if isinstance(content_loss, str):
         content_loss = build_content_loss(cfg.loss)
-    module = MetaLearningModule(
-        embedder, generator, discriminator,
-        loss_weights=OmegaConf.to_container(cfg.loss.weights),
+    factory = build(cfg.module, _partial_=True, _convert_="all")  # the module's own values, from config
+    module = factory(
+        embedder=embedder, generator=generator, discriminator=discriminator,
         optimizer_g=instantiate(cfg.optim.g, **speed.optimizer_kwargs()),
         optimizer_d=instantiate(cfg.optim.d, **speed.optimizer_kwargs()),
         optimizer_w=instantiate(cfg.optim.w, _convert_="all") if cfg.optim.get("w") else None,  # plain lists: checkpoints load weights_only
-        w_from_fakes=bool(cfg.loss.get("w_from_fakes", False)),
-        d_steps_per_g=int(cfg.optim.d_steps_per_g), content_loss=content_loss,
-        g_first=bool(cfg.optim.get("g_first", False)),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        content_loss=content_loss, config=OmegaConf.to_container(cfg, resolve=True),
         channels_last=speed.channels_last,
     )
+    if not isinstance(module, MetaLearningModule):
+        raise ConfigError(f"module._target_={cfg.module.get('_target_')} built a {type(module).__name__}, "
+                          "not a MetaLearningModule")
     speed.prepare(embedder, generator, discriminator)
     if content_loss is not None:
         content_loss.to(memory_format=speed.memory_format)

@@ -20,13 +20,10 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from data_modules.batch import BatchSplit, split_batch
-from talkinghead.callbacks.health import health_monitor_from_config
-from talkinghead.callbacks.metrics import MetricsCallback
 from talkinghead.callbacks.preemption import GracefulStop, save_resumable
 from talkinghead.callbacks.progress import IterationProgressBar
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
-from talkinghead.callbacks.weight_average import WeightAverage
 from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, resolve_speed, world_size
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import is_global_rank_zero, make_logger
@@ -46,7 +43,7 @@ class MetaLearningRun:
     trainer: pl.Trainer
     run_dir: Path
     ckpt_path: Path | None
-    samples: SampleGridCallback
+    samples: SampleGridCallback | None  # the sample-grid callback, when callbacks.build has one
     speed: Speed
     batch: BatchSplit
 
@@ -179,22 +176,18 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
 
     steps_per_iter = 1 + d_steps
     cb = cfg.callbacks
-    samples = SampleGridCallback(run_dir / "samples", cb.sample_every_n_iterations, cb.num_samples)
+    built = build_callbacks(cb.get("build"))
     callbacks: list[pl.Callback] = [
         pl.callbacks.ModelCheckpoint(
             dirpath=ckpt_dir, filename="iter_{train/iteration:.0f}", auto_insert_metric_name=False,
             save_last=True, save_top_k=0, every_n_train_steps=int(cb.ckpt_every_n_iterations) * steps_per_iter,
         ),
-        samples,
         ResumeHint(str(last)),
         GracefulStop(last),  # requeue signal / SIGTERM: last.ckpt at the iteration's end, requeue, exit
-        MetricsCallback(int(cb.metrics_every_n_iterations), int(cb.metrics_max_batches),
-                        OmegaConf.to_container(cb.metrics, resolve=True)),
-        *weight_average(cb),
-        health_monitor_from_config(OmegaConf.to_container(cb.health, resolve=True) if cb.get("health") else None,
-                                   match_weight=float(cfg.loss.weights.get("match", 0.0))),
+        *built,
         *(extra_callbacks or []),
     ]
+    samples = next((c for c in built if isinstance(c, SampleGridCallback)), None)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_cfg.get("enable_progress_bar", True) and importlib.util.find_spec("rich") is not None:
         callbacks.append(IterationProgressBar(steps_per_iter))  # "iteration 340/600", not "Epoch 49/-2"
@@ -224,12 +217,24 @@ def build_meta_learning(cfg: DictConfig, extra_callbacks: list[pl.Callback] | No
     return MetaLearningRun(cfg, datamodule, module, trainer, run_dir, ckpt_path, samples, speed, batch)
 
 
-def weight_average(cb: DictConfig) -> list[pl.Callback]:
-    """The running average of E and G (``callbacks.weight_average``; FSTH's, see ``WeightAverage``), or none."""
-    wa = cb.get("weight_average")
-    if wa is None or not wa.get("enabled", True):
-        return []
-    return [WeightAverage(float(wa.decay))]
+def build_callbacks(nodes: DictConfig | None) -> list[pl.Callback]:
+    """The callbacks of ``callbacks.build``, each built by its ``_target_`` in order (``experiments/callbacks/``).
+    A null entry, or a factory that returns None (a callback turned off in its settings), adds none; an entry that
+    cannot be built or builds no Lightning callback is one line naming it."""
+    out: list[pl.Callback] = []
+    for name, node in (nodes or {}).items():
+        if node is None:
+            continue
+        try:
+            callback = build(node, _convert_="all")
+        except ConfigError as exc:
+            raise ConfigError(f"callbacks.build.{name}: {exc}") from exc
+        if callback is None:
+            continue
+        if not isinstance(callback, pl.Callback):
+            raise ConfigError(f"callbacks.build.{name} built a {type(callback).__name__}, not a Lightning callback")
+        out.append(callback)
+    return out
 
 
 def meta_learn(cfg: DictConfig) -> MetaLearningRun:
@@ -252,7 +257,8 @@ def meta_learn(cfg: DictConfig) -> MetaLearningRun:
     if run.trainer.is_global_zero:
         print(f"\nmeta-learning done in {time.time() - start:.0f} s, {run.module.iteration} iterations")
         print(f"  checkpoint: {run.run_dir / 'checkpoints' / 'last.ckpt'}")
-        print(f"  samples:    {run.samples.out_dir} (latest.png)")
+        if run.samples is not None:
+            print(f"  samples:    {run.samples.out_dir} (latest.png)")
         for logger in run.trainer.loggers:
             if isinstance(logger, pl.loggers.WandbLogger):
                 exp = logger.experiment

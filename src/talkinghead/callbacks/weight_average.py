@@ -41,6 +41,13 @@ def _parts(pl_module: nn.Module, names: Sequence[str]) -> _Holder:
     return _Holder({n: getattr(pl_module, n) for n in names})
 
 
+def from_config(settings: Mapping[str, Any] | None) -> WeightAverage | None:
+    """The callback of a ``callbacks.weight_average`` block (``enabled``, ``decay``), or None when it is off."""
+    if settings is None or not settings.get("enabled", True):
+        return None
+    return WeightAverage(float(settings["decay"]))
+
+
 class WeightAverage(pl.Callback):
     """EMA of ``pl_module.<name>`` for ``names`` (decay ``decay``), updated after every generator update.
 
