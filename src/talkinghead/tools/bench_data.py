@@ -304,6 +304,66 @@ def bench_reenact(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  driver stage: track / detect = {stage['track'] / stage['detect']:.2f}x frames/s")
 
 
+# ------------------------------------------------------------------------------- the cost of irises (issue 31)
+def bench_iris(args: argparse.Namespace, src: Path, detector: Any, tmp: Path, rounds: int = 3) -> None:
+    """What ``ibug68+iris`` costs against ``ibug68``: preprocessing (dlib, tracked, threaded decoding) and live
+    driving (``LiveSession.process`` per camera frame, one torch thread, a 32² model of each set: the difference is
+    the irises, not the rendering), in alternating rounds, medians printed."""
+    from talkinghead import api
+    from talkinghead.live import LiveSession
+    from talkinghead.shots import make_landmark_detector, read_user_frames
+    from talkinghead.train import build_meta_learning
+
+    sets = ("ibug68", "ibug68+iris")
+    rates: dict[str, list[float]] = {s: [] for s in sets}
+    for r in range(rounds):
+        for ls in sets:
+            cfg = PreprocessConfig(size=256, frames_per_video=args.frames_per_video[0], landmark_set=ls,
+                                   min_face=20 if detector is not None else 80)
+            with decode_threads("AUTO"):
+                rep = preprocess(src, tmp / "iris", cfg, backend="dlib" if detector is None else "auto",
+                                 detector=detector, workers=args.preprocess_workers, progress=False, overwrite=True)
+            rates[ls].append(60 * rep.videos_read / max(rep.seconds, 1e-9))
+            print(f"  round {r + 1}, preprocess {ls}: {rates[ls][-1]:.1f} videos/min ({rep.kept} kept)", flush=True)
+    med = {ls: float(np.median(v)) for ls, v in rates.items()}
+    print(f"iris cost, preprocess ({args.frames_per_video[0]} frames/clip): {med['ibug68']:.1f} -> "
+          f"{med['ibug68+iris']:.1f} videos/min, {100 * (med['ibug68'] / med['ibug68+iris'] - 1):+.1f} % time")
+    if not args.driver.is_file():
+        print(f"iris cost, live: no camera clip ({args.driver})")
+        return
+    import torch
+
+    frames = read_user_frames(args.driver)[0][:120]
+    torch.set_num_threads(1)
+    avatars = {}
+    for ls in sets:
+        run = tmp / f"iris_{ls}"
+        cfg = compose("meta_learn", [
+            "~logger", "iterations=1", f"run_dir={run}", f"model.landmarks={ls}", "K=2", "model.image_size=32",
+            "model.emb_dim=32", "trainer.enable_progress_bar=false", "callbacks.val_every_n_iterations=1000",
+            "callbacks.sample_every_n_iterations=1000", "data.num_identities=4", "data.test_identities=1"])
+        meta_run = build_meta_learning(cfg)
+        meta_run.trainer.num_sanity_val_steps = 0
+        meta_run.fit()
+        meta = api.load_model(run / "checkpoints" / "last.ckpt")
+        made = api.make_avatar("syn0003/v00", T=2, mode="FF", meta=meta, out_dir=run / "avatar", preview_frames=0)
+        avatars[ls] = (made.path, meta)
+    ms: dict[str, list[float]] = {s: [] for s in sets}
+    for r in range(rounds):
+        for ls, (path, meta) in avatars.items():
+            live = LiveSession.from_file(path, meta, make_landmark_detector("dlib", "track"))
+            times = []
+            for f in frames:
+                t0 = time.perf_counter()
+                live.process(f)
+                times.append(time.perf_counter() - t0)
+            ms[ls].append(1000 * float(np.median(times[5:])))
+            print(f"  round {r + 1}, live {ls}: {ms[ls][-1]:.2f} ms/frame", flush=True)
+    m = {ls: float(np.median(v)) for ls, v in ms.items()}
+    print(f"iris cost, live ({len(frames)} frames of {args.driver.name}, 32² model, one thread): {m['ibug68']:.2f} -> "
+          f"{m['ibug68+iris']:.2f} ms/frame ({m['ibug68+iris'] - m['ibug68']:+.2f} ms)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--src", type=Path, default=None,
@@ -315,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="frames sampled per clip in the detect/track preprocessing comparison (e.g. 32 64)")
     p.add_argument("--driver", type=Path, default=DRIVER,
                    help="512² driver video for the end-to-end reenactment rate (default: a voxmini clip)")
-    p.add_argument("--only", choices=("preprocess", "reenact", "loader"), nargs="+",
-                   default=["preprocess", "reenact", "loader"], help="parts to run")
+    p.add_argument("--only", choices=("preprocess", "reenact", "loader", "iris"), nargs="+",
+                   default=["preprocess", "reenact", "loader"],
+                   help="parts to run (iris: what ibug68+iris costs against ibug68, preprocessing and live driving)")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch intra-op threads while rendering (default: torch's; 1 helps on a shared, busy CPU)")
     p.add_argument("--seconds", type=float, default=15.0, help="timing window per loader setting")
@@ -335,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_preprocess(args, src, detector, tmp)
     if "reenact" in args.only:
         bench_reenact(args, tmp)
+    if "iris" in args.only:
+        bench_iris(args, src, detector, tmp)
     if "loader" in args.only:
         shards = args.shards or tmp / "dlib"
         if not (shards / "manifest.json").is_file():
