@@ -191,9 +191,8 @@ NOT_PAPER_CHOICES = (
     # the callbacks built, by _target_, from copies of the callbacks.* values above (interpolations, checked where set:
     # test_callbacks_are_built_from_interpolations_only holds the file to that)
     "callbacks.build.",
-    # the LightningModule's class and copies of loss.weights, optim.d_steps_per_g, optim.g_first, loss.w_from_fakes
-    # (interpolations, checked where set; held to that by the same test)
-    "module.",
+    # the LightningModule's class (build_module gives it loss.weights, optim.d_steps_per_g, optim.g_first, ...)
+    "module._target_",
     "id", "T", "mode", "detector", "max_frames", "preview_frames", "synthetic_video_length", "videos",
     # the classes built, and copies of K, model.image_size, model.emb_dim (interpolations, checked where set)
     "data._target_", "model.embedder._target_", "model.generator._target_", "model.discriminator._target_",
@@ -321,7 +320,7 @@ def test_callbacks_are_built_from_interpolations_only() -> None:
     raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "callbacks" / "default.yaml"), resolve=False)
     root = OmegaConf.to_container(OmegaConf.load(config_dir() / "meta_learn.yaml"), resolve=False)
     leaves = {**_leaves(raw["build"], "callbacks.build."), **_leaves(root["module"], "module.")}
-    assert len(leaves) >= 13
+    assert len(leaves) >= 9 and list(_leaves(root["module"], "module.")) == ["module._target_"]
     bad = {k: v for k, v in leaves.items()
            if not (k.endswith("_target_") or (isinstance(v, str) and re.fullmatch(r"\$\{[^}]*\}(/\w+)?", v)))}
     assert not bad, f"callbacks.build may hold only _target_ and interpolations: {bad}"

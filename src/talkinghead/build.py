@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import drop_lightning_notes
+from talkinghead.losses.content import content_loss_from_config
 from talkinghead.modules.meta_learning import MetaLearningModule
 from talkinghead.nets.interface import check_built, check_model_config
 from talkinghead.speed import Speed
@@ -60,8 +61,6 @@ def closest_target(target: str) -> str:
 def build_content_loss(loss_cfg: DictConfig) -> Any:
     """The VGG19 + VGGFace content loss of ``loss_cfg`` with unit weights (the module weighs every term from
     config itself), or None when both of its weights are 0; see ``content_loss_from_config``."""
-    from talkinghead.losses.content import content_loss_from_config
-
     return content_loss_from_config(loss_cfg)
 
 
@@ -121,9 +120,12 @@ def build_module(
     embedder, generator, discriminator = build_networks(cfg.model, num_videos)
     if isinstance(content_loss, str):
         content_loss = build_content_loss(cfg.loss)
-    factory = build(cfg.module, _partial_=True, _convert_="all")  # the module's own values, from config
+    factory = build(cfg.module, _partial_=True)  # the class of ``module._target_``; its values come from their groups
     module = factory(
         embedder=embedder, generator=generator, discriminator=discriminator,
+        loss_weights=OmegaConf.to_container(cfg.loss.weights),  # read here: tools edit them after composing
+        w_from_fakes=bool(cfg.loss.get("w_from_fakes", False)),
+        d_steps_per_g=int(cfg.optim.d_steps_per_g), g_first=bool(cfg.optim.get("g_first", False)),
         optimizer_g=instantiate(cfg.optim.g, **speed.optimizer_kwargs()),
         optimizer_d=instantiate(cfg.optim.d, **speed.optimizer_kwargs()),
         optimizer_w=instantiate(cfg.optim.w, _convert_="all") if cfg.optim.get("w") else None,  # plain lists: checkpoints load weights_only

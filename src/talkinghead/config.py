@@ -97,7 +97,10 @@ FLAGS = {
     "finetune": ("overwrite", "progress", "g_first", *_SPEED_FLAGS),
     "evaluate": ("progress", "eyes", "cross.full", "cross.fit", "finetune.g_first", *_SPEED_FLAGS),
     "meta_learn": ("resume", "loss.w_from_fakes", "trainer.enable_progress_bar", "callbacks.weight_average.enabled",
-                   "callbacks.health.enabled", "data.pin_memory", "optim.g_first", *_SPEED_FLAGS),
+                   "callbacks.health.enabled", "data.pin_memory", "optim.g_first", *_SPEED_FLAGS,
+                   # copies of the keys above in the nodes built by _target_ (read as well: a line may set either)
+                   "callbacks.build.weight_average.settings.enabled",
+                   "callbacks.build.health.cfg.enabled"),
 }
 
 
