@@ -68,8 +68,10 @@ from data_modules.shards import (
 )
 from data_modules.sources import LAYOUTS, Clip, DecodeBoundError, DecodeError, LayoutError, discover, read_clip
 from talkinghead.crop import crop_frame, face_track, landmarks_to_crop  # noqa: F401 - also this module's API
+from talkinghead.landmarks.detectors import make_detector
 from talkinghead.landmarks.iris import points_with_irises
 from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, LANDMARK_SETS
+from talkinghead.landmarks.track import make_landmarker
 
 LEDGER = "ledger.jsonl"
 CONFIG = "config.json"
@@ -639,15 +641,11 @@ class _Factory:
     landmarks: str = "detect"
 
     def __call__(self):
-        from talkinghead.landmarks.detectors import make_detector
-
         return _landmarker(make_detector(self.backend, device=self.device), self.landmarks)
 
 
 def _landmarker(detector: Any, landmarks: str) -> Any:
     """The detector itself (``detect``) or a face tracker over it (``track``)."""
-    from talkinghead.landmarks.track import make_landmarker
-
     return make_landmarker(detector, landmarks)
 
 

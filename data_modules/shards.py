@@ -45,6 +45,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from data_modules.remote import RemoteError, is_remote, join, local_path, open_url, read_bytes
 from talkinghead.landmarks.sets import IBUG68, recorded_set
 
 MANIFEST = "manifest.json"
@@ -177,8 +178,6 @@ def iter_shard(path: str | Path) -> Iterator[VideoSample]:
     ``path`` may be a remote URL (``data_modules.remote``): a broken or truncated stream is a ``RemoteError``
     naming the shard."""
     from webdataset.tariterators import tar_file_iterator
-
-    from data_modules.remote import RemoteError, is_remote, open_url
 
     if not is_remote(path):
         with open(path, "rb") as fh:
@@ -378,8 +377,6 @@ def load_manifest(root: str | Path) -> Manifest:
     """Read ``root/manifest.json``; raise ``ManifestError`` saying how to make one when it is absent.
 
     ``root`` may be remote (``data_modules.remote``): then a ``RemoteError`` says why it cannot be fetched."""
-    from data_modules.remote import is_remote, join, local_path, read_bytes
-
     if is_remote(root):
         url = join(str(root), MANIFEST)
         try:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from data_modules.preprocess import settings_files, write_json
+from data_modules.remote import is_remote
 from data_modules.shards import (
     MANIFEST,
     ManifestError,
@@ -41,6 +42,7 @@ from data_modules.shards import (
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.iris import points_with_irises
 from talkinghead.landmarks.sets import IBUG68_IRIS, count_absent
+
 
 class UpgradeError(TalkingHeadError, ValueError):
     """A folder that cannot be upgraded (not a local shard folder, points of an unknown set)."""
@@ -83,8 +85,6 @@ def upgrade_irises(root: str | Path) -> UpgradeReport:
 
     Raises ``UpgradeError`` (one line) for a remote root or points of neither set, ``ManifestError`` for a folder
     without a manifest."""
-    from data_modules.remote import is_remote
-
     if is_remote(root):
         raise UpgradeError(f"{root} is remote: upgrade a local copy of the shard folder, then upload it")
     manifest = load_manifest(root)

@@ -43,6 +43,10 @@ try:
 except ImportError:  # pragma: no cover
     import lightning.pytorch as pl  # type: ignore[no-redef]
 
+from data_modules.batch import split_batch
+from data_modules.persons import SYNTHETIC_VIDEO_LENGTH, PersonData
+from data_modules.remote import ShardError, is_remote, local_path
+from data_modules.resumable import ResumableStreamLoader
 from data_modules.shards import (
     UPGRADE_IRISES_COMMAND,
     Manifest,
@@ -54,10 +58,7 @@ from data_modules.shards import (
     iter_shard,
     load_manifest,
 )
-from data_modules.batch import split_batch
-from data_modules.persons import SYNTHETIC_VIDEO_LENGTH, PersonData
-from data_modules.remote import ShardError, is_remote, local_path
-from data_modules.resumable import ResumableStreamLoader
+from talkinghead.landmarks.draw import draw_landmarks
 from talkinghead.landmarks.sets import IBUG68_IRIS, IRIS_ROWS, LandmarkSetError, check_set, require_same_set
 from talkinghead.visualize import from_uint8, uint8_chw
 
@@ -157,8 +158,6 @@ def make_sample(
     ``uint8``: images stay uint8 (K+1, 3, H, W) (training loaders: converted on the device, see
     ``talkinghead.visualize.batch_to_float``); else float32 in [-1, 1]."""
     import cv2
-
-    from talkinghead.landmarks.draw import draw_landmarks
 
     s = frames.shape[1]
     if s != image_size:

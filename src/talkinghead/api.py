@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
+from talkinghead import shots as shots_mod
 from talkinghead.avatar import (
     Avatar,
     AvatarRenderer,
@@ -36,9 +37,19 @@ from talkinghead.avatar import (
 )
 from talkinghead.decode import one_job
 from talkinghead.errors import ConfigError
+from talkinghead.evaluate import held_out_videos
+from talkinghead.export import avatar_renderer, default_out
+from talkinghead.export import export_avatar as export
 from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, settings_for
+from talkinghead.landmarks.detectors import LandmarkDetector
 from talkinghead.landmarks.sets import absent_note
 from talkinghead.outputs import check_outputs
+from talkinghead.reenact import ReenactError, check_options, driver_points, load_driver, render_frames
+from talkinghead.render import pick_device
+from talkinghead.shots import probe_video as probe
+from talkinghead.speed import Speed
+from talkinghead.video import side_by_side_frames, write_video
+from talkinghead.visualize import make_grid, save_png
 
 #: ``progress(fraction in [0, 1], message)``
 Progress = Callable[[float, str], None]
@@ -62,8 +73,6 @@ def load_model(ckpt: str | Path | None = None, runs_dir: str | Path = "runs") ->
 
 def held_out_ids(meta: MetaLearned, data_root: str | None = None) -> list[str]:
     """Video ids of the persons the model never saw in meta-learning (the ones ``make evaluate`` scores)."""
-    from talkinghead.evaluate import held_out_videos
-
     return held_out_videos(meta.config, data_root)
 
 
@@ -178,11 +187,6 @@ def _make_avatar(
     progress_bar: bool, progress: Progress | None,
 ) -> AvatarResult:
     """:func:`make_avatar` once its outputs are checked and the model is loaded."""
-    from talkinghead import shots as shots_mod
-    from talkinghead.landmarks.detectors import LandmarkDetector
-    from talkinghead.visualize import make_grid, save_png
-    from talkinghead.video import side_by_side_frames, write_video
-
     size = meta.image_size
     photos = [Path(p) for p in source] if isinstance(source, (list, tuple)) else None
     if photos is not None:
@@ -335,12 +339,6 @@ def drive(
     """
     from tqdm.auto import tqdm
 
-    from talkinghead.export import avatar_renderer
-    from talkinghead.reenact import ReenactError, check_options, driver_points, load_driver, render_frames
-    from talkinghead.render import pick_device
-    from talkinghead.speed import Speed
-    from talkinghead.video import write_video
-
     start = time.perf_counter()
     check_options(adapt, reference, batch_size, speed, smooth)
     out = Path(out)
@@ -433,9 +431,6 @@ def export_avatar(
     returns its ``ExportResult``.  ``out`` may not be an input and may not exist unless ``overwrite``
     (``talkinghead.outputs``).  ``meta``: the model, when already loaded.  Needs ``pip install -e '.[export]'``
     (onnx, onnxscript, onnxruntime)."""
-    from talkinghead.export import default_out
-    from talkinghead.export import export_avatar as export
-
     out = Path(out) if out else default_out(avatar)
     if out.suffix.lower() == ".onnx":  # (export's own one-line error names any other suffix)
         inputs = {"avatar": avatar, "checkpoint": ckpt, "model's checkpoint": None if meta is None else meta.path}
@@ -561,8 +556,6 @@ def frames_of(video: str | Path) -> tuple[int, float]:
 
 def probe_video(video: str | Path) -> Any:
     """``talkinghead.shots.VideoInfo`` (frames, fps, width, height) of a video file, nothing decoded."""
-    from talkinghead.shots import probe_video as probe
-
     return probe(Path(video))
 
 

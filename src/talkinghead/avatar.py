@@ -24,10 +24,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from talkinghead.build import build_networks
+from talkinghead.callbacks.weight_average import averaged_state
 from talkinghead.decode import read_image
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import atomic_path
+from talkinghead.landmarks.draw import landmark_image_tensor
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
+from talkinghead.nets.discriminator import num_videos_in_state, w_norm_in_state
+from talkinghead.render import FrameRenderer
 from talkinghead.safe_load import UnsafeFileError, safe_load
 from talkinghead.speed import Speed
 
@@ -131,9 +136,6 @@ def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
     ``average``: E and G from the checkpoint's running average of the weights when it holds one (FSTH's
     ``drive.py`` and fine-tuning do so); False, or a checkpoint without one: the trained weights.
     """
-    from talkinghead.build import build_networks
-    from talkinghead.callbacks.weight_average import averaged_state
-
     path = Path(ckpt)
     try:
         data = safe_load(path, "checkpoint")
@@ -150,7 +152,6 @@ def load_meta_learned(ckpt: str | Path, average: bool = True) -> MetaLearned:
     averaged = averaged_state(data) if average else None
     if averaged is not None:
         state = averaged
-    from talkinghead.nets.discriminator import num_videos_in_state, w_norm_in_state
 
     try:
         num_videos = num_videos_in_state(state)
@@ -346,8 +347,6 @@ class AvatarRenderer:
     def __init__(
         self, avatar: Avatar, meta: MetaLearned, device: str | torch.device = "cpu", speed: Speed | None = None
     ) -> None:
-        from talkinghead.render import FrameRenderer
-
         generator = avatar_generator(avatar, meta)
         self.frames = FrameRenderer(generator, avatar.psi, device, Speed() if speed is None else speed)
         self.generator = self.frames.generator
@@ -360,8 +359,6 @@ class AvatarRenderer:
 
     def render_points(self, points: Any, batch_size: int = 16) -> torch.Tensor:
         """(N, 68, 2) pixel landmarks (N, 72, 2 for an ``ibug68+iris`` avatar) -> (N, 3, S, S) frames."""
-        from talkinghead.landmarks.draw import landmark_image_tensor
-
         require_same_set("the landmarks given", set_of_points(points), "the avatar", self.avatar.landmark_set)
         size = self.avatar.image_size
         return self.render(torch.stack([landmark_image_tensor(p, size) for p in points]), batch_size)

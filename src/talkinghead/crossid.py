@@ -24,8 +24,8 @@ face crop again, as a full-frame reenactment would be.
 
 from __future__ import annotations
 
-import io
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +34,19 @@ import numpy as np
 import torch
 
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
+from talkinghead import shots as shots_mod
+from talkinghead.errors import ConfigError
+from talkinghead.fewshot import fit_avatar
 from talkinghead.landmarks.adapt import RIGID_POINTS, fit_similarity
+from talkinghead.landmarks.detectors import DetectorUnavailableError, make_detector
+from talkinghead.landmarks.draw import landmark_image_tensor
 from talkinghead.landmarks.iris import points_with_irises_scored
+from talkinghead.landmarks.smooth import jitter
 from talkinghead.landmarks.track import can_track, detector_box
+from talkinghead.metrics import MetricsSuite
 from talkinghead.metrics.eyes import blink_score, gaze_errors
+from talkinghead.reenact import Driver, driver_points
+from talkinghead.visualize import from_uint8, to_uint8
 
 __all__ = [
     "CROSS_COLUMNS", "DEFAULT_BOX_RELATION", "ClipScore", "CrossRow", "EyeTally", "FoundLandmarks",
@@ -83,8 +92,6 @@ def expression_error(found: np.ndarray, driving: np.ndarray) -> np.ndarray:
 def landmark_jitter(points: np.ndarray, found: np.ndarray | None = None) -> float | None:
     """Jitter (``smooth.jitter``) over the inter-ocular distance, on the runs of consecutive ``found`` frames;
     None when no two consecutive frames have landmarks."""
-    from talkinghead.landmarks.smooth import jitter
-
     p = np.asarray(points, np.float64)
     ok = np.ones(len(p), bool) if found is None else np.asarray(found, bool)
     total, steps = 0.0, 0
@@ -341,9 +348,6 @@ def adapt_modes(values: Sequence[Any]) -> list[str]:
 
 def cross_detector(backend: str) -> Any:
     """The landmark detector run on the outputs (``cross.detector``); one that cannot run -> ConfigError."""
-    from talkinghead.errors import ConfigError
-    from talkinghead.landmarks.detectors import DetectorUnavailableError, make_detector
-
     try:
         return make_detector(backend, quiet=True)  # the tables' notes name it
     except (DetectorUnavailableError, ValueError, RuntimeError) as exc:
@@ -371,14 +375,6 @@ def run_cross(
     notes.
     """
     from tqdm.auto import tqdm
-
-    from talkinghead import shots as shots_mod
-    from talkinghead.errors import ConfigError
-    from talkinghead.fewshot import fit_avatar
-    from talkinghead.landmarks.draw import landmark_image_tensor
-    from talkinghead.metrics import MetricsSuite
-    from talkinghead.reenact import Driver, driver_points
-    from talkinghead.visualize import from_uint8, to_uint8
 
     modes = adapt_modes(cfg.get("adapt", ["on", "off"]))
     T, num_frames, method = int(cfg.get("T", 8)), int(cfg.get("num_frames", 16)), str(cfg.get("method", "FT"))

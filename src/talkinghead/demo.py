@@ -32,13 +32,20 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from talkinghead import decode
+from talkinghead import api, decode
 from talkinghead.errors import TalkingHeadError
+from talkinghead.export import BACKENDS, default_out
+from talkinghead.fewshot import settings_for
+from talkinghead.landmarks.draw import draw_landmarks
+from talkinghead.live import WAIT_MESSAGE, LiveLock, LiveSession
+from talkinghead.sessions import Limits, ServerFolder, ServerFull, free_name, prune_avatars, session_id
+from talkinghead.visualize import to_uint8
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from the page's server
 
@@ -158,9 +165,6 @@ def landmarks_over(frames: Any, landmarks: Any, scale_to: int = 256) -> list[np.
     over them, enlarged to ``scale_to`` for viewing."""
     import cv2
 
-    from talkinghead.landmarks.draw import draw_landmarks
-    from talkinghead.visualize import to_uint8
-
     out = []
     for img, pts in zip(to_uint8(frames), np.asarray(landmarks, dtype=np.float32)):
         s = img.shape[0]
@@ -175,8 +179,6 @@ def landmarks_over(frames: Any, landmarks: Any, scale_to: int = 256) -> list[np.
 def enlarge(images: Any, scale_to: int = 192) -> list[np.ndarray]:
     import cv2
 
-    from talkinghead.visualize import to_uint8
-
     return [cv2.resize(i, (scale_to, scale_to), interpolation=cv2.INTER_NEAREST) for i in to_uint8(images)]
 
 
@@ -189,9 +191,6 @@ class Demo:
     data are the model's and offered to everyone."""
 
     def __init__(self, config: DemoConfig) -> None:
-        from talkinghead import api
-        from talkinghead.sessions import Limits, ServerFolder
-
         self.config = config
         self._jobs = itertools.count(1)  # names files uniquely: two jobs of one session within a second
         self.avatars_dir = Path(config.avatars_dir)
@@ -232,14 +231,10 @@ class Demo:
     def session_dir(self, request: Any) -> Path:
         """This session's folder, made when it has none (:class:`~talkinghead.sessions.ServerFull` over the
         server's limits); the client's activity."""
-        from talkinghead.sessions import session_id
-
         return self.server.session(session_id(request))
 
     def session_avatars(self, request: Any) -> Path:
         """This session's avatars folder (not made: reading needs no session)."""
-        from talkinghead.sessions import session_id
-
         sid = session_id(request)
         self.server.touch(sid)
         return self.server.sessions / sid / "avatars"
@@ -272,16 +267,12 @@ class Demo:
     def failed(self, request: Any, staged: Sequence[Path], *uploads: Any) -> None:
         """A job failed: its uploads go at once (the session's copies, and the cache copies that no other
         session claimed and no other session's queued job names)."""
-        from talkinghead.sessions import session_id
-
         sid = session_id(request)
         _drop_staged(staged)
         others = {f for owner, files in self.queued() if owner != sid for f in files}
         self.server.drop_cached(sid, _file_paths(uploads), keep=others)
 
     def end_session(self, request: Any) -> None:
-        from talkinghead.sessions import session_id
-
         if getattr(request, "session_hash", None):
             self.live_stop(request)
             self.server.end_session(session_id(request))
@@ -310,8 +301,6 @@ class Demo:
 
     def saved_avatars(self, request: Any = None) -> list[str]:
         """This session's avatars, newest first."""
-        from talkinghead import api
-
         return [p.parent.name for p in api.list_avatars(self.session_avatars(request))]
 
     def stamp(self) -> str:
@@ -341,8 +330,6 @@ class Demo:
 
     def check_video(self, video: Path) -> tuple[int, str]:
         """Refuse a video over the page's bounds (one line saying which); -> (frames to decode, 0 = all; note)."""
-        from talkinghead import api
-
         info = api.probe_video(video)
         cap = self.config.max_megapixels * 1e6
         if info.width * info.height > cap:
@@ -406,10 +393,6 @@ class Demo:
     ) -> tuple[str, list[Any], list[Any], str | None, Any, str | None]:
         """-> (status markdown, chosen frames with landmarks, FF | FT | real gallery, preview video, avatar list,
         the avatar file to download)"""
-        from talkinghead import api
-        from talkinghead.fewshot import settings_for
-        from talkinghead.sessions import free_name, prune_avatars
-
         staged: list[Path] = []
         try:
             self.session_dir(request)  # a new session over the server's limits stops here
@@ -484,8 +467,6 @@ class Demo:
 
     def keep(self, avatar_name: str | None, request: Any = None) -> str:
         """Copy this session's avatar to the server's avatars folder (``runs/avatars``), under a new name."""
-        from talkinghead.sessions import free_name
-
         try:
             if not self.config.allow_keep:
                 raise DemoError(KEEP_OFF)
@@ -503,9 +484,6 @@ class Demo:
     def export_onnx(self, avatar_name: str | None, request: Any = None) -> tuple[str, str | None]:
         """This session's avatar as one ONNX file (``make export``), beside it: the Drive tab's onnx backend
         then uses it.  -> (status markdown, the file to download)"""
-        from talkinghead import api
-        from talkinghead.export import default_out
-
         try:
             meta = self.require_model()
             avatar = self.session_avatar(request, avatar_name)
@@ -533,9 +511,6 @@ class Demo:
         """-> (status markdown, result video, download file).  ``full``: the avatar's whole source frame with the
         face pasted back (else driver | landmarks | avatar side by side); ``backend``: auto | torch | onnx (onnx
         uses the avatar's exported file when the page made one, else exports it in memory first)."""
-        from talkinghead import api
-        from talkinghead.export import BACKENDS
-
         staged: list[Path] = []
         try:
             self.session_dir(request)  # a new session over the server's limits stops here
@@ -597,8 +572,6 @@ class Demo:
     def _live_setup(self) -> None:
         import threading
 
-        from talkinghead.live import LiveLock
-
         self.live_lock = LiveLock(self.config.live_idle_s)
         self._live: tuple[str, Path, Any] | None = None  # (owner session, avatar file, LiveSession)
         self._live_guard = threading.Lock()
@@ -628,9 +601,6 @@ class Demo:
         """One webcam frame of the Live tab (RGB uint8 (H, W, 3), or the one-line refusal :func:`read_live_frame`
         returned for it) -> (the avatar's frame (S, S, 3) as a JPEG file in Gradio's cache, or None; status
         markdown: frames/s, latency, counts; or why not, e.g. another live session is running)."""
-        from talkinghead.live import WAIT_MESSAGE, LiveSession
-        from talkinghead.sessions import session_id
-
         arrived = time.perf_counter()
         if isinstance(frame, TalkingHeadError):  # refused before decoding (read_live_frame): one line, no frame
             return None, self.public(_error(frame))
@@ -667,8 +637,6 @@ class Demo:
 
     def live_stop(self, request: Any = None) -> str:
         """End this session's live driving (its stream stopped, its page closed): the server's live slot is free."""
-        from talkinghead.sessions import session_id
-
         owner = session_id(request)
         with self._live_guard:
             ended = self._live is not None and self._live[0] == owner
@@ -682,15 +650,11 @@ class Demo:
         return ""
 
     def runs(self) -> list[str]:
-        from talkinghead import api
-
         return [r.name for r in api.list_runs(self.config.runs_dir)]
 
     def show_run(self, name: str | None) -> tuple[str, list[Any], Any]:
         """-> (status markdown, sample grids over iterations, loss curves as a long table)"""
         import pandas as pd
-
-        from talkinghead import api
 
         empty = pd.DataFrame({"step": [], "value": [], "metric": []})
         try:
@@ -717,8 +681,6 @@ class Demo:
             return _error(exc), [], empty
 
     def evaluations(self) -> tuple[str, list[Any]]:
-        from talkinghead import api
-
         found = api.list_evaluations(self.config.evaluate_dir)
         if not found:
             return "No evaluation yet: `make evaluate` writes its tables here.", []
@@ -844,8 +806,9 @@ def live_camera(gr: Any, **kwargs: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------ the page
 def build_app(demo: Demo) -> Any:
-    """The Gradio Blocks of the page (not launched)."""
-    import gradio as gr
+    """The Gradio Blocks of the page (not launched): a banner, then one tab per job, each laid out by its own function
+    (:func:`avatar_tab`, :func:`drive_tab`, :func:`live_tab`, :func:`runs_tab`), then the events that join them."""
+    import gradio as gr  # the page's own dependency: the CLI's other stages run without importing it
 
     cfg = demo.config
     banner = (
@@ -862,166 +825,201 @@ def build_app(demo: Demo) -> Any:
             "it with another video's facial landmarks.\n\n" + banner,
             elem_id="banner",
         )
-        with gr.Tab("Avatar"):
-            with gr.Row():
-                with gr.Column():
-                    video = gr.Video(label=f"A video of the person (up to {cfg.max_file_mb} MB; longer than "
-                                           f"{cfg.max_frames} frames: sampled)", sources=["upload"],
-                                     height=240, elem_id="avatar-video")
-                    photos = gr.File(label=f"…or 1–{MAX_PHOTOS} photos", file_count="multiple",
-                                     file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="avatar-photos")
-                    held = gr.Dropdown(choices=[""] + demo.held_out, value="",
-                                       label="…or a held-out person of the model's data (by id)",
-                                       elem_id="avatar-heldout")
-                    gr.Markdown("The video is used when given, else the photos, else the held-out person.")
-                with gr.Column():
-                    T = gr.Slider(1, MAX_PHOTOS, value=8, step=1, label="T: frames the avatar is made from")
-                    mode = gr.Radio(["FT", "FF"], value="FT", label="FT: fine-tune G and D on the T frames; "
-                                    "FF: feed-forward, ψ' = P ê (no training)")
-                    steps = gr.Number(value=cfg.default_steps, minimum=0, maximum=2000, precision=0,
-                                      label="fine-tuning steps (FT; 0: the model's recipe, as make finetune)")
-                    make = gr.Button("Make avatar", variant="primary", elem_id="make-avatar")
-            gr.Markdown(f"Avatars made here are this browser session's only ({cfg.max_avatars} at most, for up to "
-                        f"{cfg.max_age_h:g} h) and are removed when the page is closed (or after "
-                        f"{cfg.session_idle_s / 60:g} min without it open): download one"
-                        + (", or keep it on the server." if cfg.allow_keep else "."))
-            avatar_status = gr.Markdown(elem_id="avatar-status")
-            chosen = gr.Gallery(label="Chosen frames with their detected landmarks", columns=8, height="auto",
-                                elem_id="chosen-frames")
-            compare = gr.Gallery(label="FF | FT | real, on frames the avatar was not made from", columns=6,
-                                 height="auto", elem_id="compare")
-            preview = gr.Video(label="Preview: real | landmarks | avatar", interactive=False, elem_id="preview")
-            with gr.Row():
-                avatar_file = gr.File(label="Download the avatar (avatar.pt)", interactive=False, elem_id="avatar-file")
-                with gr.Column():
-                    keep = gr.Button("Keep it on the server (its avatars folder)", elem_id="keep-avatar",
-                                     visible=cfg.allow_keep)  # off unless the operator says (--allow-keep)
-                    keep_status = gr.Markdown(elem_id="keep-status")
-                    export = gr.Button("Export it as one ONNX file (runs with onnxruntime alone)",
-                                       elem_id="export-avatar")
-                    export_status = gr.Markdown(elem_id="export-status")
-                    onnx_file = gr.File(label="Download avatar.onnx", interactive=False, elem_id="onnx-file")
-        with gr.Tab("Drive"):
-            with gr.Row():
-                with gr.Column():
-                    avatar = gr.Dropdown(choices=[], value=None, label="Avatar (made on this page, this session)",
-                                         elem_id="drive-avatar")
-                    driver = gr.Video(label="Driver: upload a video or record one with the webcam",
-                                      sources=["upload", "webcam"], height=240, elem_id="driver-video")
-                    driver_held = gr.Dropdown(choices=[""] + demo.held_out, value="",
-                                              label="…or a held-out video of the model's data", elem_id="driver-heldout")
-                    adapt = gr.Radio(["auto", "on", "off"], value="auto",
-                                     label="Landmark adaptation: on keeps the avatar's face shape and moves it as the "
-                                           "driver moves; off uses the driver's raw landmarks (the paper)")
-                    with gr.Row():
-                        full = gr.Checkbox(value=False, label="Whole photo: the face pasted back into the avatar's "
-                                           "source frame (else driver | landmarks | avatar)", elem_id="drive-full")
-                        backend = gr.Radio(["auto", "torch", "onnx"], value="auto", elem_id="drive-backend",
-                                           label="Renderer: torch, onnx (onnxruntime; the exported file when there "
-                                                 "is one), auto (the faster)")
-                    go = gr.Button("Drive", variant="primary", elem_id="drive")
-                with gr.Column():
-                    drive_status = gr.Markdown(elem_id="drive-status")
-                    result = gr.Video(label="driver | landmarks | avatar", interactive=False, autoplay=True,
-                                      loop=True, height=260, elem_id="result-video")
-                    download = gr.File(label="Download the mp4", interactive=False, elem_id="result-file")
-        with gr.Tab("Live") as live_tab:
-            with gr.Row():
-                with gr.Column():
-                    live_avatar = gr.Dropdown(choices=[], value=None, label="Avatar (made on this page, this session)",
-                                              elem_id="live-avatar")
-                    camera = live_camera(gr, label="Webcam: start it to drive the avatar live", sources=["webcam"],
-                                         streaming=True, type="numpy", height=260, elem_id="live-camera",
-                                         webcam_options=gr.WebcamOptions(mirror=False))  # frames as the camera sees
-                with gr.Column():
-                    live_out = gr.Image(label="Avatar, live", interactive=False, format="jpeg", height=260,
-                                        elem_id="live-output")
-                    live_status = gr.Markdown(elem_id="live-status")
-            gr.Markdown("One live session runs at a time on this server; the server drops frames it has no time "
-                        "for (the newest frame replaces a waiting one), so the delay stays bounded instead of growing.")
-        with gr.Tab("Runs"):
-            with gr.Row():
-                run = gr.Dropdown(choices=demo.runs(), value=(demo.runs() or [None])[0], label="Meta-learning run",
-                                  elem_id="run")
-                refresh = gr.Button("Refresh")
-            run_status = gr.Markdown()
-            curves = gr.LinePlot(x="step", y="value", color="metric", label="Losses (CSV logger)", height=300)
-            grids = gr.Gallery(label="Sample grids over iterations", columns=2, height="auto")
-            gr.Markdown("### Evaluations (`make evaluate`)")
-            eval_text = gr.Markdown()
-            eval_examples = gr.Gallery(label="Example frames: per T, sources | landmarks | FT | FF | real", columns=1,
-                                       height="auto")
-
-        def on_make(video, photos, held, T, mode, steps, request: gr.Request, progress=gr.Progress()):
-            return demo.make_avatar(video, photos, held, T, mode, steps, request=request, progress=progress)
-
-        def on_drive(avatar, driver, driver_held, adapt, full, backend, request: gr.Request, progress=gr.Progress()):
-            return demo.drive(avatar, driver, driver_held, adapt, full, backend, request=request, progress=progress)
-
-        def on_keep(avatar, request: gr.Request):
-            return demo.keep(avatar, request=request)
-
-        def on_export(avatar, request: gr.Request):
-            return demo.export_onnx(avatar, request=request)
-
-        def on_load(request: gr.Request):
-            return demo._avatar_choices(request)
-
-        def on_unload(request: gr.Request) -> None:
-            demo.end_session(request)
-
-        def on_live(frame, name, request: gr.Request):
-            return demo.live_frame(frame, name, request=request)
-
-        def on_live_stop(request: gr.Request):
-            return demo.live_stop(request)
-
-        def on_live_avatars(name, request: gr.Request):
-            return demo._avatar_choices(request, name)
-
-        def on_ping(request: gr.Request) -> None:
-            demo.ping(request)
-
-        # the page's handlers get the browser session (per-session folders): annotations must be real classes
-        for fn in (on_make, on_drive, on_keep, on_export, on_load, on_unload, on_live, on_live_stop,
-                   on_live_avatars, on_ping):
-            fn.__annotations__["request"] = gr.Request
-        # an open page says so a few times per idle limit: its session stays; a client gone does not
-        gr.Timer(max(1.0, min(60.0, cfg.session_idle_s / 3))).tick(on_ping, None, None, api_name=False, queue=False,
-                                                                  show_progress="hidden")
-
-        make.click(on_make, [video, photos, held, T, mode, steps],
-                   [avatar_status, chosen, compare, preview, avatar, avatar_file],
-                   api_name="make_avatar", concurrency_limit=1, concurrency_id="model")
-        keep.click(on_keep, [avatar], [keep_status], api_name="keep")
-        export.click(on_export, [avatar], [export_status, onnx_file], api_name="export",
-                     concurrency_limit=1, concurrency_id="model")
-        go.click(on_drive, [avatar, driver, driver_held, adapt, full, backend], [drive_status, result, download],
-                 api_name="drive", concurrency_limit=1, concurrency_id="model")
-
-        def on_refresh(name):
-            runs = demo.runs()
-            name = name if name in runs else (runs[0] if runs else None)
-            status, g, df = demo.show_run(name)
-            text, ex = demo.evaluations()
-            return gr.update(choices=runs, value=name), status, g, df, text, ex
-
-        refresh.click(on_refresh, [run], [run, run_status, grids, curves, eval_text, eval_examples], api_name="runs")
-        run.change(lambda n: demo.show_run(n), [run], [run_status, grids, curves], api_name="show_run")
-        app.load(on_refresh, [run], [run, run_status, grids, curves, eval_text, eval_examples], api_name=False)
-        app.load(on_load, None, [avatar], api_name="avatars")  # this session's avatars (none in a new one)
-        # Live: each webcam frame is one step of one stream event; frames that arrive while the server is busy
-        # replace the one waiting (Gradio keeps the latest input of a stream), and the page sends none while its
-        # last is pending: frames are dropped, never queued
-        live_tab.select(on_live_avatars, [live_avatar], [live_avatar], api_name=False)
-        app.load(on_live_avatars, [live_avatar], [live_avatar], api_name=False)
-        camera.stream(on_live, [camera, live_avatar], [live_out, live_status], api_name="live",
-                      stream_every=cfg.live_every, time_limit=cfg.live_time_limit, concurrency_limit=4,
-                      concurrency_id="live", show_progress="hidden").then(
-            on_live_stop, None, [live_status], api_name=False)
-        app.unload(on_unload)
+        a = avatar_tab(gr, demo)
+        d = drive_tab(gr, demo)
+        live = live_tab(gr, demo)
+        r = runs_tab(gr, demo)
+        wire_events(gr, demo, app, a, d, live, r)
     demo.app = app
     return app
+
+
+def avatar_tab(gr: Any, demo: Demo) -> SimpleNamespace:
+    """The Avatar tab's components: the person's video, photos or held-out id, T, FT/FF, steps; what was made."""
+    cfg = demo.config
+    with gr.Tab("Avatar"):
+        with gr.Row():
+            with gr.Column():
+                video = gr.Video(label=f"A video of the person (up to {cfg.max_file_mb} MB; longer than "
+                                       f"{cfg.max_frames} frames: sampled)", sources=["upload"],
+                                 height=240, elem_id="avatar-video")
+                photos = gr.File(label=f"…or 1–{MAX_PHOTOS} photos", file_count="multiple",
+                                 file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="avatar-photos")
+                held = gr.Dropdown(choices=[""] + demo.held_out, value="",
+                                   label="…or a held-out person of the model's data (by id)",
+                                   elem_id="avatar-heldout")
+                gr.Markdown("The video is used when given, else the photos, else the held-out person.")
+            with gr.Column():
+                T = gr.Slider(1, MAX_PHOTOS, value=8, step=1, label="T: frames the avatar is made from")
+                mode = gr.Radio(["FT", "FF"], value="FT", label="FT: fine-tune G and D on the T frames; "
+                                "FF: feed-forward, ψ' = P ê (no training)")
+                steps = gr.Number(value=cfg.default_steps, minimum=0, maximum=2000, precision=0,
+                                  label="fine-tuning steps (FT; 0: the model's recipe, as make finetune)")
+                make = gr.Button("Make avatar", variant="primary", elem_id="make-avatar")
+        gr.Markdown(f"Avatars made here are this browser session's only ({cfg.max_avatars} at most, for up to "
+                    f"{cfg.max_age_h:g} h) and are removed when the page is closed (or after "
+                    f"{cfg.session_idle_s / 60:g} min without it open): download one"
+                    + (", or keep it on the server." if cfg.allow_keep else "."))
+        avatar_status = gr.Markdown(elem_id="avatar-status")
+        chosen = gr.Gallery(label="Chosen frames with their detected landmarks", columns=8, height="auto",
+                            elem_id="chosen-frames")
+        compare = gr.Gallery(label="FF | FT | real, on frames the avatar was not made from", columns=6,
+                             height="auto", elem_id="compare")
+        preview = gr.Video(label="Preview: real | landmarks | avatar", interactive=False, elem_id="preview")
+        with gr.Row():
+            avatar_file = gr.File(label="Download the avatar (avatar.pt)", interactive=False, elem_id="avatar-file")
+            with gr.Column():
+                keep = gr.Button("Keep it on the server (its avatars folder)", elem_id="keep-avatar",
+                                 visible=cfg.allow_keep)  # off unless the operator says (--allow-keep)
+                keep_status = gr.Markdown(elem_id="keep-status")
+                export = gr.Button("Export it as one ONNX file (runs with onnxruntime alone)",
+                                   elem_id="export-avatar")
+                export_status = gr.Markdown(elem_id="export-status")
+                onnx_file = gr.File(label="Download avatar.onnx", interactive=False, elem_id="onnx-file")
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("gr", "demo", "cfg")})
+
+
+def drive_tab(gr: Any, demo: Demo) -> SimpleNamespace:
+    """The Drive tab's components: avatar, driver video or held-out id, adaptation, whole photo, renderer; the clip."""
+    with gr.Tab("Drive"):
+        with gr.Row():
+            with gr.Column():
+                avatar = gr.Dropdown(choices=[], value=None, label="Avatar (made on this page, this session)",
+                                     elem_id="drive-avatar")
+                driver = gr.Video(label="Driver: upload a video or record one with the webcam",
+                                  sources=["upload", "webcam"], height=240, elem_id="driver-video")
+                driver_held = gr.Dropdown(choices=[""] + demo.held_out, value="",
+                                          label="…or a held-out video of the model's data", elem_id="driver-heldout")
+                adapt = gr.Radio(["auto", "on", "off"], value="auto",
+                                 label="Landmark adaptation: on keeps the avatar's face shape and moves it as the "
+                                       "driver moves; off uses the driver's raw landmarks (the paper)")
+                with gr.Row():
+                    full = gr.Checkbox(value=False, label="Whole photo: the face pasted back into the avatar's "
+                                       "source frame (else driver | landmarks | avatar)", elem_id="drive-full")
+                    backend = gr.Radio(["auto", "torch", "onnx"], value="auto", elem_id="drive-backend",
+                                       label="Renderer: torch, onnx (onnxruntime; the exported file when there "
+                                             "is one), auto (the faster)")
+                go = gr.Button("Drive", variant="primary", elem_id="drive")
+            with gr.Column():
+                drive_status = gr.Markdown(elem_id="drive-status")
+                result = gr.Video(label="driver | landmarks | avatar", interactive=False, autoplay=True,
+                                  loop=True, height=260, elem_id="result-video")
+                download = gr.File(label="Download the mp4", interactive=False, elem_id="result-file")
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("gr", "demo")})
+
+
+def live_tab(gr: Any, demo: Demo) -> SimpleNamespace:
+    """The Live tab's components: avatar and webcam; the avatar's frames as they come and their figures."""
+    with gr.Tab("Live") as tab:
+        with gr.Row():
+            with gr.Column():
+                live_avatar = gr.Dropdown(choices=[], value=None, label="Avatar (made on this page, this session)",
+                                          elem_id="live-avatar")
+                camera = live_camera(gr, label="Webcam: start it to drive the avatar live", sources=["webcam"],
+                                     streaming=True, type="numpy", height=260, elem_id="live-camera",
+                                     webcam_options=gr.WebcamOptions(mirror=False))  # frames as the camera sees
+            with gr.Column():
+                live_out = gr.Image(label="Avatar, live", interactive=False, format="jpeg", height=260,
+                                    elem_id="live-output")
+                live_status = gr.Markdown(elem_id="live-status")
+        gr.Markdown("One live session runs at a time on this server; the server drops frames it has no time "
+                    "for (the newest frame replaces a waiting one), so the delay stays bounded instead of growing.")
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("gr", "demo", "cfg")})
+
+
+def runs_tab(gr: Any, demo: Demo) -> SimpleNamespace:
+    """The Runs tab's components: a meta-learning run's curves and sample grids, and the evaluations."""
+    with gr.Tab("Runs"):
+        with gr.Row():
+            run = gr.Dropdown(choices=demo.runs(), value=(demo.runs() or [None])[0], label="Meta-learning run",
+                              elem_id="run")
+            refresh = gr.Button("Refresh")
+        run_status = gr.Markdown()
+        curves = gr.LinePlot(x="step", y="value", color="metric", label="Losses (CSV logger)", height=300)
+        grids = gr.Gallery(label="Sample grids over iterations", columns=2, height="auto")
+        gr.Markdown("### Evaluations (`make evaluate`)")
+        eval_text = gr.Markdown()
+        eval_examples = gr.Gallery(label="Example frames: per T, sources | landmarks | FT | FF | real", columns=1,
+                                   height="auto")
+
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("gr", "demo")})
+
+
+def wire_events(gr: Any, demo: Demo, app: Any, a: SimpleNamespace, d: SimpleNamespace, live: SimpleNamespace,
+                r: SimpleNamespace) -> None:
+    """The page's events: each tab's buttons to the :class:`Demo` methods over the API, the session's pings, the
+    avatar lists that the Avatar tab fills for the Drive and Live tabs, and the live stream."""
+    cfg = demo.config
+    made = [a.avatar_status, a.chosen, a.compare, a.preview, d.avatar, a.avatar_file]  # a new avatar, in Drive's list
+    run_views = [r.run, r.run_status, r.grids, r.curves, r.eval_text, r.eval_examples]
+
+    def on_make(video, photos, held, T, mode, steps, request: gr.Request, progress=gr.Progress()):
+        return demo.make_avatar(video, photos, held, T, mode, steps, request=request, progress=progress)
+
+    def on_drive(avatar, driver, driver_held, adapt, full, backend, request: gr.Request, progress=gr.Progress()):
+        return demo.drive(avatar, driver, driver_held, adapt, full, backend, request=request, progress=progress)
+
+    def on_keep(avatar, request: gr.Request):
+        return demo.keep(avatar, request=request)
+
+    def on_export(avatar, request: gr.Request):
+        return demo.export_onnx(avatar, request=request)
+
+    def on_load(request: gr.Request):
+        return demo._avatar_choices(request)
+
+    def on_unload(request: gr.Request) -> None:
+        demo.end_session(request)
+
+    def on_live(frame, name, request: gr.Request):
+        return demo.live_frame(frame, name, request=request)
+
+    def on_live_stop(request: gr.Request):
+        return demo.live_stop(request)
+
+    def on_live_avatars(name, request: gr.Request):
+        return demo._avatar_choices(request, name)
+
+    def on_ping(request: gr.Request) -> None:
+        demo.ping(request)
+
+    # the page's handlers get the browser session (per-session folders): annotations must be real classes
+    for fn in (on_make, on_drive, on_keep, on_export, on_load, on_unload, on_live, on_live_stop,
+               on_live_avatars, on_ping):
+        fn.__annotations__["request"] = gr.Request
+    # an open page says so a few times per idle limit: its session stays; a client gone does not
+    gr.Timer(max(1.0, min(60.0, cfg.session_idle_s / 3))).tick(on_ping, None, None, api_name=False, queue=False,
+                                                              show_progress="hidden")
+
+    a.make.click(on_make, [a.video, a.photos, a.held, a.T, a.mode, a.steps], made,
+                 api_name="make_avatar", concurrency_limit=1, concurrency_id="model")
+    a.keep.click(on_keep, [d.avatar], [a.keep_status], api_name="keep")
+    a.export.click(on_export, [d.avatar], [a.export_status, a.onnx_file], api_name="export",
+                   concurrency_limit=1, concurrency_id="model")
+    d.go.click(on_drive, [d.avatar, d.driver, d.driver_held, d.adapt, d.full, d.backend],
+               [d.drive_status, d.result, d.download], api_name="drive", concurrency_limit=1, concurrency_id="model")
+
+    def on_refresh(name):
+        runs = demo.runs()
+        name = name if name in runs else (runs[0] if runs else None)
+        status, g, df = demo.show_run(name)
+        text, ex = demo.evaluations()
+        return gr.update(choices=runs, value=name), status, g, df, text, ex
+
+    r.refresh.click(on_refresh, [r.run], run_views, api_name="runs")
+    r.run.change(lambda n: demo.show_run(n), [r.run], [r.run_status, r.grids, r.curves], api_name="show_run")
+    app.load(on_refresh, [r.run], run_views, api_name=False)
+    app.load(on_load, None, [d.avatar], api_name="avatars")  # this session's avatars (none in a new one)
+    # Live: each webcam frame is one step of one stream event; frames that arrive while the server is busy
+    # replace the one waiting (Gradio keeps the latest input of a stream), and the page sends none while its
+    # last is pending: frames are dropped, never queued
+    live.tab.select(on_live_avatars, [live.live_avatar], [live.live_avatar], api_name=False)
+    app.load(on_live_avatars, [live.live_avatar], [live.live_avatar], api_name=False)
+    live.camera.stream(on_live, [live.camera, live.live_avatar], [live.live_out, live.live_status], api_name="live",
+                       stream_every=cfg.live_every, time_limit=cfg.live_time_limit, concurrency_limit=4,
+                       concurrency_id="live", show_progress="hidden").then(
+        on_live_stop, None, [live.live_status], api_name=False)
+    app.unload(on_unload)
 
 
 def launch(app: Any, demo: Demo, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
@@ -1053,8 +1051,6 @@ def bound_upload_route(upload_dir: Path, max_files: int, check: Callable[[], Non
     these bounds to the servers registered here (others' uploads are parsed as before).  The parser's own error
     path answers 400 with the one line and removes the request's files."""
     from gradio import route_utils
-
-    from talkinghead.sessions import ServerFull
 
     base = route_utils.GradioMultiPartParser
     if not getattr(base, "talkinghead_bounds", False):

@@ -42,8 +42,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkinghead import __version__
 from talkinghead.avatar import (
     Avatar,
+    AvatarRenderer,
     MetaLearned,
     avatar_generator,
     hash_tensors,
@@ -53,7 +55,11 @@ from talkinghead.avatar import (
 )
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import atomic_path
+from talkinghead.landmarks.draw import _SHIFT, IRIS_COLOUR, PART_COLOURS, PARTS, landmark_image_tensor, line_width_for
+from talkinghead.landmarks.sets import IBUG68_IRIS, IRIS_ROWS, check_set
 from talkinghead.nets.folding import FoldedAdaIN, OnnxSelfAttention, OnnxUpConv  # re-exported (__all__)
+from talkinghead.render import FrameRenderer
+from talkinghead.speed import Speed
 
 FORMAT = "talkinghead-onnx/1"
 PRECISIONS = ("fp32", "fp16")
@@ -122,9 +128,6 @@ def landmark_drawing(size: int, landmark_set: str = "ibug68") -> dict[str, Any]:
     """``talkinghead.landmarks.draw.draw_landmarks`` at ``size`` as data: what the file's input must look like.
 
     ``landmark_set``: the avatar's (``talkinghead.landmarks.sets``); ``ibug68+iris`` adds how the irises are drawn."""
-    from talkinghead.landmarks.draw import _SHIFT, IRIS_COLOUR, PART_COLOURS, PARTS, line_width_for
-    from talkinghead.landmarks.sets import IBUG68_IRIS, IRIS_ROWS, check_set
-
     drawing = {
         "drawn_by": "talkinghead.landmarks.draw.draw_landmarks (cv2.polylines per part, anti-aliased)",
         "points": "68 iBUG landmarks (x, y) in pixels of the S x S face crop; integer coordinates are pixel centres",
@@ -151,8 +154,6 @@ def landmark_drawing(size: int, landmark_set: str = "ibug68") -> dict[str, Any]:
 
 
 def file_metadata(avatar: Avatar, precision: str) -> dict[str, str]:
-    from talkinghead import __version__
-
     s = avatar.image_size
     return {
         "format": FORMAT,
@@ -220,8 +221,6 @@ def to_onnx(net: FoldedRenderer, metadata: dict[str, str] | None = None, opset: 
 
 def probe_images(avatar: Avatar, n: int = 3) -> torch.Tensor:
     """(n, 3, S, S) landmark images of the avatar's reference landmarks, shifted a little: export's check input."""
-    from talkinghead.landmarks.draw import landmark_image_tensor
-
     ref = avatar.reference_landmarks.numpy().astype(np.float64)
     shifts = [(0.0, 0.0), (1.5, -1.0), (-2.0, 1.0), (0.5, 2.5)]
     return torch.stack([landmark_image_tensor(ref + np.array(shifts[i % 4]), avatar.image_size) for i in range(n)])
@@ -278,9 +277,6 @@ def export_avatar(
     ``precision``, a corrupt or missing avatar, a checkpoint of another model, a missing package, or an export that
     does not match PyTorch within :data:`TOLERANCE`.
     """
-    from talkinghead.render import FrameRenderer
-    from talkinghead.speed import Speed
-
     start = time.perf_counter()
     out = Path(out)
     if precision not in PRECISIONS:
@@ -433,8 +429,6 @@ def avatar_renderer(
     CUDA its fast path runs on the GPU; exporting in-process first costs seconds a short clip does not earn back).
     ``load_meta()`` is called only when the model is needed.
     """
-    from talkinghead.avatar import AvatarRenderer
-
     notes = [] if notes is None else notes
     if backend not in BACKENDS:
         raise ExportError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

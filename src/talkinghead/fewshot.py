@@ -12,8 +12,8 @@ import contextlib
 import copy
 import logging
 import math
-import warnings
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -26,14 +26,15 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 
 from talkinghead.avatar import Avatar, MetaLearned, generator_delta
+from talkinghead.build import build_content_loss
 from talkinghead.callbacks.weight_average import WeightAverage
 from talkinghead.config import as_flag, compose, config_dir, group_options
 from talkinghead.errors import ConfigError
 from talkinghead.landmarks.adapt import neutral_index
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
-from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
 from talkinghead.losses.terms import term_weights
-from talkinghead.render import pick_device
+from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
+from talkinghead.render import FrameRenderer, pick_device
 from talkinghead.speed import Speed
 
 MODES = ("FT", "FF")
@@ -278,14 +279,10 @@ class FineTuned:
 
     def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """G(y; ψ') for (N, 3, S, S) landmark images on the inference path (``talkinghead.render``)."""
-        from talkinghead.render import FrameRenderer
-
         return FrameRenderer(self.generator, self.avatar.psi, self.device, self.speed).render(landmark_images, batch_size)
 
 
 def _loss_terms(meta: MetaLearned, settings: FineTuneSettings) -> tuple[dict[str, float], Any]:
-    from talkinghead.build import build_content_loss
-
     weights = dict(settings.loss_weights or OmegaConf.to_container(meta.config.loss.weights, resolve=True))
     loss_cfg = copy.deepcopy(meta.config.loss)
     for k in ("content_vgg19", "content_vggface"):
@@ -343,85 +340,12 @@ def fit_avatar(
         delta: dict[str, torch.Tensor] = {}
         steps = 0
     else:
-        weights, content = _loss_terms(meta, settings)
-        generator = copy.deepcopy(meta.generator)
-        if meta.trained_generator_state is not None:
-            # FSTH fine-tunes the trained G (and D) and averages it while doing so; e_new came from the averaged E
-            generator.load_state_dict(meta.trained_generator_state)
-        opt = OPTIMIZERS[settings.optimizer]
-        impl = speed.optimizer_kwargs()
-        if opt is not torch.optim.Adam and impl.pop("fused", False):  # RAdam has no fused kernel: foreach instead
-            impl["foreach"] = True
-        module = FineTuningModule(
-            generator,
-            copy.deepcopy(meta.discriminator),
-            e_new,
-            weights,
-            optimizer_g=partial(opt, lr=settings.lr_g, betas=settings.betas, eps=settings.eps, **impl),
-            optimizer_d=partial(opt, lr=settings.lr_d, betas=settings.betas, eps=settings.eps, **impl),
-            d_steps_per_g=settings.d_steps_per_g,
-            g_first=settings.g_first,
-            content_loss=content,
-            channels_last=speed.channels_last,
-        )
-        speed.prepare(module.generator, module.discriminator, content)
-        module.train()
-        bs = min(settings.batch_size, T) if T > 1 else 1
-        sampler = RandomSampler(
-            FewShotFrames(x, y),
-            replacement=True,
-            num_samples=num_steps * bs,
-            generator=torch.Generator().manual_seed(settings.seed),
-        )
-        loader = DataLoader(FewShotFrames(x, y), batch_size=bs, sampler=sampler, drop_last=True)
-        average = None
-        if settings.average_decay is not None:  # FSTH: the avatar is the running average of G and psi'
-            average = WeightAverage(settings.average_decay, ("generator", "psi"))
-        callbacks: list[pl.Callback] = [] if average is None else [average]
-        if on_step is not None:
-            callbacks.append(_StepReport(on_step, num_steps))
-        if settings.early_stop_window:
-            callbacks.append(StopWhenFlat(settings.early_stop_window, settings.early_stop_min_gain,
-                                          settings.early_stop_patience, weights))
-        with quiet_lightning():
-            trainer = pl.Trainer(
-                accelerator="gpu" if device.type == "cuda" else "cpu",
-                devices=1,
-                precision=speed.precision,
-                benchmark=speed.cudnn_benchmark,
-                max_steps=num_steps * (1 + settings.d_steps_per_g),
-                max_epochs=1,
-                logger=logger,
-                enable_checkpointing=False,
-                enable_progress_bar=progress,
-                enable_model_summary=False,
-                log_every_n_steps=max(1, min(10, num_steps)),
-                num_sanity_val_steps=0,
-                limit_val_batches=0,
-                callbacks=callbacks,
-            )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(settings.seed)
-                try:
-                    trainer.fit(module, loader)
-                except SystemExit:  # Lightning ends a Ctrl-C'd fit with sys.exit(1): it is the Ctrl-C
-                    if trainer.interrupted:
-                        raise KeyboardInterrupt from None
-                    raise
-        if average is not None:  # the avatar is the running average of G and psi' (FSTH's drive.py renders it)
-            assert average.average is not None
-            averaged = average.average.module
-            generator.load_state_dict(averaged.generator.state_dict())
-            with torch.no_grad():
-                module.psi.copy_(averaged.psi)
-        generator.eval()
-        psi = module.psi.detach().cpu()
-        w_prime = module.w_prime.detach().cpu()
+        generator, psi, w_prime, steps = _fine_tune(meta, x, y, e_new, settings, speed, device, num_steps,
+                                                    logger=logger, progress=progress, on_step=on_step)
         generator.to(device)
         after = l1(generator, psi)
         generator.cpu()
         delta = generator_delta(meta_state, generator.state_dict())
-        steps = module.iteration
     ref = shots["landmarks"][neutral_index(shots["landmarks"].numpy())]
     avatar = Avatar(
         psi=psi.detach().cpu().clone(),
@@ -441,3 +365,68 @@ def fit_avatar(
         finetune_settings=settings.as_dict() if mode == "FT" else None,
     )
     return FineTuned(avatar, generator.eval(), time.time() - start, before, after, speed, str(device))
+
+
+def _fine_tune(
+    meta: MetaLearned, x: torch.Tensor, y: torch.Tensor, e_new: torch.Tensor, settings: FineTuneSettings,
+    speed: Speed, device: torch.device, num_steps: int, *, logger: Any, progress: bool,
+    on_step: Callable[[int, int], None] | None,
+) -> tuple[Any, torch.Tensor, torch.Tensor, int]:
+    """FT: copies of the trained G and of D fine-tuned for ``num_steps`` generator updates on the T frames ``x`` with
+    landmark images ``y`` (T, 3, S, S), ψ' and w' starting from ê_new; the running average of G and ψ' when the
+    settings keep one (FSTH's avatar).  Returns ``(G in eval mode, ψ', w', generator updates run)``."""
+    weights, content = _loss_terms(meta, settings)
+    generator = copy.deepcopy(meta.generator)
+    if meta.trained_generator_state is not None:
+        # FSTH fine-tunes the trained G (and D) and averages it while doing so; e_new came from the averaged E
+        generator.load_state_dict(meta.trained_generator_state)
+    opt = OPTIMIZERS[settings.optimizer]
+    impl = speed.optimizer_kwargs()
+    if opt is not torch.optim.Adam and impl.pop("fused", False):  # RAdam has no fused kernel: foreach instead
+        impl["foreach"] = True
+    module = FineTuningModule(
+        generator, copy.deepcopy(meta.discriminator), e_new, weights,
+        optimizer_g=partial(opt, lr=settings.lr_g, betas=settings.betas, eps=settings.eps, **impl),
+        optimizer_d=partial(opt, lr=settings.lr_d, betas=settings.betas, eps=settings.eps, **impl),
+        d_steps_per_g=settings.d_steps_per_g, g_first=settings.g_first, content_loss=content,
+        channels_last=speed.channels_last,
+    )
+    speed.prepare(module.generator, module.discriminator, content)
+    module.train()
+    T = int(x.shape[0])
+    bs = min(settings.batch_size, T) if T > 1 else 1
+    sampler = RandomSampler(FewShotFrames(x, y), replacement=True, num_samples=num_steps * bs,
+                            generator=torch.Generator().manual_seed(settings.seed))
+    loader = DataLoader(FewShotFrames(x, y), batch_size=bs, sampler=sampler, drop_last=True)
+    average = None
+    if settings.average_decay is not None:  # FSTH: the avatar is the running average of G and psi'
+        average = WeightAverage(settings.average_decay, ("generator", "psi"))
+    callbacks: list[pl.Callback] = [] if average is None else [average]
+    if on_step is not None:
+        callbacks.append(_StepReport(on_step, num_steps))
+    if settings.early_stop_window:
+        callbacks.append(StopWhenFlat(settings.early_stop_window, settings.early_stop_min_gain,
+                                      settings.early_stop_patience, weights))
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=speed.precision,
+            benchmark=speed.cudnn_benchmark, max_steps=num_steps * (1 + settings.d_steps_per_g), max_epochs=1,
+            logger=logger, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+            log_every_n_steps=max(1, min(10, num_steps)), num_sanity_val_steps=0, limit_val_batches=0,
+            callbacks=callbacks,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            try:
+                trainer.fit(module, loader)
+            except SystemExit:  # Lightning ends a Ctrl-C'd fit with sys.exit(1): it is the Ctrl-C
+                if trainer.interrupted:
+                    raise KeyboardInterrupt from None
+                raise
+    if average is not None:  # the avatar is the running average of G and psi' (FSTH's drive.py renders it)
+        assert average.average is not None
+        averaged = average.average.module
+        generator.load_state_dict(averaged.generator.state_dict())
+        with torch.no_grad():
+            module.psi.copy_(averaged.psi)
+    return generator.eval(), module.psi.detach().cpu(), module.w_prime.detach().cpu(), module.iteration

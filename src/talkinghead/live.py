@@ -25,8 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from talkinghead.avatar import load_avatar, load_meta_learned, resolve_checkpoint
+from talkinghead.crop import face_track, landmarks_to_crop
 from talkinghead.errors import TalkingHeadError
+from talkinghead.export import avatar_renderer
+from talkinghead.landmarks.adapt import adapt_landmarks, should_adapt
 from talkinghead.landmarks.sets import IBUG68_IRIS, iris_present
+from talkinghead.landmarks.smooth import LandmarkSmoother, face_scale
+from talkinghead.landmarks.track import online_tracker
+from talkinghead.reenact import check_options, render_frames
+from talkinghead.shots import crop_settings, make_landmark_detector
 
 #: frames smaller or larger than this (pixels a side) are skipped
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -98,10 +106,6 @@ class LiveSession:
         threads: int | None = 1,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        from talkinghead.landmarks.adapt import should_adapt
-        from talkinghead.landmarks.track import online_tracker
-        from talkinghead.reenact import check_options
-
         check_options(adapt, smooth=smooth)
         self.renderer = renderer
         self.avatar = renderer.avatar
@@ -132,10 +136,6 @@ class LiveSession:
         **kwargs: Any,
     ) -> LiveSession:
         """A session for the avatar file ``avatar`` (``meta``: the loaded model, else the avatar's checkpoint)."""
-        from talkinghead.avatar import load_avatar, load_meta_learned
-        from talkinghead.export import avatar_renderer
-        from talkinghead.shots import make_landmark_detector
-
         path = Path(avatar)
         if not path.is_file():
             raise LiveError(f"no avatar file {path}: give the avatar.pt that make finetune printed")
@@ -188,11 +188,6 @@ class LiveSession:
 
     def _follow(self, points: np.ndarray, t: float) -> np.ndarray:
         """Frame-pixel (68, 2) landmarks (72 for ``ibug68+iris``) -> the crop-pixel landmarks the avatar follows."""
-        from talkinghead.crop import face_track, landmarks_to_crop
-        from talkinghead.landmarks.adapt import adapt_landmarks
-        from talkinghead.landmarks.smooth import LandmarkSmoother, face_scale
-        from talkinghead.shots import crop_settings
-
         if self._box is None:
             track = face_track([points[:68]], crop_settings(self.size))
             if isinstance(track, str):  # a degenerate face (all points in one spot)
@@ -212,8 +207,6 @@ class LiveSession:
     def _render(self, points: np.ndarray) -> np.ndarray:
         """(68, 2) crop-pixel landmarks -> uint8 (S, S, 3), with ``threads`` torch threads in this thread."""
         import torch
-
-        from talkinghead.reenact import render_frames
 
         before = torch.get_num_threads()
         if self.threads:
@@ -302,8 +295,6 @@ def run_camera(avatar: str | Path, camera: int = 0, *, ckpt: str | None = None, 
                adapt: str = "auto", backend: str = "auto", runs_dir: str = "runs") -> int:
     """``make live``: a local OpenCV window over :class:`LiveSession` (camera | avatar); q or Esc quits."""
     import cv2
-
-    from talkinghead.avatar import load_meta_learned, resolve_checkpoint
 
     log = getattr(getattr(cv2, "utils", None), "logging", None)
     level = log.getLogLevel() if log is not None else None

@@ -23,11 +23,15 @@ import numpy as np
 import torch
 
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
+from talkinghead import shots
 from talkinghead.avatar import Avatar, AvatarRenderer, load_avatar, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import TalkingHeadError
 from talkinghead.landmarks.adapt import ADAPT_MODES, adapt_landmarks, neutral_index, should_adapt
+from talkinghead.landmarks.draw import landmark_image_tensor
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
+from talkinghead.shots import evenly
 from talkinghead.video import side_by_side_frames, write_video
+from talkinghead.visualize import from_uint8, make_grid, save_png, to_uint8
 
 __all__ = [
     "ADAPT_MODES", "Driver", "ReenactError", "check_options", "driver_points", "load_driver", "modes_figure",
@@ -75,8 +79,6 @@ def load_driver(
     id of the avatar's data (synthetic population or shard folder).  ``max_side``: a video's frames are scaled
     down while decoding to at most that many pixels a side (0 = full size).  ``landmark_set``: the points a real
     video gets (the avatar's; default: the set ``data_config`` records): ``ibug68+iris`` locates the irises."""
-    from talkinghead import shots
-
     path = Path(driver).expanduser()
     if path.exists():
         frames, fps = shots.read_user_frames(path, max_frames, max_side)  # decoded (bounded) before the detector loads
@@ -86,8 +88,6 @@ def load_driver(
                                   landmark_set=recorded_set(data_config) if landmark_set is None else landmark_set)
 
         def crops() -> torch.Tensor:
-            from talkinghead.visualize import from_uint8
-
             return from_uint8(track.crops(frames))
 
         return Driver(crops, track.landmarks, None, fps, int((~track.found).sum()), str(path))
@@ -155,9 +155,6 @@ def render_frames(
 ) -> Iterator[np.ndarray]:
     """(N, 68, 2) landmarks -> N uint8 frames (S, S, 3), or (S, 3S, 3) driver | landmarks | avatar when
     ``driver_frames`` (N, 3, S, S) is given.  ``on_frames(k)`` after each batch of k frames."""
-    from talkinghead.landmarks.draw import landmark_image_tensor
-    from talkinghead.visualize import to_uint8
-
     size = renderer.avatar.image_size
     for start in range(0, len(points), batch_size):
         pts = points[start : start + batch_size]
@@ -190,10 +187,6 @@ def modes_figure(
     landmarks.  ``scale`` enlarges every image (nearest neighbour) for viewing.
     """
     import torch.nn.functional as F
-
-    from talkinghead.landmarks.draw import landmark_image_tensor
-    from talkinghead.shots import evenly
-    from talkinghead.visualize import make_grid, save_png
 
     av_ = load_avatar(avatar)
     ckpt_path = (

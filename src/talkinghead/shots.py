@@ -29,11 +29,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from data_modules.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH, open_source
+from data_modules.preprocess import PreprocessConfig
+from data_modules.sources import (
+    IMAGE_EXTENSIONS,
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    DecodeError,
+    count_frames,
+    read_images,
+    read_video,
+)
 from talkinghead import decode
+from talkinghead.crop import crop_frame, face_track, landmarks_to_crop
 from talkinghead.errors import TalkingHeadError
+from talkinghead.landmarks.detectors import make_detector
+from talkinghead.landmarks.draw import landmark_image_tensor
+from talkinghead.landmarks.iris import points_with_irises
 from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, absent_note, check_set, num_points, recorded_set
+from talkinghead.landmarks.track import LANDMARK_MODES, make_landmarker
+from talkinghead.visualize import from_uint8, to_uint8
 
 
 class UnknownIdError(TalkingHeadError, KeyError):
@@ -60,9 +75,6 @@ def make_landmark_detector(backend: str = "auto", landmarks: str = "track") -> A
 
     ``landmarks``: ``track`` (detect on key frames, track in between: ``talkinghead.landmarks.track``) or
     ``detect`` (the detector on every frame)."""
-    from talkinghead.landmarks.detectors import make_detector
-    from talkinghead.landmarks.track import LANDMARK_MODES, make_landmarker
-
     if landmarks not in LANDMARK_MODES:
         raise DetectorError(f"--landmarks must be one of {', '.join(LANDMARK_MODES)}, got {landmarks!r}")
     try:
@@ -101,7 +113,6 @@ class PersonFrames:
         if self.full_frame is not None:
             frame, box = self.full_frame(int(position))
             return np.ascontiguousarray(frame), np.asarray(box, dtype=np.float64)
-        from talkinghead.visualize import to_uint8
 
         crop = to_uint8(self.load([int(position)])["frames"][0])
         return crop, np.array([0.0, 0.0, float(crop.shape[0])])
@@ -161,8 +172,6 @@ def probe_video(path: Path) -> VideoInfo:
     no readable video."""
     import av
 
-    from data_modules.sources import count_frames
-
     path = Path(path)
     try:
         with av.open(str(path)) as c:
@@ -180,8 +189,6 @@ def probe_video(path: Path) -> VideoInfo:
 def read_user_frames(path: Path, max_frames: int = 0, max_side: int = 0) -> tuple[np.ndarray, float]:
     """A video file or a folder of images -> (uint8 (N, H, W, 3) RGB, fps); ``max_frames`` evenly (0 = all);
     video frames scaled down while decoding to at most ``max_side`` pixels a side (0 = full size)."""
-    from data_modules.sources import IMAGE_EXTENSIONS, DecodeError, read_images, read_video
-
     try:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -208,8 +215,6 @@ class FaceTrack:
 
     def crops(self, frames: np.ndarray, rows: Any = None) -> np.ndarray:
         """uint8 (N, size, size, 3): ``frames`` (the clip's, or ``rows`` of them) cropped and resized."""
-        from talkinghead.crop import crop_frame
-
         rows = range(len(frames)) if rows is None else rows
         return np.stack([crop_frame(frames[i], self.box, self.size) for i in rows])
 
@@ -217,8 +222,6 @@ class FaceTrack:
 def crop_settings(size: int) -> Any:
     """The crop geometry of a user's video or photo (preprocessing's margin, any face size, any share of frames
     with a face): what :func:`track_faces` and live driving (``talkinghead.live``) fit their box with."""
-    from data_modules.preprocess import PreprocessConfig
-
     return PreprocessConfig(size=size, min_face=1, min_detected=0.0, min_frames=1)
 
 
@@ -229,9 +232,6 @@ def track_faces(
     its ``size``² crop.  A frame without an (on-track) face holds the last good landmarks (the first good ones
     before the first detection).  No usable face -> NoFaceError.  ``landmark_set`` ``ibug68+iris``: each frame
     with a face gets its irises from ``talkinghead.landmarks.iris`` (located in the whole frame)."""
-    from talkinghead.crop import face_track, landmarks_to_crop
-    from talkinghead.landmarks.iris import points_with_irises
-
     detected = detector.detect(frames)
     track = face_track(detected, crop_settings(size))
     if isinstance(track, str):
@@ -272,10 +272,6 @@ def crop_faces(
 
 def to_sample(crops: np.ndarray, landmarks: np.ndarray, size: int) -> dict[str, torch.Tensor]:
     """uint8 (N, S, S, 3) crops + (N, 68|72, 2) landmarks -> tensors of the common sample format."""
-    from talkinghead.landmarks.draw import landmark_image_tensor
-
-    from talkinghead.visualize import from_uint8
-
     frames = from_uint8(crops)
     lms = torch.stack([landmark_image_tensor(p, size) for p in landmarks])
     return {

@@ -20,15 +20,16 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from data_modules.batch import BatchSplit, split_batch
+from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, resolve_speed, world_size
 from talkinghead.callbacks.preemption import GracefulStop, save_resumable
 from talkinghead.callbacks.progress import IterationProgressBar
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
-from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, resolve_speed, world_size
 from talkinghead.errors import ConfigError, TalkingHeadError
 from talkinghead.loggers import is_global_rank_zero, make_logger
 from talkinghead.losses.terms import term_weights
 from talkinghead.modules.meta_learning import MetaLearningModule
+from talkinghead.nets.discriminator import num_videos_in_state
 from talkinghead.safe_load import UnsafeFileError, allowed_globals, refused, safe_load
 from talkinghead.speed import Speed
 
@@ -84,7 +85,6 @@ def check_resumable(ckpt: Path, cfg: DictConfig, num_videos: int) -> None:
     old_model = saved.get("hyper_parameters", {}).get("config", {}).get("model")
     new_model = OmegaConf.to_container(cfg.model, resolve=True)
     fix = f"use resume=false (keeps the old checkpoints) or another name= (this run dir: {cfg.run_dir})"
-    from talkinghead.nets.discriminator import num_videos_in_state
 
     try:
         rows = num_videos_in_state(saved.get("state_dict", {}))

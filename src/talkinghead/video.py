@@ -13,6 +13,7 @@ import torch
 
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import atomic_path
+from talkinghead.visualize import to_uint8
 
 
 class VideoWriteError(TalkingHeadError, ValueError):
@@ -59,7 +60,5 @@ def side_by_side_frames(
     driver: torch.Tensor, landmark_images: torch.Tensor, result: torch.Tensor
 ) -> Iterator[np.ndarray]:
     """(N, 3, S, S) x 3 in [-1, 1] -> N frames uint8 (S, 3S, 3): driver | landmark image | result."""
-    from talkinghead.visualize import to_uint8
-
     for d, y, r in zip(driver, landmark_images, result):
         yield np.concatenate([to_uint8(d), to_uint8(y), to_uint8(r)], axis=1)

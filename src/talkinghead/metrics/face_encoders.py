@@ -27,7 +27,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from talkinghead.backbones.base import FrozenBackbone
-from talkinghead.backbones.weights import REGISTRY, WeightSpec, load_state_dict_checked, register, resolve
+from talkinghead.backbones.weights import (
+    REGISTRY,
+    MissingWeightsError,
+    WeightSpec,
+    load_state_dict_checked,
+    register,
+    resolve,
+    weights_dir,
+)
+from talkinghead.visualize import to_uint8
 
 # --------------------------------------------------------------------------------------------- model files
 
@@ -108,8 +117,6 @@ def resolve_arcface_weights(
     Raises:
         MissingArcFaceWeightsError: one line saying where to get the file and which config key takes its path.
     """
-    from talkinghead.backbones.weights import MissingWeightsError
-
     try:
         return resolve(ARCFACE_WEIGHTS, path, directory=directory)
     except MissingWeightsError:
@@ -125,8 +132,6 @@ def resolve_arcface_weights(
 
 
 def _default_dir(directory: str | os.PathLike[str] | None) -> Path:
-    from talkinghead.backbones.weights import weights_dir
-
     return weights_dir(directory).absolute()
 
 
@@ -139,7 +144,6 @@ def images_to_uint8(images: Tensor) -> np.ndarray:
         raise ValueError(f"expected RGB images (N, 3, H, W), got {tuple(images.shape)}")
     if not images.is_floating_point():
         raise TypeError(f"expected float images in [-1, 1], got dtype {images.dtype}")
-    from talkinghead.visualize import to_uint8
 
     return np.ascontiguousarray(to_uint8(images))
 
