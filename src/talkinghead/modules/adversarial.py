@@ -25,11 +25,9 @@ from talkinghead.visualize import batch_to_float
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
-
 def _world_size() -> int:
     dist = torch.distributed
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
 
 
 class AdversarialModule(pl.LightningModule):

@@ -18,7 +18,7 @@ S image side, n = the length of ψ.  A class that lacks a member is refused befo
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -122,13 +122,17 @@ def locate(target: str) -> Any:
 
 def _nested_targets(node: Any, path: str) -> list[str]:
     """Keys under ``node`` that would make Hydra call something besides the network class itself."""
+    if isinstance(node, Mapping):  # dict and DictConfig
+        items = node.items()
+    elif isinstance(node, Sequence) and not isinstance(node, str):  # list and ListConfig
+        items = enumerate(node)
+    else:
+        return []
     found = []
-    items = node.items() if hasattr(node, "items") else enumerate(node) if isinstance(node, (list, tuple)) else ()
     for key, value in items:
         if str(key) in ("_target_", "_args_", "_partial_"):
             found.append(f"{path}.{key}")
-        if hasattr(value, "items") or isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-            found += _nested_targets(value, f"{path}.{key}")
+        found += _nested_targets(value, f"{path}.{key}")
     return found
 
 

@@ -33,7 +33,6 @@ from data_modules.voxceleb import VoxCeleb2DataModule
 from talkinghead.config import REPO_ROOT, compose
 
 
-
 def vox2_augment() -> dict[str, Any]:
     """The augmentation of experiments/data/vox2.yaml (what training uses)."""
     from omegaconf import OmegaConf
@@ -120,8 +119,6 @@ def loader_rate(
     while time.perf_counter() - t0 < seconds:
         n += len(next(it)["video_id"])
     return n / (time.perf_counter() - t0)
-
-
 
 
 # ------------------------------------------------------------------------------- tracking vs detection (issue 13)
@@ -221,6 +218,8 @@ def driver_stage_rate(driver: Path, landmarks: str, threads: str | None, size: i
         t0 = time.perf_counter()
         drv = load_driver(str(driver), {}, size, detector=detector, landmarks=landmarks)
     return len(drv.landmarks) / (time.perf_counter() - t0)
+
+
 def serve_folder(folder: Path) -> tuple[str, Any]:
     """Serve ``folder`` over HTTP on 127.0.0.1 from a thread (remote-shard figures without a network);
     returns ``(url, server)``; ``server.shutdown()`` stops it."""
