@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from finetune_helpers import tiny_checkpoint
 
+from talkinghead.reenact import DriveOptions
+
 
 @pytest.fixture(scope="module")
 def avatar(tmp_path_factory):
@@ -30,7 +32,7 @@ def session(avatar):
     from talkinghead.live import LiveSession
 
     path, meta = avatar
-    return LiveSession.from_file(path, meta, demo_helpers.detector(), backend="torch", interval_s=0.05)
+    return LiveSession.from_file(path, meta, demo_helpers.detector(), DriveOptions(backend="torch"), interval_s=0.05)
 
 
 def driver_frames() -> np.ndarray:
@@ -91,7 +93,7 @@ def test_dropped_frames_are_estimated_from_the_arrival_gaps(avatar) -> None:
     from talkinghead.live import LiveSession
 
     path, meta = avatar
-    s = LiveSession.from_file(path, meta, demo_helpers.detector(), backend="torch", interval_s=0.1)
+    s = LiveSession.from_file(path, meta, demo_helpers.detector(), DriveOptions(backend="torch"), interval_s=0.1)
     frames = driver_frames()
     for t, f in zip([0.0, 0.1, 0.2, 0.5, 0.6], frames):  # 0.2 -> 0.5: two frames not sent
         s.process(f, arrived=t)
@@ -170,7 +172,7 @@ def test_pauses_and_skipped_frames_are_not_counted_as_dropped(avatar) -> None:
     from talkinghead.live import LiveSession
 
     path, meta = avatar
-    s = LiveSession.from_file(path, meta, demo_helpers.detector(), backend="torch", interval_s=0.04)
+    s = LiveSession.from_file(path, meta, demo_helpers.detector(), DriveOptions(backend="torch"), interval_s=0.04)
     frames = driver_frames()
     tiny = np.zeros((1, 1, 3), np.uint8)
     s.process(frames[0], arrived=0.0)

@@ -6,7 +6,7 @@ layers over these functions; neither calls the other.  Long steps report through
 
     from talkinghead import api
     made = api.make_avatar("syn0035/v00", T=8, mode="FT")                 # -> AvatarResult (made.path: avatar.pt)
-    clip = api.drive(made.path, "syn0020/v01", "out.mp4", side_by_side=True)   # -> DriveResult
+    clip = api.drive(made.path, "syn0020/v01", "out.mp4", api.DriveOptions(side_by_side=True))  # -> DriveResult
     for run in api.list_runs("runs"): print(run.name, run.iterations, len(run.samples))
 """
 
@@ -44,7 +44,7 @@ from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, 
 from talkinghead.landmarks.detectors import LandmarkDetector
 from talkinghead.landmarks.sets import absent_note
 from talkinghead.outputs import check_outputs
-from talkinghead.reenact import ReenactError, check_options, driver_points, load_driver, render_frames
+from talkinghead.reenact import DriveOptions, ReenactError, driver_points, load_driver, render_frames
 from talkinghead.render import pick_device
 from talkinghead.shots import probe_video as probe
 from talkinghead.speed import Speed
@@ -295,64 +295,42 @@ def drive(
     avatar: str | Path | Avatar,
     driver: str | Path,
     out: str | Path,
+    options: DriveOptions | None = None,
     *,
-    side_by_side: bool = False,
-    adapt: str = "auto",
-    reference: str = "neutral",
     meta: MetaLearned | None = None,
     ckpt: str | Path | None = None,
     runs_dir: str | Path = "runs",
     detector: Any = "auto",
-    max_frames: int = 0,
-    max_side: int = 0,
-    synthetic_frames: int = SYNTHETIC_VIDEO_LENGTH,
-    fps: float | None = None,
     data_root: str | None = None,
-    batch_size: int = 16,
-    device: str = "auto",
-    speed: str = "fast",
-    landmarks: str = "track",
-    smooth: str = "on",
-    full: bool = False,
     progress: Progress | None = None,
     progress_bar: bool = False,
-    backend: str = "auto",
-    onnx: str | Path | None = None,
     overwrite: bool = False,
+    **changes: Any,
 ) -> DriveResult:
     """Render ``avatar`` driven by the landmarks of ``driver`` into the mp4 ``out``.
 
-    ``driver``: a video file / folder of images, or a person/video id of the avatar's data.  ``adapt``: ``auto``
-    (adapt the driver's landmarks to the avatar's face shape unless both are known to be one person), ``on``,
-    or ``off`` (raw landmarks, the paper).  ``meta``: the model, when already loaded (else the avatar's own
-    checkpoint, or ``ckpt``).  ``max_frames``: driver frames used, evenly spaced (0 = all); ``max_side``: they are
-    scaled down while decoding to at most that many pixels a side (0 = full size).  ``out`` may not be an input
-    (driver, avatar, checkpoint, ONNX file) and may not exist unless ``overwrite`` (``talkinghead.outputs``, checked
-    before any work).  ``landmarks``:
-    ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or ``detect`` (every frame).
-    ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``.  ``full``: write the avatar's
-    source frame at its original size with the rendered face pasted back where its crop came from
-    (``talkinghead.paste``); an avatar made before full-frame output is a one-line error.  ``backend``: ``torch``,
-    ``onnx`` (onnxruntime: the file ``onnx``, else ``avatar.onnx`` beside the avatar, else an in-memory export) or
-    ``auto`` (the default: onnx where it is faster, measured on a few frames first; torch when no exported file is
-    at hand: ``talkinghead.export.avatar_renderer``).
+    ``driver``: a video file / folder of images, or a person/video id of the avatar's data.  ``options``: how
+    (:class:`~talkinghead.reenact.DriveOptions`: adaptation, tracking, smoothing, layout, renderer, frames; the
+    same for the CLI, the page and live driving), with ``changes`` to its fields (``api.drive(a, d, o,
+    full=True)``).  ``meta``: the model, when already loaded (else the avatar's own checkpoint, or ``ckpt``).
+    ``out`` may not be an input (driver, avatar, checkpoint, ONNX file) and may not exist unless ``overwrite``
+    (``talkinghead.outputs``, checked before any work).  An avatar made before full-frame output is a one-line
+    error with ``full``.
     """
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    check_options(adapt, reference, batch_size, speed, smooth)
+    o = DriveOptions.of(options, **changes)
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise ReenactError(f"OUT must be an .mp4 file, got {out}")
     check_outputs([out], {
         "driver": str(driver), "avatar": None if isinstance(avatar, Avatar) else avatar, "checkpoint": ckpt,
-        "model's checkpoint": None if meta is None else meta.path, "ONNX file": onnx,
+        "model's checkpoint": None if meta is None else meta.path, "ONNX file": o.onnx,
     }, overwrite=overwrite, label="OUT")
     _report(progress, 0.0, "loading the avatar and the model")
     av_ = avatar if isinstance(avatar, Avatar) else load_avatar(avatar)
-    if full and side_by_side:
-        raise ReenactError("full and side_by_side cannot be combined: full-frame output is the avatar's frame alone")
-    source = av_.source_frame(None if isinstance(avatar, Avatar) else avatar) if full else None
+    source = av_.source_frame(None if isinstance(avatar, Avatar) else avatar) if o.full else None
 
     def model() -> MetaLearned:
         if meta is not None:
@@ -363,9 +341,9 @@ def drive(
 
     notes: list[str] = []
     renderer = avatar_renderer(  # torch: AvatarRenderer; onnx: onnxruntime (talkinghead.export)
-        av_, model, backend=backend, device=pick_device(device), speed=Speed() if speed == "fast" else Speed.plain(),
-        avatar_path=None if isinstance(avatar, Avatar) else avatar, onnx_file=onnx, notes=notes,
-        batch_size=batch_size,
+        av_, model, backend=o.backend, device=pick_device(o.device),
+        speed=Speed() if o.speed == "fast" else Speed.plain(), avatar_path=None if isinstance(avatar, Avatar) else avatar,
+        onnx_file=o.onnx, notes=notes, batch_size=o.batch_size,
     )
     _report(progress, 0.05, f"reading the driver {driver} and finding its landmarks")
     drv = load_driver(
@@ -373,11 +351,11 @@ def drive(
         av_.data_config,
         av_.image_size,
         detector=detector,
-        max_frames=max_frames,
-        synthetic_frames=synthetic_frames,
+        max_frames=o.max_frames,
+        synthetic_frames=o.synthetic_frames,
         data_root=data_root,
-        landmarks=landmarks,
-        max_side=max_side,
+        landmarks=o.landmarks,
+        max_side=o.max_side,
         landmark_set=av_.landmark_set,
     )
     n = len(drv.landmarks)
@@ -385,7 +363,7 @@ def drive(
         notes.append(f"driver: no face in {drv.missing} of {n} frames: held the last good landmarks there")
     if drv.person_id is None and (iris_note := absent_note(drv.landmarks, "the driver")):
         notes.append(iris_note)
-    points, adapted = driver_points(drv, av_, adapt, reference, smooth)
+    points, adapted = driver_points(drv, av_, o.adapt, o.reference, o.smooth)
     bar = tqdm(total=n, desc="reenact", unit="frame", disable=not progress_bar)
     done = [0]
     first: list[float] = []
@@ -400,18 +378,18 @@ def drive(
 
     _report(progress, 0.3, f"rendering {n} frames")
     frames = render_frames(
-        renderer, points, drv.frames if side_by_side else None, batch_size=batch_size, on_frames=on_frames
+        renderer, points, drv.frames if o.side_by_side else None, batch_size=o.batch_size, on_frames=on_frames
     )
     if source is not None:
         from talkinghead.paste import paste_frames
 
         frames = paste_frames(frames, points, source, av_.crop_box, av_.source_landmarks.numpy())
-    write_video(out, frames, fps=fps or drv.fps)
+    write_video(out, frames, fps=o.fps or drv.fps)
     bar.close()
     took = time.perf_counter() - t0
     return DriveResult(
-        out, n, float(fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
-        first[0] if first else 0.0, adapted, drv.missing, side_by_side, notes, full,
+        out, n, float(o.fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
+        first[0] if first else 0.0, adapted, drv.missing, o.side_by_side, notes, o.full,
         "torch" if isinstance(renderer, AvatarRenderer) else "onnxruntime",
     )
 
@@ -560,7 +538,7 @@ def probe_video(video: str | Path) -> Any:
 
 
 __all__ = [
-    "AvatarResult", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "export_avatar", "frames_of",
+    "AvatarResult", "DriveOptions", "DriveResult", "EvaluationInfo", "Progress", "RunInfo", "drive", "export_avatar", "frames_of",
     "held_out_ids", "list_avatars", "list_evaluations", "list_runs", "load_model", "loss_curves", "make_avatar",
     "print_progress", "probe_video", "slug",
 ]

@@ -9,6 +9,7 @@ fraction of a second instead of the seconds torch, Lightning and dlib take to lo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import signal
 import sys
@@ -187,23 +188,26 @@ def reenact_main(
     avatar: str | Path,
     driver: str,
     out: str | Path,
-    side_by_side: bool = False,
-    adapt: str = "auto",
+    options: Any = None,
     *,
     wandb: bool = False,
     progress: bool = True,
     overwrite: bool = False,
-    **kwargs: Any,
+    ckpt: str | Path | None = None,
+    detector: Any = "auto",
+    data_root: str | None = None,
+    **changes: Any,
 ) -> Path:
     """``talkinghead reenact``: ``talkinghead.api.drive`` plus its printout; returns the file written: ``out``, or
-    ``<out stem>-2.mp4`` ... when ``out`` exists (unless ``overwrite``).  ``kwargs``: the keyword arguments of
-    :func:`talkinghead.api.drive` (ckpt, detector, reference, max_frames, fps, ...)."""
+    ``<out stem>-2.mp4`` ... when ``out`` exists (unless ``overwrite``).  ``options``: a
+    ``talkinghead.reenact.DriveOptions``, with ``changes`` to its fields (adapt, full, max_frames, fps, ...)."""
     from talkinghead import api
     from talkinghead.loggers import log_video_to_wandb, logged_after
     from talkinghead.sessions import numbered
 
+    o = api.DriveOptions.of(options, **changes)
     out = Path(out)
-    inputs = {"driver": driver, "avatar": avatar, "checkpoint": kwargs.get("ckpt"), "ONNX file": kwargs.get("onnx")}
+    inputs = {"driver": driver, "avatar": avatar, "checkpoint": ckpt, "ONNX file": o.onnx}
     check_outputs([out], inputs, overwrite=True, label="OUT")  # an input is refused, never numbered around
     if out.exists() and not overwrite and out.suffix.lower() == ".mp4":
         free = numbered(out)
@@ -211,8 +215,8 @@ def reenact_main(
         out = free
     existed = out.exists()
     try:
-        result = api.drive(avatar, driver, out, side_by_side=side_by_side, adapt=adapt, progress_bar=progress,
-                           overwrite=overwrite, **kwargs)
+        result = api.drive(avatar, driver, out, o, ckpt=ckpt, detector=detector, data_root=data_root,
+                           progress_bar=progress, overwrite=overwrite)
     except BaseException as exc:
         stop = as_interrupted(exc)
         if stop is None:
@@ -224,7 +228,7 @@ def reenact_main(
     mode = "adapted to the avatar's face shape" if result.adapted else "raw driver landmarks"
     print(
         f"wrote {result.path} ({result.frames} frames, "
-        f"{'driver | landmarks | avatar' if side_by_side else 'full frame' if result.full else 'avatar'}, "
+        f"{'driver | landmarks | avatar' if o.side_by_side else 'full frame' if result.full else 'avatar'}, "
         f"{mode}; {result.fps:.1f} frames/s rendered with {result.backend})"
     )
     if wandb:
@@ -241,23 +245,24 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(args.demo_args)
 
 
+def _drive_options(args: argparse.Namespace) -> Any:
+    """The ``DriveOptions`` of the flags that ``reenact`` or ``live`` has (the others keep their defaults)."""
+    from talkinghead.reenact import DriveOptions
+
+    names = [f.name for f in dataclasses.fields(DriveOptions)]
+    return DriveOptions(**{k: v for k, v in vars(args).items() if k in names})
+
+
 def _reenact(args: argparse.Namespace) -> int:
-    reenact_main(
-        args.avatar, args.driver, args.out, side_by_side=args.side_by_side, adapt=args.adapt, ckpt=args.ckpt,
-        detector=args.detector, reference=args.reference, max_frames=args.max_frames, fps=args.fps,
-        data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress,
-        batch_size=args.batch_size, device=args.device, speed=args.speed,
-        landmarks=args.landmarks, smooth=args.smooth, full=args.full, overwrite=args.overwrite,
-        backend=args.backend, onnx=args.onnx,
-    )
+    reenact_main(args.avatar, args.driver, args.out, _drive_options(args), ckpt=args.ckpt, detector=args.detector,
+                 data_root=args.data_root, wandb=args.wandb, progress=not args.no_progress, overwrite=args.overwrite)
     return 0
 
 
 def _live(args: argparse.Namespace) -> int:
     from talkinghead.live import run_camera
 
-    return run_camera(args.avatar, args.camera, ckpt=args.ckpt, detector=args.detector, adapt=args.adapt,
-                      backend=args.backend)
+    return run_camera(args.avatar, args.camera, _drive_options(args), ckpt=args.ckpt, detector=args.detector)
 
 
 def _export(args: argparse.Namespace) -> int:

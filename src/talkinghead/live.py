@@ -33,7 +33,7 @@ from talkinghead.landmarks.adapt import adapt_landmarks, should_adapt
 from talkinghead.landmarks.sets import IBUG68_IRIS, iris_present
 from talkinghead.landmarks.smooth import LandmarkSmoother, face_scale
 from talkinghead.landmarks.track import online_tracker
-from talkinghead.reenact import check_options, render_frames
+from talkinghead.reenact import DriveOptions, render_frames
 from talkinghead.shots import crop_settings, make_landmark_detector
 
 #: frames smaller or larger than this (pixels a side) are skipped
@@ -84,9 +84,10 @@ class LiveSession:
     """Online driving of one avatar: ``process(frame)`` per camera frame, in order.
 
     ``renderer``: the avatar's renderer (``talkinghead.export.avatar_renderer``: landmark images (B, 3, S, S) ->
-    frames); ``detector``: a landmark detector (tracked frame to frame where it can fit a box); ``adapt``:
-    ``auto`` | ``on`` | ``off`` as in ``drive`` (a camera is no person of the data: auto adapts); ``smooth``:
-    ``on`` | ``off``; ``fps``: the camera's nominal rate (the smoother's rate before timestamps say otherwise);
+    frames); ``detector``: a landmark detector (tracked frame to frame where it can fit a box); ``options``: the
+    :class:`~talkinghead.reenact.DriveOptions` of every surface, of which live driving reads ``adapt`` (a camera is
+    no person of the data: auto adapts), ``smooth`` and, in :meth:`from_file`, ``backend``; ``fps``: the camera's
+    nominal rate (the smoother's rate before timestamps say otherwise);
     ``interval_s``: the rate frames are sent at, when known (for the dropped-frame estimate); ``threads``: torch
     threads a frame is rendered with (set for the calling thread only, and restored; None: as they are).  One
     thread is the default: one small frame gains little from two, and on a CPU shared with a browser or another
@@ -97,16 +98,15 @@ class LiveSession:
         self,
         renderer: Any,
         detector: Any,
+        options: DriveOptions | None = None,
         *,
-        adapt: str = "auto",
-        smooth: str = "on",
         fps: float = 25.0,
         window_s: float = 2.0,
         interval_s: float | None = None,
         threads: int | None = 1,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        check_options(adapt, smooth=smooth)
+        self.options = options = options or DriveOptions()
         self.renderer = renderer
         self.avatar = renderer.avatar
         # the tracker's 68 points, and for an ibug68+iris avatar the irises located in each camera frame
@@ -114,8 +114,8 @@ class LiveSession:
         self.size = int(self.avatar.image_size)
         self.detector = detector
         self.tracker = online_tracker(detector)
-        self.adapted = should_adapt(adapt, None, self.avatar.person_id)
-        self.smooth = smooth == "on"
+        self.adapted = should_adapt(options.adapt, None, self.avatar.person_id)
+        self.smooth = options.smooth == "on"
         self.fps = float(fps)
         self.window_s = float(window_s)
         self.interval_s = interval_s
@@ -132,19 +132,21 @@ class LiveSession:
 
     @classmethod
     def from_file(
-        cls, avatar: str | Path, meta: Any = None, detector: Any = "auto", *, backend: str = "auto",
+        cls, avatar: str | Path, meta: Any = None, detector: Any = "auto", options: DriveOptions | None = None,
         **kwargs: Any,
     ) -> LiveSession:
-        """A session for the avatar file ``avatar`` (``meta``: the loaded model, else the avatar's checkpoint)."""
+        """A session for the avatar file ``avatar`` (``meta``: the loaded model, else the avatar's checkpoint),
+        rendered with ``options.backend``; ``kwargs``: the session's own (``fps``, ``interval_s``, ...)."""
+        options = options or DriveOptions()
         path = Path(avatar)
         if not path.is_file():
             raise LiveError(f"no avatar file {path}: give the avatar.pt that make finetune printed")
         av = load_avatar(path)
         renderer = avatar_renderer(av, lambda: meta if meta is not None else load_meta_learned(av.checkpoint),
-                                   backend=backend, avatar_path=path, batch_size=1)
+                                   backend=options.backend, avatar_path=path, batch_size=1)
         if isinstance(detector, str):
             detector = make_landmark_detector(detector, "track")
-        return cls(renderer, detector, **kwargs)
+        return cls(renderer, detector, options, **kwargs)
 
     # -------------------------------------------------------------------------------------------- per frame
     def process(self, frame: Any, arrived: float | None = None) -> np.ndarray:
@@ -291,8 +293,8 @@ WAIT_MESSAGE = ("**Another live session is running on this server: wait until it
 
 
 # ------------------------------------------------------------------------------------------------ make live
-def run_camera(avatar: str | Path, camera: int = 0, *, ckpt: str | None = None, detector: str = "auto",
-               adapt: str = "auto", backend: str = "auto", runs_dir: str = "runs") -> int:
+def run_camera(avatar: str | Path, camera: int = 0, options: DriveOptions | None = None, *, ckpt: str | None = None,
+               detector: str = "auto", runs_dir: str = "runs") -> int:
     """``make live``: a local OpenCV window over :class:`LiveSession` (camera | avatar); q or Esc quits."""
     import cv2
 
@@ -307,7 +309,7 @@ def run_camera(avatar: str | Path, camera: int = 0, *, ckpt: str | None = None, 
         raise LiveError(f"no camera {camera}: OpenCV cannot open it (give another CAMERA=, or use the demo page's "
                         "Live tab)")
     meta = load_meta_learned(resolve_checkpoint(ckpt, runs_dir)) if ckpt else None
-    session = LiveSession.from_file(avatar, meta, detector, adapt=adapt, backend=backend)
+    session = LiveSession.from_file(avatar, meta, detector, options)
     try:
         while True:
             ok, bgr = cap.read()

@@ -13,9 +13,10 @@ the avatar follows, per frame) -> :func:`render_frames` (landmark images -> avat
 
 from __future__ import annotations
 
+import difflib
 import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,17 @@ from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead import shots
 from talkinghead.avatar import Avatar, AvatarRenderer, load_avatar, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import TalkingHeadError
+from talkinghead.export import BACKENDS
 from talkinghead.landmarks.adapt import ADAPT_MODES, adapt_landmarks, neutral_index, should_adapt
 from talkinghead.landmarks.draw import landmark_image_tensor
+from talkinghead.landmarks.track import LANDMARK_MODES
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
 from talkinghead.shots import evenly
 from talkinghead.video import side_by_side_frames, write_video
 from talkinghead.visualize import from_uint8, make_grid, save_png, to_uint8
 
 __all__ = [
-    "ADAPT_MODES", "Driver", "ReenactError", "check_options", "driver_points", "load_driver", "modes_figure",
+    "ADAPT_MODES", "DriveOptions", "Driver", "ReenactError", "driver_points", "load_driver", "modes_figure",
     "render_frames", "side_by_side_frames", "write_video",
 ]
 
@@ -100,20 +103,74 @@ def load_driver(
 
 
 # ------------------------------------------------------------------------------------------------ the steps
-def check_options(
-    adapt: str, reference: str = "neutral", batch_size: int = 16, speed: str = "fast", smooth: str = "on"
-) -> None:
-    """One-line errors for reenactment options, before any work."""
-    if adapt not in ADAPT_MODES:
-        raise ReenactError(f"adapt must be one of {', '.join(ADAPT_MODES)}, got {adapt!r}")
-    if speed not in ("fast", "plain"):
-        raise ReenactError(f"speed must be fast or plain, got {speed!r}")
-    if batch_size < 1:
-        raise ReenactError(f"batch_size must be >= 1, got {batch_size}")
-    if reference not in ("first", "neutral"):
-        raise ReenactError(f"reference must be first or neutral, got {reference!r}")
-    if smooth not in ("on", "off"):
-        raise ReenactError(f"smooth must be on or off, got {smooth!r}")
+#: what :class:`DriveOptions` takes, field by field (its one-line errors name them)
+REFERENCES = ("neutral", "first")
+SMOOTH_MODES = ("on", "off")
+SPEEDS = ("fast", "plain")
+
+
+@dataclass(frozen=True)
+class DriveOptions:
+    """How a driver drives an avatar: one set of options for ``make reenact`` (``talkinghead reenact``), the page's
+    Drive and Live tabs and ``make live``, checked when made (one line naming the field).
+
+    - ``adapt``: ``auto`` (adapt the driver's landmarks to the avatar's face shape unless both are known to be one
+      person), ``on``, or ``off`` (raw landmarks, the paper); ``reference``: the driver frame whose landmarks
+      adaptation measures motion from, ``neutral`` or ``first``;
+    - ``landmarks``: ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or
+      ``detect`` (every frame); ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``;
+    - ``side_by_side``: driver | landmarks | avatar; ``full``: the avatar's source frame at its original size with
+      the rendered face pasted back (``talkinghead.paste``); not both;
+    - ``backend``: ``torch``, ``onnx`` (onnxruntime: the file ``onnx``, else ``avatar.onnx`` beside the avatar, else
+      an in-memory export) or ``auto`` (onnx where it is faster: ``talkinghead.export.avatar_renderer``);
+    - ``batch_size`` frames per batch, ``device`` (auto: cuda when present), ``speed`` (``fast``: bf16 where
+      native, channels-last; ``plain``: the fp32 reference);
+    - ``max_frames`` driver frames used, evenly spaced (0: all); ``max_side``: driver frames scaled down while
+      decoding to at most that many pixels a side (0: full size); ``synthetic_frames``: the length of a synthetic
+      driver id; ``fps``: the output's frame rate (None: the driver's).
+    """
+
+    adapt: str = "auto"
+    reference: str = "neutral"
+    landmarks: str = "track"
+    smooth: str = "on"
+    side_by_side: bool = False
+    full: bool = False
+    backend: str = "auto"
+    onnx: str | Path | None = None
+    batch_size: int = 16
+    device: str = "auto"
+    speed: str = "fast"
+    max_frames: int = 0
+    max_side: int = 0
+    synthetic_frames: int = SYNTHETIC_VIDEO_LENGTH
+    fps: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("adapt", ADAPT_MODES), ("reference", REFERENCES), ("landmarks", LANDMARK_MODES),
+                              ("smooth", SMOOTH_MODES), ("backend", BACKENDS), ("speed", SPEEDS)):
+            if getattr(self, name) not in allowed:
+                raise ReenactError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.batch_size < 1:
+            raise ReenactError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("max_frames", "max_side", "synthetic_frames"):
+            if getattr(self, name) < 0:
+                raise ReenactError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.full and self.side_by_side:
+            raise ReenactError("full and side_by_side cannot be combined: full-frame output is the avatar's frame "
+                               "alone")
+
+    @classmethod
+    def of(cls, options: DriveOptions | None = None, **changes: Any) -> DriveOptions:
+        """``options`` (default: the defaults) with some fields changed; an unknown field is one line with the
+        closest name."""
+        known = [f.name for f in fields(cls)]
+        for key in changes:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                raise ReenactError(f"no drive option {key!r}" + (f": did you mean {close[0]}?" if close else
+                                                                  f" (options: {', '.join(known)})"))
+        return replace(options or cls(), **changes)
 
 
 def check_driver_set(drv: Driver, avatar: Avatar) -> None:
