@@ -113,7 +113,7 @@ rehearse:  ## the paper config's optimisation at VoxCeleb2's W size on this CPU 
 
 .PHONY: meta-learn-slurm meta-learn-torchrun
 meta-learn-slurm:  ## meta-learn as a SLURM job (submitit) that checkpoints + requeues itself at TIME's end and on preemption: NODES=1 GPUS=1 [PARTITION= TIME=1440 min] EXP= DATA= DATA_ROOT= ARGS= [LAUNCH='--cluster local --wait ...']
-	$(PYTHON) -m talkinghead.launch --nodes $(or $(NODES),1) --gpus $(or $(GPUS),1) $(if $(PARTITION),--partition $(call q,$(PARTITION))) \
+	$(PYTHON) -m talkinghead.training.launch --nodes $(or $(NODES),1) --gpus $(or $(GPUS),1) $(if $(PARTITION),--partition $(call q,$(PARTITION))) \
 		$(if $(TIME),--time $(TIME)) $(LAUNCH) -- experiment=$(EXP) $(if $(DATA),data=$(DATA)) \
 		$(if $(DATA_ROOT),$(call q,data.root=$(DATA_ROOT))) $(ARGS)
 

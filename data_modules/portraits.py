@@ -1,7 +1,7 @@
 """Procedural portraits: a synthetic head (``data_modules.procedural_heads``) placed anywhere on a larger textured
 canvas, optionally "painted" (an edge-preserving stylisation filter), with its exact 68 landmarks.
 
-These are the scenes full-frame output is tested and shown on (``talkinghead.paste``): a whole picture, not a
+These are the scenes full-frame output is tested and shown on (``talkinghead.inference.paste``): a whole picture, not a
 face crop, where the face can sit near (or across) the picture's edge, and a painting-like one.
 """
 

@@ -46,7 +46,7 @@ def tiny_checkpoint(
     ``extra``: more overrides (e.g. ``loss.weights.match=0``).
     """
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     data = TINY_SYNTHETIC_DATA if data is None else data
     cfg = compose(

@@ -8,8 +8,8 @@ import pytest
 
 from finetune_helpers import tiny_checkpoint
 from talkinghead import api
-from talkinghead.avatar import load_avatar
-from talkinghead.fewshot import FineTuneSettings
+from talkinghead.inference.avatar import load_avatar
+from talkinghead.inference.fewshot import FineTuneSettings
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from hydra.utils import instantiate
 
 from data_modules.batch import BatchSizeError, split_batch
-from talkinghead.build import world_size
+from talkinghead.training.build import world_size
 from talkinghead.config import compose
 from talkinghead.errors import ConfigError
 
@@ -76,7 +76,7 @@ def test_the_embedded_default_still_trains_with_8_on_one_device() -> None:
 
 
 def test_meta_learning_builds_its_data_with_the_split_batch_and_counts_epochs_in_global_batches(tmp_path: Path) -> None:
-    from talkinghead.train import build_meta_learning, resolve_iterations
+    from talkinghead.training.train import build_meta_learning, resolve_iterations
 
     from finetune_helpers import QUIET, TINY_MODEL
 

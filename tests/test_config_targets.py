@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from talkinghead.build import build_module
+from talkinghead.training.build import build_module
 from talkinghead.callbacks.health import HealthMonitor
 from talkinghead.callbacks.metrics import MetricsCallback
 from talkinghead.callbacks.samples import SampleGridCallback
@@ -16,7 +16,7 @@ from talkinghead.config import compose, config_dir
 from talkinghead.errors import ConfigError
 from talkinghead.losses.terms import GENERATOR_TERMS
 from talkinghead.modules.meta_learning import MetaLearningModule
-from talkinghead.train import build_callbacks
+from talkinghead.training.train import build_callbacks
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 

@@ -151,7 +151,7 @@ def _reference_l1(state: dict[str, torch.Tensor], fake: torch.Tensor, real: torc
 
 def test_the_paper_loss_is_the_caffe_vgg19_and_its_weight_reaches_the_loss(weights_dir: Path) -> None:
     from talkinghead.config import compose
-    from talkinghead.build import build_module
+    from talkinghead.training.build import build_module
 
     cfg = compose("meta_learn", ["experiment=vox2_paper", "model=small", f"weights_dir={weights_dir}"])
     assert cfg.loss.vgg19_input_norm == "caffe" and cfg.loss.vgg_pool == "avg"

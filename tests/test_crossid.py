@@ -1,4 +1,4 @@
-"""Reenactment across people (talkinghead.crossid): landmark scores on synthetic persons with exact landmarks, and
+"""Reenactment across people (talkinghead.evaluation.crossid): landmark scores on synthetic persons with exact landmarks, and
 the protocol inside ``make evaluate`` (protocols=[cross])."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from conftest import OracleDetector
 from data_modules.procedural_heads import SyntheticHeads
 from finetune_helpers import tiny_checkpoint
-from talkinghead.crossid import (
+from talkinghead.evaluation.crossid import (
     EyeTally, expression_error, eye_reference, find_landmarks, landmark_jitter, pose_error, score_clip,
 )
 from talkinghead.errors import ConfigError
@@ -185,7 +185,7 @@ def magenta_only() -> OracleDetector:
 
 
 def test_evaluate_runs_the_cross_identity_protocol_with_adaptation_on_and_off(ckpt, tmp_path, capsys) -> None:
-    from talkinghead.evaluate import evaluate_main
+    from talkinghead.evaluation.evaluate import evaluate_main
 
     out = evaluate_main(
         [f"ckpt={ckpt}", "protocols=[cross]", "cross.persons=2", "cross.T=1", "cross.method=FF", "cross.num_frames=3",
@@ -205,7 +205,7 @@ def test_evaluate_runs_the_cross_identity_protocol_with_adaptation_on_and_off(ck
 
 
 def test_bad_cross_settings_are_one_line_errors(ckpt, tmp_path) -> None:
-    from talkinghead.evaluate import evaluate_main
+    from talkinghead.evaluation.evaluate import evaluate_main
 
     with pytest.raises(ConfigError, match="protocols must be"):
         evaluate_main([f"ckpt={ckpt}", "protocols=[table2]", f"out_dir={tmp_path}", "~logger"])

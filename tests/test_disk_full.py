@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from finetune_helpers import tiny_checkpoint
-from talkinghead.avatar import Avatar, load_avatar, save_avatar
+from talkinghead.inference.avatar import Avatar, load_avatar, save_avatar
 from talkinghead.files import DiskFullError, atomic_write_text
 
 
@@ -127,7 +127,7 @@ def test_wandb_failing_after_the_avatar_is_written_is_one_warning_and_exit_0(ckp
                                                                             capsys) -> None:
     """The avatar does not depend on its logging: W&B's error once it is safely written (its own full disk, its
     teardown) is a warning line, and the run succeeds."""
-    from talkinghead import loggers
+    from talkinghead.training import loggers
     from talkinghead.cli import main
 
     def wandb_fails(*_: object) -> None:

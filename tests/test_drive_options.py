@@ -1,4 +1,4 @@
-"""One set of drive options (``talkinghead.reenact.DriveOptions``) for every surface: ``make reenact``, the page's
+"""One set of drive options (``talkinghead.inference.reenact.DriveOptions``) for every surface: ``make reenact``, the page's
 Drive and Live tabs, ``make live``; checked when made, one line naming the field."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from talkinghead import api, cli
-from talkinghead.reenact import DriveOptions, ReenactError
+from talkinghead.inference.reenact import DriveOptions, ReenactError
 
 #: fields a surface sets itself, not a flag: the page's decoding bound, a synthetic driver's length (tests, tools)
 NOT_FLAGS = {"max_side", "synthetic_frames"}

@@ -9,7 +9,7 @@ import pytest
 
 from finetune_helpers import tiny_checkpoint
 from talkinghead.errors import ConfigError
-from talkinghead.evaluate import EvaluationError, Row, csv_text, evaluate_main, markdown_table
+from talkinghead.evaluation.evaluate import EvaluationError, Row, csv_text, evaluate_main, markdown_table
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,8 @@ def test_bad_settings_are_clear_errors(ckpt, tmp_path) -> None:
 def test_ff_rows_use_ff_ckpt_and_say_which_model_they_are(ckpt, tmp_path, monkeypatch) -> None:
     """Without ff_ckpt the table says its FF rows are the FT model un-fine-tuned; with one, the FF rows are made
     from it (and it is reported as having the match term or not); another model size is a one-line error."""
-    import talkinghead.evaluate as ev
-    from talkinghead.avatar import load_meta_learned
+    import talkinghead.evaluation.evaluate as ev
+    from talkinghead.inference.avatar import load_meta_learned
 
     used: list[tuple[str, str]] = []
     real = ev.fit_avatar

@@ -1,4 +1,4 @@
-"""ONNX export of an avatar (``talkinghead.export``): the file matches the PyTorch renderer, the README's
+"""ONNX export of an avatar (``talkinghead.inference.export``): the file matches the PyTorch renderer, the README's
 onnxruntime-only snippet runs as written, bad avatars are one-line errors that leave nothing at OUT, and the onnx
 backend of reenactment."""
 
@@ -15,16 +15,16 @@ import pytest
 import torch
 
 from finetune_helpers import tiny_checkpoint
-from talkinghead.avatar import AvatarError, AvatarMismatchError, load_avatar, load_meta_learned, save_avatar
-from talkinghead.fewshot import FineTuneSettings, fit_avatar
-from talkinghead.shots import evenly, resolve
+from talkinghead.inference.avatar import AvatarError, AvatarMismatchError, load_avatar, load_meta_learned, save_avatar
+from talkinghead.inference.fewshot import FineTuneSettings, fit_avatar
+from talkinghead.inference.shots import evenly, resolve
 from talkinghead.speed import Speed
 
 onnx = pytest.importorskip("onnx", reason="pip install -e '.[export]'")
 ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")
 pytest.importorskip("onnxscript", reason="pip install -e '.[export]'")
 
-from talkinghead.export import (  # noqa: E402 - after the skips
+from talkinghead.inference.export import (  # noqa: E402 - after the skips
     ExportError,
     MissingPackageError,
     OnnxRenderer,
@@ -72,7 +72,7 @@ def driver(ckpt) -> tuple[np.ndarray, torch.Tensor]:
 
 def torch_frames(avatar: Path, ckpt: Path, y: torch.Tensor) -> torch.Tensor:
     """The PyTorch renderer in fp32 (plain path: no bf16 even where the CPU has it)."""
-    from talkinghead.avatar import AvatarRenderer
+    from talkinghead.inference.avatar import AvatarRenderer
 
     return AvatarRenderer(load_avatar(avatar), load_meta_learned(ckpt), "cpu", Speed.plain()).render(y)
 
@@ -177,7 +177,7 @@ def test_an_ft_avatar_fine_tuned_channels_last_exports_and_matches_pytorch(ckpt,
     """``make finetune`` fine-tunes channels-last (its default speed): a changed 1x1 kernel (C, Cin, 1, 1) then has a
     last stride of Cin and counts as contiguous, and the avatar fingerprint's byte view refused it (issue 30: every
     FT avatar failed to export).  fp32 pinned, so the bound is the test avatar's 1e-4 whatever the CPU."""
-    from talkinghead.export import TOLERANCE
+    from talkinghead.inference.export import TOLERANCE
 
     meta = load_meta_learned(ckpt)
     person = resolve("syn0004/v00", meta.config.data, meta.image_size, synthetic_video_length=32)
@@ -204,7 +204,7 @@ def test_the_tensor_hash_reads_bytes_in_row_major_order_whatever_the_strides() -
     contiguous one as the fingerprints always hashed it (avatars and exported files made before keep theirs)."""
     import hashlib
 
-    from talkinghead.avatar import hash_tensors
+    from talkinghead.inference.avatar import hash_tensors
 
     def digest(items: list[tuple[str, torch.Tensor]]) -> str:
         return hash_tensors(hashlib.sha256(b"x"), items).hexdigest()
@@ -278,7 +278,7 @@ def test_a_write_that_fails_midway_leaves_nothing_at_out(avatar, tmp_path, monke
 
 
 def test_an_export_that_does_not_render_like_pytorch_is_refused(avatar, tmp_path, monkeypatch) -> None:
-    from talkinghead import export
+    from talkinghead.inference import export
     from talkinghead.nets.layers import normalize
 
     # a wrong fold (every folded norm's scale off by 10%): the check against PyTorch must catch it
@@ -309,8 +309,8 @@ def test_without_onnxruntime_export_and_backend_are_one_line_errors(avatar, tmp_
 # ------------------------------------------------------------------------------------------------ the backend
 def test_reenact_with_the_onnx_backend_renders_what_torch_renders(exported, avatar, ckpt, driver, tmp_path) -> None:
     from talkinghead.cli import reenact_main
-    from talkinghead.export import avatar_renderer
-    from talkinghead.reenact import render_frames
+    from talkinghead.inference.export import avatar_renderer
+    from talkinghead.inference.reenact import render_frames
 
     pts, _ = driver
     av = load_avatar(avatar)
@@ -331,9 +331,9 @@ def test_reenact_with_the_onnx_backend_renders_what_torch_renders(exported, avat
 def test_cli_export_beside_the_avatar_and_auto_takes_that_file(avatar, ckpt, exported, tmp_path, capsys) -> None:
     import shutil
 
-    from talkinghead.avatar import AvatarRenderer
+    from talkinghead.inference.avatar import AvatarRenderer
     from talkinghead.cli import main
-    from talkinghead.export import OnnxAvatarRenderer, avatar_renderer
+    from talkinghead.inference.export import OnnxAvatarRenderer, avatar_renderer
 
     av = load_avatar(avatar)
     meta = load_meta_learned(ckpt)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from finetune_helpers import tiny_checkpoint
-from talkinghead.avatar import (
+from talkinghead.inference.avatar import (
     AvatarMismatchError,
     AvatarRenderer,
     CheckpointError,
@@ -21,9 +21,9 @@ from talkinghead.avatar import (
     save_avatar,
 )
 from talkinghead.cli import finetune_main
-from talkinghead.fewshot import FineTuneSettings, fit_avatar
+from talkinghead.inference.fewshot import FineTuneSettings, fit_avatar
 from talkinghead.modules.finetune import FineTuningModule
-from talkinghead.shots import NotEnoughFramesError, UnknownIdError, evenly, resolve
+from talkinghead.inference.shots import NotEnoughFramesError, UnknownIdError, evenly, resolve
 from talkinghead.safe_load import safe_load
 
 
@@ -227,7 +227,7 @@ def test_finetune_on_a_users_video(ckpt, tmp_path) -> None:
 
 
 def test_epochs_count_passes_over_the_T_frames() -> None:
-    from talkinghead.fewshot import FineTuneSettings
+    from talkinghead.inference.fewshot import FineTuneSettings
 
     s = FineTuneSettings.from_config({"steps": 40, "epochs": 40, "batch_size": 4})
     assert [s.steps_for(T) for T in (1, 8, 32)] == [40, 80, 320]
@@ -242,7 +242,7 @@ def test_finetune_defaults_agree_with_the_one_fine_tuning_config_and_fsth() -> N
     """FineTuneSettings.from_recipe(), `make finetune` and `make evaluate` read the same settings (experiments/finetuning/
     paper.yaml): FSTH's RAdam at 5e-4 / 8e-4 for ~560 iterations, averaged at 0.972, the paper's two D steps."""
     from talkinghead.config import compose
-    from talkinghead.fewshot import FineTuneSettings
+    from talkinghead.inference.fewshot import FineTuneSettings
 
     finetune = FineTuneSettings.from_config(compose("finetune", ["id=x"]))
     evaluate = FineTuneSettings.from_config(compose("evaluate").finetune)

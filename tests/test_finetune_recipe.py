@@ -11,11 +11,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from finetune_helpers import tiny_checkpoint
-from talkinghead.avatar import load_meta_learned
+from talkinghead.inference.avatar import load_meta_learned
 from talkinghead.config import compose
 from talkinghead.errors import ConfigError
-from talkinghead.fewshot import FineTuneSettings, StopWhenFlat, fit_avatar, recipe, settings_for
-from talkinghead.shots import evenly, resolve
+from talkinghead.inference.fewshot import FineTuneSettings, StopWhenFlat, fit_avatar, recipe, settings_for
+from talkinghead.inference.shots import evenly, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,8 +89,8 @@ def test_the_page_make_finetune_and_make_evaluate_fine_tune_with_the_same_settin
     pytest.importorskip("gradio", reason="the demo extra is not installed")
     import shutil
 
-    from talkinghead import evaluate as evaluate_mod
-    from talkinghead.avatar import load_avatar
+    from talkinghead.evaluation import evaluate as evaluate_mod
+    from talkinghead.inference.avatar import load_avatar
     from talkinghead.cli import finetune_main
     from talkinghead.demo import Demo, DemoConfig
 
@@ -128,8 +128,8 @@ def test_the_page_make_finetune_and_make_evaluate_fine_tune_with_the_same_settin
 
 def test_a_command_line_is_merged_over_the_models_recipe_by_hydra() -> None:
     """The line's keys, nested ones too, land on the model's recipe; a line that names a recipe keeps it."""
-    from talkinghead.evaluate import compose_evaluate
-    from talkinghead.fewshot import recipe_overrides
+    from talkinghead.evaluation.evaluate import compose_evaluate
+    from talkinghead.inference.fewshot import recipe_overrides
 
     embedded = compose("meta_learn", ["experiment=embedded"])
     name, line = recipe_overrides(embedded, ["finetune.steps=7", "finetune.loss_weights={pixel: 3.0}"],

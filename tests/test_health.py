@@ -143,7 +143,7 @@ def test_nonsense_thresholds_are_one_line_config_errors(key, value, message) -> 
 
 def test_the_default_config_block_is_valid_and_reaches_the_run(tmp_path: Path) -> None:
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     cfg = compose("meta_learn", ["logger=csv", f"run_dir={tmp_path}", "callbacks.health.window=-3"])
     with pytest.raises(ConfigError, match="callbacks.health.window must be"):
@@ -177,7 +177,7 @@ TINY_RUN = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.precisio
 
 def test_after_a_non_finite_stop_the_newest_checkpoint_is_finite_and_resumes(tmp_path: Path) -> None:
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     overrides = [*TINY_RUN, "iterations=8", f"run_dir={tmp_path}"]
     run = build_meta_learning(compose("meta_learn", overrides))

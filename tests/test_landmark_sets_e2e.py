@@ -12,12 +12,12 @@ import torch
 from finetune_helpers import tiny_checkpoint
 
 from talkinghead import api
-from talkinghead.avatar import AvatarMismatchError, load_avatar
-from talkinghead.export import landmark_drawing
-from talkinghead.fewshot import FineTuneSettings, fit_avatar
+from talkinghead.inference.avatar import AvatarMismatchError, load_avatar
+from talkinghead.inference.export import landmark_drawing
+from talkinghead.inference.fewshot import FineTuneSettings, fit_avatar
 from talkinghead.landmarks.eyes import gaze
 from talkinghead.landmarks.sets import IBUG68, IBUG68_IRIS, LandmarkSetError, iris_present
-from talkinghead.reenact import Driver, driver_points, load_driver
+from talkinghead.inference.reenact import Driver, driver_points, load_driver
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +126,8 @@ def iris_videos(tmp_path_factory) -> tuple[dict[str, Path], dict[str, np.ndarray
 
 def test_a_real_video_gets_located_irises_for_fine_tuning_and_driving(iris_ckpt, iris_videos, tmp_path) -> None:
     from talkinghead.crop import landmarks_to_crop
-    from talkinghead.live import LiveSession
-    from talkinghead.shots import read_user_frames, track_faces
+    from talkinghead.inference.live import LiveSession
+    from talkinghead.inference.shots import read_user_frames, track_faces
 
     paths, truth, oracle = iris_videos
     meta = api.load_model(iris_ckpt)

@@ -23,7 +23,7 @@ from finetune_helpers import QUIET, TINY_MODEL, TINY_SYNTHETIC_DATA
 from talkinghead.callbacks import preemption
 from talkinghead.callbacks.preemption import Stopped
 from talkinghead.config import compose
-from talkinghead.train import build_meta_learning
+from talkinghead.training.train import build_meta_learning
 from talkinghead.safe_load import safe_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_a_local_job_requeued_by_the_signal_resumes_and_ends_equal_and_a_second_
     """submitit's local executor stands in for SLURM: SIGUSR1 mid-run -> last.ckpt, exit "requeue me", the
     controller starts the job again, it resumes; the result equals an uninterrupted job's."""
     pytest.importorskip("submitit")
-    from talkinghead.launch import LaunchError, job_state, submit
+    from talkinghead.training.launch import LaunchError, job_state, submit
 
     interrupted = submit([*LOCAL, f"run_dir={tmp_path / 'b'}"], gpus=0, cluster="local", time_min=30)
     with pytest.raises(LaunchError, match=rf"job {interrupted.job_id} of this run is running and writes .*b.*kill"):
@@ -219,7 +219,7 @@ def fake_bin(folder: Path, name: str, script: str) -> None:
 
 
 def test_without_submitit_or_sbatch_the_launcher_says_what_is_missing_in_one_line(tmp_path, monkeypatch, capsys):
-    from talkinghead.launch import main
+    from talkinghead.training.launch import main
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch
     assert main(["--gpus", "8", f"run_dir={tmp_path / 'r'}"]) == 2
@@ -238,7 +238,7 @@ def test_the_sbatch_script_asks_for_the_signal_and_requeue_and_a_second_writer_i
                                                                                           capsys):
     """With fake sbatch / squeue on PATH: what is submitted, what is printed, and squeue decides a resubmission."""
     pytest.importorskip("submitit")
-    from talkinghead.launch import main
+    from talkinghead.training.launch import main
 
     bin_dir = tmp_path / "bin"
     fake_bin(bin_dir, "sbatch", "echo \"$@\" >> \"$(dirname \"$0\")/sbatch.log\"\necho 'Submitted batch job 77'\n")
@@ -277,7 +277,7 @@ def test_the_sbatch_script_asks_for_the_signal_and_requeue_and_a_second_writer_i
 
 def test_a_requeued_job_whose_checkpoint_is_unreadable_trains_nothing_and_names_the_file(tmp_path, capsys):
     from talkinghead.errors import ConfigError
-    from talkinghead.launch import MetaLearnJob
+    from talkinghead.training.launch import MetaLearnJob
 
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from finetune_helpers import tiny_checkpoint
 
-from talkinghead.reenact import DriveOptions
+from talkinghead.inference.reenact import DriveOptions
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def avatar(tmp_path_factory):
 
 @pytest.fixture
 def session(avatar):
-    from talkinghead.live import LiveSession
+    from talkinghead.inference.live import LiveSession
 
     path, meta = avatar
     return LiveSession.from_file(path, meta, demo_helpers.detector(), DriveOptions(backend="torch"), interval_s=0.05)
@@ -90,7 +90,7 @@ def test_a_new_frame_size_starts_a_new_track(session) -> None:
 
 
 def test_dropped_frames_are_estimated_from_the_arrival_gaps(avatar) -> None:
-    from talkinghead.live import LiveSession
+    from talkinghead.inference.live import LiveSession
 
     path, meta = avatar
     s = LiveSession.from_file(path, meta, demo_helpers.detector(), DriveOptions(backend="torch"), interval_s=0.1)
@@ -101,7 +101,7 @@ def test_dropped_frames_are_estimated_from_the_arrival_gaps(avatar) -> None:
 
 
 def test_the_lock_refuses_a_second_session_and_frees_on_stop_and_when_idle() -> None:
-    from talkinghead.live import LiveLock
+    from talkinghead.inference.live import LiveLock
 
     now = [0.0]
     lock = LiveLock(idle_s=5.0, clock=lambda: now[0])
@@ -169,7 +169,7 @@ def test_a_skipped_frame_now_and_then_does_not_hold_the_live_slot(avatar, tmp_pa
 
 
 def test_pauses_and_skipped_frames_are_not_counted_as_dropped(avatar) -> None:
-    from talkinghead.live import LiveSession
+    from talkinghead.inference.live import LiveSession
 
     path, meta = avatar
     s = LiveSession.from_file(path, meta, demo_helpers.detector(), DriveOptions(backend="torch"), interval_s=0.04)

@@ -46,7 +46,7 @@ def test_voxceleb_loader_workers_persist_across_epochs_and_validations(tmp_path,
 
 def test_synthetic_training_batches_are_uint8_and_the_module_converts_them_on_the_device():
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     dm = SyntheticDataModule(num_identities=6, videos_per_identity=1, test_identities=2, frames_per_video=8,
                              heldout_frames=4, K=2, image_size=32, batch_size=2)

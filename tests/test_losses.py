@@ -42,9 +42,9 @@ def test_an_unknown_loss_term_is_one_line_with_the_closest_name_wherever_it_is_g
 
     from talkinghead.config import compose
     from talkinghead.errors import ConfigError
-    from talkinghead.fewshot import FineTuneSettings
+    from talkinghead.inference.fewshot import FineTuneSettings
     from talkinghead.losses.terms import GENERATOR_TERMS, term_weights
-    from talkinghead.train import check_config
+    from talkinghead.training.train import check_config
 
     assert term_weights({"pixel": 2}) == {k: 2.0 if k == "pixel" else 0.0 for k in GENERATOR_TERMS}
     cfg = compose("meta_learn", ["+loss.weights.feature_matchng=3"])

@@ -12,12 +12,12 @@ from finetune_helpers import QUIET, TINY_SYNTHETIC_DATA
 from toy_model import ToyGenerator
 
 from talkinghead import api
-from talkinghead.avatar import AvatarRenderer, CheckpointError, load_avatar, load_meta_learned
+from talkinghead.inference.avatar import AvatarRenderer, CheckpointError, load_avatar, load_meta_learned
 from talkinghead.config import compose
 from talkinghead.errors import ConfigError
-from talkinghead.evaluate import evaluate_main
-from talkinghead.fewshot import FineTuneSettings
-from talkinghead.train import build_meta_learning
+from talkinghead.evaluation.evaluate import evaluate_main
+from talkinghead.inference.fewshot import FineTuneSettings
+from talkinghead.training.train import build_meta_learning
 from talkinghead.nets import Embedder, Generator, ProjectionDiscriminator
 from talkinghead.speed import Speed
 from talkinghead.nets.interface import (
@@ -67,7 +67,7 @@ def test_the_toy_model_runs_every_stage(toy_ckpt, tmp_path) -> None:
 
     pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")
     pytest.importorskip("onnxscript", reason="pip install -e '.[export]'")
-    from talkinghead.export import OnnxRenderer, export_avatar, probe_images  # needs the export extras
+    from talkinghead.inference.export import OnnxRenderer, export_avatar, probe_images  # needs the export extras
 
     exported = export_avatar(made.path, tmp_path / "toy.onnx", ckpt=toy_ckpt)
     y = probe_images(avatar, 3)

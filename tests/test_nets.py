@@ -172,7 +172,7 @@ def test_up_conv_equals_conv_of_the_upsampled_input(channels_last: bool) -> None
 
 def test_the_renderer_runs_every_up_block_folded_and_matches_the_generator() -> None:
     from talkinghead.nets.layers import ResBlockUp
-    from talkinghead.render import FrameRenderer
+    from talkinghead.inference.render import FrameRenderer
     from talkinghead.speed import Speed
 
     torch.manual_seed(0)
@@ -209,7 +209,7 @@ def test_embedder_pool_orders_differ_where_the_last_map_has_negatives_and_the_de
 def test_embedder_pool_reaches_the_network_from_config_and_a_config_without_it_keeps_the_old_order() -> None:
     from omegaconf import OmegaConf
 
-    from talkinghead.build import build_networks
+    from talkinghead.training.build import build_networks
     from talkinghead.config import compose
 
     tiny = ["model.embedder.base_channels=8", "model.embedder.max_channels=32", "model.emb_dim=32"]

@@ -220,7 +220,7 @@ def test_a_stopped_finetune_exits_non_zero_and_says_what_was_kept(ckpt, tmp_path
 def test_a_stopped_reenact_says_so_and_leaves_no_partial_file(ckpt, tmp_path, capsys, monkeypatch) -> None:
     avatar = api.make_avatar("syn0004/v00", T=1, mode="FF", ckpt=ckpt, out=tmp_path / "a" / "avatar.pt",
                              preview_frames=2).path
-    import talkinghead.reenact as reenact
+    import talkinghead.inference.reenact as reenact
 
     real = reenact.render_frames
 
@@ -242,7 +242,7 @@ def test_a_stopped_reenact_says_so_and_leaves_no_partial_file(ckpt, tmp_path, ca
 
 # ------------------------------------------------------------------------------------------ clear words
 def test_a_ckpt_folder_without_a_checkpoint_says_so(tmp_path, capsys) -> None:
-    from talkinghead.avatar import CheckpointError, resolve_checkpoint
+    from talkinghead.inference.avatar import CheckpointError, resolve_checkpoint
 
     (tmp_path / "run").mkdir()
     with pytest.raises(CheckpointError, match="is a folder without checkpoints/last.ckpt"):
@@ -257,7 +257,7 @@ def test_a_photo_with_two_faces_says_which_it_took(tmp_path) -> None:
     from PIL import Image
 
     from conftest import synthetic_heads
-    from talkinghead.shots import photo_frames
+    from talkinghead.inference.shots import photo_frames
 
     img, pts = synthetic_heads(1, 1).render(0, 0, 0.0, 128)
     photo = tmp_path / "two people.png"
@@ -282,7 +282,7 @@ def test_a_photo_with_two_faces_says_which_it_took(tmp_path) -> None:
 
 
 def test_a_stopped_evaluate_says_so_and_removes_its_unfinished_folder(ckpt, tmp_path, capsys, monkeypatch) -> None:
-    import talkinghead.evaluate as ev
+    import talkinghead.evaluation.evaluate as ev
 
     def stopped(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)

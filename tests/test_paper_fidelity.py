@@ -9,14 +9,14 @@ import torch
 from helpers import FixedEpisodes, tiny_module
 from torch.utils.data import DataLoader
 
-from talkinghead.build import build_networks
+from talkinghead.training.build import build_networks
 from talkinghead.config import compose
 from talkinghead.losses.match import match_loss
 from talkinghead.modules import adversarial, meta_learning
 from talkinghead.nets.discriminator import num_videos_in_state
 from talkinghead.nets.layers import ResBlockDown, ResBlockUp, SelfAttention
 from talkinghead.nets.spectral import is_spectral_normed
-from talkinghead.train import resolve_iterations
+from talkinghead.training.train import resolve_iterations
 
 
 def count(module: torch.nn.Module, skip: str | None = None) -> int:
@@ -109,7 +109,7 @@ def test_old_checkpoint_layout_is_a_one_line_error() -> None:
 
 
 def test_loading_an_old_checkpoint_says_why_in_one_line(tmp_path) -> None:
-    from talkinghead.avatar import CheckpointError, load_meta_learned
+    from talkinghead.inference.avatar import CheckpointError, load_meta_learned
 
     old = {"hyper_parameters": {"config": {"model": {"image_size": 64, "generator": {"attn_res": 16}}}},
            "state_dict": {"discriminator.W.weight": torch.zeros(3, 4), "discriminator.w0": torch.zeros(4)}}

@@ -1,4 +1,4 @@
-"""Full-frame output (talkinghead.paste): the rendered face pasted back into the avatar's source frame.
+"""Full-frame output (talkinghead.inference.paste): the rendered face pasted back into the avatar's source frame.
 
 Scenes are procedural portraits (data_modules.portraits): a synthetic head with exact landmarks on a textured
 canvas, as a photo or painted.  The "render" pasted back is another frame of the same head (other expression),
@@ -21,8 +21,8 @@ from data_modules.preprocess import PreprocessConfig
 from talkinghead.crop import crop_frame, face_track, landmarks_to_crop
 from data_modules.procedural_heads import SyntheticHeads
 from finetune_helpers import tiny_checkpoint
-from talkinghead.avatar import AvatarError, load_avatar
-from talkinghead.paste import box_roi, crop_to_frame, face_mask, paste_back, paste_frames
+from talkinghead.inference.avatar import AvatarError, load_avatar
+from talkinghead.inference.paste import box_roi, crop_to_frame, face_mask, paste_back, paste_frames
 
 S = 64
 
@@ -171,10 +171,10 @@ def test_a_photo_avatar_keeps_its_frame_and_full_frame_reenactment_is_the_photos
 
 
 def test_full_frame_with_an_avatar_made_before_it_is_a_one_line_error(ckpt, tmp_path, capsys) -> None:
-    from talkinghead.avatar import load_meta_learned
+    from talkinghead.inference.avatar import load_meta_learned
     from talkinghead.cli import main
-    from talkinghead.fewshot import fit_avatar
-    from talkinghead.shots import evenly, resolve
+    from talkinghead.inference.fewshot import fit_avatar
+    from talkinghead.inference.shots import evenly, resolve
 
     meta = load_meta_learned(ckpt)
     person = resolve("syn0004/v00", meta.config.data, meta.image_size, synthetic_video_length=16)

@@ -40,7 +40,7 @@ def test_the_voxceleb_module_answers_the_person_api_on_shards(synthetic_shards, 
 
 
 def test_evaluate_unit_makes_every_clip_a_held_out_video(synthetic_shards, monkeypatch) -> None:
-    from talkinghead.evaluate import held_out_videos, set_unit
+    from talkinghead.evaluation.evaluate import held_out_videos, set_unit
 
     root, _ = synthetic_shards
     monkeypatch.delenv("DATA_ROOT", raising=False)

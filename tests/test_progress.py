@@ -14,7 +14,7 @@ def test_the_bar_reads_iterations_of_the_total(tmp_path: Any) -> None:
 
     from talkinghead.callbacks.progress import IterationProgressBar
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     labels: list[str] = []
     done: list[tuple[float, float]] = []
@@ -46,7 +46,7 @@ def test_no_bar_when_progress_is_off(tmp_path: Any) -> None:
 
     from talkinghead.callbacks.progress import IterationProgressBar
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     cfg = compose("meta_learn", [*QUIET, *TINY_MODEL, *TINY_SYNTHETIC_DATA, "K=2", "iterations=3", f"run_dir={tmp_path}",
                                  "trainer.enable_progress_bar=false"])
@@ -65,7 +65,7 @@ def test_steps_per_iteration_must_be_positive() -> None:
 def test_misleading_lightning_notes_are_dropped_and_others_kept() -> None:
     import logging
 
-    from talkinghead.loggers import drop_lightning_notes
+    from talkinghead.training.loggers import drop_lightning_notes
 
     log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     drop_lightning_notes()

@@ -10,13 +10,13 @@ import pytest
 
 from conftest import OracleDetector, synthetic_heads, write_mp4
 from finetune_helpers import tiny_checkpoint
-from talkinghead.avatar import AvatarMismatchError, load_meta_learned, save_avatar
-from talkinghead.fewshot import fit_avatar
+from talkinghead.inference.avatar import AvatarMismatchError, load_meta_learned, save_avatar
+from talkinghead.inference.fewshot import fit_avatar
 from talkinghead.landmarks.adapt import adapt_landmarks, fit_similarity, should_adapt
 from talkinghead.cli import reenact_main
-from talkinghead.reenact import ReenactError, load_driver
+from talkinghead.inference.reenact import ReenactError, load_driver
 from talkinghead.video import VideoWriteError, write_video
-from talkinghead.shots import evenly, resolve
+from talkinghead.inference.shots import evenly, resolve
 from talkinghead.safe_load import safe_load
 
 

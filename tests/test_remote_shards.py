@@ -75,9 +75,9 @@ def test_meta_learning_finetune_and_evaluate_from_an_http_root(served, serve, tm
     from finetune_helpers import QUIET, TINY_MODEL
 
     from talkinghead.config import compose
-    from talkinghead.evaluate import evaluate_main
+    from talkinghead.evaluation.evaluate import evaluate_main
     from talkinghead.cli import finetune_main
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     url = serve(served)
     monkeypatch.setenv("TALKINGHEAD_CACHE", str(tmp_path / "cache"))
@@ -171,7 +171,7 @@ def test_training_from_an_http_root_that_drops_halfway_names_the_shard_and_resum
     from finetune_helpers import QUIET, TINY_MODEL
 
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     broken: set[str] = set()
 

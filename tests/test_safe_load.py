@@ -14,7 +14,7 @@ import torch
 from omegaconf import ListConfig
 
 from finetune_helpers import QUIET, TINY_MODEL, TINY_SYNTHETIC_DATA, tiny_checkpoint
-from talkinghead.avatar import AvatarError, load_avatar, load_meta_learned, save_avatar
+from talkinghead.inference.avatar import AvatarError, load_avatar, load_meta_learned, save_avatar
 from talkinghead.safe_load import UnsafeFileError, safe_load
 
 
@@ -71,7 +71,7 @@ def test_a_checkpoint_written_before_plain_lists_still_loads_and_resumes(ckpt, t
     """Before commit 7164227 W's SparseAdam kept omegaconf ListConfigs in its param groups: such a checkpoint needs
     omegaconf's classes, which are allowed by name (and nothing else is)."""
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     data = safe_load(ckpt)
     for state in data["optimizer_states"]:
@@ -95,8 +95,8 @@ def test_a_checkpoint_written_before_plain_lists_still_loads_and_resumes(ckpt, t
 
 
 def test_an_avatar_saved_today_loads(ckpt, tmp_path) -> None:
-    from talkinghead.fewshot import FineTuneSettings, fit_avatar
-    from talkinghead.shots import evenly, resolve
+    from talkinghead.inference.fewshot import FineTuneSettings, fit_avatar
+    from talkinghead.inference.shots import evenly, resolve
 
     meta = load_meta_learned(ckpt)
     shots = resolve("syn0004/v00", meta.config.data, 32, synthetic_video_length=8).load(evenly(8, 1))
@@ -146,7 +146,7 @@ def test_files_that_are_not_zip_checkpoints_are_refused_too(kind, tmp_path) -> N
 def test_a_pickle_torch_cannot_read_is_one_line_and_runs_nothing(tmp_path) -> None:
     """A protocol-4 pickle (or any non-torch bytes) stops the restricted unpickler before it names a global: the
     loaders word it as not their kind of file, in one line."""
-    from talkinghead.avatar import CheckpointError
+    from talkinghead.inference.avatar import CheckpointError
 
     marker = tmp_path / "MARKER"
     path = tmp_path / "x.ckpt"
@@ -163,7 +163,7 @@ def test_a_pickle_torch_cannot_read_is_one_line_and_runs_nothing(tmp_path) -> No
 def test_resuming_from_a_crafted_checkpoint_is_refused_and_runs_nothing(crafted, tmp_path) -> None:
     """Both loads of resuming: the check before training (``check_resumable``) and Lightning's own (weights_only)."""
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     path, marker = crafted
     run_dir = path.parent.parent
@@ -205,8 +205,8 @@ def test_the_cli_refuses_a_crafted_checkpoint_for_meta_learn_and_finetune(crafte
 # ------------------------------------------------------------------------------------------------ avatar keys
 @pytest.mark.parametrize("change", ["unknown", "missing", "both"])
 def test_an_avatar_with_keys_too_many_or_too_few_is_one_line(change, ckpt, tmp_path) -> None:
-    from talkinghead.fewshot import FineTuneSettings, fit_avatar
-    from talkinghead.shots import evenly, resolve
+    from talkinghead.inference.fewshot import FineTuneSettings, fit_avatar
+    from talkinghead.inference.shots import evenly, resolve
 
     meta = load_meta_learned(ckpt)
     shots = resolve("syn0004/v00", meta.config.data, 32, synthetic_video_length=8).load(evenly(8, 1))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead.shots import NoFaceError, UnknownIdError, photo_list, resolve
+from talkinghead.inference.shots import NoFaceError, UnknownIdError, photo_list, resolve
 
 SYN = {"_target_": "data_modules.synthetic.SyntheticDataModule"}
 
@@ -85,7 +85,7 @@ def test_finetune_from_one_photo(photos, tmp_path):
     """``make finetune ID=photo.png T=1``: the one-shot case end to end (FF, tiny checkpoint)."""
     from finetune_helpers import tiny_checkpoint
 
-    from talkinghead.avatar import load_avatar
+    from talkinghead.inference.avatar import load_avatar
     from talkinghead.cli import finetune_main
 
     paths, oracle = photos

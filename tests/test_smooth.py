@@ -96,7 +96,7 @@ def test_bad_input_is_refused():
 
 def test_reenact_refuses_an_unknown_smooth_mode(tmp_path):
     from talkinghead.cli import reenact_main
-    from talkinghead.reenact import ReenactError
+    from talkinghead.inference.reenact import ReenactError
 
     with pytest.raises(ReenactError, match="smooth must be one of on, off"):
         reenact_main(tmp_path / "avatar.pt", "driver.mp4", tmp_path / "out.mp4", smooth="sometimes")

@@ -21,7 +21,7 @@ from talkinghead.nets import Generator
 from talkinghead.nets.layers import ResBlockDown, ResBlockUp
 from talkinghead.nets.spectral import SpectralNorm, bake, power_iteration, spectral_norm, spectral_norms
 from talkinghead.speed import Speed, to_memory_format
-from talkinghead.build import build_module
+from talkinghead.training.build import build_module
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = ("train/d_hinge", "train/w_e_dist", "train/g_pixel", "train/g_adversarial", "train/g_feature_matching",
@@ -166,7 +166,7 @@ def test_precision_auto_follows_the_cpu_and_can_be_forced_either_way(monkeypatch
 
 
 def test_compile_auto_is_for_single_process_cuda_meta_learning() -> None:
-    from talkinghead.build import resolve_speed
+    from talkinghead.training.build import resolve_speed
 
     def resolved(*overrides: str) -> Speed:
         return resolve_speed(compose("meta_learn", ["experiment=vox2_paper", "data=synthetic", *overrides]))
@@ -284,7 +284,7 @@ def test_residual_skips_equal_the_papers_order_of_operations() -> None:
 
 # ------------------------------------------------------------------------------------------------ inference
 def test_renderer_fast_path_matches_plain_within_bf16_tolerance() -> None:
-    from talkinghead.render import FrameRenderer
+    from talkinghead.inference.render import FrameRenderer
 
     torch.manual_seed(0)
     g = Generator(32, emb_dim=16, base_channels=8, max_channels=16, num_down=2, num_res=1, attn_res_down=16, attn_res_up=16)

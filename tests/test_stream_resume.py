@@ -45,7 +45,7 @@ def test_killed_and_resumed_meta_learning_on_shards_equals_an_uninterrupted_run(
     from test_training_synthetic import CrashAt
 
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     root, _ = synthetic_shards
     tiny = [*QUIET, *TINY_MODEL, "data=vox2", f"data.root={root}", "model.landmarks=ibug68",  # 68-point shards

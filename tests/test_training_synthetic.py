@@ -10,7 +10,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 
 from talkinghead.config import compose
 from talkinghead.modules.meta_learning import split_episode
-from talkinghead.train import build_meta_learning
+from talkinghead.training.train import build_meta_learning
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "callbacks.val_every_n_iterations=100000",
          "callbacks.sample_every_n_iterations=100000"]

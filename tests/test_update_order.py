@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from talkinghead.config import compose
-from talkinghead.fewshot import FineTuneSettings
+from talkinghead.inference.fewshot import FineTuneSettings
 from talkinghead.modules.meta_learning import sparse_adam_like, split_episode
 
 from helpers import FixedEpisodes, tiny_module

@@ -179,7 +179,7 @@ def test_a_per_utterance_checkpoint_is_refused_with_the_way_on(tmp_path):
     from omegaconf import OmegaConf
 
     from talkinghead.errors import ConfigError
-    from talkinghead.train import check_resumable
+    from talkinghead.training.train import check_resumable
 
     vox2 = "data_modules.voxceleb.VoxCeleb2DataModule"
     ckpt = tmp_path / "last.ckpt"
@@ -200,8 +200,8 @@ def test_a_per_utterance_checkpoint_is_refused_with_the_way_on(tmp_path):
 def test_evaluation_takes_sources_and_targets_across_the_utterances_of_a_held_out_video(multi_vox):
     from omegaconf import OmegaConf
 
-    from talkinghead import shots
-    from talkinghead.evaluate import held_out_videos
+    from talkinghead.inference import shots
+    from talkinghead.evaluation.evaluate import held_out_videos
 
     _, _, out, _ = multi_vox
     meta = OmegaConf.create({"model": {"image_size": 64}, "data": {

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from finetune_helpers import tiny_checkpoint
-from talkinghead.avatar import AvatarRenderer, load_meta_learned
+from talkinghead.inference.avatar import AvatarRenderer, load_meta_learned
 from talkinghead.callbacks.weight_average import CHECKPOINT_KEY, WeightAverage
-from talkinghead.fewshot import FineTuneSettings, embed_person, fit_avatar
+from talkinghead.inference.fewshot import FineTuneSettings, embed_person, fit_avatar
 from talkinghead.modules.finetune import initial_psi
-from talkinghead.shots import evenly, resolve
+from talkinghead.inference.shots import evenly, resolve
 from talkinghead.safe_load import safe_load
 
 PLAIN = ["speed=plain", "trainer.precision=32-true"]
@@ -37,7 +37,7 @@ def test_the_average_is_the_ema_of_the_trained_weights_per_iteration(tmp_path: P
 
     from finetune_helpers import QUIET, TINY_MODEL, TINY_SYNTHETIC_DATA
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     cfg = compose("meta_learn", [*QUIET, *TINY_MODEL, *TINY_SYNTHETIC_DATA, *PLAIN, "K=2", "iterations=3",
                                  f"run_dir={tmp_path}", "callbacks.weight_average.decay=0.5"])

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from talkinghead.config import compose
-from talkinghead.train import build_meta_learning
+from talkinghead.training.train import build_meta_learning
 
 
 class KillAt(pl.Callback):

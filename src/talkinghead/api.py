@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
-from talkinghead import shots as shots_mod
-from talkinghead.avatar import (
+from talkinghead.inference import shots as shots_mod
+from talkinghead.inference.avatar import (
     Avatar,
     AvatarRenderer,
     MetaLearned,
@@ -37,16 +37,16 @@ from talkinghead.avatar import (
 )
 from talkinghead.decode import one_job
 from talkinghead.errors import ConfigError
-from talkinghead.evaluate import held_out_videos
-from talkinghead.export import avatar_renderer, default_out
-from talkinghead.export import export_avatar as export
-from talkinghead.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, settings_for
+from talkinghead.evaluation.evaluate import held_out_videos
+from talkinghead.inference.export import avatar_renderer, default_out
+from talkinghead.inference.export import export_avatar as export
+from talkinghead.inference.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, settings_for
 from talkinghead.landmarks.detectors import LandmarkDetector
 from talkinghead.landmarks.sets import absent_note
 from talkinghead.outputs import check_outputs
-from talkinghead.reenact import DriveOptions, ReenactError, driver_points, load_driver, render_frames
-from talkinghead.render import pick_device
-from talkinghead.shots import probe_video as probe
+from talkinghead.inference.reenact import DriveOptions, ReenactError, driver_points, load_driver, render_frames
+from talkinghead.inference.render import pick_device
+from talkinghead.inference.shots import probe_video as probe
 from talkinghead.speed import Speed
 from talkinghead.video import side_by_side_frames, write_video
 from talkinghead.visualize import make_grid, save_png
@@ -241,7 +241,7 @@ def _make_avatar(
     preview["fake"] = fitted.render(preview["landmark_images"])
     if mode == "FT":
         from talkinghead.modules.finetune import initial_psi
-        from talkinghead.render import FrameRenderer
+        from talkinghead.inference.render import FrameRenderer
 
         psi_ff = initial_psi(meta.generator, fitted.avatar.e_new)
         preview["ff"] = FrameRenderer(meta.generator, psi_ff).render(preview["landmark_images"][:8])
@@ -286,7 +286,7 @@ class DriveResult:
     missing: int
     side_by_side: bool
     notes: list[str] = field(default_factory=list)
-    full: bool = False  # the avatar's whole source frame with the face pasted back (``talkinghead.paste``)
+    full: bool = False  # the avatar's whole source frame with the face pasted back (``talkinghead.inference.paste``)
     backend: str = "torch"  # what rendered: torch or onnxruntime (``backend="auto"`` picks one)
 
 
@@ -310,7 +310,7 @@ def drive(
     """Render ``avatar`` driven by the landmarks of ``driver`` into the mp4 ``out``.
 
     ``driver``: a video file / folder of images, or a person/video id of the avatar's data.  ``options``: how
-    (:class:`~talkinghead.reenact.DriveOptions`: adaptation, tracking, smoothing, layout, renderer, frames; the
+    (:class:`~talkinghead.inference.reenact.DriveOptions`: adaptation, tracking, smoothing, layout, renderer, frames; the
     same for the CLI, the page and live driving), with ``changes`` to its fields (``api.drive(a, d, o,
     full=True)``).  ``meta``: the model, when already loaded (else the avatar's own checkpoint, or ``ckpt``).
     ``out`` may not be an input (driver, avatar, checkpoint, ONNX file) and may not exist unless ``overwrite``
@@ -340,7 +340,7 @@ def drive(
         return load_model(ckpt, runs_dir)
 
     notes: list[str] = []
-    renderer = avatar_renderer(  # torch: AvatarRenderer; onnx: onnxruntime (talkinghead.export)
+    renderer = avatar_renderer(  # torch: AvatarRenderer; onnx: onnxruntime (talkinghead.inference.export)
         av_, model, backend=o.backend, device=pick_device(o.device),
         speed=Speed() if o.speed == "fast" else Speed.plain(), avatar_path=None if isinstance(avatar, Avatar) else avatar,
         onnx_file=o.onnx, notes=notes, batch_size=o.batch_size,
@@ -381,7 +381,7 @@ def drive(
         renderer, points, drv.frames if o.side_by_side else None, batch_size=o.batch_size, on_frames=on_frames
     )
     if source is not None:
-        from talkinghead.paste import paste_frames
+        from talkinghead.inference.paste import paste_frames
 
         frames = paste_frames(frames, points, source, av_.crop_box, av_.source_landmarks.numpy())
     write_video(out, frames, fps=o.fps or drv.fps)
@@ -405,7 +405,7 @@ def export_avatar(
     overwrite: bool = False,
     meta: MetaLearned | None = None,
 ) -> Any:
-    """``avatar`` as one ONNX file (default ``avatar.onnx`` beside it): ``talkinghead.export.export_avatar``;
+    """``avatar`` as one ONNX file (default ``avatar.onnx`` beside it): ``talkinghead.inference.export.export_avatar``;
     returns its ``ExportResult``.  ``out`` may not be an input and may not exist unless ``overwrite``
     (``talkinghead.outputs``).  ``meta``: the model, when already loaded.  Needs ``pip install -e '.[export]'``
     (onnx, onnxscript, onnxruntime)."""
@@ -533,7 +533,7 @@ def frames_of(video: str | Path) -> tuple[int, float]:
 
 
 def probe_video(video: str | Path) -> Any:
-    """``talkinghead.shots.VideoInfo`` (frames, fps, width, height) of a video file, nothing decoded."""
+    """``talkinghead.inference.shots.VideoInfo`` (frames, fps, width, height) of a video file, nothing decoded."""
     return probe(Path(video))
 
 

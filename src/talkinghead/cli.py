@@ -54,7 +54,7 @@ def _meta_learn(args: argparse.Namespace) -> int:
     if args.cfg:
         print(OmegaConf.to_yaml(cfg))
         return 0
-    from talkinghead.train import meta_learn
+    from talkinghead.training.train import meta_learn
 
     meta_learn(cfg)
     return 0
@@ -79,7 +79,7 @@ def _config_stage(module: str, compose_name: str, main_name: str) -> Callable[[a
 
 
 _finetune = _config_stage("talkinghead.cli", "compose_finetune", "finetune_main")
-_evaluate = _config_stage("talkinghead.evaluate", "compose_evaluate", "evaluate_main")
+_evaluate = _config_stage("talkinghead.evaluation.evaluate", "compose_evaluate", "evaluate_main")
 
 
 # ------------------------------------------------------------------------------------------------ finetune
@@ -87,7 +87,7 @@ def compose_finetune(overrides: Sequence[str]) -> Any:
     """``experiments/finetune.yaml`` with ``overrides``, checked."""
     from talkinghead.config import compose
     from talkinghead.errors import ConfigError
-    from talkinghead.fewshot import MODES
+    from talkinghead.inference.fewshot import MODES
 
     cfg = compose("finetune", hydra_overrides(overrides))
     if str(cfg.mode) not in MODES:
@@ -118,9 +118,9 @@ def finetune_main(overrides: Sequence[str], detector: Any = None) -> Path:
     """``talkinghead finetune``: ``talkinghead.api.make_avatar`` with Hydra's config; returns the avatar file.
     ``detector`` overrides the landmark backend."""
     from talkinghead import api
-    from talkinghead.avatar import resolve_checkpoint
-    from talkinghead.fewshot import FineTuneSettings, recipe_overrides
-    from talkinghead.loggers import finetune_to_wandb, logged_after, make_logger
+    from talkinghead.inference.avatar import resolve_checkpoint
+    from talkinghead.inference.fewshot import FineTuneSettings, recipe_overrides
+    from talkinghead.training.loggers import finetune_to_wandb, logged_after, make_logger
 
     from talkinghead.sessions import free_name
 
@@ -200,9 +200,9 @@ def reenact_main(
 ) -> Path:
     """``talkinghead reenact``: ``talkinghead.api.drive`` plus its printout; returns the file written: ``out``, or
     ``<out stem>-2.mp4`` ... when ``out`` exists (unless ``overwrite``).  ``options``: a
-    ``talkinghead.reenact.DriveOptions``, with ``changes`` to its fields (adapt, full, max_frames, fps, ...)."""
+    ``talkinghead.inference.reenact.DriveOptions``, with ``changes`` to its fields (adapt, full, max_frames, fps, ...)."""
     from talkinghead import api
-    from talkinghead.loggers import log_video_to_wandb, logged_after
+    from talkinghead.training.loggers import log_video_to_wandb, logged_after
     from talkinghead.sessions import numbered
 
     o = api.DriveOptions.of(options, **changes)
@@ -247,7 +247,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _drive_options(args: argparse.Namespace) -> Any:
     """The ``DriveOptions`` of the flags that ``reenact`` or ``live`` has (the others keep their defaults)."""
-    from talkinghead.reenact import DriveOptions
+    from talkinghead.inference.reenact import DriveOptions
 
     names = [f.name for f in dataclasses.fields(DriveOptions)]
     return DriveOptions(**{k: v for k, v in vars(args).items() if k in names})
@@ -260,7 +260,7 @@ def _reenact(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from talkinghead.live import run_camera
+    from talkinghead.inference.live import run_camera
 
     return run_camera(args.avatar, args.camera, _drive_options(args), ckpt=args.ckpt, detector=args.detector)
 
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("live", help="drive an avatar live from a local camera (OpenCV window; q quits)",
                        description="Camera | avatar in a window: each camera frame is tracked (smoothing on) and "
-                                   "rendered with the avatar (talkinghead.live).  The web page's Live tab does the "
+                                   "rendered with the avatar (talkinghead.inference.live).  The web page's Live tab does the "
                                    "same from a browser's webcam.")
     p.add_argument("avatar", help="avatar file made by `talkinghead finetune` (…/avatar.pt)")
     p.add_argument("--camera", type=int, default=0, help="OpenCV camera index")
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("meta-learn-slurm", help="meta-learn as a SLURM job that requeues itself (submitit)",
-                       description="Submit meta-learning to SLURM (talkinghead.launch); its options follow.",
+                       description="Submit meta-learning to SLURM (talkinghead.training.launch); its options follow.",
                        add_help=False)
     p.add_argument("launch_args", nargs=argparse.REMAINDER, help="--nodes, --gpus, --partition, --time, overrides")
 
@@ -408,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo_main(argv[1:])
     if argv[:1] == ["meta-learn-slurm"]:  # the launcher has its own options (talkinghead meta-learn-slurm --help)
-        from talkinghead.launch import main as launch_main
+        from talkinghead.training.launch import main as launch_main
 
         return launch_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -4,7 +4,7 @@
 blocks and the writers' cleanup run (a partial output removed).  The CLI prints one line saying what was kept and
 exits with ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).  :class:`Interrupted` is a ``BaseException``: no
 ``except Exception`` swallows it, and Lightning re-raises it from ``trainer.fit`` (Lightning turns a
-``KeyboardInterrupt`` into ``sys.exit(1)`` instead; ``talkinghead.fewshot`` turns that back).
+``KeyboardInterrupt`` into ``sys.exit(1)`` instead; ``talkinghead.inference.fewshot`` turns that back).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 Tabs: **Avatar** (1-32 photos, a video, or a held-out person of the model's data -> chosen frames with their
 landmarks, a progress bar while fine-tuning, FF beside FT on frames not used; the session's own, to download or
 keep on the server), **Drive** (an avatar + an uploaded / webcam / held-out driver video -> driver | landmarks | avatar video and
-the frames per second reached), **Live** (the webcam drives an avatar frame by frame: talkinghead.live; one live
+the frames per second reached), **Live** (the webcam drives an avatar frame by frame: talkinghead.inference.live; one live
 session per server), **Runs** (sample grids over iterations, loss curves, evaluation tables).
 
 The page is a thin layer over :mod:`talkinghead.api`.  It reads only uploaded files and the model's own data by

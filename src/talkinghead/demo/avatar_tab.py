@@ -19,8 +19,8 @@ from data_modules.sources import IMAGE_SUFFIXES
 from talkinghead import api, decode
 from talkinghead.demo.server import MAX_PHOTOS, DemoError, PageServer, drop_staged, error_line, takes_request
 from talkinghead.errors import TalkingHeadError
-from talkinghead.export import default_out
-from talkinghead.fewshot import settings_for
+from talkinghead.inference.export import default_out
+from talkinghead.inference.fewshot import settings_for
 from talkinghead.landmarks.draw import draw_landmarks
 from talkinghead.sessions import free_name, prune_avatars
 from talkinghead.visualize import to_uint8

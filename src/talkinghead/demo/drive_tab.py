@@ -14,7 +14,7 @@ from data_modules.sources import VIDEO_SUFFIXES
 from talkinghead import api, decode
 from talkinghead.demo.server import DemoError, PageServer, drop_staged, error_line, takes_request
 from talkinghead.errors import TalkingHeadError
-from talkinghead.reenact import DriveOptions
+from talkinghead.inference.reenact import DriveOptions
 
 
 class DriveTab(PageServer):

@@ -1,4 +1,4 @@
-"""The page's Live tab: the webcam drives an avatar of this session frame by frame (``talkinghead.live``), one live
+"""The page's Live tab: the webcam drives an avatar of this session frame by frame (``talkinghead.inference.live``), one live
 session per server; frames the server has no time for are dropped, never queued."""
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import numpy as np
 from talkinghead import decode
 from talkinghead.demo.server import DemoConfig, PageServer, error_line, takes_request
 from talkinghead.errors import TalkingHeadError
-from talkinghead.live import WAIT_MESSAGE, LiveLock, LiveSession
-from talkinghead.reenact import DriveOptions
+from talkinghead.inference.live import WAIT_MESSAGE, LiveLock, LiveSession
+from talkinghead.inference.reenact import DriveOptions
 from talkinghead.sessions import session_id
-from talkinghead.shots import make_landmark_detector
+from talkinghead.inference.shots import make_landmark_detector
 
 #: live frames kept in Gradio's cache per live session (about 1.5 s at 20 frames/s: the page has fetched them by then)
 LIVE_FRAMES_KEPT = 32

@@ -70,7 +70,7 @@ class DemoConfig:
     live_every: float = 0.04  # s between webcam frames the Live tab sends (at most 25 frames/s)
     live_idle_s: float = 10.0  # a live session that renders no frame this long frees the server's one live slot
     live_time_limit: int = 600  # s a live stream runs before the page must start it again
-    live_backend: str = "auto"  # the Live tab's renderer (talkinghead.export.avatar_renderer)
+    live_backend: str = "auto"  # the Live tab's renderer (talkinghead.inference.export.avatar_renderer)
 
 
 # ------------------------------------------------------------------------------------------------ safe paths

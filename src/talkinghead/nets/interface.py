@@ -141,7 +141,7 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> None:
     line naming the class and what it lacks, before anything is built.
 
     Each ``_target_`` must name an ``nn.Module`` class, called with keyword values only (no ``_args_``, no nested
-    ``_target_``): a checkpoint's saved config is built by :func:`talkinghead.avatar.load_meta_learned`, so a crafted
+    ``_target_``): a checkpoint's saved config is built by :func:`talkinghead.inference.avatar.load_meta_learned`, so a crafted
     one must not get any other call out of Hydra (``_target_: subprocess.getoutput`` and the like)."""
     for role, protocol in ROLES.items():
         node = model_cfg.get(role) if hasattr(model_cfg, "get") else None

@@ -227,7 +227,7 @@ def content_loss_for_timing(loss_cfg: Any) -> tuple[Any, str]:
     from talkinghead.backbones.vggface import VGGFace
     from talkinghead.backbones.weights import MissingWeightsError
     from talkinghead.losses.content import ContentLoss
-    from talkinghead.build import build_content_loss
+    from talkinghead.training.build import build_content_loss
 
     try:
         return build_content_loss(loss_cfg), "VGG19+VGGFace weight files"
@@ -243,7 +243,7 @@ def meta_step(
     import pytorch_lightning as pl
 
     from talkinghead.config import compose
-    from talkinghead.build import build_module
+    from talkinghead.training.build import build_module
 
     cfg = compose("meta_learn", [f"experiment={experiment}", "logger=csv", *overrides])
     pl.seed_everything(0, verbose=False)
@@ -321,9 +321,9 @@ def random_meta(experiment: str, overrides: Sequence[str] = ()) -> Any:
     """A MetaLearned of random networks of ``experiment``'s model (timing needs no trained weights)."""
     from omegaconf import OmegaConf
 
-    from talkinghead.avatar import MetaLearned, model_fingerprint
+    from talkinghead.inference.avatar import MetaLearned, model_fingerprint
     from talkinghead.config import compose
-    from talkinghead.build import build_networks
+    from talkinghead.training.build import build_networks
 
     cfg = compose("meta_learn", [f"experiment={experiment}", "logger=csv", *overrides])
     torch.manual_seed(0)
@@ -333,8 +333,8 @@ def random_meta(experiment: str, overrides: Sequence[str] = ()) -> Any:
 
 
 def bench_finetune(res: Results, args: argparse.Namespace) -> None:
-    from talkinghead import shots as shots_mod
-    from talkinghead.fewshot import fit_avatar, settings_for
+    from talkinghead.inference import shots as shots_mod
+    from talkinghead.inference.fewshot import fit_avatar, settings_for
 
     device = res.device
     exps = [("embedded", [])] + ([("vox2_paper", ["data=synthetic", "loss=synthetic"])]
@@ -388,8 +388,8 @@ def frames_per_second(
 
 
 def bench_reenact(res: Results, args: argparse.Namespace) -> None:
-    from talkinghead.render import FrameRenderer
-    from talkinghead.shots import resolve
+    from talkinghead.inference.render import FrameRenderer
+    from talkinghead.inference.shots import resolve
 
     device = res.device
     exps = [("embedded", [], "embedded avatar 64²")]
@@ -426,7 +426,7 @@ def bench_onnx(
     batches: Sequence[int], fast_fps: dict[int, float],
 ) -> None:
     """Rows of the avatar exported to ONNX (ψ' folded, fp32) run by onnxruntime, beside the PyTorch renderer."""
-    from talkinghead.export import FoldedRenderer, MissingPackageError, OnnxRenderer, require, to_onnx
+    from talkinghead.inference.export import FoldedRenderer, MissingPackageError, OnnxRenderer, require, to_onnx
 
     try:
         ort = require("onnxruntime")
@@ -441,7 +441,7 @@ def bench_onnx(
     renderer = OnnxRenderer(proto.SerializeToString(), "cuda" if cuda else "cpu", threads=torch.get_num_threads())
     where = f"{renderer.providers[0]} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__}"
     from talkinghead.landmarks.draw import landmark_image_tensor
-    from talkinghead.render import FrameRenderer
+    from talkinghead.inference.render import FrameRenderer
 
     y = torch.stack([landmark_image_tensor(p, size) for p in points[:4]])
     diff = (renderer.render(y) - FrameRenderer(generator, psi, "cpu", Speed.plain()).render(y)).abs()
@@ -498,7 +498,7 @@ def bench_data(res: Results, args: argparse.Namespace) -> None:
 
 def _synthetic_points(size: int) -> Any:
     from talkinghead.config import compose
-    from talkinghead.shots import resolve
+    from talkinghead.inference.shots import resolve
 
     cfg = compose("meta_learn", ["experiment=embedded", "logger=csv", f"model.image_size={size}"])
     return resolve("syn0001/v00", cfg.data, size, synthetic_video_length=16).load(list(range(16)))["landmarks"].numpy()

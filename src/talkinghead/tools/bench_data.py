@@ -159,11 +159,11 @@ def preprocess_rate_landmarks(
 
 def embedded_avatar(root: Path) -> Path:
     """An avatar of the embedded model (64², meta-learned for one iteration: timing needs no good weights)."""
-    from talkinghead.avatar import load_meta_learned, save_avatar
+    from talkinghead.inference.avatar import load_meta_learned, save_avatar
     from talkinghead.config import compose
-    from talkinghead.fewshot import fit_avatar as make_avatar
-    from talkinghead.shots import evenly, resolve
-    from talkinghead.train import build_meta_learning
+    from talkinghead.inference.fewshot import fit_avatar as make_avatar
+    from talkinghead.inference.shots import evenly, resolve
+    from talkinghead.training.train import build_meta_learning
 
     cfg = compose("meta_learn", ["experiment=embedded", "~logger", "iterations=1", f"run_dir={root / 'run'}",
                                  "trainer.enable_progress_bar=false", "callbacks.val_every_n_iterations=1000",
@@ -188,7 +188,7 @@ def reenact_loop_rate(avatar: Path, driver: Path, out: Path, landmarks: str, thr
     import io
 
     from talkinghead.cli import reenact_main
-    from talkinghead.shots import make_landmark_detector
+    from talkinghead.inference.shots import make_landmark_detector
 
     detector = make_landmark_detector("dlib", landmarks)
     kw = dict(progress=False, device="cpu", landmarks=landmarks, smooth=smooth, detector=detector)
@@ -210,8 +210,8 @@ def reenact_loop_rate(avatar: Path, driver: Path, out: Path, landmarks: str, thr
 def driver_stage_rate(driver: Path, landmarks: str, threads: str | None, size: int = 64) -> float:
     """Frames/s of the driver stage of reenactment alone: decode -> landmarks -> one crop box, the landmarks in
     its ``size``² crop (the crops themselves are made only for side-by-side output)."""
-    from talkinghead.reenact import load_driver
-    from talkinghead.shots import make_landmark_detector
+    from talkinghead.inference.reenact import load_driver
+    from talkinghead.inference.shots import make_landmark_detector
 
     detector = make_landmark_detector("dlib", landmarks)
     with decode_threads(threads):
@@ -309,9 +309,9 @@ def bench_iris(args: argparse.Namespace, src: Path, detector: Any, tmp: Path, ro
     driving (``LiveSession.process`` per camera frame, one torch thread, a 32² model of each set: the difference is
     the irises, not the rendering), in alternating rounds, medians printed."""
     from talkinghead import api
-    from talkinghead.live import LiveSession
-    from talkinghead.shots import make_landmark_detector, read_user_frames
-    from talkinghead.train import build_meta_learning
+    from talkinghead.inference.live import LiveSession
+    from talkinghead.inference.shots import make_landmark_detector, read_user_frames
+    from talkinghead.training.train import build_meta_learning
 
     sets = ("ibug68", "ibug68+iris")
     rates: dict[str, list[float]] = {s: [] for s in sets}

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from talkinghead import api
-from talkinghead.fewshot import settings_for
+from talkinghead.inference.fewshot import settings_for
 
 
 def main() -> None:

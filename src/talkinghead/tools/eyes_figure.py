@@ -21,10 +21,10 @@ import torch
 
 from data_modules.persons import open_source
 from data_modules.synthetic import parse_video_id
-from talkinghead import shots as shots_mod
-from talkinghead.avatar import load_meta_learned
-from talkinghead.crossid import eye_reference, find_landmarks
-from talkinghead.fewshot import fit_avatar, settings_for
+from talkinghead.inference import shots as shots_mod
+from talkinghead.inference.avatar import load_meta_learned
+from talkinghead.evaluation.crossid import eye_reference, find_landmarks
+from talkinghead.inference.fewshot import fit_avatar, settings_for
 from talkinghead.landmarks.detectors import DlibDetector
 from talkinghead.landmarks.draw import landmark_image_tensor
 from talkinghead.landmarks.eyes import eye_aspect_ratio, gaze

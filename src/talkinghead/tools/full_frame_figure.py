@@ -1,4 +1,4 @@
-"""README's full-frame picture: a face pasted back into its whole picture (``talkinghead.paste``).
+"""README's full-frame picture: a face pasted back into its whole picture (``talkinghead.inference.paste``).
 
     python -m talkinghead.tools.full_frame_figure [--out docs/full_frame.png] [--ckpt runs/<run>/checkpoints/last.ckpt]
 
@@ -69,8 +69,8 @@ def renders(name: str, heads, src, pts, box, size: int, ckpt: str | None):
     from PIL import Image
 
     from talkinghead import api
-    from talkinghead.avatar import AvatarRenderer, load_meta_learned
-    from talkinghead.reenact import driver_points, load_driver
+    from talkinghead.inference.avatar import AvatarRenderer, load_meta_learned
+    from talkinghead.inference.reenact import driver_points, load_driver
     from talkinghead.visualize import to_uint8
 
     meta = load_meta_learned(ckpt)
@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     from data_modules.preprocess import PreprocessConfig
     from talkinghead.crop import face_track, landmarks_to_crop
     from data_modules.procedural_heads import SyntheticHeads
-    from talkinghead.paste import crop_to_frame, face_mask, paste_back
+    from talkinghead.inference.paste import crop_to_frame, face_mask, paste_back
 
     size = 64
     if args.ckpt:
-        from talkinghead.avatar import load_meta_learned
+        from talkinghead.inference.avatar import load_meta_learned
 
         size = load_meta_learned(args.ckpt).image_size
     heads = SyntheticHeads(4, 2, seed=0)

@@ -108,7 +108,7 @@ def meta_iterations(plan: Plan, batch: int, compile_: bool, warmup: int, timed: 
     from talkinghead.tools.bench import FixedBatch, peak_memory
     from talkinghead.config import compose
     from talkinghead.speed import Speed
-    from talkinghead.build import build_module
+    from talkinghead.training.build import build_module
 
     cfg = compose("meta_learn", [f"experiment={plan.experiment}", "logger=csv", *plan.overrides])
     pl.seed_everything(0, verbose=False)
@@ -203,8 +203,8 @@ def section_memory(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
 
 def section_reenact(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     from talkinghead.tools.bench import frames_per_second, random_meta
-    from talkinghead.render import FrameRenderer
-    from talkinghead.shots import resolve
+    from talkinghead.inference.render import FrameRenderer
+    from talkinghead.inference.shots import resolve
     from talkinghead.speed import Speed
 
     meta = random_meta(plan.experiment, [*plan.overrides, "loss=synthetic"])

@@ -4,7 +4,7 @@
 
 Jitter (``talkinghead.landmarks.smooth.jitter``): mean frame-to-frame motion of the 68 points after removing the
 head's similarity motion, in pixels of the 256² face crop that preprocessing and reenactment use (one crop box for
-the clip, ``talkinghead.shots.crop_faces``).  Default clip: voxmini's id90001/d0/00001 (78 frames at 25 fps, the
+the clip, ``talkinghead.inference.shots.crop_faces``).  Default clip: voxmini's id90001/d0/00001 (78 frames at 25 fps, the
 least head motion of voxmini).  ``--gif`` writes a side-by-side GIF: raw tracked landmarks | smoothed.
 """
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gif", type=Path, default=None, help="write raw | smoothed landmarks as a GIF here")
     args = p.parse_args(argv)
     from talkinghead.landmarks.smooth import jitter, smooth_landmarks
-    from talkinghead.shots import crop_faces, make_landmark_detector, read_user_frames
+    from talkinghead.inference.shots import crop_faces, make_landmark_detector, read_user_frames
 
     frames, fps = read_user_frames(args.clip)
     print(f"{args.clip}: {len(frames)} frames at {fps:g} fps, 68 points on {SIZE}² face crops")

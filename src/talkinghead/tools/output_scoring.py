@@ -2,11 +2,11 @@
 
     python -m talkinghead.tools.output_scoring [--persons 40] [--size 64]
 
-1. **Landmarks on the outputs** (``talkinghead.crossid.find_landmarks``): pose / expression NME of the 68 points
+1. **Landmarks on the outputs** (``talkinghead.evaluation.crossid.find_landmarks``): pose / expression NME of the 68 points
    dlib's detector finds on exact renders, and of its shape predictor fitted in one box a clip (the fallback for
    outputs where the detector finds no face), against the renderer's exact landmarks: the floor of the
    cross-identity protocol's pose and expression columns.
-2. **Located gaze** (``talkinghead.crossid.eye_reference``): person A rendered with person B's pose, expression and
+2. **Located gaze** (``talkinghead.evaluation.crossid.eye_reference``): person A rendered with person B's pose, expression and
    gaze, scored against B's render the way the eye scores do (irises located on both, eye-normalised): with the
    true gaze, staring ahead and turned the other way.  The true-gaze figure is the gaze error's floor at that size.
 
@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from data_modules.procedural_heads import SyntheticHeads
-from talkinghead.crossid import eye_reference, expression_error, find_landmarks, pose_error
+from talkinghead.evaluation.crossid import eye_reference, expression_error, find_landmarks, pose_error
 from talkinghead.landmarks.detectors import DlibDetector
 from talkinghead.landmarks.eyes import gaze
 

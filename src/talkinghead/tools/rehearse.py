@@ -190,7 +190,7 @@ def rehearse(overrides: Sequence[str] = (), rows: int = VOX2_VIDEOS, iterations:
     from omegaconf import OmegaConf
 
     from talkinghead.config import compose
-    from talkinghead.build import build_module, resolve_speed
+    from talkinghead.training.build import build_module, resolve_speed
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose("meta_learn", [*paper_overrides(size, quick), f"data.batch_size={batch}", f"run_dir={tmp}",
@@ -199,7 +199,7 @@ def rehearse(overrides: Sequence[str] = (), rows: int = VOX2_VIDEOS, iterations:
         w = cfg.loss.weights
         if w.content_vgg19 or w.content_vggface:
             try:
-                from talkinghead.build import build_content_loss
+                from talkinghead.training.build import build_content_loss
 
                 content = build_content_loss(cfg.loss)
             except Exception as exc:  # noqa: BLE001 - the weight files are absent here

@@ -12,10 +12,10 @@ import argparse
 import sys
 
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
-from talkinghead import shots
-from talkinghead.avatar import load_meta_learned, resolve_checkpoint
-from talkinghead.fewshot import fit_avatar
-from talkinghead.render import FrameRenderer
+from talkinghead.inference import shots
+from talkinghead.inference.avatar import load_meta_learned, resolve_checkpoint
+from talkinghead.inference.fewshot import fit_avatar
+from talkinghead.inference.render import FrameRenderer
 from talkinghead.speed import Speed
 
 

@@ -109,7 +109,7 @@ def sanity(overrides: Sequence[str] = (), blind: bool = False, max_l1: float = M
     from talkinghead.callbacks.metrics import MetricsCallback
     from talkinghead.callbacks.samples import SampleGridCallback
     from talkinghead.config import compose
-    from talkinghead.train import build_meta_learning
+    from talkinghead.training.train import build_meta_learning
 
     with tempfile.TemporaryDirectory(prefix="talkinghead-sanity-") as tmp:
         cfg = compose("meta_learn", [*OVERRIDES, f"run_dir={run_dir or tmp}", "name=sanity", *overrides])

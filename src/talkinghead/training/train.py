@@ -1,5 +1,5 @@
 """``talkinghead meta-learn``: the meta-learning stage. Build everything from the composed config (through
-:mod:`talkinghead.build`), check it, then train.
+:mod:`talkinghead.training.build`), check it, then train.
 
 Everything that can be wrong with the input (config, data, weights, K) fails here, before training starts.
 """
@@ -20,13 +20,13 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from data_modules.batch import BatchSplit, split_batch
-from talkinghead.build import USER_ERRORS, build, build_module, make_trainer, resolve_speed, world_size
+from talkinghead.training.build import USER_ERRORS, build, build_module, make_trainer, resolve_speed, world_size
 from talkinghead.callbacks.preemption import GracefulStop, save_resumable
 from talkinghead.callbacks.progress import IterationProgressBar
 from talkinghead.callbacks.resume_hint import ResumeHint
 from talkinghead.callbacks.samples import SampleGridCallback
 from talkinghead.errors import ConfigError, TalkingHeadError
-from talkinghead.loggers import is_global_rank_zero, make_logger
+from talkinghead.training.loggers import is_global_rank_zero, make_logger
 from talkinghead.losses.terms import term_weights
 from talkinghead.modules.meta_learning import MetaLearningModule
 from talkinghead.nets.discriminator import num_videos_in_state

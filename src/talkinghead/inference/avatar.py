@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from talkinghead.build import build_networks
+from talkinghead.training.build import build_networks
 from talkinghead.callbacks.weight_average import averaged_state
 from talkinghead.decode import read_image
 from talkinghead.errors import TalkingHeadError
@@ -32,7 +32,7 @@ from talkinghead.files import atomic_path
 from talkinghead.landmarks.draw import landmark_image_tensor
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
 from talkinghead.nets.discriminator import num_videos_in_state, w_norm_in_state
-from talkinghead.render import FrameRenderer
+from talkinghead.inference.render import FrameRenderer
 from talkinghead.safe_load import UnsafeFileError, safe_load
 from talkinghead.speed import Speed
 
@@ -190,7 +190,7 @@ class Avatar:
     generator_delta: generator state-dict entries that differ from the meta-learned model (empty for FF);
     reference_landmarks: (68, 2) pixels of one of the T frames (landmark adaptation's avatar reference).
 
-    What full-frame output (``talkinghead.paste``) needs, absent (None) in avatars made before it existed:
+    What full-frame output (``talkinghead.inference.paste``) needs, absent (None) in avatars made before it existed:
     source_png: uint8 (bytes,) the PNG of the avatar's source frame (the photo, or the first of the T frames of a
     video), at its original size; crop_box: [x0, y0, side] of the face crop in it (``crop_frame``'s box);
     source_landmarks: (68, 2) the source frame's landmarks in pixels of the S x S crop.
@@ -341,7 +341,7 @@ class AvatarRenderer:
     """The meta-learned generator with an avatar applied: landmark images -> frames, ψ' computed once.
 
     ``render(landmark_images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) in [-1, 1]`` in batches, no grad, on the
-    inference path of ``talkinghead.render.FrameRenderer`` run as ``speed`` says (default: the fast path).
+    inference path of ``talkinghead.inference.render.FrameRenderer`` run as ``speed`` says (default: the fast path).
     """
 
     def __init__(

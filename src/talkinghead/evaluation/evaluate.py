@@ -27,10 +27,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
 from data_modules.shards import UNITS
-from talkinghead import shots as shots_mod
-from talkinghead.avatar import MetaLearned, load_meta_learned, resolve_checkpoint
+from talkinghead.inference import shots as shots_mod
+from talkinghead.inference.avatar import MetaLearned, load_meta_learned, resolve_checkpoint
 from talkinghead.config import compose
-from talkinghead.crossid import (
+from talkinghead.evaluation.crossid import (
     EyeTally,
     adapt_modes,
     cross_csv,
@@ -41,12 +41,12 @@ from talkinghead.crossid import (
     score_clip,
 )
 from talkinghead.errors import ConfigError, EvaluationError
-from talkinghead.fewshot import FineTuneSettings, fit_avatar, recipe_overrides
+from talkinghead.inference.fewshot import FineTuneSettings, fit_avatar, recipe_overrides
 from talkinghead.files import atomic_write_text
-from talkinghead.loggers import make_logger, wandb_loggers
+from talkinghead.training.loggers import make_logger, wandb_loggers
 from talkinghead.metrics import MetricsSuite
 from talkinghead.sessions import free_name
-from talkinghead.shots import data_source
+from talkinghead.inference.shots import data_source
 from talkinghead.stops import Interrupted, as_interrupted
 from talkinghead.visualize import make_grid, save_png, to_uint8
 
@@ -57,7 +57,7 @@ PAPER_FID = {
 }
 COLUMNS = ("T", "method", "videos", "frames", "FID", "SSIM", "CSIM", "seconds", "gaze_error", "iris_missing",
            "blink_r", "blinks", "blinks_missed")
-#: ``protocols``: the paper's Table 1, and reenactment across people (``talkinghead.crossid``)
+#: ``protocols``: the paper's Table 1, and reenactment across people (``talkinghead.evaluation.crossid``)
 PROTOCOLS = ("table1", "cross")
 
 
@@ -381,7 +381,7 @@ def table1_footer(ev: Evaluation) -> list[str]:
             "eyes (eyes=true): gaze error = the output's irises against the target frame's, eye-normalised (eye "
             "widths), both located by talkinghead.landmarks.iris on the 68 points found by "
             f"{getattr(ev.detector, 'name', type(ev.detector).__name__)}; blink r = correlation over time of the eye "
-            "openings (talkinghead.crossid, docs/stages.md)")
+            "openings (talkinghead.evaluation.crossid, docs/stages.md)")
     return footer
 
 
@@ -436,7 +436,7 @@ def cross_protocol(
     cfg: DictConfig, meta: MetaLearned, settings: FineTuneSettings, videos: Sequence[str], out_dir: Path,
     detector: Any = None,
 ) -> Path:
-    """The cross-identity protocol (``talkinghead.crossid``): writes ``cross.csv`` and ``cross.md`` in ``out_dir``,
+    """The cross-identity protocol (``talkinghead.evaluation.crossid``): writes ``cross.csv`` and ``cross.md`` in ``out_dir``,
     prints the table; returns the CSV's path."""
     metrics_cfg = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") else {}
     rows, notes = run_cross(

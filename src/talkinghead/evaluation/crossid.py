@@ -18,7 +18,7 @@ clip is scored on
 
 Frames where the detector finds no face are left out of pose, expression and jitter and counted; when it finds
 none the three are "unavailable" (dlib does not fire on the synthetic heads of the embedded default).  With
-``cross.full`` the outputs are pasted into the avatar's source frame (``talkinghead.paste``) and scored on their
+``cross.full`` the outputs are pasted into the avatar's source frame (``talkinghead.inference.paste``) and scored on their
 face crop again, as a full-frame reenactment would be.
 """
 
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
-from talkinghead import shots as shots_mod
+from talkinghead.inference import shots as shots_mod
 from talkinghead.errors import ConfigError
-from talkinghead.fewshot import fit_avatar
+from talkinghead.inference.fewshot import fit_avatar
 from talkinghead.landmarks.adapt import RIGID_POINTS, fit_similarity
 from talkinghead.landmarks.detectors import DetectorUnavailableError, make_detector
 from talkinghead.landmarks.draw import landmark_image_tensor
@@ -45,7 +45,7 @@ from talkinghead.landmarks.smooth import jitter
 from talkinghead.landmarks.track import can_track, detector_box
 from talkinghead.metrics import MetricsSuite
 from talkinghead.metrics.eyes import blink_score, gaze_errors
-from talkinghead.reenact import Driver, driver_points
+from talkinghead.inference.reenact import Driver, driver_points
 from talkinghead.visualize import from_uint8, to_uint8
 
 __all__ = [
@@ -422,7 +422,7 @@ def run_cross(
         avatar = fitted.avatar
         paste = None
         if cfg.get("full"):
-            from talkinghead.paste import paste_frames
+            from talkinghead.inference.paste import paste_frames
 
             frame, box = person.source_frame(positions[0])
             paste = (paste_frames, frame, box, shots["landmarks"][0].numpy())

@@ -4,7 +4,7 @@ Per camera frame, the offline steps of ``talkinghead.api.drive`` in their online
 (``talkinghead.landmarks.track.OnlineTracker``), its landmarks are moved into the face crop (one box from the first
 detection, ``talkinghead.crop``), smoothed (``talkinghead.landmarks.smooth.LandmarkSmoother``), adapted to the
 avatar's face shape as ``adapt`` says (``talkinghead.landmarks.adapt``, measured from the first good frame), drawn
-and rendered (``talkinghead.reenact.render_frames``).  A frame without a face, or one that is no RGB uint8 image
+and rendered (``talkinghead.inference.reenact.render_frames``).  A frame without a face, or one that is no RGB uint8 image
 of a usable size, returns the last good output frame and is counted; nothing raises for bad input.
 
 :class:`LiveLock` lets one live session run per server: a second client is refused (and told to wait) until the
@@ -25,16 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from talkinghead.avatar import load_avatar, load_meta_learned, resolve_checkpoint
+from talkinghead.inference.avatar import load_avatar, load_meta_learned, resolve_checkpoint
 from talkinghead.crop import face_track, landmarks_to_crop
 from talkinghead.errors import TalkingHeadError
-from talkinghead.export import avatar_renderer
+from talkinghead.inference.export import avatar_renderer
 from talkinghead.landmarks.adapt import adapt_landmarks, should_adapt
 from talkinghead.landmarks.sets import IBUG68_IRIS, iris_present
 from talkinghead.landmarks.smooth import LandmarkSmoother, face_scale
 from talkinghead.landmarks.track import online_tracker
-from talkinghead.reenact import DriveOptions, render_frames
-from talkinghead.shots import crop_settings, make_landmark_detector
+from talkinghead.inference.reenact import DriveOptions, render_frames
+from talkinghead.inference.shots import crop_settings, make_landmark_detector
 
 #: frames smaller or larger than this (pixels a side) are skipped
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -83,9 +83,9 @@ class LiveStats:
 class LiveSession:
     """Online driving of one avatar: ``process(frame)`` per camera frame, in order.
 
-    ``renderer``: the avatar's renderer (``talkinghead.export.avatar_renderer``: landmark images (B, 3, S, S) ->
+    ``renderer``: the avatar's renderer (``talkinghead.inference.export.avatar_renderer``: landmark images (B, 3, S, S) ->
     frames); ``detector``: a landmark detector (tracked frame to frame where it can fit a box); ``options``: the
-    :class:`~talkinghead.reenact.DriveOptions` of every surface, of which live driving reads ``adapt`` (a camera is
+    :class:`~talkinghead.inference.reenact.DriveOptions` of every surface, of which live driving reads ``adapt`` (a camera is
     no person of the data: auto adapts), ``smooth`` and, in :meth:`from_file`, ``backend``; ``fps``: the camera's
     nominal rate (the smoother's rate before timestamps say otherwise);
     ``interval_s``: the rate frames are sent at, when known (for the dropped-frame estimate); ``threads``: torch

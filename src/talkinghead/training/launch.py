@@ -2,7 +2,7 @@
 
 Usage (``make meta-learn-slurm NODES=2 GPUS=8 PARTITION=gpu TIME=1440 EXP=vox2_paper DATA_ROOT=...`` runs this)::
 
-    python -m talkinghead.launch --nodes 2 --gpus 8 --partition gpu --time 1440 \\
+    python -m talkinghead.training.launch --nodes 2 --gpus 8 --partition gpu --time 1440 \\
         experiment=vox2_paper data.root=/data/vox2-shards [key=value ...]
 
 One SLURM task per GPU runs ``talkinghead meta-learn`` with the overrides given (plus ``trainer=ddp
@@ -35,7 +35,7 @@ from talkinghead.callbacks.preemption import REQUEUE_SIGNAL, Stopped, listen
 from talkinghead.config import compose, hydra_overrides
 from talkinghead.errors import TalkingHeadError
 from talkinghead.files import process_alive
-from talkinghead.train import meta_learn
+from talkinghead.training.train import meta_learn
 
 STATE = "slurm.json"  #: in the run folder: the job that writes it (id, cluster, logs)
 LOGS = "submitit"  #: in the run folder: the jobs' logs and pickles
@@ -194,7 +194,7 @@ def describe(job, run_dir: Path, nodes: int, gpus: int) -> str:  # noqa: ANN001 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m talkinghead.launch",
+        prog="python -m talkinghead.training.launch",
         description="Submit `talkinghead meta-learn OVERRIDES` as a SLURM job (submitit), one task per GPU, that "
                     "writes last.ckpt and requeues itself before its time limit and on preemption.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -1,7 +1,7 @@
 """Few-shot avatars (paper Sec. 3.4): ê_new from T frames, then fine-tuning (FT) or not (FF).
 
-:func:`fit_avatar` turns T frames of one person (already loaded, see ``talkinghead.shots``) into an
-:class:`~talkinghead.avatar.Avatar`: ê_new = mean E over them -> ψ' = P ê_new (FF), or fine-tuning of G and D with
+:func:`fit_avatar` turns T frames of one person (already loaded, see ``talkinghead.inference.shots``) into an
+:class:`~talkinghead.inference.avatar.Avatar`: ê_new = mean E over them -> ψ' = P ê_new (FF), or fine-tuning of G and D with
 :class:`~talkinghead.modules.finetune.FineTuningModule` (FT).  Finding the frames, saving, previews and progress
 are ``talkinghead.api``'s; the ``finetune`` command and the demo page call that API.
 """
@@ -25,8 +25,8 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 
-from talkinghead.avatar import Avatar, MetaLearned, generator_delta
-from talkinghead.build import build_content_loss
+from talkinghead.inference.avatar import Avatar, MetaLearned, generator_delta
+from talkinghead.training.build import build_content_loss
 from talkinghead.callbacks.weight_average import WeightAverage
 from talkinghead.config import as_flag, compose, config_dir, group_options
 from talkinghead.errors import ConfigError
@@ -34,7 +34,7 @@ from talkinghead.landmarks.adapt import neutral_index
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
 from talkinghead.losses.terms import term_weights
 from talkinghead.modules.finetune import FewShotFrames, FineTuningModule, initial_psi, initial_w
-from talkinghead.render import FrameRenderer, pick_device
+from talkinghead.inference.render import FrameRenderer, pick_device
 from talkinghead.speed import Speed
 
 MODES = ("FT", "FF")
@@ -278,7 +278,7 @@ class FineTuned:
     device: str = "cpu"  # where render() runs
 
     def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-        """G(y; ψ') for (N, 3, S, S) landmark images on the inference path (``talkinghead.render``)."""
+        """G(y; ψ') for (N, 3, S, S) landmark images on the inference path (``talkinghead.inference.render``)."""
         return FrameRenderer(self.generator, self.avatar.psi, self.device, self.speed).render(landmark_images, batch_size)
 
 

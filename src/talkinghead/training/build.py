@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from talkinghead.errors import ConfigError, TalkingHeadError
-from talkinghead.loggers import drop_lightning_notes
+from talkinghead.training.loggers import drop_lightning_notes
 from talkinghead.losses.content import content_loss_from_config
 from talkinghead.modules.meta_learning import MetaLearningModule
 from talkinghead.nets.interface import check_built, check_model_config

@@ -24,15 +24,15 @@ import numpy as np
 import torch
 
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
-from talkinghead import shots
-from talkinghead.avatar import Avatar, AvatarRenderer, load_avatar, load_meta_learned, resolve_checkpoint
+from talkinghead.inference import shots
+from talkinghead.inference.avatar import Avatar, AvatarRenderer, load_avatar, load_meta_learned, resolve_checkpoint
 from talkinghead.errors import TalkingHeadError
-from talkinghead.export import BACKENDS
+from talkinghead.inference.export import BACKENDS
 from talkinghead.landmarks.adapt import ADAPT_MODES, adapt_landmarks, neutral_index, should_adapt
 from talkinghead.landmarks.draw import landmark_image_tensor
 from talkinghead.landmarks.track import LANDMARK_MODES
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
-from talkinghead.shots import evenly
+from talkinghead.inference.shots import evenly
 from talkinghead.video import side_by_side_frames, write_video
 from talkinghead.visualize import from_uint8, make_grid, save_png, to_uint8
 
@@ -120,9 +120,9 @@ class DriveOptions:
     - ``landmarks``: ``track`` (detect on key frames, follow between: ``talkinghead.landmarks.track``) or
       ``detect`` (every frame); ``smooth``: ``on`` (One-Euro filter over a real driver's landmarks) or ``off``;
     - ``side_by_side``: driver | landmarks | avatar; ``full``: the avatar's source frame at its original size with
-      the rendered face pasted back (``talkinghead.paste``); not both;
+      the rendered face pasted back (``talkinghead.inference.paste``); not both;
     - ``backend``: ``torch``, ``onnx`` (onnxruntime: the file ``onnx``, else ``avatar.onnx`` beside the avatar, else
-      an in-memory export) or ``auto`` (onnx where it is faster: ``talkinghead.export.avatar_renderer``);
+      an in-memory export) or ``auto`` (onnx where it is faster: ``talkinghead.inference.export.avatar_renderer``);
     - ``batch_size`` frames per batch, ``device`` (auto: cuda when present), ``speed`` (``fast``: bf16 where
       native, channels-last; ``plain``: the fp32 reference);
     - ``max_frames`` driver frames used, evenly spaced (0: all); ``max_side``: driver frames scaled down while

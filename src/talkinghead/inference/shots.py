@@ -221,7 +221,7 @@ class FaceTrack:
 
 def crop_settings(size: int) -> Any:
     """The crop geometry of a user's video or photo (preprocessing's margin, any face size, any share of frames
-    with a face): what :func:`track_faces` and live driving (``talkinghead.live``) fit their box with."""
+    with a face): what :func:`track_faces` and live driving (``talkinghead.inference.live``) fit their box with."""
     return PreprocessConfig(size=size, min_face=1, min_detected=0.0, min_frames=1)
 
 

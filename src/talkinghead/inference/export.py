@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from talkinghead import __version__
-from talkinghead.avatar import (
+from talkinghead.inference.avatar import (
     Avatar,
     AvatarRenderer,
     MetaLearned,
@@ -58,7 +58,7 @@ from talkinghead.files import atomic_path
 from talkinghead.landmarks.draw import _SHIFT, IRIS_COLOUR, PART_COLOURS, PARTS, landmark_image_tensor, line_width_for
 from talkinghead.landmarks.sets import IBUG68_IRIS, IRIS_ROWS, check_set
 from talkinghead.nets.folding import FoldedAdaIN, OnnxSelfAttention, OnnxUpConv  # re-exported (__all__)
-from talkinghead.render import FrameRenderer
+from talkinghead.inference.render import FrameRenderer
 from talkinghead.speed import Speed
 
 FORMAT = "talkinghead-onnx/1"
@@ -329,7 +329,7 @@ def _providers(ort: Any, device: str) -> list[str]:
 
 class OnnxRenderer:
     """An exported file run by onnxruntime: ``render(landmark images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) float32
-    on the CPU``, in batches (the interface of ``talkinghead.render.FrameRenderer``).
+    on the CPU``, in batches (the interface of ``talkinghead.inference.render.FrameRenderer``).
 
     ``model``: a path or the serialised bytes; ``device``: ``cpu`` or ``cuda`` (needs onnxruntime-gpu).
     """
@@ -372,7 +372,7 @@ class OnnxRenderer:
 
 
 class OnnxAvatarRenderer:
-    """An avatar rendered by onnxruntime, for ``talkinghead.reenact.render_frames`` (``.avatar``, ``.render``)."""
+    """An avatar rendered by onnxruntime, for ``talkinghead.inference.reenact.render_frames`` (``.avatar``, ``.render``)."""
 
     def __init__(self, avatar: Avatar, frames: OnnxRenderer, where: str) -> None:
         self.avatar, self.frames, self.where = avatar, frames, where

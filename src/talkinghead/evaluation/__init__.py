@@ -1,0 +1,1 @@
+"""Table 1 (evaluate) and the cross-identity protocol (crossid)."""
