@@ -49,6 +49,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -427,8 +428,6 @@ def preprocess(
     clips = discover(src, layout)
     src_root = src if src.is_dir() else src.parent
     if detector is None:
-        from talkinghead.landmarks.detectors import make_detector
-
         detector = make_detector(backend, device=device)
     backend_name = getattr(detector, "name", type(detector).__name__)
     detector = _landmarker(detector, landmarks)
@@ -454,44 +453,7 @@ def preprocess(
     report.videos_resumed = sum(len(groups[g]) for g in done)
     todo = [(g, clip) for g in mine if g not in done for clip in groups[g]]
     pending: dict[int, list[ClipResult]] = {}
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=len(clips),
-            initial=report.videos_resumed,
-            unit="video",
-            desc="preprocess",
-            dynamic_ncols=True,
-        )
-
-    def commit(g: int) -> None:
-        results = sorted(pending.pop(g), key=lambda r: r.video_id)
-        kept = [r for r in results if r.sample is not None]
-        video = {c.video_id: c.video for c in groups[g]}
-        name = SHARD_NAME.format(g) if kept else None
-        if kept:
-            write_shard(out / name, [r.sample for r in kept])
-        entry = {
-            "group": g,
-            "shard": name,
-            "videos": [
-                {
-                    "video_id": r.video_id,
-                    "person_id": r.person_id,
-                    "key": r.sample.key,
-                    "num_frames": len(r.sample.frames),
-                    "split": r.split,
-                    "video": video[r.video_id],
-                }
-                for r in kept
-            ],
-            "skipped": [{"video_id": r.video_id, "reason": r.reason} for r in results if r.sample is None],
-        }
-        _append_ledger(out, entry, part)
-        done[g] = entry
+    bar = _progress_bar(len(clips), report.videos_resumed) if progress else None
 
     def counts() -> tuple[int, int]:
         return (
@@ -501,33 +463,13 @@ def preprocess(
             + sum(1 for rs in pending.values() for r in rs if r.sample is None),
         )
 
-    def results_iter():
-        if workers <= 0:
-            _init_worker(None, cfg, src_root)
-            _WORKER["detector"] = detector
-            for item in todo:
-                yield _work(item)
-            return
-        # fork shares the already built detector; face-alignment on CUDA must not fork an initialised context
-        method = (
-            "fork" if "fork" in mp.get_all_start_methods() and backend_name != "face-alignment" else "spawn"
-        )
-        ctx = mp.get_context(method)
-        if method == "fork":
-            _WORKER["detector"] = detector
-            factory = None
-        else:
-            factory = _Factory(backend_name, device, landmarks)
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, cfg, src_root)) as pool:
-            yield from pool.imap(_work, todo, chunksize=1)
-
-    results = results_iter()
+    results = _results(todo, workers, detector, _WorkerSetup(cfg, src_root, backend_name, device, landmarks))
     try:
         for g, res in results:
             pending.setdefault(g, []).append(res)
             report.videos_read += 1
             if len(pending[g]) == len(groups[g]):
-                commit(g)
+                done[g] = _commit_group(out, g, pending.pop(g), groups[g], part)
             if bar is not None:
                 kept_n, skip_n = counts()
                 bar.set_postfix(faces_kept=kept_n, skipped=skip_n, refresh=False)
@@ -544,15 +486,86 @@ def preprocess(
         results.close()  # stops worker processes at once on an error or Ctrl-C
         if bar is not None:
             bar.close()
+    _finish(report, out, groups, done, cfg, part, mine, time.time() - t0)
+    return report
 
+
+def _progress_bar(total: int, resumed: int) -> Any:
+    from tqdm import tqdm  # only with progress on (workers and tests run without)
+
+    return tqdm(total=total, initial=resumed, unit="video", desc="preprocess", dynamic_ncols=True)
+
+
+def _commit_group(out: Path, g: int, results: list[ClipResult], clips: list[Clip], part: Part | None) -> dict:
+    """Write shard group ``g`` (its clips' ``results``, in any order) and append it to the ledger: its entry."""
+    results = sorted(results, key=lambda r: r.video_id)
+    kept = [r for r in results if r.sample is not None]
+    video = {c.video_id: c.video for c in clips}
+    name = SHARD_NAME.format(g) if kept else None
+    if kept:
+        write_shard(out / name, [r.sample for r in kept])
+    entry = {
+        "group": g,
+        "shard": name,
+        "videos": [
+            {
+                "video_id": r.video_id,
+                "person_id": r.person_id,
+                "key": r.sample.key,
+                "num_frames": len(r.sample.frames),
+                "split": r.split,
+                "video": video[r.video_id],
+            }
+            for r in kept
+        ],
+        "skipped": [{"video_id": r.video_id, "reason": r.reason} for r in results if r.sample is None],
+    }
+    _append_ledger(out, entry, part)
+    return entry
+
+
+@dataclass(frozen=True)
+class _WorkerSetup:
+    """What a worker process needs to build its detector and read clips."""
+
+    cfg: PreprocessConfig
+    src_root: Path
+    backend_name: str
+    device: str | None
+    landmarks: str
+
+
+def _results(todo: list, workers: int, detector: Any, setup: _WorkerSetup) -> Iterator[tuple[int, ClipResult]]:
+    """(group, result) of each clip of ``todo``: in this process (``workers`` <= 0) or a pool of them."""
+    if workers <= 0:
+        _init_worker(None, setup.cfg, setup.src_root)
+        _WORKER["detector"] = detector
+        for item in todo:
+            yield _work(item)
+        return
+    # fork shares the already built detector; face-alignment on CUDA must not fork an initialised context
+    method = "fork" if "fork" in mp.get_all_start_methods() and setup.backend_name != "face-alignment" else "spawn"
+    ctx = mp.get_context(method)
+    if method == "fork":
+        _WORKER["detector"] = detector
+        factory = None
+    else:
+        factory = _Factory(setup.backend_name, setup.device, setup.landmarks)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, setup.cfg, setup.src_root)) as pool:
+        yield from pool.imap(_work, todo, chunksize=1)
+
+
+def _finish(report: Report, out: Path, groups: list, done: dict, cfg: PreprocessConfig, part: Part | None,
+            mine: range | list, seconds: float) -> None:
+    """The report's totals, then the manifest and report files (a part: its report only); a full disk is noted."""
     report.kept = sum(len(e["videos"]) for e in done.values())
     report.skipped = sorted((s for e in done.values() for s in e["skipped"]), key=lambda s: s["video_id"])
     report.frames_written = sum(v["num_frames"] for e in done.values() for v in e["videos"])
     report.shards = sum(1 for e in done.values() if e["shard"])
-    report.seconds = time.time() - t0
+    report.seconds = seconds
     try:
         if part is None:
-            write_manifest(out, groups, done, cfg.size, backend_name, cfg.landmark_set)
+            write_manifest(out, groups, done, cfg.size, report.backend, cfg.landmark_set)
             (out / REPORT).write_text(json.dumps({**asdict(report), "complete": report.complete}, indent=1))
         else:
             write_json(out / PARTS / f"{part.name}.report.json", {**asdict(report), "complete": report.complete})
@@ -564,7 +577,6 @@ def preprocess(
             f"output disk is full ({e.strerror}): manifest.json could not be "
             "written; free space and re-run the same command"
         )
-    return report
 
 
 def merge(

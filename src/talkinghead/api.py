@@ -43,9 +43,11 @@ from talkinghead.inference.export import export_avatar as export
 from talkinghead.inference.fewshot import MODES, FineTuned, FineTuneSettings, fit_avatar, settings_for
 from talkinghead.landmarks.detectors import LandmarkDetector
 from talkinghead.landmarks.sets import absent_note
+from talkinghead.modules.finetune import initial_psi
 from talkinghead.outputs import check_outputs
+from talkinghead.inference.paste import paste_frames
 from talkinghead.inference.reenact import DriveOptions, ReenactError, driver_points, load_driver, render_frames
-from talkinghead.inference.render import pick_device
+from talkinghead.inference.render import FrameRenderer, pick_device
 from talkinghead.inference.shots import probe_video as probe
 from talkinghead.speed import Speed
 from talkinghead.video import side_by_side_frames, write_video
@@ -231,18 +233,33 @@ def _make_avatar(
     frame, box = person.source_frame(positions[0])  # what full-frame output pastes the face back into
     fitted.avatar.set_source_frame(frame, box, shots["landmarks"][0])
     _report(progress, 0.92, "rendering the preview")
+    preview, unseen, grid_path, video_path = _preview(meta, person, shots, positions, fitted, mode, preview_frames,
+                                                      run_dir, notes)
+    save_avatar(fitted.avatar, out)  # last: an avatar file means a finished avatar
+    caption = (
+        "T sources (<=4) | target landmarks | "
+        + ("FF | FT" if mode == "FT" else "FF")
+        + (" | real (frames outside the T)" if unseen else " | real (frames of the T)")
+    )
+    _report(progress, 1.0, "avatar written")
+    return AvatarResult(
+        out, fitted.avatar, fitted, dict(shots), preview, unseen, grid_path, video_path, caption,
+        person.num_frames, notes, logger,
+    )
 
-    # preview: FF beside FT on frames outside the T (the T frames themselves when there are none)
+
+def _preview(meta: MetaLearned, person: Any, shots: dict, positions: list[int], fitted: Any, mode: str,
+             frames: int, run_dir: Path, notes: list[str]) -> tuple[dict, bool, Path, Path]:
+    """The avatar's preview: FF beside FT on ``frames`` frames outside the T (the T frames themselves when there
+    are none: a note says so), as a grid (samples.png) and a clip (preview.mp4) in ``run_dir``.  -> (the frames
+    by row name, whether they are unseen, the grid, the clip)"""
     rest = sorted(set(range(person.num_frames)) - set(positions))
-    preview_pos = shots_mod.evenly(len(rest), int(preview_frames)) if rest else []
+    preview_pos = shots_mod.evenly(len(rest), int(frames)) if rest else []
     preview = dict(person.load([rest[i] for i in preview_pos])) if preview_pos else dict(shots)
     if not preview_pos:
         notes.append(f"all {person.num_frames} frames were used to make the avatar: the preview shows them")
     preview["fake"] = fitted.render(preview["landmark_images"])
     if mode == "FT":
-        from talkinghead.modules.finetune import initial_psi
-        from talkinghead.inference.render import FrameRenderer
-
         psi_ff = initial_psi(meta.generator, fitted.avatar.e_new)
         preview["ff"] = FrameRenderer(meta.generator, psi_ff).render(preview["landmark_images"][:8])
     rows = []
@@ -256,17 +273,7 @@ def _make_avatar(
         side_by_side_frames(preview["frames"], preview["landmark_images"], preview["fake"]),
         fps=10,
     )
-    save_avatar(fitted.avatar, out)  # last: an avatar file means a finished avatar
-    caption = (
-        "T sources (<=4) | target landmarks | "
-        + ("FF | FT" if mode == "FT" else "FF")
-        + (" | real (frames outside the T)" if preview_pos else " | real (frames of the T)")
-    )
-    _report(progress, 1.0, "avatar written")
-    return AvatarResult(
-        out, fitted.avatar, fitted, dict(shots), preview, bool(preview_pos), grid_path, video_path, caption,
-        person.num_frames, notes, logger,
-    )
+    return preview, bool(preview_pos), grid_path, video_path
 
 
 # ------------------------------------------------------------------------------------------------ driving
@@ -332,32 +339,12 @@ def drive(
     av_ = avatar if isinstance(avatar, Avatar) else load_avatar(avatar)
     source = av_.source_frame(None if isinstance(avatar, Avatar) else avatar) if o.full else None
 
-    def model() -> MetaLearned:
-        if meta is not None:
-            return meta
-        if ckpt is None and Path(av_.checkpoint).is_file():
-            return load_meta_learned(av_.checkpoint)
-        return load_model(ckpt, runs_dir)
-
     notes: list[str] = []
-    renderer = avatar_renderer(  # torch: AvatarRenderer; onnx: onnxruntime (talkinghead.inference.export)
-        av_, model, backend=o.backend, device=pick_device(o.device),
-        speed=Speed() if o.speed == "fast" else Speed.plain(), avatar_path=None if isinstance(avatar, Avatar) else avatar,
-        onnx_file=o.onnx, notes=notes, batch_size=o.batch_size,
-    )
+    renderer = _drive_renderer(av_, avatar, o, meta, ckpt, runs_dir, notes)
     _report(progress, 0.05, f"reading the driver {driver} and finding its landmarks")
-    drv = load_driver(
-        str(driver),
-        av_.data_config,
-        av_.image_size,
-        detector=detector,
-        max_frames=o.max_frames,
-        synthetic_frames=o.synthetic_frames,
-        data_root=data_root,
-        landmarks=o.landmarks,
-        max_side=o.max_side,
-        landmark_set=av_.landmark_set,
-    )
+    drv = load_driver(str(driver), av_.data_config, av_.image_size, detector=detector, max_frames=o.max_frames,
+                      synthetic_frames=o.synthetic_frames, data_root=data_root, landmarks=o.landmarks,
+                      max_side=o.max_side, landmark_set=av_.landmark_set)
     n = len(drv.landmarks)
     if drv.missing:
         notes.append(f"driver: no face in {drv.missing} of {n} frames: held the last good landmarks there")
@@ -381,8 +368,6 @@ def drive(
         renderer, points, drv.frames if o.side_by_side else None, batch_size=o.batch_size, on_frames=on_frames
     )
     if source is not None:
-        from talkinghead.inference.paste import paste_frames
-
         frames = paste_frames(frames, points, source, av_.crop_box, av_.source_landmarks.numpy())
     write_video(out, frames, fps=o.fps or drv.fps)
     bar.close()
@@ -391,6 +376,26 @@ def drive(
         out, n, float(o.fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
         first[0] if first else 0.0, adapted, drv.missing, o.side_by_side, notes, o.full,
         "torch" if isinstance(renderer, AvatarRenderer) else "onnxruntime",
+    )
+
+
+def _drive_renderer(av_: Avatar, avatar: Any, o: DriveOptions, meta: MetaLearned | None, ckpt: str | Path | None,
+                    runs_dir: str | Path, notes: list[str]) -> Any:
+    """The avatar's renderer for ``o.backend`` (``talkinghead.inference.export.avatar_renderer``: torch's
+    AvatarRenderer or onnxruntime); the model is loaded only for torch: ``meta``, else the avatar's own checkpoint
+    (when ``ckpt`` names none), else ``ckpt`` or the newest of ``runs_dir``."""
+
+    def model() -> MetaLearned:
+        if meta is not None:
+            return meta
+        if ckpt is None and Path(av_.checkpoint).is_file():
+            return load_meta_learned(av_.checkpoint)
+        return load_model(ckpt, runs_dir)
+
+    return avatar_renderer(
+        av_, model, backend=o.backend, device=pick_device(o.device),
+        speed=Speed() if o.speed == "fast" else Speed.plain(), avatar_path=None if isinstance(avatar, Avatar) else avatar,
+        onnx_file=o.onnx, notes=notes, batch_size=o.batch_size,
     )
 
 

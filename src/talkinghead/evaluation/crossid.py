@@ -35,7 +35,8 @@ import torch
 
 from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead.inference import shots as shots_mod
-from talkinghead.errors import ConfigError
+from talkinghead.crop import crop_frame
+from talkinghead.errors import ConfigError, EvaluationError
 from talkinghead.inference.fewshot import fit_avatar
 from talkinghead.landmarks.adapt import RIGID_POINTS, fit_similarity
 from talkinghead.landmarks.detectors import DetectorUnavailableError, make_detector
@@ -45,6 +46,7 @@ from talkinghead.landmarks.smooth import jitter
 from talkinghead.landmarks.track import can_track, detector_box
 from talkinghead.metrics import MetricsSuite
 from talkinghead.metrics.eyes import blink_score, gaze_errors
+from talkinghead.inference.paste import paste_frames
 from talkinghead.inference.reenact import Driver, driver_points
 from talkinghead.visualize import from_uint8, to_uint8
 
@@ -340,8 +342,6 @@ def adapt_modes(values: Sequence[Any]) -> list[str]:
     modes = ["on" if v is True else "off" if v is False else str(v) for v in values]
     bad = sorted(set(modes) - {"on", "off"})
     if bad or not modes:
-        from talkinghead.errors import ConfigError
-
         raise ConfigError(f"cross.adapt must be a non-empty subset of [on, off], got {list(values)}")
     return list(dict.fromkeys(modes))
 
@@ -382,33 +382,13 @@ def run_cross(
         raise ConfigError(f"cross.method must be FT or FF, got {method!r}")
     if T < 1 or num_frames < 2:
         raise ConfigError(f"cross.T must be >= 1 and cross.num_frames >= 2, got {T} and {num_frames}")
-    size = meta.image_size
-    notes: list[str] = []
     if detector is None:
         detector = cross_detector(str(cfg.get("detector", "auto")))
-    persons: dict[str, Any] = {}
-    for video in videos:
-        person = shots_mod.resolve(video, meta.config.data, size, data_root=data_root, synthetic_video_length=length)
-        key = person.person_id or video
-        if key not in persons:
-            persons[key] = person
-        if len(persons) >= int(cfg.get("persons", 3)):
-            break
-    if len(persons) < 2:
-        from talkinghead.errors import EvaluationError
-
-        raise EvaluationError(f"the cross-identity protocol needs 2 held-out persons or more, found {len(persons)}")
+    persons = cross_persons(meta, videos, int(cfg.get("persons", 3)), data_root, length)
+    clips = driving_clips(persons, T, num_frames)
     suites = {m: MetricsSuite({**dict(metrics_cfg), "fid": False, "ssim": False}, sync_on_compute=False)
               for m in modes}
     rows = {m: CrossRow(m) for m in modes}
-    clips: dict[str, dict[str, torch.Tensor]] = {}
-    for pid, person in persons.items():
-        half = person.num_frames // 2
-        if T > half or num_frames > person.num_frames - half:
-            raise ConfigError(
-                f"cross: {person.source} has {person.num_frames} frames; T={T} sources come from its first half and "
-                f"num_frames={num_frames} driving frames from its second: lower cross.T / cross.num_frames")
-        clips[pid] = person.load(shots_mod.evenly(person.num_frames - half, num_frames, offset=half))
     fit = bool(cfg.get("fit", True))
     refs = {pid: eye_reference(to_uint8(c["frames"]), c["landmarks"].numpy()) if eyes else None
             for pid, c in clips.items()}
@@ -419,13 +399,10 @@ def run_cross(
         shots = person.load(positions)
         fitted = fit_avatar(meta, shots, mode=method, settings=settings, person_id=person.person_id,
                             source=person.source)
-        avatar = fitted.avatar
         paste = None
         if cfg.get("full"):
-            from talkinghead.inference.paste import paste_frames
-
             frame, box = person.source_frame(positions[0])
-            paste = (paste_frames, frame, box, shots["landmarks"][0].numpy())
+            paste = (frame, box, shots["landmarks"][0].numpy())
         real = clips[pid]["frames"]
         for m in modes:
             rows[m].avatars += 1
@@ -435,35 +412,74 @@ def run_cross(
             drv = Driver(lambda f=drv_frames: f["frames"], drv_frames["landmarks"].numpy(),
                          persons[did].person_id or did, 10.0, 0, persons[did].source)
             for m in modes:
-                points, _ = driver_points(drv, avatar, m, "neutral", "off")
-                y = torch.stack([landmark_image_tensor(p, size) for p in points])
-                fake = fitted.render(y)
-                if paste is not None:  # full-frame output, scored on its face crop
-                    from talkinghead.crop import crop_frame
-
-                    fn, frame, box, src_lms = paste
-                    full = fn(to_uint8(fake), points, frame, box, src_lms)
-                    fake = from_uint8(np.stack([crop_frame(f, box, size) for f in full]))
+                points, _ = driver_points(drv, fitted.avatar, m, "neutral", "off")
+                fake = _render_cross(fitted, points, meta.image_size, paste)
                 suites[m].update(fake, real[torch.arange(len(fake)) % len(real)])
                 rows[m].add(score_clip(to_uint8(fake), points, detector, refs[did], fit=fit))
                 bar.update(1)
     bar.close()
     for m in modes:
         rows[m].csim = suites[m].compute().get("csim")
-    found = sum(r.found for r in rows.values())
-    frames = sum(r.frames for r in rows.values())
+    csim_name = next((s.csim_encoder for s in suites.values() if s.csim_encoder), None)
+    return [rows[m] for m in modes], cross_notes(list(rows.values()), list(persons), cfg, detector, eyes, csim_name)
+
+
+def cross_persons(meta: Any, videos: Sequence[str], most: int, data_root: str | None, length: int) -> dict[str, Any]:
+    """The first ``most`` persons of ``videos`` (person id -> its first video's ``shots`` person); at least 2."""
+    persons: dict[str, Any] = {}
+    for video in videos:
+        person = shots_mod.resolve(video, meta.config.data, meta.image_size, data_root=data_root,
+                                   synthetic_video_length=length)
+        persons.setdefault(person.person_id or video, person)
+        if len(persons) >= most:
+            break
+    if len(persons) < 2:
+        raise EvaluationError(f"the cross-identity protocol needs 2 held-out persons or more, found {len(persons)}")
+    return persons
+
+
+def driving_clips(persons: Mapping[str, Any], T: int, num_frames: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Each person's driving clip: ``num_frames`` frames of its video's second half (its T sources come from the
+    first)."""
+    clips: dict[str, dict[str, torch.Tensor]] = {}
+    for pid, person in persons.items():
+        half = person.num_frames // 2
+        if T > half or num_frames > person.num_frames - half:
+            raise ConfigError(
+                f"cross: {person.source} has {person.num_frames} frames; T={T} sources come from its first half and "
+                f"num_frames={num_frames} driving frames from its second: lower cross.T / cross.num_frames")
+        clips[pid] = person.load(shots_mod.evenly(person.num_frames - half, num_frames, offset=half))
+    return clips
+
+
+def _render_cross(fitted: Any, points: np.ndarray, size: int, paste: tuple | None) -> torch.Tensor:
+    """The avatar's frames (N, 3, S, S) for ``points``; with ``paste`` (source frame, crop box, its landmarks) the
+    full-frame output, cut back to its face crop to be scored."""
+    fake = fitted.render(torch.stack([landmark_image_tensor(p, size) for p in points]))
+    if paste is None:
+        return fake
+    frame, box, src_lms = paste
+    full = paste_frames(to_uint8(fake), points, frame, box, src_lms)
+    return from_uint8(np.stack([crop_frame(f, box, size) for f in full]))
+
+
+def cross_notes(rows: Sequence[CrossRow], persons: Sequence[str], cfg: Mapping[str, Any], detector: Any, eyes: bool,
+                csim_name: str | None) -> list[str]:
+    """The cross-identity table's notes: what was driven by what, how each column is measured, what was missing."""
+    T, num_frames, method = int(cfg.get("T", 8)), int(cfg.get("num_frames", 16)), str(cfg.get("method", "FT"))
+    fit = bool(cfg.get("fit", True))
+    found = sum(r.found for r in rows)
+    frames = sum(r.frames for r in rows)
     name = getattr(detector, "name", type(detector).__name__)
-    notes.append(
+    notes = [
         f"cross-identity: {len(persons)} held-out persons ({', '.join(list(persons)[:4])}{', ...' if len(persons) > 4 else ''}), "
         f"each an avatar ({method}, T={T}) driven by the {num_frames}-frame clips of the others"
-        + ("; full-frame outputs scored on their face crop" if cfg.get("full") else "")
-    )
-    notes.append(
+        + ("; full-frame outputs scored on their face crop" if cfg.get("full") else ""),
         "pose / expression NME: landmarks found on the output vs the landmarks it was rendered from (adapt on: the "
         "driver's motion on the avatar's face), over the inter-ocular distance; jitter: frame-to-frame landmark "
-        f"motion after the head's similarity motion, over the inter-ocular distance; detector: {name}"
-    )
-    fitted = sum(r.fitted for r in rows.values())
+        f"motion after the head's similarity motion, over the inter-ocular distance; detector: {name}",
+    ]
+    fitted = sum(r.fitted for r in rows)
     if fitted:
         notes.append(f"the detector found no face on {fitted} of {frames} outputs: its shape predictor was fitted in "
                      "the box the driving landmarks give (faces found (fitted); docs/stages.md has its accuracy)")
@@ -478,7 +494,6 @@ def run_cross(
             "widths), both located by talkinghead.landmarks.iris on the frames (the same reference for models with "
             "and without iris points); irises missing = the driver's irises the output lacks; blink r = correlation "
             "over time of the output's eye opening with the driver's, blinks missed of the driver's blinks")
-    csim_name = next((s.csim_encoder for s in suites.values() if s.csim_encoder), None)
     if csim_name:
         notes.append(f"CSIM: output vs a real frame of the avatar's person, encoder {csim_name}")
-    return [rows[m] for m in modes], notes
+    return notes
