@@ -81,11 +81,12 @@ PARTS = "parts"  # OUT/parts/part-0003-of-0064.{settings.json,ledger.jsonl,repor
 
 
 class PreprocessError(RuntimeError):
-    """Preprocessing cannot start or go on (settings differ from an earlier run in OUT, ...)."""
+    """Preprocessing cannot start or go on (settings differ from an earlier run in OUT, ...).  ``option``: the
+    parameter it is about, for the command line to add its flag (:func:`main`)."""
 
-
-class DiskFullError(PreprocessError):
-    """The output disk filled up; what was committed before is intact."""
+    def __init__(self, *args: object, option: str | None = None) -> None:
+        super().__init__(*args)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -263,9 +264,10 @@ class Part:
         try:
             i, n = (int(v) for v in str(text).strip().split("/"))
         except ValueError:
-            raise PreprocessError(f"--part {text!r}: expected i/N such as 3/64 (part i of N, 1 <= i <= N)") from None
+            raise PreprocessError(f"part {text!r}: expected i/N such as 3/64 (part i of N, 1 <= i <= N)",
+                                  option="part") from None
         if n < 1 or not 1 <= i <= n:
-            raise PreprocessError(f"--part {text}: part index out of range, must be 1..{max(n, 1)} of {n}")
+            raise PreprocessError(f"part {text}: part index out of range, must be 1..{max(n, 1)} of {n}", option="part")
         return cls(i, n)
 
     @property
@@ -422,9 +424,8 @@ def preprocess(
     if isinstance(part, str):
         part = Part.parse(part)
     if part is not None and overwrite:
-        raise PreprocessError(
-            "--overwrite with --part would delete the other parts' shards: empty --out once, then submit the parts"
-        )
+        raise PreprocessError("overwrite with part would delete the other parts' shards: empty out once, then "
+                              "submit the parts", option="overwrite")
     clips = discover(src, layout)
     src_root = src if src.is_dir() else src.parent
     if detector is None:
@@ -598,7 +599,8 @@ def merge(
     clips = discover(src, layout)
     settings = settings_files(out) if out.is_dir() else []
     if not settings:
-        raise PreprocessError(f"nothing to merge in {out}: run `--part i/N` for i = 1..N with --out {out} first")
+        raise PreprocessError(f"nothing to merge in {out}: preprocess part i/N into it for i = 1..N first",
+                              option="part")
     recorded = {p: json.loads(p.read_text()) for p in settings}
     if backend == "auto":
         used = sorted({str(c.get("backend")) for c in recorded.values()})
@@ -785,7 +787,9 @@ def main(argv: list[str] | None = None) -> int:
             part=args.part,
         )
     except (LayoutError, FileNotFoundError, PreprocessError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        flags = {"part": "--part", "layout": "--layout", "overwrite": "--overwrite"}  # the library's words -> flags
+        flag = flags.get(getattr(e, "option", None) or "")
+        print(f"error: {e}" + (f" ({flag})" if flag else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -102,7 +102,7 @@ def make_executor(
 def submit(job: PartJob, executor) -> list:  # noqa: ANN001 (submitit executor / jobs)
     """Submit parts 1..N of ``job`` as one array; returns the submitit jobs (``job.result()`` waits)."""
     if job.count < 1:
-        raise PreprocessError(f"--parts must be >= 1, got {job.count}")
+        raise PreprocessError(f"parts must be >= 1, got {job.count}")
     (Path(job.out) / PARTS).mkdir(parents=True, exist_ok=True)
     return executor.map_array(job, list(range(1, job.count + 1)))
 

@@ -186,7 +186,7 @@ def discover(src: str | Path, layout: str = "auto") -> list[Clip]:
         layout = detect_layout(src)
     if layout == "video":
         if not src.is_file():
-            raise LayoutError(f"--layout video needs one video file, got {src}")
+            raise LayoutError(f"layout video needs one video file, got {src}")
         clips = [Clip(f"{src.stem}/{src.stem}/0", src.stem, src)]
     elif layout == "images":
         images = tuple(_sorted_files(src, IMAGE_EXTENSIONS)) if src.is_dir() else ()

@@ -57,3 +57,12 @@ def test_the_api_refuses_a_misspelt_option_before_any_work(tmp_path) -> None:
     with pytest.raises(ReenactError, match="did you mean side_by_side"):
         api.drive(tmp_path / "missing.pt", "syn0005/v01", tmp_path / "o.mp4", side_by_sid=True)
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_the_library_speaks_of_parameters_the_cli_adds_its_flag(tmp_path, capsys) -> None:
+    with pytest.raises(ReenactError) as err:
+        DriveOptions(batch_size=0)
+    assert "--" not in str(err.value) and err.value.option == "batch_size"
+    code = cli.main(["reenact", str(tmp_path / "a.pt"), "syn0005/v01", str(tmp_path / "o.mp4"), "--batch-size", "0"])
+    line = capsys.readouterr().err.strip()
+    assert code == 2 and line == "error: batch_size must be >= 1, got 0 (--batch-size)"

@@ -401,6 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_hint(exc: BaseException, stage: str) -> str:
+    """`` (--flag)``: the ``stage``'s flag for the API parameter an error is about (``TalkingHeadError.option``),
+    when it has one: the library speaks of ``backend``, the command line of ``--backend``."""
+    option = getattr(exc, "option", None)
+    parser = build_parser()
+    stages = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+    sub = stages.get(stage)
+    if not option or sub is None:
+        return ""
+    flag = next((a.option_strings[-1] for a in sub._actions if a.dest == option and a.option_strings), None)
+    return f" ({flag})" if flag else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # the page has its own options (talkinghead demo --help)
@@ -419,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_raises(signal.SIGTERM, signal.SIGINT):
             return func(args)
     except TalkingHeadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}{flag_hint(exc, args.stage)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as exc:
         stop = as_interrupted(exc)

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 
 class TalkingHeadError(Exception):
-    """Base of the errors a user can fix: the message says what to fix."""
+    """Base of the errors a user can fix: the message says what to fix, in the Python API's words.  ``option``:
+    the API parameter it is about (``backend``, ``overwrite``, ...), so that a surface can add its own name for
+    it (the CLI: its flag, :func:`talkinghead.cli.main`)."""
+
+    def __init__(self, *args: object, option: str | None = None) -> None:
+        super().__init__(*args)
+        self.option = option
 
 
 class ConfigError(TalkingHeadError, ValueError):

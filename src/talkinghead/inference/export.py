@@ -284,7 +284,7 @@ def export_avatar(
     if out.suffix.lower() != ".onnx":
         raise ExportError(f"OUT must be an .onnx file, got {out}")
     if out.exists() and not overwrite:
-        raise ExportError(f"{out} exists: give another OUT, or OVERWRITE=1 (--overwrite) to replace it")
+        raise ExportError(f"{out} exists: give another out, or overwrite=True to replace it", option="overwrite")
     if out.is_dir():
         raise ExportError(f"{out} is a folder: give a file name such as {out / 'avatar.onnx'}")
     onnx = require("onnx")
@@ -321,8 +321,8 @@ def _providers(ort: Any, device: str) -> list[str]:
     available = ort.get_available_providers()
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in available:
-            raise ExportError("--backend onnx on cuda needs onnxruntime-gpu (this onnxruntime has "
-                              f"{', '.join(available)}): use --device cpu or pip install onnxruntime-gpu")
+            raise ExportError("the onnx backend on cuda needs onnxruntime-gpu (this onnxruntime has "
+                              f"{', '.join(available)}): use device cpu or pip install onnxruntime-gpu", option="device")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -431,7 +431,7 @@ def avatar_renderer(
     """
     notes = [] if notes is None else notes
     if backend not in BACKENDS:
-        raise ExportError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise ExportError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}", option="backend")
     device = torch.device(device)
     beside = default_out(avatar_path) if avatar_path is not None else None
     file = Path(onnx_file) if onnx_file else beside if beside is not None and beside.is_file() else None

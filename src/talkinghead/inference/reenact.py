@@ -150,15 +150,16 @@ class DriveOptions:
         for name, allowed in (("adapt", ADAPT_MODES), ("reference", REFERENCES), ("landmarks", LANDMARK_MODES),
                               ("smooth", SMOOTH_MODES), ("backend", BACKENDS), ("speed", SPEEDS)):
             if getattr(self, name) not in allowed:
-                raise ReenactError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ReenactError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}",
+                                   option=name)
         if self.batch_size < 1:
-            raise ReenactError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ReenactError(f"batch_size must be >= 1, got {self.batch_size}", option="batch_size")
         for name in ("max_frames", "max_side", "synthetic_frames"):
             if getattr(self, name) < 0:
-                raise ReenactError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ReenactError(f"{name} must be >= 0, got {getattr(self, name)}", option=name)
         if self.full and self.side_by_side:
             raise ReenactError("full and side_by_side cannot be combined: full-frame output is the avatar's frame "
-                               "alone")
+                               "alone", option="full")
 
     @classmethod
     def of(cls, options: DriveOptions | None = None, **changes: Any) -> DriveOptions:

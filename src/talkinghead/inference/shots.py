@@ -76,7 +76,8 @@ def make_landmark_detector(backend: str = "auto", landmarks: str = "track") -> A
     ``landmarks``: ``track`` (detect on key frames, track in between: ``talkinghead.landmarks.track``) or
     ``detect`` (the detector on every frame)."""
     if landmarks not in LANDMARK_MODES:
-        raise DetectorError(f"--landmarks must be one of {', '.join(LANDMARK_MODES)}, got {landmarks!r}")
+        raise DetectorError(f"landmarks must be one of {', '.join(LANDMARK_MODES)}, got {landmarks!r}",
+                            option="landmarks")
     try:
         return make_landmarker(make_detector(backend), landmarks)
     except (RuntimeError, ValueError) as exc:

@@ -17,7 +17,7 @@ Both take per-frame landmarks of the output and of the driver (``ibug68+iris`` p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,9 +44,6 @@ class EyeScores:
     blink_correlation: float
     blinks: int
     blinks_missed: int
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def _check(output: np.ndarray, driver: np.ndarray, points: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
