@@ -30,6 +30,7 @@ from talkinghead.crop import face_track, landmarks_to_crop
 from talkinghead.errors import TalkingHeadError
 from talkinghead.inference.export import avatar_renderer
 from talkinghead.landmarks.adapt import adapt_landmarks, should_adapt
+from talkinghead.landmarks.iris import points_with_irises
 from talkinghead.landmarks.sets import IBUG68_IRIS, iris_present
 from talkinghead.landmarks.smooth import LandmarkSmoother, face_scale
 from talkinghead.landmarks.track import online_tracker
@@ -165,15 +166,11 @@ class LiveSession:
         frame = np.ascontiguousarray(frame)
         c.camera = (int(frame.shape[1]), int(frame.shape[0]))
         if frame.shape != self._frame_shape:  # a new camera size: a new track and crop box
-            from talkinghead.landmarks.track import online_tracker
-
             self._frame_shape = frame.shape
             self.tracker = online_tracker(self.detector)
             self._box = None
         points = self.tracker.step(frame)
         if points is not None and self.irises:
-            from talkinghead.landmarks.iris import points_with_irises  # OpenCV: only for an iris avatar
-
             points = points_with_irises(frame, points)
         try:
             follow = None if points is None else self._follow(points, arrived)

@@ -31,6 +31,7 @@ from talkinghead.inference.export import BACKENDS
 from talkinghead.landmarks.adapt import ADAPT_MODES, adapt_landmarks, neutral_index, should_adapt
 from talkinghead.landmarks.draw import landmark_image_tensor
 from talkinghead.landmarks.track import LANDMARK_MODES
+from talkinghead.landmarks.smooth import smooth_landmarks
 from talkinghead.landmarks.sets import recorded_set, require_same_set, set_of_points
 from talkinghead.inference.shots import evenly
 from talkinghead.video import side_by_side_frames, write_video
@@ -194,8 +195,6 @@ def driver_points(
     adapted = should_adapt(adapt, drv.person_id, avatar.person_id)
     points = drv.landmarks
     if smooth == "on" and drv.person_id is None:  # detected landmarks jitter; a data id's are exact
-        from talkinghead.landmarks.smooth import smooth_landmarks
-
         points = smooth_landmarks(points, drv.fps)
     if adapted:
         ref = points[0] if reference == "first" else points[neutral_index(points)]

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from talkinghead.landmarks.sets import EYE_POINTS, IRIS_ROWS, iris_rows_valid
+from talkinghead.visualize import from_uint8
 
 __all__ = [
     "PARTS",
@@ -165,6 +166,4 @@ def landmark_image_tensor(
     points: np.ndarray, size: int | Sequence[int], line_width: float | None = None
 ) -> torch.Tensor:
     """:func:`draw_landmarks` as a float32 ``(3, H, W)`` tensor in [-1, 1] (black -> -1)."""
-    from talkinghead.visualize import from_uint8
-
     return from_uint8(draw_landmarks(points, size, line_width))

@@ -14,6 +14,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from talkinghead.backbones.inception import FIDInceptionV3
 from talkinghead.backbones.weights import MissingWeightsError, get_spec, resolve
+from talkinghead.backbones.weights import weights_dir as default_dir
 
 FID_WEIGHTS = "inception_fid"
 FID_CONFIG_KEY = "metrics.fid_weights"
@@ -166,8 +167,6 @@ def try_build_fid(
     try:
         return build_fid(weights_path, weights_dir, **kwargs), None
     except MissingWeightsError:
-        from talkinghead.backbones.weights import weights_dir as default_dir
-
         spec = get_spec(FID_WEIGHTS)
         where = weights_path if weights_path not in (None, "") else default_dir(weights_dir) / spec.filename
         return None, (f"{where} missing: run `make weights` (or set {config_key} to the file); "
