@@ -66,3 +66,15 @@ def test_the_library_speaks_of_parameters_the_cli_adds_its_flag(tmp_path, capsys
     code = cli.main(["reenact", str(tmp_path / "a.pt"), "syn0005/v01", str(tmp_path / "o.mp4"), "--batch-size", "0"])
     line = capsys.readouterr().err.strip()
     assert code == 2 and line == "error: batch_size must be >= 1, got 0 (--batch-size)"
+
+
+def test_both_backends_play_the_renderer_role() -> None:
+    """torch's and onnxruntime's avatar renderers are the one role drive, live and evaluation render through."""
+    from talkinghead.inference.avatar import AvatarRenderer
+    from talkinghead.inference.export import OnnxAvatarRenderer
+    from talkinghead.inference.render import AvatarFrames
+
+    names = {n for n in dir(AvatarFrames) if not n.startswith("_")} | set(AvatarFrames.__annotations__)
+    assert names == {"avatar", "backend", "device", "render"}
+    assert (AvatarRenderer.backend, OnnxAvatarRenderer.backend) == ("torch", "onnxruntime")
+    assert callable(AvatarRenderer.render) and callable(OnnxAvatarRenderer.render)

@@ -28,7 +28,6 @@ from data_modules.persons import SYNTHETIC_VIDEO_LENGTH
 from talkinghead.inference import shots as shots_mod
 from talkinghead.inference.avatar import (
     Avatar,
-    AvatarRenderer,
     MetaLearned,
     load_avatar,
     load_meta_learned,
@@ -47,7 +46,7 @@ from talkinghead.modules.finetune import initial_psi
 from talkinghead.outputs import check_outputs
 from talkinghead.inference.paste import paste_frames
 from talkinghead.inference.reenact import DriveOptions, ReenactError, driver_points, load_driver, render_frames
-from talkinghead.inference.render import FrameRenderer, pick_device
+from talkinghead.inference.render import AvatarFrames, FrameRenderer, pick_device
 from talkinghead.inference.shots import probe_video as probe
 from talkinghead.speed import Speed
 from talkinghead.video import side_by_side_frames, write_video
@@ -375,12 +374,12 @@ def drive(
     return DriveResult(
         out, n, float(o.fps or drv.fps), n / max(took, 1e-9), time.perf_counter() - start,
         first[0] if first else 0.0, adapted, drv.missing, o.side_by_side, notes, o.full,
-        "torch" if isinstance(renderer, AvatarRenderer) else "onnxruntime",
+        renderer.backend,
     )
 
 
 def _drive_renderer(av_: Avatar, avatar: Any, o: DriveOptions, meta: MetaLearned | None, ckpt: str | Path | None,
-                    runs_dir: str | Path, notes: list[str]) -> Any:
+                    runs_dir: str | Path, notes: list[str]) -> AvatarFrames:
     """The avatar's renderer for ``o.backend`` (``talkinghead.inference.export.avatar_renderer``: torch's
     AvatarRenderer or onnxruntime); the model is loaded only for torch: ``meta``, else the avatar's own checkpoint
     (when ``ckpt`` names none), else ``ckpt`` or the newest of ``runs_dir``."""

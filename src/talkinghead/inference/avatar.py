@@ -342,7 +342,10 @@ class AvatarRenderer:
 
     ``render(landmark_images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) in [-1, 1]`` in batches, no grad, on the
     inference path of ``talkinghead.inference.render.FrameRenderer`` run as ``speed`` says (default: the fast path).
+    The torch backend of the renderer role (``talkinghead.inference.render.AvatarFrames``).
     """
+
+    backend = "torch"
 
     def __init__(
         self, avatar: Avatar, meta: MetaLearned, device: str | torch.device = "cpu", speed: Speed | None = None

@@ -58,7 +58,7 @@ from talkinghead.files import atomic_path
 from talkinghead.landmarks.draw import _SHIFT, IRIS_COLOUR, PART_COLOURS, PARTS, landmark_image_tensor, line_width_for
 from talkinghead.landmarks.sets import IBUG68_IRIS, IRIS_ROWS, check_set
 from talkinghead.nets.folding import FoldedAdaIN, OnnxSelfAttention, OnnxUpConv  # re-exported (__all__)
-from talkinghead.inference.render import FrameRenderer
+from talkinghead.inference.render import AvatarFrames, FrameRenderer
 from talkinghead.speed import Speed
 
 FORMAT = "talkinghead-onnx/1"
@@ -372,7 +372,10 @@ class OnnxRenderer:
 
 
 class OnnxAvatarRenderer:
-    """An avatar rendered by onnxruntime, for ``talkinghead.inference.reenact.render_frames`` (``.avatar``, ``.render``)."""
+    """An avatar rendered by onnxruntime: the onnxruntime backend of the renderer role
+    (``talkinghead.inference.render.AvatarFrames``)."""
+
+    backend = "onnxruntime"
 
     def __init__(self, avatar: Avatar, frames: OnnxRenderer, where: str) -> None:
         self.avatar, self.frames, self.where = avatar, frames, where
@@ -418,8 +421,9 @@ def avatar_renderer(
     onnx_file: str | Path | None = None,
     notes: list[str] | None = None,
     batch_size: int = 16,
-) -> Any:
-    """The renderer of ``avatar`` for ``backend``: an ``AvatarRenderer`` (torch) or an :class:`OnnxAvatarRenderer`.
+) -> AvatarFrames:
+    """The renderer of ``avatar`` for ``backend`` (the role ``AvatarFrames``): an ``AvatarRenderer`` (torch) or an
+    :class:`OnnxAvatarRenderer`.
 
     ``onnx``: ``onnx_file`` (checked against the avatar), else ``avatar.onnx`` beside ``avatar_path`` when it renders
     this avatar, else the avatar exported in memory (seconds; a note says so).  ``auto``: onnx where it is faster.

@@ -1,16 +1,34 @@
 """The inference path: landmark images -> frames with a fixed ψ (no embedder, no projection per frame).
 
-Reenactment, previews and evaluation render through :class:`FrameRenderer`.  It works on the generator's
+Reenactment, previews and evaluation render through :class:`FrameRenderer`.  An avatar's renderer, whatever
+runs it, plays one role, :class:`AvatarFrames`: torch's ``talkinghead.inference.avatar.AvatarRenderer`` (over a
+FrameRenderer) or onnxruntime's ``talkinghead.inference.export.OnnxAvatarRenderer``, chosen by
+``talkinghead.inference.export.avatar_renderer`` (``backend``: torch, onnx or auto).  It works on the generator's
 ``inference_copy()`` (the model interface, ``talkinghead.nets.interface``: for the paper's generator the
 spectral-norm divisions baked and the up-convolutions run at the low resolution), laid out and run as
 ``talkinghead.speed.Speed`` says (channels-last, in bf16 where native, optionally compiled).
 """
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 import torch
 from torch import nn
 
 from talkinghead.speed import Speed, to_memory_format
+
+
+@runtime_checkable
+class AvatarFrames(Protocol):
+    """The renderer role of one avatar: ``render(landmark_images (N, 3, S, S) in [-1, 1]) -> (N, 3, S, S) fp32 on
+    the CPU`` in batches; ``avatar`` is what it renders, ``backend`` what runs it (``torch`` | ``onnxruntime``),
+    ``device`` where."""
+
+    avatar: Any
+    backend: str
+    device: Any
+
+    def render(self, landmark_images: torch.Tensor, batch_size: int = 16) -> torch.Tensor: ...
 
 
 class FrameRenderer:
