@@ -257,7 +257,7 @@ def test_an_existing_out_is_kept_unless_overwrite(avatar, tmp_path) -> None:
     out.write_bytes(b"precious")
     with pytest.raises(ExportError) as exc:
         export_avatar(avatar, out)
-    assert "exists" in one_line(exc) and "OVERWRITE=1" in str(exc.value)
+    assert "exists" in one_line(exc) and "overwrite=True" in str(exc.value) and exc.value.option == "overwrite"
     assert out.read_bytes() == b"precious"
     with pytest.raises(ExportError, match=r"\.onnx"):
         export_avatar(avatar, tmp_path / "avatar.pt.bak")

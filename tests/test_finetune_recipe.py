@@ -26,7 +26,7 @@ def test_no_fine_tuning_number_is_written_in_the_code() -> None:
     empty = FineTuneSettings.from_config({})
     for key in ("steps", "lr_g", "lr_d", "eps", "d_steps_per_g", "batch_size", "average_decay", "optimizer"):
         assert getattr(empty, key) == paper[key], key
-    source = (REPO / "src" / "talkinghead" / "fewshot.py").read_text()
+    source = (REPO / "src" / "talkinghead" / "inference" / "fewshot.py").read_text()
     block = source[source.index("class FineTuneSettings"):source.index("def steps_for")]
     assert not re.search(r"(steps|lr_g|lr_d|eps|batch_size|average_decay): [^=\n]+= \d", block), \
         "a recipe number written into FineTuneSettings"
