@@ -405,10 +405,12 @@ def flag_hint(exc: BaseException, stage: str) -> str:
     """`` (--flag)``: the ``stage``'s flag for the API parameter an error is about (``TalkingHeadError.option``),
     when it has one: the library speaks of ``backend``, the command line of ``--backend``."""
     option = getattr(exc, "option", None)
+    if not option:
+        return ""
     parser = build_parser()
     stages = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
     sub = stages.get(stage)
-    if not option or sub is None:
+    if sub is None:
         return ""
     flag = next((a.option_strings[-1] for a in sub._actions if a.dest == option and a.option_strings), None)
     return f" ({flag})" if flag else ""

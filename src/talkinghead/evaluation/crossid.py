@@ -421,7 +421,10 @@ def run_cross(
     for m in modes:
         rows[m].csim = suites[m].compute().get("csim")
     csim_name = next((s.csim_encoder for s in suites.values() if s.csim_encoder), None)
-    return [rows[m] for m in modes], cross_notes(list(rows.values()), list(persons), cfg, detector, eyes, csim_name)
+    what = f"{method}, T={T}) driven by the {num_frames}-frame clips of the others" + (
+        "; full-frame outputs scored on their face crop" if cfg.get("full") else "")
+    return [rows[m] for m in modes], cross_notes(list(rows.values()), list(persons), what, detector, fit, eyes,
+                                                 csim_name)
 
 
 def cross_persons(meta: Any, videos: Sequence[str], most: int, data_root: str | None, length: int) -> dict[str, Any]:
@@ -463,18 +466,16 @@ def _render_cross(fitted: Any, points: np.ndarray, size: int, paste: tuple | Non
     return from_uint8(np.stack([crop_frame(f, box, size) for f in full]))
 
 
-def cross_notes(rows: Sequence[CrossRow], persons: Sequence[str], cfg: Mapping[str, Any], detector: Any, eyes: bool,
+def cross_notes(rows: Sequence[CrossRow], persons: Sequence[str], what: str, detector: Any, fit: bool, eyes: bool,
                 csim_name: str | None) -> list[str]:
-    """The cross-identity table's notes: what was driven by what, how each column is measured, what was missing."""
-    T, num_frames, method = int(cfg.get("T", 8)), int(cfg.get("num_frames", 16)), str(cfg.get("method", "FT"))
-    fit = bool(cfg.get("fit", True))
+    """The cross-identity table's notes: what was driven by what (``what``: the avatars' method and T onwards), how
+    each column is measured, what was missing."""
     found = sum(r.found for r in rows)
     frames = sum(r.frames for r in rows)
     name = getattr(detector, "name", type(detector).__name__)
     notes = [
-        f"cross-identity: {len(persons)} held-out persons ({', '.join(list(persons)[:4])}{', ...' if len(persons) > 4 else ''}), "
-        f"each an avatar ({method}, T={T}) driven by the {num_frames}-frame clips of the others"
-        + ("; full-frame outputs scored on their face crop" if cfg.get("full") else ""),
+        f"cross-identity: {len(persons)} held-out persons ({', '.join(list(persons)[:4])}"
+        f"{', ...' if len(persons) > 4 else ''}), each an avatar ({what}",
         "pose / expression NME: landmarks found on the output vs the landmarks it was rendered from (adapt on: the "
         "driver's motion on the avatar's face), over the inter-ocular distance; jitter: frame-to-frame landmark "
         f"motion after the head's similarity motion, over the inter-ocular distance; detector: {name}",
